@@ -1,0 +1,206 @@
+// sluice_bench: what one throttling decision costs, in nanoseconds.
+//
+// Every figure is compared with baselines measured in the same run (these
+// machines are noisy, so only ratios travel):
+//   BM_Floor_ClockCas      the physical floor: read the clock, one CAS
+//   BM_MutexBucket_Admit   a mutex-protected double token bucket, the design
+//                          most rate limiters use
+// After the table, the ratios the project holds itself to are printed with
+// their floors. Run with --benchmark_repetitions=N to compare medians.
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "benchmark/benchmark.h"
+#include "sluice/clock.h"
+#include "sluice/token_bucket.h"
+
+namespace sluice {
+namespace {
+
+// One shared word or bucket per benchmark, on its own cache line, shared by
+// all threads of a multi-threaded run.
+struct alignas(64) FloorWord {
+  std::atomic<int64_t> word{0};
+};
+
+void BM_Floor_ClockCas(benchmark::State& state) {
+  static FloorWord floor;
+  constexpr int64_t kInterval = 1;
+  for (auto _ : state) {
+    const int64_t now = Clock::MonotonicNanos();
+    int64_t w = floor.word.load(std::memory_order_acquire);
+    const bool done = floor.word.compare_exchange_weak(w, std::max(w, now) + kInterval,
+                                                       std::memory_order_acq_rel);
+    benchmark::DoNotOptimize(done);
+  }
+}
+
+// A bucket that always admits: 1e9 permits/s outpaces any loop.
+TokenBucket& AdmittingBucket(Clock clock) {
+  static auto* precise =
+      TokenBucket::Create({Rate::PerSecond(1'000'000'000), 1'000'000'000}, Clock::Monotonic())
+          ->release();
+  static auto* coarse =
+      TokenBucket::Create({Rate::PerSecond(1'000'000'000), 1'000'000'000}, Clock::Coarse())
+          ->release();
+  return clock.kind() == Clock::Kind::kMonotonicCoarse ? *coarse : *precise;
+}
+
+void BM_Acquire_Admit(benchmark::State& state) {
+  const TokenBucket& bucket = AdmittingBucket(Clock::Monotonic());
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
+}
+
+void BM_Acquire_AdmitNow(benchmark::State& state) {
+  const TokenBucket& bucket = AdmittingBucket(Clock::Monotonic());
+  int64_t now = Clock::MonotonicNanos();
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1, ++now));
+}
+
+void BM_Acquire_AdmitCoarse(benchmark::State& state) {
+  const TokenBucket& bucket = AdmittingBucket(Clock::Coarse());
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
+}
+
+void BM_Acquire_Deny(benchmark::State& state) {
+  // One permit a day, already taken: every attempt is refused.
+  static auto* bucket = [] {
+    TokenBucket* b = TokenBucket::Create({Rate::PerDay(1), 1})->release();
+    b->TryAcquire(1);
+    return b;
+  }();
+  for (auto _ : state) benchmark::DoNotOptimize(bucket->TryAcquire(1));
+}
+
+// The baseline: what most token buckets look like. A mutex around a double
+// token count refilled from elapsed time.
+class MutexBucket {
+ public:
+  MutexBucket(double rate_per_ns, double capacity)
+      : rate_per_ns_(rate_per_ns), capacity_(capacity), tokens_(capacity) {}
+
+  bool TryAcquire(double n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t now = Clock::MonotonicNanos();
+    tokens_ = std::min(capacity_, tokens_ + static_cast<double>(now - last_) * rate_per_ns_);
+    last_ = now;
+    if (tokens_ < n) return false;
+    tokens_ -= n;
+    return true;
+  }
+
+ private:
+  std::mutex mu_;
+  const double rate_per_ns_;
+  const double capacity_;
+  double tokens_;
+  int64_t last_ = Clock::MonotonicNanos();
+};
+
+void BM_MutexBucket_Admit(benchmark::State& state) {
+  static MutexBucket bucket(1.0, 1e9);
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
+}
+
+BENCHMARK(BM_Floor_ClockCas);
+BENCHMARK(BM_Floor_ClockCas)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_Acquire_Admit);
+BENCHMARK(BM_Acquire_Admit)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_Acquire_AdmitNow);
+BENCHMARK(BM_Acquire_AdmitCoarse);
+BENCHMARK(BM_Acquire_Deny);
+BENCHMARK(BM_Acquire_Deny)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_MutexBucket_Admit);
+BENCHMARK(BM_MutexBucket_Admit)->Threads(2)->ThreadPerCpu()->UseRealTime();
+
+// Thread scaling from 1 to 16 threads, for a many-core machine:
+//   sluice_bench --benchmark_filter=BM_Scaling
+// Excluded from default runs by main() below.
+BENCHMARK(BM_Acquire_Admit)
+    ->Name("BM_Scaling_Acquire_Admit")
+    ->DenseThreadRange(1, 16)
+    ->UseRealTime();
+BENCHMARK(BM_MutexBucket_Admit)
+    ->Name("BM_Scaling_MutexBucket_Admit")
+    ->DenseThreadRange(1, 16)
+    ->UseRealTime();
+
+// Prints the usual console table, then the ratios against the baselines of
+// the same run: medians when repetitions were asked for, else single runs.
+class RatioReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
+      const bool single = run.run_type == Run::RT_Iteration && run.repetitions <= 1;
+      if (!median && !single) continue;
+      times_[Key(run.run_name.function_name, run.threads)] = run.GetAdjustedRealTime();
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+
+  void Finalize() override {
+    ConsoleReporter::Finalize();
+    struct Ratio {
+      std::string what, base;
+      double floor;
+    };
+    const Ratio ratios[] = {
+        {Key("BM_Acquire_Admit", 1), Key("BM_Floor_ClockCas", 1), 1.2},
+        {Key("BM_Acquire_Deny", 1), Key("BM_Floor_ClockCas", 1), 1.0},
+        {Key("BM_Acquire_AdmitCoarse", 1), Key("BM_Floor_ClockCas", 1), 0.5},
+        {Key("BM_Acquire_AdmitNow", 1), Key("BM_Floor_ClockCas", 1), 1.2},
+        {Key("BM_Acquire_Admit", 2), Key("BM_MutexBucket_Admit", 2), 0.8},
+        {Key("BM_Acquire_Admit", 1), Key("BM_MutexBucket_Admit", 1), 1.0},
+    };
+    bool header = false;
+    for (const Ratio& r : ratios) {
+      const auto what = times_.find(r.what);
+      const auto base = times_.find(r.base);
+      if (what == times_.end() || base == times_.end() || base->second <= 0) continue;
+      if (!header) {
+        absl::FPrintF(stdout, "\n%-34s %-30s %7s %7s  %s\n", "benchmark", "baseline (same run)",
+                      "ratio", "floor", "");
+        header = true;
+      }
+      const double ratio = what->second / base->second;
+      absl::FPrintF(stdout, "%-34s %-30s %7.2f %7.2f  %s\n", r.what, r.base, ratio, r.floor,
+                    ratio <= r.floor ? "ok" : "ABOVE FLOOR");
+    }
+  }
+
+ private:
+  static std::string Key(const std::string& name, int threads) {
+    return threads == 1 ? name : absl::StrFormat("%s/threads:%d", name, threads);
+  }
+
+  std::map<std::string, double> times_;
+};
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+  // The 1-16 thread scaling runs are for many-core machines; leave them out
+  // unless a filter is given.
+  std::vector<char*> args(argv, argv + argc);
+  std::string default_filter = "--benchmark_filter=^BM_(Floor|Acquire|MutexBucket)_";
+  bool has_filter = false;
+  for (int i = 1; i < argc; ++i)
+    has_filter |= std::string(argv[i]).rfind("--benchmark_filter", 0) == 0;
+  if (!has_filter) args.push_back(default_filter.data());
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  sluice::RatioReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,306 @@
+// File: token_bucket.h
+// -----------------------------------------------------------------------------
+// A token bucket kept in GCRA form in one atomic 64-bit word.
+//
+// A bucket refills at a Rate (permits per period) up to a capacity (its burst).
+// Instead of a token count and a last-refill time, the word holds the bucket's
+// "theoretical arrival time" (TAT): the moment the bucket would be full again.
+// Admitting n permits moves the TAT forward by n intervals (interval = period /
+// permits); the bucket has room when the new TAT is no further ahead of now
+// than the bucket's whole span (tau = capacity * interval). So an admit is one
+// load and one compare-and-swap, a refusal is one load and no write, and the
+// available permits are derived from the word at any time, for free.
+//
+// The word is fixed point: 1/16 ns units relative to the bucket's epoch, so
+// intervals such as 60 s / 1000 are exact and others (1 s / 7) are rounded
+// *up* by less than 1/16 ns, which can only slow a bucket down (by under 7e-11
+// of its rate at 7/s), never speed it up. Rates from 1/day to 1e9/s and
+// requests up to 2^32 permits are exact; all arithmetic saturates or is
+// checked, nothing uses floating point.
+//
+// BucketCell is the word plus the parameters it is read with, laid out in one
+// cache line so that it can live in process memory (TokenBucket) or in a
+// shared-memory segment that every process on the host maps (BucketRef over a
+// cell someone else owns). The same code runs on both.
+//
+// Thread safety: every BucketRef and TokenBucket operation is safe to call
+// concurrently from any number of threads and processes, except
+// BucketRef::Reconfigure, which REQUIRES that reconfigurations of one cell be
+// serialized by the caller (TokenBucket::Reconfigure does that itself).
+// Concurrent acquires never need a lock: a reconfiguration publishes its
+// parameters with the same compare-and-swap that rescales the word.
+//
+// Example:
+//   auto bucket = sluice::TokenBucket::Create(
+//       {.rate = sluice::Rate::PerMinute(1000), .capacity = 50});
+//   if (!bucket.ok()) return bucket.status();
+//   if ((*bucket)->TryAcquire(1).granted()) CallTheModel();
+//   // Or wait up to two seconds, sleeping once:
+//   absl::Status s = (*bucket)->Acquire(1, absl::Seconds(2));
+
+#ifndef SLUICE_TOKEN_BUCKET_H_
+#define SLUICE_TOKEN_BUCKET_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/clock.h"
+#include "sluice/rate.h"
+
+namespace sluice {
+
+// BucketConfig
+//
+// A bucket refills at `rate` and holds at most `capacity` permits (the most
+// that can be taken in one burst). A new bucket starts full.
+struct BucketConfig {
+  Rate rate = Rate::PerSecond(1);
+  uint64_t capacity = 1;
+};
+
+// OK, or InvalidArgument saying which field is wrong: a zero permit count or
+// non-positive period, a zero capacity, a rate faster than 16e9/s, or a burst
+// span (capacity / rate) longer than about 2.28 years.
+absl::Status ValidateBucketConfig(const BucketConfig& config);
+
+// Decision
+//
+// The answer to a TryAcquire or Reserve.
+enum class Outcome : uint8_t {
+  kGranted,    // the permits are taken
+  kRefused,    // not enough permits within the allowed wait; nothing changed
+  kNeverFits,  // more permits than the bucket's capacity: no wait will ever do
+};
+
+struct Decision {
+  Outcome outcome;
+  // kGranted: ns from `now` until the caller may proceed (always 0 for
+  // TryAcquire; the reservation's wait for Reserve).
+  // kRefused: ns from `now` until the permits would be available.
+  // kNeverFits: 0.
+  int64_t wait_ns;
+
+  bool granted() const { return outcome == Outcome::kGranted; }
+};
+
+// Pressure
+//
+// How full a bucket is, as the reference design reports it: low when at least
+// 60% of the capacity is available, medium from 30% to 60%, high below 30%.
+enum class Pressure : uint8_t { kLow, kMedium, kHigh };
+const char* PressureName(Pressure p);  // "low", "medium", "high"
+
+// BucketCell
+//
+// The bucket's state: one cache line, position independent, with no pointers,
+// so it can be placed in shared memory. Treat it as opaque; construct it with
+// BucketRef::Init before use.
+class alignas(64) BucketCell {
+ public:
+  BucketCell() = default;
+  BucketCell(const BucketCell&) = delete;
+  BucketCell& operator=(const BucketCell&) = delete;
+
+ private:
+  friend class BucketRef;
+
+  // Parameters of one configuration generation. Two slots: a reconfiguration
+  // writes the idle one, then flips the word's low bit to select it.
+  struct Params {
+    std::atomic<int64_t> interval;  // 1/16 ns per permit, >= 1
+    std::atomic<int64_t> tau;       // capacity * interval, 1/16 ns
+    std::atomic<int64_t> epoch_ns;  // clock reading the word counts from
+  };
+
+  // (TAT in 1/16 ns since the epoch) << 1 | parameter slot in use.
+  std::atomic<int64_t> word_{0};
+  Params params_[2] = {};
+};
+
+static_assert(std::atomic<int64_t>::is_always_lock_free,
+              "a bucket must be one lock-free 64-bit word");
+static_assert(sizeof(BucketCell) == 64, "a bucket is exactly one cache line");
+
+// BucketRef
+//
+// The bucket operations, acting on a BucketCell that the BucketRef does not
+// own. Every operation has a form that reads the bucket's clock and a form
+// taking an explicit `now_ns` (nanoseconds on that clock), so that callers who
+// batch can read the clock once. A `now` older than the bucket's state never
+// rewinds it: stale readings can only make the bucket stricter.
+class BucketRef {
+ public:
+  // REQUIRES: `cell` outlives this BucketRef and was initialized with Init.
+  BucketRef(BucketCell* cell, Clock clock) : cell_(cell), clock_(clock) {}
+
+  // Initializes `cell` as a full bucket with `config` at `now_ns`.
+  // Returns InvalidArgument (see ValidateBucketConfig) and leaves the cell
+  // untouched on bad input. REQUIRES: no other thread uses the cell yet.
+  static absl::Status Init(BucketCell* cell, const BucketConfig& config, int64_t now_ns);
+
+  // Takes n permits if they are available now: kGranted (wait 0) after one
+  // load and one CAS, or kRefused with the exact wait until they will be,
+  // after one load and no write. kNeverFits when n exceeds the capacity.
+  Decision TryAcquire(uint64_t n, int64_t now_ns) const { return Reserve(n, 0, now_ns); }
+  Decision TryAcquire(uint64_t n) const { return TryAcquire(n, clock_.Now()); }
+
+  // Takes n permits now if they will be available within `max_wait_ns`,
+  // letting the bucket go into debt; the caller may proceed `wait_ns` after
+  // `now_ns`. Reservations are served in the order their CAS lands (FIFO):
+  // each one's ready time is at or after the previous one's. Refused (no
+  // write) when the wait would exceed `max_wait_ns`.
+  Decision Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_ns) const;
+  Decision Reserve(uint64_t n, int64_t max_wait_ns) const {
+    return Reserve(n, max_wait_ns, clock_.Now());
+  }
+
+  // Blocks until n permits are taken, or fails at once without waiting:
+  // DeadlineExceeded when the wait would exceed `timeout` (the message says
+  // how long it would have been), OutOfRange when n exceeds the capacity
+  // ("can never fit"). Reserves, then sleeps once until the reserved time;
+  // a zero timeout tries once.
+  absl::Status Acquire(uint64_t n, absl::Duration timeout) const;
+
+  // Returns n permits taken by a Reserve or TryAcquire that went unused. The
+  // bucket gets back exactly what was taken, except that it never holds more
+  // than its capacity. Never fails.
+  void Refund(uint64_t n, int64_t now_ns) const;
+  void Refund(uint64_t n) const { Refund(n, clock_.Now()); }
+
+  // Takes n permits unconditionally, possibly into debt: for settling an
+  // estimate against actual usage. Saturates rather than overflowing.
+  void Debit(uint64_t n, int64_t now_ns) const;
+  void Debit(uint64_t n) const { Debit(n, clock_.Now()); }
+
+  // Permits available at `now_ns` (0 while in debt), the capacity, and the
+  // pressure derived from them. Reads only; never writes.
+  int64_t Available(int64_t now_ns) const;
+  int64_t Available() const { return Available(clock_.Now()); }
+  int64_t Capacity() const;
+  Pressure GetPressure(int64_t now_ns) const;
+  Pressure GetPressure() const { return GetPressure(clock_.Now()); }
+
+  // Changes rate and capacity live, keeping the fraction of capacity that is
+  // available (a bucket 40% full stays 40% full; debt scales the same way).
+  // REQUIRES: reconfigurations of this cell are serialized by the caller.
+  // Returns InvalidArgument and changes nothing on a bad config.
+  absl::Status Reconfigure(const BucketConfig& config, int64_t now_ns) const;
+
+  const Clock& clock() const { return clock_; }
+
+ private:
+  BucketCell* cell_;
+  Clock clock_;
+};
+
+// TokenBucket
+//
+// A bucket in process memory: a BucketRef that owns its cell and serializes
+// its own reconfigurations.
+class TokenBucket final : public BucketRef {
+ public:
+  // Returns InvalidArgument on a bad config (see ValidateBucketConfig).
+  static absl::StatusOr<std::unique_ptr<TokenBucket>> Create(const BucketConfig& config,
+                                                             Clock clock = Clock::Monotonic());
+
+  // As BucketRef::Reconfigure, safe to call from any thread.
+  absl::Status Reconfigure(const BucketConfig& config, int64_t now_ns);
+  absl::Status Reconfigure(const BucketConfig& config) {
+    return Reconfigure(config, clock().Now());
+  }
+
+  // The configuration last set.
+  BucketConfig config() const;
+
+ private:
+  TokenBucket(const BucketConfig& config, Clock clock);
+
+  BucketCell cell_;
+  mutable absl::Mutex mu_;
+  BucketConfig config_ ABSL_GUARDED_BY(mu_);
+};
+
+// Implementation details follow.
+
+namespace internal_gcra {
+
+// Fixed point: 2^kFracBits units per nanosecond.
+inline constexpr int kFracBits = 4;
+inline constexpr int64_t kUnitsPerNano = int64_t{1} << kFracBits;
+// The TAT must fit in the word above the slot bit.
+inline constexpr int64_t kMaxTat = (int64_t{1} << 62) - 1;
+// Longest burst span (tau), about 2.28 years; keeps now + tau + cost in range.
+inline constexpr int64_t kMaxTau = int64_t{1} << 60;
+// How far past its epoch a bucket can count, about 4.57 years. A later `now`
+// reads as this much (the bucket stops refilling: it can only under-admit);
+// Reconfigure moves the epoch forward once half of it is used.
+inline constexpr int64_t kMaxSinceEpochNs = (int64_t{1} << 57) - 1;
+
+inline int64_t ToUnits(int64_t now_ns, int64_t epoch_ns) {
+  int64_t since;
+  if (__builtin_sub_overflow(now_ns, epoch_ns, &since)) since = now_ns < 0 ? 0 : kMaxSinceEpochNs;
+  return std::clamp<int64_t>(since, 0, kMaxSinceEpochNs) << kFracBits;
+}
+
+inline int64_t UnitsToNanosCeil(int64_t units) {
+  return (units >> kFracBits) + ((units & (kUnitsPerNano - 1)) != 0);
+}
+
+// A wait in ns as units, saturated so that now + tau + wait stays in range.
+inline int64_t WaitToUnits(int64_t wait_ns) {
+  return std::clamp<int64_t>(wait_ns, 0, kMaxTat >> (kFracBits + 1)) << kFracBits;
+}
+
+}  // namespace internal_gcra
+
+inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_ns) const {
+  using namespace internal_gcra;
+  int64_t word = cell_->word_.load(std::memory_order_acquire);
+  for (;;) {
+    // The word's low bit selects the parameters it was written with; the
+    // acquire load above (or the failed CAS below) makes them visible.
+    const BucketCell::Params& p = cell_->params_[word & 1];
+    const int64_t interval = p.interval.load(std::memory_order_relaxed);
+    const int64_t tau = p.tau.load(std::memory_order_relaxed);
+    int64_t cost;
+    if (__builtin_mul_overflow(n, interval, &cost) || cost > tau) [[unlikely]] {
+      // Rule out parameters torn by two reconfigurations racing this read:
+      // if the word moved, read again.
+      std::atomic_thread_fence(std::memory_order_acquire);
+      const int64_t again = cell_->word_.load(std::memory_order_relaxed);
+      if (again != word) {
+        word = again;
+        continue;
+      }
+      return {Outcome::kNeverFits, 0};
+    }
+    const int64_t now = ToUnits(now_ns, p.epoch_ns.load(std::memory_order_relaxed));
+    int64_t next = std::max(word >> 1, now) + cost;
+    const int64_t excess = next - now - tau;  // > 0: how far past the burst
+    if (excess > WaitToUnits(max_wait_ns) || next > kMaxTat - kUnitsPerNano) {
+      return {Outcome::kRefused, UnitsToNanosCeil(excess)};
+    }
+    int64_t wait_ns = 0;
+    if (excess > 0) {
+      // A reservation's holder proceeds on a whole nanosecond; move the TAT
+      // to match, so the next caller is spaced from when it really proceeds.
+      wait_ns = UnitsToNanosCeil(excess);
+      next = now + tau + (wait_ns << kFracBits);
+    }
+    if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
+                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
+      return {Outcome::kGranted, wait_ns};
+    }
+  }
+}
+
+}  // namespace sluice
+
+#endif  // SLUICE_TOKEN_BUCKET_H_
