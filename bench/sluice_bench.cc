@@ -7,6 +7,8 @@
 //                          most rate limiters use
 // After the table, the ratios the project holds itself to are printed with
 // their floors. Run with --benchmark_repetitions=N to compare medians.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -136,6 +138,8 @@ BENCHMARK(BM_MutexBucket_Admit)
 // the same run: medians when repetitions were asked for, else single runs.
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
+  RatioReporter() : ConsoleReporter(isatty(fileno(stdout)) ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       const bool median = run.run_type == Run::RT_Aggregate && run.aggregate_name == "median";
