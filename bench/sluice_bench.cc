@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -21,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
 #include "sluice/clock.h"
+#include "sluice/segment.h"
 #include "sluice/token_bucket.h"
 
 namespace sluice {
@@ -81,6 +83,27 @@ void BM_Acquire_Deny(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(bucket->TryAcquire(1));
 }
 
+// The same always-admitting bucket, in a shared-memory segment: the handle
+// runs the in-process cell code on the mapped slot.
+void BM_ShmAcquire_Admit(benchmark::State& state) {
+  static const SharedBucket bucket = [] {
+    const std::string path = absl::StrFormat("/dev/shm/sluice-bench-%d", getpid());
+    SegmentOptions options;
+    options.slots = 16;
+    auto segment = Segment::Open(path, options);
+    if (!segment.ok()) {
+      absl::FPrintF(stderr, "sluice_bench: %s\n", segment.status().ToString());
+      std::exit(1);
+    }
+    (*segment)->Unlink().IgnoreError();  // the mapping outlives the name
+    auto bucket = (*segment)->OpenBucket("bench", {Rate::PerSecond(1'000'000'000), 1'000'000'000});
+    if (!bucket.ok()) std::exit(1);
+    segment->release();  // kept mapped for the life of the program
+    return *bucket;
+  }();
+  for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
+}
+
 // The baseline: what most token buckets look like. A mutex around a double
 // token count refilled from elapsed time.
 class MutexBucket {
@@ -111,16 +134,26 @@ void BM_MutexBucket_Admit(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
 }
 
+// Shared by all threads: 2 threads, and one per CPU where that is more.
+// Times are wall time per operation per thread.
+void Contended(benchmark::internal::Benchmark* b) {
+  b->Threads(2);
+  if (benchmark::CPUInfo::Get().num_cpus > 2) b->ThreadPerCpu();
+  b->UseRealTime();
+}
+
 BENCHMARK(BM_Floor_ClockCas);
-BENCHMARK(BM_Floor_ClockCas)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_Floor_ClockCas)->Apply(Contended);
 BENCHMARK(BM_Acquire_Admit);
-BENCHMARK(BM_Acquire_Admit)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_Acquire_Admit)->Apply(Contended);
 BENCHMARK(BM_Acquire_AdmitNow);
 BENCHMARK(BM_Acquire_AdmitCoarse);
 BENCHMARK(BM_Acquire_Deny);
-BENCHMARK(BM_Acquire_Deny)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_Acquire_Deny)->Apply(Contended);
+BENCHMARK(BM_ShmAcquire_Admit);
+BENCHMARK(BM_ShmAcquire_Admit)->Apply(Contended);
 BENCHMARK(BM_MutexBucket_Admit);
-BENCHMARK(BM_MutexBucket_Admit)->Threads(2)->ThreadPerCpu()->UseRealTime();
+BENCHMARK(BM_MutexBucket_Admit)->Apply(Contended);
 
 // Thread scaling from 1 to 16 threads, for a many-core machine:
 //   sluice_bench --benchmark_filter=BM_Scaling
@@ -163,6 +196,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         {Key("BM_Acquire_AdmitNow", 1), Key("BM_Floor_ClockCas", 1), 1.2},
         {Key("BM_Acquire_Admit", 2), Key("BM_MutexBucket_Admit", 2), 0.8},
         {Key("BM_Acquire_Admit", 1), Key("BM_MutexBucket_Admit", 1), 1.0},
+        {Key("BM_ShmAcquire_Admit", 1), Key("BM_Acquire_Admit", 1), 1.1},
+        {Key("BM_ShmAcquire_Admit", 2), Key("BM_Acquire_Admit", 2), 1.1},
     };
     bool header = false;
     for (const Ratio& r : ratios) {
@@ -195,7 +230,7 @@ int main(int argc, char** argv) {
   // The 1-16 thread scaling runs are for many-core machines; leave them out
   // unless a filter is given.
   std::vector<char*> args(argv, argv + argc);
-  std::string default_filter = "--benchmark_filter=^BM_(Floor|Acquire|MutexBucket)_";
+  std::string default_filter = "--benchmark_filter=^BM_(Floor|Acquire|ShmAcquire|MutexBucket)_";
   bool has_filter = false;
   for (int i = 1; i < argc; ++i)
     has_filter |= std::string(argv[i]).rfind("--benchmark_filter", 0) == 0;

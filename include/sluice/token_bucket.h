@@ -187,6 +187,16 @@ class BucketRef {
   Pressure GetPressure(int64_t now_ns) const;
   Pressure GetPressure() const { return GetPressure(clock_.Now()); }
 
+  // How long the bucket has been full at `now_ns` (ns), 0 when it is not. A
+  // bucket full for a long time is indistinguishable from a new one.
+  int64_t FullForNanos(int64_t now_ns) const;
+
+  // Checks a cell read from untrusted memory (a shared segment) against the
+  // configuration it should hold: the parameters in use must be the ones
+  // `config` derives and the word must be in range. OK, or FailedPrecondition
+  // saying which value is wrong.
+  static absl::Status Validate(const BucketCell& cell, const BucketConfig& config);
+
   // Changes rate and capacity live, keeping the fraction of capacity that is
   // available (a bucket 40% full stays 40% full; debt scales the same way).
   // REQUIRES: reconfigurations of this cell are serialized by the caller.

@@ -161,6 +161,37 @@ Pressure BucketRef::GetPressure(int64_t now_ns) const {
   return Pressure::kHigh;
 }
 
+int64_t BucketRef::FullForNanos(int64_t now_ns) const {
+  const int64_t word = cell_->word_.load(std::memory_order_acquire);
+  const BucketCell::Params& p = cell_->params_[word & 1];
+  const int64_t now = ToUnits(now_ns, p.epoch_ns.load(std::memory_order_relaxed));
+  const int64_t tat = word >> 1;
+  return tat >= now ? 0 : (now - tat) >> internal_gcra::kFracBits;
+}
+
+absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& config) {
+  absl::StatusOr<Derived> d = Derive(config);
+  if (!d.ok()) return absl::FailedPreconditionError(d.status().message());
+  const int64_t word = cell.word_.load(std::memory_order_acquire);
+  if (word < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("bucket word ", word, " is negative"));
+  }
+  const BucketCell::Params& p = cell.params_[word & 1];
+  const int64_t interval = p.interval.load(std::memory_order_relaxed);
+  const int64_t tau = p.tau.load(std::memory_order_relaxed);
+  if (interval != d->interval || tau != d->tau) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("bucket parameters (interval ", interval, ", span ", tau,
+                     " in 1/16 ns) do not match its configuration ", config.rate.ToString(),
+                     " burst ", config.capacity, " (interval ", d->interval, ", span ", d->tau,
+                     ")"));
+  }
+  if (p.epoch_ns.load(std::memory_order_relaxed) < 0) {
+    return absl::FailedPreconditionError("bucket epoch is negative");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) const {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();

@@ -1,0 +1,233 @@
+// File: segment.h
+// -----------------------------------------------------------------------------
+// A Segment is a named shared-memory file that every process on the host maps,
+// holding a table of named token buckets. A bucket opened through a Segment is
+// the same BucketCell code as an in-process TokenBucket, acting on memory that
+// all processes share: a cross-process acquire costs what an in-process one
+// costs, with no syscall, no lock and no allocation.
+//
+// A segment name without a '/' lives in /dev/shm (so "sluice" is
+// /dev/shm/sluice); a name with a '/' is a path. Segments are created with mode
+// 0600 (0660 with SegmentOptions::group_access) and refused when they are a
+// symlink, not a regular file, owned by another user, or open to others.
+//
+// Everything read from the segment is treated as untrusted: a wrong, truncated
+// or corrupted segment is reported as an error naming the path (and, for a
+// layout mismatch, both versions), never a crash.
+//
+// Thread safety: a Segment may be used from any number of threads; its slow
+// operations (opening buckets, reclaiming, inspecting) serialize on a lock
+// that also excludes other processes (flock, released by the kernel if the
+// holder dies). SharedBucket operations are lock-free and safe from any
+// number of threads and processes.
+//
+// Example:
+//   auto segment = sluice::Segment::Open("sluice");
+//   if (!segment.ok()) return segment.status();
+//   auto rpm = (*segment)->OpenBucket("anthropic:rpm", {sluice::Rate::PerMinute(800), 20});
+//   if (!rpm.ok()) return rpm.status();
+//   if (rpm->TryAcquire(1).granted()) CallTheModel();
+
+#ifndef SLUICE_SEGMENT_H_
+#define SLUICE_SEGMENT_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/clock.h"
+#include "sluice/token_bucket.h"
+
+namespace sluice {
+
+// The segment layout's version. A segment of another major version is refused;
+// minor versions only add fields that older readers may ignore.
+inline constexpr uint32_t kSegmentAbiMajor = 1;
+inline constexpr uint32_t kSegmentAbiMinor = 0;
+
+// The segment used when a tool is given no --segment.
+inline constexpr absl::string_view kDefaultSegmentName = "sluice";
+
+// Longest bucket name, in bytes.
+inline constexpr size_t kMaxBucketNameLength = 95;
+
+struct SegmentOptions {
+  // Create the segment if it does not exist. When false, a missing segment is
+  // NotFound.
+  bool create = true;
+  // Used only when this call creates the segment; an existing segment keeps
+  // the sizes it was created with.
+  uint32_t slots = 1024;         // bucket slots (1 to 65536)
+  uint32_t max_processes = 256;  // attached-process registry entries (1 to 4096)
+  bool group_access = false;     // mode 0660 instead of 0600
+  // Record this process in the segment's registry (tools that only look, like
+  // `sluice inspect`, pass false).
+  bool register_process = true;
+  // How long to wait for the segment lock held by another process (for
+  // example one initializing the segment) before failing. The lock is never
+  // broken: a holder that dies releases it through the kernel.
+  absl::Duration lock_timeout = absl::Seconds(10);
+  // The clock handles read. The real clocks are host-wide, so processes agree.
+  Clock clock = Clock::Monotonic();
+  // Tests only: called by the process initializing the segment after the
+  // file is sized and half-written, before the header is published. A hook
+  // that kills the process simulates a creator dying mid-initialization.
+  std::function<void()> init_fault_hook_for_testing;
+};
+
+// SharedBucket
+//
+// A handle to one bucket in a segment: a BucketRef over the slot's cell. Valid
+// while the Segment that opened it is alive. Cheap to copy.
+class SharedBucket : private BucketRef {
+ public:
+  using BucketRef::Acquire;
+  using BucketRef::Available;
+  using BucketRef::Capacity;
+  using BucketRef::Debit;
+  using BucketRef::GetPressure;
+  using BucketRef::Refund;
+  using BucketRef::Reserve;
+  using BucketRef::TryAcquire;
+
+  const std::string& name() const { return name_; }
+  uint32_t slot() const { return slot_; }
+  // The bucket as a BucketRef, for code written against the cell API.
+  // Reconfigure through Segment::OpenBucket, which serializes across processes.
+  const BucketRef& ref() const { return *this; }
+
+ private:
+  friend class Segment;
+  SharedBucket(BucketCell* cell, Clock clock, std::string name, uint32_t slot)
+      : BucketRef(cell, clock), name_(std::move(name)), slot_(slot) {}
+
+  std::string name_;
+  uint32_t slot_;
+};
+
+// What `sluice inspect` shows.
+struct SegmentInfo {
+  struct Bucket {
+    std::string name;
+    uint32_t slot;
+    BucketConfig config;  // config.capacity is the burst
+    int64_t available;
+    Pressure pressure;
+  };
+  struct Process {
+    pid_t pid;
+    uint64_t start_time;  // clock ticks after boot, from /proc/PID/stat
+    bool alive;
+    int64_t attached_unix_ns;
+  };
+  std::string path;
+  uint32_t abi_major, abi_minor;
+  uint64_t size_bytes;
+  uint32_t slots, slots_used;
+  uint32_t max_processes;
+  int64_t created_unix_ns;
+  std::vector<Bucket> buckets;
+  std::vector<Process> processes;
+};
+
+class Segment {
+ public:
+  // Opens (and, if options.create, creates and initializes) the segment
+  // `name_or_path`. Exactly one process initializes a new segment; the others
+  // wait for the lock. A creator that died halfway is recovered from: the next
+  // process to get the lock initializes again. A segment left by an earlier
+  // boot (its clock readings are meaningless now) is reinitialized.
+  // Errors: NotFound (missing and !create), PermissionDenied (symlink, not a
+  // regular file, another owner, open to others), FailedPrecondition (not a
+  // sluice segment, other major version, corrupt header or slot),
+  // ResourceExhausted (no space in /dev/shm, registry full), DeadlineExceeded
+  // (lock held past lock_timeout). Every message names the path.
+  static absl::StatusOr<std::unique_ptr<Segment>> Open(absl::string_view name_or_path,
+                                                       SegmentOptions options = {});
+
+  // Unregisters this process and unmaps the segment.
+  ~Segment();
+  Segment(const Segment&) = delete;
+  Segment& operator=(const Segment&) = delete;
+
+  // The bucket `name`, created with `config` if missing. An existing bucket
+  // with other parameters is FailedPrecondition naming both, unless
+  // `reconfigure` is set: then it is reconfigured live, keeping its fill ratio.
+  // ResourceExhausted when the table is full; InvalidArgument for a bad name
+  // or config.
+  absl::StatusOr<SharedBucket> OpenBucket(absl::string_view name, const BucketConfig& config,
+                                          bool reconfigure = false);
+
+  // The existing bucket `name`, or NotFound.
+  absl::StatusOr<SharedBucket> FindBucket(absl::string_view name);
+
+  // Frees the slots of buckets that have been full (untouched) for at least
+  // `idle` and that no live process has opened, like a Redis key expiring.
+  // A full bucket is indistinguishable from a new one, so nothing is lost.
+  // Returns how many slots were freed.
+  absl::StatusOr<int> ReclaimIdle(absl::Duration idle);
+
+  // Header, buckets and attached processes.
+  absl::StatusOr<SegmentInfo> Inspect();
+
+  // Removes the segment's name, but only if the name still refers to the file
+  // this Segment opened (same device and inode); FailedPrecondition otherwise.
+  // Processes that have it mapped keep using it until they close it.
+  absl::Status Unlink();
+
+  // Removes the segment `name_or_path` without opening it as a segment: for
+  // one that Open refuses (corrupt, half-written, another layout version).
+  // Applies Open's file checks (no symlink, a regular file of this user) and
+  // unlinks the file those checks were made on (same device and inode).
+  static absl::Status Remove(absl::string_view name_or_path);
+
+  const std::string& path() const { return path_; }
+  // True when this Open initialized the segment.
+  bool initialized_by_this_open() const { return initialized_; }
+
+ private:
+  Segment(std::string path, SegmentOptions options);
+
+  class Lock;
+  struct Layout;
+  absl::Status Attach();
+  absl::Status LockFile(Lock* lock);
+  absl::Status InitializeLocked(uint64_t file_size);
+  absl::Status MapAndValidateLocked();
+  absl::Status RegisterLocked();
+  absl::StatusOr<SharedBucket> OpenBucketLocked(absl::string_view name, const BucketConfig* config,
+                                                bool reconfigure);
+  void Unmap();
+
+  const std::string path_;
+  SegmentOptions options_;
+  int fd_ = -1;
+  pid_t lock_pid_ = 0;  // the process fd_ was opened by: flock is per open file
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  void* base_ = nullptr;
+  size_t mapped_size_ = 0;
+  bool initialized_ = false;
+  int32_t process_entry_ = -1;
+  absl::Mutex mu_;  // excludes this process's threads; flock excludes processes
+};
+
+// Validates a segment image (the bytes of a segment file) without mapping or
+// changing it: what Open checks before trusting a segment. `path` is used in
+// messages only. OK, or FailedPrecondition naming what is wrong and where.
+// Exposed for the fuzz target and tools. REQUIRES: `data` is aligned to 128
+// bytes, as a mapping is (InvalidArgument otherwise).
+absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_view path);
+
+}  // namespace sluice
+
+#endif  // SLUICE_SEGMENT_H_

@@ -1,0 +1,121 @@
+// The bytes of a shared-memory segment. Internal: tools and tests that need
+// to forge or corrupt a segment include it; users go through segment.h.
+//
+//   [0, 4096)            Header (state word published last)
+//   [4096, +256*slots)   Slot table: bucket cell on its own 128 bytes, then
+//                        the slot's name and configuration
+//   [..., +64*procs)     Process registry: pid, start time, attach time
+//   [..., +8*words*procs) One bitmap per process entry: slots it opened
+//   rounded up to 4096
+//
+// Only the bucket cells are touched without the segment lock; everything
+// else is read and written under it.
+
+#ifndef SLUICE_SRC_STORE_SEGMENT_LAYOUT_H_
+#define SLUICE_SRC_STORE_SEGMENT_LAYOUT_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "sluice/segment.h"
+#include "sluice/token_bucket.h"
+
+namespace sluice {
+namespace segment_layout {
+
+// "SLUICESG" read as a little-endian word.
+inline constexpr uint64_t kMagic = 0x4753454349554C53ull;
+
+// State words use unlikely values so that corruption is detected.
+inline constexpr uint32_t kHeaderInitializing = 0x1A17C0DEu;
+inline constexpr uint32_t kHeaderReady = 0x5EA1AB1Eu;
+inline constexpr uint32_t kSlotFree = 0;  // zero: a fresh file is all free
+inline constexpr uint32_t kSlotClaiming = 0xC1A1BEEFu;
+inline constexpr uint32_t kSlotReady = 0x51075EADu;
+inline constexpr uint32_t kSlotTombstone = 0xDEADB0CBu;  // reclaimed: reusable
+
+inline constexpr uint32_t kMaxSlots = 65536;
+inline constexpr uint32_t kMaxProcesses = 4096;
+inline constexpr size_t kHeaderBytes = 4096;
+inline constexpr size_t kBootIdBytes = 40;
+
+struct Header {
+  uint64_t magic;
+  uint32_t abi_major;
+  uint32_t abi_minor;
+  uint64_t fingerprint;
+  uint64_t total_size;
+  uint32_t slot_count;
+  uint32_t process_count;
+  int64_t created_unix_ns;
+  char boot_id[kBootIdBytes];  // the boot whose CLOCK_MONOTONIC the cells use
+  std::atomic<uint32_t> state;
+};
+
+struct alignas(128) Slot {
+  BucketCell cell;  // the hot line, alone in its 128-byte pair
+  char hot_padding[64];
+  std::atomic<uint32_t> state;
+  uint32_t name_length;
+  uint64_t permits;
+  int64_t period_ns;
+  uint64_t capacity;
+  char name[kMaxBucketNameLength + 1];
+};
+
+struct alignas(64) ProcessEntry {
+  int32_t pid;  // 0: free
+  uint32_t reserved;
+  uint64_t start_time;  // /proc/PID/stat field 22: tells a reused pid apart
+  int64_t attached_unix_ns;
+};
+
+static_assert(sizeof(Header) <= kHeaderBytes);
+static_assert(sizeof(Slot) == 256);
+static_assert(sizeof(ProcessEntry) == 64);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+
+// A hash of every size and offset a reader depends on: two builds that lay
+// the segment out differently never trust each other's segments.
+constexpr uint64_t Fingerprint() {
+  const uint64_t facts[] = {
+      sizeof(Header),        alignof(Header),       offsetof(Header, state),
+      offsetof(Header, boot_id), sizeof(Slot),      alignof(Slot),
+      offsetof(Slot, state), offsetof(Slot, name),  sizeof(BucketCell),
+      alignof(BucketCell),   sizeof(ProcessEntry),  kMaxBucketNameLength,
+      kHeaderBytes,
+  };
+  uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+  for (uint64_t f : facts) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (f >> (8 * i)) & 0xff;
+      h *= 0x100000001b3ull;
+    }
+  }
+  return h;
+}
+
+inline constexpr size_t BitmapWords(uint32_t slots) { return (slots + 63) / 64; }
+
+struct Offsets {
+  size_t slots;
+  size_t processes;
+  size_t bitmaps;
+  size_t total;
+};
+
+inline constexpr Offsets ComputeOffsets(uint32_t slots, uint32_t processes) {
+  Offsets o{};
+  o.slots = kHeaderBytes;
+  o.processes = o.slots + size_t{slots} * sizeof(Slot);
+  o.bitmaps = o.processes + size_t{processes} * sizeof(ProcessEntry);
+  const size_t end = o.bitmaps + size_t{processes} * BitmapWords(slots) * sizeof(uint64_t);
+  o.total = (end + 4095) / 4096 * 4096;
+  return o;
+}
+
+}  // namespace segment_layout
+}  // namespace sluice
+
+#endif  // SLUICE_SRC_STORE_SEGMENT_LAYOUT_H_
