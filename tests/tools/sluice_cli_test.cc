@@ -1,0 +1,366 @@
+// Runs the built `sluice` binary (SLUICE_CLI_PATH) as a user would and checks
+// its exit status, stdout and stderr. Each test works on its own segment in
+// /dev/shm, removed at the end whatever the outcome.
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "sluice/rate.h"
+#include "sluice/segment.h"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 64;
+constexpr int kExitTempFail = 75;
+
+struct Result {
+  int status;  // the exit code, or 128 + the signal that killed it
+  std::string out;
+  std::string err;
+};
+
+std::string ReadAll(FILE* f) {
+  std::string text;
+  std::rewind(f);
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
+  return text;
+}
+
+// Runs `sluice args...`. Output goes to temporary files rather than pipes so
+// that a chatty child can never block on a full pipe while we wait for it.
+Result RunCli(const std::vector<std::string>& args) {
+  std::vector<std::string> words = {SLUICE_CLI_PATH};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+
+  Result result{-1, "", ""};
+  FILE* out = std::tmpfile();
+  FILE* err = std::tmpfile();
+  if (out == nullptr || err == nullptr) {
+    ADD_FAILURE() << "tmpfile: " << std::strerror(errno);
+    return result;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fileno(out), STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, fileno(err), STDERR_FILENO);
+  pid_t pid;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(rc);
+  } else {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    result.out = ReadAll(out);
+    result.err = ReadAll(err);
+  }
+  std::fclose(out);
+  std::fclose(err);
+  return result;
+}
+
+// Prints a Result in failure messages, so a wrong status shows why.
+void PrintTo(const Result& r, std::ostream* os) {
+  *os << "status " << r.status << "\nstdout:\n" << r.out << "stderr:\n" << r.err;
+}
+
+class SluiceCliTest : public ::testing::Test {
+ protected:
+  SluiceCliTest() {
+    static std::atomic<int> counter{0};
+    segment_ = absl::StrCat("sluice-cli-test-", getpid(), "-", counter++);
+  }
+  ~SluiceCliTest() override { unlink(ShmPath().c_str()); }
+
+  std::string ShmPath() const { return absl::StrCat("/dev/shm/", segment_); }
+  bool SegmentExists() const { return access(ShmPath().c_str(), F_OK) == 0; }
+
+  // `sluice VERB --segment <this test's segment> args...`
+  Result Run(const std::string& verb, std::vector<std::string> args = {}) {
+    args.insert(args.begin(), {verb, "--segment", segment_});
+    return RunCli(args);
+  }
+  Result Acquire(const std::string& key, const std::string& rate, int burst,
+                 std::vector<std::string> more = {}) {
+    std::vector<std::string> args = {key, "--rate", rate, "--burst", absl::StrCat(burst)};
+    args.insert(args.end(), more.begin(), more.end());
+    return Run("acquire", args);
+  }
+
+  std::string segment_;
+};
+
+MATCHER_P(ExitsWith, code, "") { return arg.status == code; }
+
+TEST_F(SluiceCliTest, AcquireSucceedsUntilTheBurstIsSpent) {
+  EXPECT_THAT(Acquire("k", "1/h", 2), ExitsWith(0));
+  EXPECT_THAT(Acquire("k", "1/h", 2, {"--timeout", "0"}), ExitsWith(0));
+  EXPECT_TRUE(SegmentExists());
+  const Result refused = Acquire("k", "1/h", 2, {"--timeout", "0"});
+  EXPECT_THAT(refused, ExitsWith(kExitTempFail));
+  EXPECT_THAT(refused.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("'k'"),
+                                 HasSubstr("would be available in")));
+  EXPECT_THAT(refused.out, IsEmpty());
+}
+
+TEST_F(SluiceCliTest, AcquireWaitsWithinTheTimeout) {
+  // A permit every 500 ms: the second acquire finds none left, and waits for
+  // it only when allowed to.
+  EXPECT_THAT(Acquire("k", "2/s", 1), ExitsWith(0));
+  EXPECT_THAT(Acquire("k", "2/s", 1, {"--timeout", "0"}), ExitsWith(kExitTempFail));
+  EXPECT_THAT(Acquire("k", "2/s", 1, {"--timeout", "2s"}), ExitsWith(0));
+}
+
+TEST_F(SluiceCliTest, AcquireWithTimeoutAtTwentyPerSecond) {
+  EXPECT_THAT(Acquire("k", "20/s", 1), ExitsWith(0));
+  EXPECT_THAT(Acquire("k", "20/s", 1, {"--timeout=1s"}), ExitsWith(0));
+}
+
+TEST_F(SluiceCliTest, MoreTokensThanTheBurstCanNeverFit) {
+  const Result r = Acquire("k", "10/s", 2, {"--tokens", "3"});
+  EXPECT_THAT(r, ExitsWith(kExitError));
+  EXPECT_THAT(r.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("can never fit")));
+}
+
+TEST_F(SluiceCliTest, ReopeningAKeyWithAnotherRateNamesTheMismatch) {
+  ASSERT_THAT(Acquire("k", "5/s", 2), ExitsWith(0));
+  const Result r = Acquire("k", "7/s", 2);
+  EXPECT_THAT(r, ExitsWith(kExitError));
+  EXPECT_THAT(r.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("5/s"), HasSubstr("7/s")));
+}
+
+TEST_F(SluiceCliTest, ReconfigureChangesAnExistingBucket) {
+  ASSERT_THAT(Acquire("k", "1/h", 2), ExitsWith(0));
+  EXPECT_THAT(Acquire("k", "1/h", 4, {"--reconfigure"}), ExitsWith(0));
+  const Result inspect = Run("inspect", {"--json"});
+  ASSERT_THAT(inspect, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(inspect.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << inspect.out;
+  EXPECT_EQ(doc["buckets"][0].value("capacity", 0), 4);
+  // Half full before (1 of 2), half full after (2 of 4), less the one taken.
+  EXPECT_EQ(doc["buckets"][0].value("available", -1), 1);
+}
+
+TEST_F(SluiceCliTest, MissingRequiredFlagIsAUsageError) {
+  const Result no_rate = Run("acquire", {"k", "--burst", "1"});
+  EXPECT_THAT(no_rate, ExitsWith(kExitUsage));
+  EXPECT_THAT(no_rate.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("--rate")));
+  const Result no_burst = Run("acquire", {"k", "--rate", "1/s"});
+  EXPECT_THAT(no_burst, ExitsWith(kExitUsage));
+  EXPECT_THAT(no_burst.err, HasSubstr("--burst"));
+  EXPECT_FALSE(SegmentExists());
+}
+
+TEST_F(SluiceCliTest, UnparsableRateIsAUsageErrorNamingTheText) {
+  const Result r = Acquire("k", "5/fortnight", 1);
+  EXPECT_THAT(r, ExitsWith(kExitUsage));
+  EXPECT_THAT(r.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("5/fortnight")));
+  EXPECT_FALSE(SegmentExists());
+}
+
+TEST_F(SluiceCliTest, UnknownVerbAndNoVerbAreUsageErrors) {
+  const Result unknown = RunCli({"frobnicate"});
+  EXPECT_THAT(unknown, ExitsWith(kExitUsage));
+  EXPECT_THAT(unknown.err, HasSubstr("frobnicate"));
+  const Result none = RunCli({});
+  EXPECT_THAT(none, ExitsWith(kExitUsage));
+  EXPECT_THAT(none.err, HasSubstr("acquire"));
+}
+
+TEST_F(SluiceCliTest, WrongArgumentsAndForeignFlagsAreUsageErrors) {
+  const Result no_key = Run("acquire", {"--rate", "1/s", "--burst", "1"});
+  EXPECT_THAT(no_key, ExitsWith(kExitUsage));
+  EXPECT_THAT(no_key.err, HasSubstr("KEY"));
+  const Result two_keys = Acquire("a", "1/s", 1, {"b"});
+  EXPECT_THAT(two_keys, ExitsWith(kExitUsage));
+  EXPECT_THAT(two_keys.err, HasSubstr("'b'"));
+  const Result extra = Run("inspect", {"stray"});
+  EXPECT_THAT(extra, ExitsWith(kExitUsage));
+  EXPECT_THAT(extra.err, HasSubstr("'stray'"));
+
+  // --json is inspect's; absl alone would accept it anywhere.
+  const Result foreign = Acquire("k", "1/s", 1, {"--json"});
+  EXPECT_THAT(foreign, ExitsWith(kExitUsage));
+  EXPECT_THAT(foreign.err, AllOf(StartsWith("sluice acquire: "), HasSubstr("--json")));
+  const Result unknown = Run("rm", {"--bogus=1"});
+  EXPECT_THAT(unknown, ExitsWith(kExitUsage));
+  EXPECT_THAT(unknown.err, HasSubstr("--bogus"));
+  const Result builtin = Run("inspect", {"--flagfile=/nonexistent"});
+  EXPECT_THAT(builtin, ExitsWith(kExitUsage));
+
+  // Values absl cannot parse are usage errors too, named by absl.
+  const Result bad_burst = Run("acquire", {"k", "--rate", "1/s", "--burst", "many"});
+  EXPECT_THAT(bad_burst, ExitsWith(kExitUsage));
+  EXPECT_THAT(bad_burst.err, AllOf(HasSubstr("many"), HasSubstr("sluice acquire: ")));
+  const Result bad_timeout = Acquire("k", "1/s", 1, {"--timeout", "soon"});
+  EXPECT_THAT(bad_timeout, ExitsWith(kExitUsage));
+  EXPECT_THAT(bad_timeout.err, HasSubstr("soon"));
+  EXPECT_THAT(Acquire("k", "1/s", 1, {"--tokens", "0"}), ExitsWith(kExitUsage));
+  EXPECT_THAT(Acquire("k", "1/s", 1, {"--timeout", "-1s"}), ExitsWith(kExitUsage));
+  EXPECT_THAT(Acquire("k", "1/s", 0), ExitsWith(kExitUsage));
+  EXPECT_FALSE(SegmentExists());
+}
+
+TEST_F(SluiceCliTest, VerbHelpListsItsOwnFlagsOnly) {
+  const Result r = RunCli({"acquire", "--help"});
+  EXPECT_THAT(r, ExitsWith(0));
+  EXPECT_THAT(r.out, AllOf(StartsWith("usage: sluice acquire KEY"), HasSubstr("--rate"),
+                           HasSubstr("--burst"), HasSubstr("--tokens"), HasSubstr("--timeout"),
+                           HasSubstr("--segment"), HasSubstr("default: sluice")));
+  EXPECT_THAT(r.out, Not(HasSubstr("--json")));
+  EXPECT_THAT(r.out, Not(HasSubstr("--force")));
+
+  const Result inspect = RunCli({"inspect", "-h"});
+  EXPECT_THAT(inspect, ExitsWith(0));
+  EXPECT_THAT(inspect.out, AllOf(HasSubstr("--json"), Not(HasSubstr("--rate"))));
+}
+
+TEST_F(SluiceCliTest, HelpListsTheVerbs) {
+  for (const char* help : {"help", "--help"}) {
+    const Result r = RunCli({help});
+    EXPECT_THAT(r, ExitsWith(0));
+    EXPECT_THAT(r.out, AllOf(HasSubstr("acquire"), HasSubstr("inspect"), HasSubstr("rm")));
+  }
+  EXPECT_THAT(RunCli({"help", "rm"}).out, HasSubstr("--force"));
+}
+
+TEST_F(SluiceCliTest, InspectShowsBucketsAsText) {
+  ASSERT_THAT(Acquire("anthropic:rpm", "1/h", 5, {"--tokens", "3"}), ExitsWith(0));
+  const Result r = Run("inspect");
+  EXPECT_THAT(r, ExitsWith(0));
+  EXPECT_THAT(r.out, AllOf(HasSubstr(ShmPath()), HasSubstr("anthropic:rpm"), HasSubstr("1/h"),
+                           HasSubstr("medium")));
+  EXPECT_THAT(r.err, IsEmpty());
+}
+
+TEST_F(SluiceCliTest, InspectJsonHasEveryField) {
+  // At 1/h nothing refills during the test: 5 - 3 leaves exactly 2 (40%).
+  ASSERT_THAT(Acquire("k", "1/h", 5, {"--tokens", "2"}), ExitsWith(0));
+  ASSERT_THAT(Acquire("k", "1/h", 5), ExitsWith(0));
+  const absl::Time before = absl::Now();
+  const Result r = Run("inspect", {"--json"});
+  ASSERT_THAT(r, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+
+  EXPECT_EQ(doc.value("path", ""), ShmPath());
+  EXPECT_EQ(doc["abi"].value("major", -1), static_cast<int>(kSegmentAbiMajor));
+  EXPECT_EQ(doc["abi"].value("minor", -1), static_cast<int>(kSegmentAbiMinor));
+  EXPECT_GT(doc.value("size_bytes", uint64_t{0}), 0u);
+  EXPECT_EQ(doc["slots"].value("total", 0), 1024);  // SegmentOptions' default
+  EXPECT_EQ(doc["slots"].value("used", 0), 1);
+  EXPECT_EQ(doc["slots"].value("free", 0), 1023);
+
+  absl::Time created;
+  std::string error;
+  ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, doc.value("created", ""), &created, &error))
+      << error;
+  EXPECT_LE(created, before);
+  EXPECT_GT(created, before - absl::Minutes(5));
+
+  ASSERT_EQ(doc["buckets"].size(), 1u) << r.out;
+  const nlohmann::json& b = doc["buckets"][0];
+  EXPECT_EQ(b.value("name", ""), "k");
+  EXPECT_TRUE(b["slot"].is_number_unsigned());
+  EXPECT_EQ(b.value("rate", ""), Rate::PerHour(1).ToString());
+  EXPECT_EQ(b.value("permits", 0), 1);
+  EXPECT_EQ(b.value("period_ns", int64_t{0}), absl::ToInt64Nanoseconds(absl::Hours(1)));
+  EXPECT_EQ(b.value("capacity", 0), 5);
+  EXPECT_EQ(b.value("available", -1), 2);
+  EXPECT_EQ(b.value("pressure", ""), "medium");
+  EXPECT_DOUBLE_EQ(b.value("percent_available", 0.0), 40.0);
+
+  // The acquiring processes have exited and detached.
+  ASSERT_TRUE(doc["processes"].is_array());
+  for (const nlohmann::json& p : doc["processes"]) EXPECT_FALSE(p.value("alive", true)) << p;
+}
+
+TEST_F(SluiceCliTest, InspectOfAMissingSegmentFails) {
+  const Result r = Run("inspect");
+  EXPECT_THAT(r, ExitsWith(kExitError));
+  EXPECT_THAT(r.err, AllOf(StartsWith("sluice inspect: "), HasSubstr(segment_)));
+  EXPECT_FALSE(SegmentExists());  // looking never creates
+}
+
+TEST_F(SluiceCliTest, RmRemovesTheSegment) {
+  ASSERT_THAT(Acquire("k", "1/s", 1), ExitsWith(0));
+  ASSERT_TRUE(SegmentExists());
+  EXPECT_THAT(Run("rm"), ExitsWith(0));
+  EXPECT_FALSE(SegmentExists());
+  const Result again = Run("rm");
+  EXPECT_THAT(again, ExitsWith(kExitError));
+  EXPECT_THAT(again.err, AllOf(StartsWith("sluice rm: "), HasSubstr(segment_)));
+}
+
+TEST_F(SluiceCliTest, RmOfACorruptSegmentNeedsForce) {
+  ASSERT_THAT(Acquire("k", "1/s", 1), ExitsWith(0));
+  {
+    FILE* f = std::fopen(ShmPath().c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fputs("garbage!", f);  // over the magic number
+    std::fclose(f);
+  }
+  const Result refused = Run("rm");
+  EXPECT_THAT(refused, ExitsWith(kExitError));
+  EXPECT_THAT(refused.err, AllOf(HasSubstr("not a sluice segment"), HasSubstr("--force")));
+  EXPECT_TRUE(SegmentExists());
+  EXPECT_THAT(Run("rm", {"--force"}), ExitsWith(0));
+  EXPECT_FALSE(SegmentExists());
+}
+
+TEST_F(SluiceCliTest, RmRefusesWhileAProcessIsAttachedUnlessForced) {
+  // This test process attaches, as a worker would.
+  auto segment = Segment::Open(segment_);
+  ASSERT_TRUE(segment.ok()) << segment.status();
+
+  const Result inspect = Run("inspect", {"--json"});
+  ASSERT_THAT(inspect, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(inspect.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << inspect.out;
+  ASSERT_EQ(doc["processes"].size(), 1u) << inspect.out;
+  EXPECT_EQ(doc["processes"][0].value("pid", 0), getpid());
+  EXPECT_TRUE(doc["processes"][0].value("alive", false));
+  EXPECT_TRUE(doc["processes"][0]["attached"].is_string());
+  EXPECT_TRUE(doc["processes"][0]["start_time"].is_number());
+
+  const Result refused = Run("rm");
+  EXPECT_THAT(refused, ExitsWith(kExitError));
+  EXPECT_THAT(refused.err,
+              AllOf(StartsWith("sluice rm: "), HasSubstr("1 live process"), HasSubstr("--force")));
+  EXPECT_TRUE(SegmentExists());
+
+  EXPECT_THAT(Run("rm", {"--force"}), ExitsWith(0));
+  EXPECT_FALSE(SegmentExists());
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,546 @@
+// sluice: the command-line tool over a shared-memory segment of buckets.
+//
+//   sluice acquire KEY --rate N/UNIT --burst B [--tokens N] [--timeout D] [--segment NAME]
+//   sluice inspect [--segment NAME] [--json]
+//   sluice rm [--segment NAME] [--force]
+//
+// Exit codes follow sysexits.h so that a shell script can tell "try again
+// later" (75, EX_TEMPFAIL) from a mistake in the command (64, EX_USAGE) and
+// from a failure (1). Every error is one line on stderr, "sluice VERB: ...".
+//
+// Flags are Abseil flags, all defined in this one binary; each verb names the
+// ones it takes, and a flag of another verb is refused before absl parses.
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/algorithm/container.h"
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "nlohmann/json.hpp"
+#include "sluice/rate.h"
+#include "sluice/segment.h"
+#include "sluice/token_bucket.h"
+
+ABSL_FLAG(std::string, rate, "", "refill rate as N/UNIT, UNIT one of s, min, h, day (e.g. 50/min)");
+ABSL_FLAG(uint64_t, burst, 0, "the bucket's capacity: the most permits that can be taken at once");
+ABSL_FLAG(uint64_t, tokens, 1, "permits to take");
+ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
+          "longest wait for the permits (500ms, 2s, inf); 0 tries once");
+ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
+          "segment name (a file in /dev/shm) or path (a name containing '/')");
+ABSL_FLAG(bool, json, false, "print a JSON document instead of a text report");
+ABSL_FLAG(bool, force, false,
+          "remove the segment even while live processes are attached to it, or when it is "
+          "corrupt or of another layout version");
+ABSL_FLAG(bool, reconfigure, false,
+          "if the bucket exists with another rate or burst, change it (keeping its fill ratio)");
+
+namespace sluice {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 64;     // EX_USAGE
+constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
+
+struct Verb;
+
+// One invocation, after its flags are parsed.
+struct Command {
+  const Verb* verb;
+  std::vector<std::string> args;  // the positional arguments after the verb
+};
+
+struct Verb {
+  absl::string_view name;
+  absl::string_view usage;                       // what follows "sluice " in the usage line
+  absl::string_view summary;                     // one line, for `sluice help`
+  absl::string_view description;                 // a paragraph, for `sluice VERB --help`
+  absl::Span<const absl::string_view> flags;     // the flags it takes
+  absl::Span<const absl::string_view> required;  // those it cannot do without
+  absl::Span<const absl::string_view> args;      // its positional arguments, all required
+  int (*run)(const Command&);
+};
+
+// Error reporting ------------------------------------------------------------
+
+// Prints "sluice VERB: message" as one line on stderr and returns `code`.
+// Messages from the library may in principle hold newlines; they are folded so
+// that scripts can rely on one line per error.
+int Report(const Verb& verb, int code, absl::string_view message) {
+  absl::FPrintF(stderr, "sluice %s: %s\n", verb.name, absl::StrReplaceAll(message, {{"\n", " "}}));
+  return code;
+}
+
+int Fail(const Command& cmd, const absl::Status& status) {
+  return Report(*cmd.verb, kExitError, status.message());
+}
+
+int UsageError(const Verb& verb, absl::string_view message) {
+  return Report(verb, kExitUsage, absl::StrCat(message, " (see 'sluice ", verb.name, " --help')"));
+}
+
+// Formatting -------------------------------------------------------------------
+
+std::string Rfc3339(int64_t unix_ns) {
+  return absl::FormatTime(absl::RFC3339_full, absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
+}
+
+std::string LocalTime(int64_t unix_ns) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Z", absl::FromUnixNanos(unix_ns),
+                          absl::LocalTimeZone());
+}
+
+// The segment is untrusted: a corrupt header could claim more used slots than
+// it has, and an unsigned subtraction would print a huge count.
+uint32_t FreeSlots(const SegmentInfo& info) {
+  return info.slots >= info.slots_used ? info.slots - info.slots_used : 0;
+}
+
+double PercentAvailable(const SegmentInfo::Bucket& b) {
+  return b.config.capacity > 0
+             ? 100.0 * static_cast<double>(b.available) / static_cast<double>(b.config.capacity)
+             : 0.0;
+}
+
+int LiveProcesses(const SegmentInfo& info) {
+  return static_cast<int>(
+      absl::c_count_if(info.processes, [](const SegmentInfo::Process& p) { return p.alive; }));
+}
+
+// Opens a segment that must already exist, without recording this process in
+// it: the tools that only look or remove must not show up as users.
+absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {
+  SegmentOptions options;
+  options.create = false;
+  options.register_process = false;
+  return Segment::Open(absl::GetFlag(FLAGS_segment), options);
+}
+
+// sluice acquire ---------------------------------------------------------------
+
+int RunAcquire(const Command& cmd) {
+  const Verb& verb = *cmd.verb;
+  absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_rate));
+  if (!rate.ok()) return UsageError(verb, absl::StrCat("--rate: ", rate.status().message()));
+  const BucketConfig config{.rate = *rate, .capacity = absl::GetFlag(FLAGS_burst)};
+  // Checked before the segment is touched, so a bad command creates nothing.
+  if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return UsageError(verb, s.message());
+  const uint64_t tokens = absl::GetFlag(FLAGS_tokens);
+  if (tokens == 0) return UsageError(verb, "--tokens must be at least 1");
+  const absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+  if (timeout < absl::ZeroDuration()) {
+    return UsageError(
+        verb, absl::StrCat("--timeout must not be negative, got ", absl::FormatDuration(timeout)));
+  }
+
+  absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
+  if (!segment.ok()) return Fail(cmd, segment.status());
+  const std::string& key = cmd.args[0];
+  absl::StatusOr<SharedBucket> bucket =
+      (*segment)->OpenBucket(key, config, absl::GetFlag(FLAGS_reconfigure));
+  if (!bucket.ok()) return Fail(cmd, bucket.status());
+
+  const absl::Status acquired = bucket->Acquire(tokens, timeout);
+  // Only the bucket's own refusal means "try later"; a DeadlineExceeded from
+  // Open (the segment lock) is a failure like any other.
+  if (acquired.code() == absl::StatusCode::kDeadlineExceeded) {
+    return Report(verb, kExitTempFail, absl::StrCat("bucket '", key, "': ", acquired.message()));
+  }
+  if (!acquired.ok()) return Fail(cmd, acquired);
+  return kExitOk;
+}
+
+// sluice inspect ---------------------------------------------------------------
+
+void PrintBuckets(const std::vector<SegmentInfo::Bucket>& buckets) {
+  if (buckets.empty()) {
+    absl::FPrintF(stdout, "\nbuckets: none\n");
+    return;
+  }
+  std::vector<std::string> rates;
+  int name_width = 6;  // "BUCKET"
+  int rate_width = 4;  // "RATE"
+  for (const SegmentInfo::Bucket& b : buckets) {
+    rates.push_back(b.config.rate.ToString());
+    name_width = std::max(name_width, static_cast<int>(b.name.size()));
+    rate_width = std::max(rate_width, static_cast<int>(rates.back().size()));
+  }
+  absl::FPrintF(stdout, "\n%-*s  %-*s  %10s  %10s  %s\n", name_width, "BUCKET", rate_width, "RATE",
+                "BURST", "AVAILABLE", "PRESSURE");
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    const SegmentInfo::Bucket& b = buckets[i];
+    absl::FPrintF(stdout, "%-*s  %-*s  %10d  %10d  %s\n", name_width, b.name, rate_width, rates[i],
+                  b.config.capacity, b.available, PressureName(b.pressure));
+  }
+}
+
+void PrintProcesses(const std::vector<SegmentInfo::Process>& processes) {
+  if (processes.empty()) {
+    absl::FPrintF(stdout, "\nprocesses: none\n");
+    return;
+  }
+  absl::FPrintF(stdout, "\n%-10s  %-5s  %s\n", "PID", "ALIVE", "ATTACHED");
+  for (const SegmentInfo::Process& p : processes) {
+    absl::FPrintF(stdout, "%-10d  %-5s  %s\n", p.pid, p.alive ? "yes" : "no",
+                  LocalTime(p.attached_unix_ns));
+  }
+}
+
+void PrintText(const SegmentInfo& info) {
+  absl::FPrintF(stdout, "segment  %s\n", info.path);
+  absl::FPrintF(stdout, "abi      %d.%d\n", info.abi_major, info.abi_minor);
+  absl::FPrintF(stdout, "size     %d bytes\n", info.size_bytes);
+  absl::FPrintF(stdout, "slots    %d used, %d free, %d in all\n", info.slots_used, FreeSlots(info),
+                info.slots);
+  absl::FPrintF(stdout, "created  %s\n", LocalTime(info.created_unix_ns));
+  PrintBuckets(info.buckets);
+  PrintProcesses(info.processes);
+}
+
+void PrintJson(const SegmentInfo& info) {
+  // ordered_json keeps the fields in the order a reader expects.
+  using Json = nlohmann::ordered_json;
+  Json doc;
+  doc["path"] = info.path;
+  doc["abi"] = {{"major", info.abi_major}, {"minor", info.abi_minor}};
+  doc["size_bytes"] = info.size_bytes;
+  doc["slots"] = {{"total", info.slots}, {"used", info.slots_used}, {"free", FreeSlots(info)}};
+  doc["created"] = Rfc3339(info.created_unix_ns);
+  doc["buckets"] = Json::array();
+  for (const SegmentInfo::Bucket& b : info.buckets) {
+    doc["buckets"].push_back({
+        {"name", b.name},
+        {"slot", b.slot},
+        {"rate", b.config.rate.ToString()},
+        {"permits", b.config.rate.permits()},
+        {"period_ns", absl::ToInt64Nanoseconds(b.config.rate.period())},
+        {"capacity", b.config.capacity},
+        {"available", b.available},
+        {"pressure", PressureName(b.pressure)},
+        {"percent_available", PercentAvailable(b)},
+    });
+  }
+  doc["processes"] = Json::array();
+  for (const SegmentInfo::Process& p : info.processes) {
+    doc["processes"].push_back({
+        {"pid", p.pid},
+        {"start_time", p.start_time},
+        {"alive", p.alive},
+        {"attached", Rfc3339(p.attached_unix_ns)},
+    });
+  }
+  // Bucket names come from shared memory and need not be valid UTF-8; the
+  // default handler would throw on them, `replace` substitutes U+FFFD.
+  absl::FPrintF(stdout, "%s\n", doc.dump(2, ' ', false, Json::error_handler_t::replace));
+}
+
+int RunInspect(const Command& cmd) {
+  absl::StatusOr<std::unique_ptr<Segment>> segment = OpenExisting();
+  if (!segment.ok()) return Fail(cmd, segment.status());
+  absl::StatusOr<SegmentInfo> info = (*segment)->Inspect();
+  if (!info.ok()) return Fail(cmd, info.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(*info);
+  } else {
+    PrintText(*info);
+  }
+  return kExitOk;
+}
+
+// sluice rm --------------------------------------------------------------------
+
+int RunRm(const Command& cmd) {
+  absl::StatusOr<std::unique_ptr<Segment>> segment = OpenExisting();
+  if (!segment.ok()) {
+    // A segment Open refuses (corrupt, half-written, another layout version)
+    // cannot be asked who is attached; --force removes it unopened.
+    if (segment.status().code() != absl::StatusCode::kFailedPrecondition) {
+      return Fail(cmd, segment.status());
+    }
+    if (!absl::GetFlag(FLAGS_force)) {
+      return Report(*cmd.verb, kExitError,
+                    absl::StrCat(segment.status().message(), "; --force removes it anyway"));
+    }
+    absl::Status removed = Segment::Remove(absl::GetFlag(FLAGS_segment));
+    return removed.ok() ? kExitOk : Fail(cmd, removed);
+  }
+  absl::StatusOr<SegmentInfo> info = (*segment)->Inspect();
+  if (!info.ok()) return Fail(cmd, info.status());
+  // Removing the name does not stop processes that have it mapped, but new
+  // ones would create a fresh segment and stop sharing limits with them.
+  const int live = LiveProcesses(*info);
+  if (live > 0 && !absl::GetFlag(FLAGS_force)) {
+    return Report(*cmd.verb, kExitError,
+                  absl::StrFormat("%d live %s attached to %s; pass --force to remove it anyway",
+                                  live, live == 1 ? "process is" : "processes are", info->path));
+  }
+  if (absl::Status s = (*segment)->Unlink(); !s.ok()) return Fail(cmd, s);
+  return kExitOk;
+}
+
+// The verbs --------------------------------------------------------------------
+
+constexpr absl::string_view kAcquireFlags[] = {"rate",    "burst",   "tokens",
+                                               "timeout", "segment", "reconfigure"};
+constexpr absl::string_view kAcquireRequired[] = {"rate", "burst"};
+constexpr absl::string_view kAcquireArgs[] = {"KEY"};
+constexpr absl::string_view kInspectFlags[] = {"segment", "json"};
+constexpr absl::string_view kRmFlags[] = {"segment", "force"};
+
+constexpr Verb kVerbs[] = {
+    {
+        .name = "acquire",
+        .usage = "acquire KEY --rate N/UNIT --burst B [--tokens N] [--timeout DURATION] "
+                 "[--segment NAME] [--reconfigure]",
+        .summary = "take permits from a bucket, waiting at most --timeout",
+        .description =
+            "Takes --tokens permits from the bucket KEY in the shared segment, creating the\n"
+            "segment and the bucket (full, with --rate and --burst) if they do not exist.\n"
+            "An existing bucket must have the same rate and burst (or pass --reconfigure to\n"
+            "change them live). Waits at most --timeout\n"
+            "for the permits and exits 0 once they are taken, or exits 75 at once when they\n"
+            "would not be there in time, taking nothing.",
+        .flags = kAcquireFlags,
+        .required = kAcquireRequired,
+        .args = kAcquireArgs,
+        .run = RunAcquire,
+    },
+    {
+        .name = "inspect",
+        .usage = "inspect [--segment NAME] [--json]",
+        .summary = "show a segment's buckets and attached processes",
+        .description =
+            "Prints the segment's header (path, layout version, size, slots, creation time),\n"
+            "each bucket's rate, burst, available permits and pressure, and the processes\n"
+            "attached to it. Only reads: the segment must exist and this process is not\n"
+            "recorded in it.",
+        .flags = kInspectFlags,
+        .required = {},
+        .args = {},
+        .run = RunInspect,
+    },
+    {
+        .name = "rm",
+        .usage = "rm [--segment NAME] [--force]",
+        .summary = "remove a segment",
+        .description =
+            "Removes the segment's name, so that the next process to open it creates a\n"
+            "fresh one. Refused while live processes are attached, unless --force: they\n"
+            "keep the old segment mapped and stop sharing limits with newcomers.",
+        .flags = kRmFlags,
+        .required = {},
+        .args = {},
+        .run = RunRm,
+    },
+};
+
+const Verb* FindVerb(absl::string_view name) {
+  for (const Verb& verb : kVerbs) {
+    if (verb.name == name) return &verb;
+  }
+  return nullptr;
+}
+
+std::string VerbNames() {
+  return absl::StrJoin(kVerbs, ", ",
+                       [](std::string* out, const Verb& v) { absl::StrAppend(out, v.name); });
+}
+
+std::string FlagList(const Verb& verb) {
+  return absl::StrJoin(verb.flags, ", ", [](std::string* out, absl::string_view flag) {
+    absl::StrAppend(out, "--", flag);
+  });
+}
+
+// Help -------------------------------------------------------------------------
+
+void PrintVerbs(FILE* out) {
+  absl::FPrintF(out,
+                "usage: sluice VERB [flags] [args]\n\n"
+                "Manages the token buckets that processes on this host share, through a\n"
+                "shared-memory segment, to throttle their calls to AI model APIs.\n\n"
+                "verbs:\n");
+  for (const Verb& verb : kVerbs) absl::FPrintF(out, "  %-8s  %s\n", verb.name, verb.summary);
+  absl::FPrintF(out,
+                "\nRun 'sluice VERB --help' for a verb's flags. Exit status: 0 success, 75\n"
+                "refused or timed out, 64 usage error, 1 any other error.\n");
+}
+
+// Lists the verb's flags from the flag registry, so that the help text, the
+// default and the flag itself cannot drift apart.
+void PrintVerbHelp(const Verb& verb) {
+  absl::FPrintF(stdout, "usage: sluice %s\n\n%s\n\nflags:\n", verb.usage, verb.description);
+  for (absl::string_view name : verb.flags) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;  // every name in kVerbs is defined above
+    const std::string note = absl::c_linear_search(verb.required, name)
+                                 ? "required"
+                                 : absl::StrCat("default: ", flag->DefaultValue());
+    absl::FPrintF(stdout, "  --%-8s  %s (%s)\n", name, flag->Help(), note);
+  }
+}
+
+// `sluice help [VERB]`, `sluice --help`.
+int RunHelp(int argc, char** argv) {
+  if (argc < 3) {
+    PrintVerbs(stdout);
+    return kExitOk;
+  }
+  const Verb* verb = FindVerb(argv[2]);
+  if (verb == nullptr) {
+    absl::FPrintF(stderr, "sluice help: unknown verb '%s'; verbs are %s\n", argv[2], VerbNames());
+    return kExitUsage;
+  }
+  PrintVerbHelp(*verb);
+  return kExitOk;
+}
+
+// Flags ------------------------------------------------------------------------
+
+// The flags named on a command line, found before absl parses them.
+struct FlagScan {
+  bool help = false;
+  std::vector<std::string> given;  // the verb's flags that were given
+  std::string error;               // the first flag the verb does not take
+};
+
+const absl::CommandLineFlag* VerbFlag(const Verb& verb, absl::string_view name) {
+  if (!absl::c_linear_search(verb.flags, name)) return nullptr;
+  return absl::FindCommandLineFlag(name);
+}
+
+std::string ForeignFlagError(const Verb& verb, absl::string_view arg) {
+  return absl::StrCat("flag '", arg, "' is not one of ", verb.name, "'s: ", FlagList(verb));
+}
+
+// Reads `args` (what follows the verb) the way absl::ParseCommandLine will:
+// "-f" or "--f", "=value" or the next argument as a non-boolean flag's value,
+// "--nof" for a boolean, nothing after "--". Only the names are looked at,
+// because absl would otherwise accept every flag linked into the binary
+// (another verb's, or its own --flagfile) and answer --help its own way.
+FlagScan ScanFlags(const Verb& verb, absl::Span<char* const> args) {
+  FlagScan scan;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const absl::string_view arg = args[i];
+    if (arg == "--") break;
+    if (arg.size() < 2 || arg[0] != '-') continue;  // a positional argument
+    absl::string_view name = arg.substr(arg[1] == '-' ? 2 : 1);
+    const bool has_value = name.find('=') != absl::string_view::npos;
+    name = name.substr(0, name.find('='));
+    if (name == "help" || name == "h") {
+      scan.help = true;
+      continue;
+    }
+    const absl::CommandLineFlag* flag = VerbFlag(verb, name);
+    if (flag == nullptr && absl::StartsWith(name, "no")) {
+      const absl::CommandLineFlag* negated = VerbFlag(verb, name.substr(2));
+      if (negated != nullptr && negated->IsOfType<bool>()) {
+        flag = negated;
+        name = name.substr(2);
+      }
+    }
+    if (flag == nullptr) {
+      if (scan.error.empty()) scan.error = ForeignFlagError(verb, arg);
+      continue;
+    }
+    scan.given.emplace_back(name);
+    if (!has_value && !flag->IsOfType<bool>()) ++i;  // skip the value
+  }
+  return scan;
+}
+
+// Set while absl::ParseCommandLine runs. absl reports a malformed value
+// itself ("ERROR: Illegal value ...") and then calls std::exit(1); a bad value
+// is a usage error here, so an exit handler turns that exit into EX_USAGE.
+const Verb* parsing_verb = nullptr;
+
+void ExitUsageIfParsing() {
+  if (parsing_verb == nullptr) return;
+  absl::FPrintF(stderr, "sluice %s: bad flag value (see above and 'sluice %s --help')\n",
+                parsing_verb->name, parsing_verb->name);
+  std::_Exit(kExitUsage);
+}
+
+// Parses the verb's flags with absl, returning the positional arguments.
+std::vector<std::string> ParseFlags(const Verb& verb, int argc, char** argv) {
+  std::vector<char*> absl_argv = {argv[0]};  // the verb itself is not absl's
+  absl_argv.insert(absl_argv.end(), argv + 2, argv + argc);
+  std::atexit(ExitUsageIfParsing);
+  parsing_verb = &verb;
+  std::vector<char*> rest =
+      absl::ParseCommandLine(static_cast<int>(absl_argv.size()), absl_argv.data());
+  parsing_verb = nullptr;
+  return std::vector<std::string>(rest.begin() + 1, rest.end());  // rest[0] is argv[0]
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("sluice VERB [flags] [args]; run 'sluice help' for the verbs");
+  if (argc < 2) {
+    PrintVerbs(stderr);
+    return kExitUsage;
+  }
+  const absl::string_view first = argv[1];
+  if (first == "help" || first == "--help" || first == "-help" || first == "-h") {
+    return RunHelp(argc, argv);
+  }
+  const Verb* verb = FindVerb(first);
+  if (verb == nullptr) {
+    absl::FPrintF(stderr, "sluice: unknown verb '%s'; verbs are %s (see 'sluice help')\n", first,
+                  VerbNames());
+    return kExitUsage;
+  }
+
+  const FlagScan scan = ScanFlags(*verb, absl::MakeConstSpan(argv + 2, argc - 2));
+  if (scan.help) {
+    PrintVerbHelp(*verb);
+    return kExitOk;
+  }
+  if (!scan.error.empty()) return UsageError(*verb, scan.error);
+  for (absl::string_view required : verb->required) {
+    if (!absl::c_linear_search(scan.given, required)) {
+      return UsageError(*verb, absl::StrCat("missing required flag --", required));
+    }
+  }
+
+  Command cmd{.verb = verb, .args = ParseFlags(*verb, argc, argv)};
+  if (cmd.args.size() < verb->args.size()) {
+    return UsageError(*verb, absl::StrCat("missing argument ", verb->args[cmd.args.size()]));
+  }
+  if (cmd.args.size() > verb->args.size()) {
+    return UsageError(*verb, absl::StrCat("unexpected argument '", cmd.args[verb->args.size()],
+                                          "'; usage: sluice ", verb->usage));
+  }
+  const int code = verb->run(cmd);
+  // A report cut short (a full disk, a closed pipe) must not pass for success.
+  if (std::fflush(stdout) != 0) {
+    return Report(*verb, kExitError, absl::StrCat("writing output: ", std::strerror(errno)));
+  }
+  return code;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) { return sluice::Main(argc, argv); }
