@@ -412,12 +412,11 @@ absl::Status Segment::InitializeLocked(uint64_t file_size) {
         absl::StrCat("cannot truncate ", path_, ": ", ErrnoText(errno)));
   }
   if (const int err = posix_fallocate(fd_, 0, static_cast<off_t>(o.total)); err != 0) {
-    if (err == ENOSPC) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "no space for a ", o.total, "-byte segment at ", path_, ": ", ErrnoText(err)));
-    }
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot reserve ", o.total, " bytes for ", path_, ": ", ErrnoText(err)));
+    const std::string message = absl::StrCat("cannot reserve ", o.total, " bytes for segment ",
+                                             path_, ": ", ErrnoText(err));
+    // ENOSPC: the file system (/dev/shm) is full; EFBIG: a file size limit.
+    if (err == ENOSPC || err == EFBIG) return absl::ResourceExhaustedError(message);
+    return absl::FailedPreconditionError(message);
   }
   void* base = mmap(nullptr, o.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
   if (base == MAP_FAILED) {

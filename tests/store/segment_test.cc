@@ -3,12 +3,15 @@
 // reclaiming, layout checks, recovery and removal.
 #include "sluice/segment.h"
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstddef>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "src/store/segment_layout.h"
@@ -259,6 +262,28 @@ TEST(SegmentTest, RemoveDeletesASegmentOpenRefuses) {
   EXPECT_TRUE(Segment::Remove(scratch.path()).ok());
   EXPECT_NE(access(scratch.path().c_str(), F_OK), 0);
   EXPECT_EQ(Segment::Remove(scratch.path()).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SegmentTest, NoRoomForTheSegmentIsAnErrorAtCreationNotACrashLater) {
+  ScratchSegment scratch;
+  // A file size limit stands in for a full /dev/shm: the space is reserved
+  // up front, so the shortage shows at Open, not as SIGBUS on first use.
+  EXPECT_EQ(InChild([&] {
+              signal(SIGXFSZ, SIG_IGN);
+              const rlimit limit{8192, 8192};
+              setrlimit(RLIMIT_FSIZE, &limit);
+              const auto s = Segment::Open(scratch.path()).status();
+              return s.code() == absl::StatusCode::kResourceExhausted &&
+                             absl::StrContains(s.message(), scratch.path()) &&
+                             absl::StrContains(s.message(), "cannot reserve")
+                         ? 0
+                         : 1;
+            }),
+            0);
+  // The next process, without the limit, creates it.
+  auto segment = MustOpen(scratch.path());
+  ASSERT_NE(segment, nullptr);
+  EXPECT_TRUE(segment->initialized_by_this_open());
 }
 
 TEST(SegmentTest, MissingDirectoryIsNamedAsSuch) {
