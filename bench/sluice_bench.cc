@@ -22,7 +22,10 @@
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
 #include "sluice/clock.h"
+#include "sluice/limits.h"
+#include "sluice/policy.h"
 #include "sluice/segment.h"
+#include "sluice/store.h"
 #include "sluice/token_bucket.h"
 
 namespace sluice {
@@ -104,6 +107,54 @@ void BM_ShmAcquire_Admit(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
 }
 
+// A whole request through the policy, over a shared segment: a scope path of
+// three (requests per minute each), the provider's RPM, ITPM, OTPM and tokens
+// per day, and the workflow's daily USD budget, reserved all-or-nothing and
+// settled against reported usage. Limits are high enough never to refuse.
+void BM_Policy_AcquireSettle(benchmark::State& state) {
+  static Policy* const policy = [] {
+    constexpr char kLimits[] = R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 60000000000
+input_tokens_per_minute = 60000000000
+output_tokens_per_minute = 60000000000
+tokens_per_day = 86400000000000
+[scopes.global]
+requests_per_minute = 60000000000
+[scopes."team:bench"]
+requests_per_minute = 60000000000
+[scopes."workflow:bench"]
+parent = "team:bench"
+requests_per_minute = 60000000000
+usd_per_day = 8000000.0
+[prices."bench-model"]
+input = 3.0
+output = 15.0
+)";
+    auto config = ParseLimitsConfig(kLimits, "bench");
+    const std::string path = absl::StrFormat("/dev/shm/sluice-bench-policy-%d", getpid());
+    auto segment = Segment::Open(path);
+    if (!config.ok() || !segment.ok()) {
+      absl::FPrintF(stderr, "sluice_bench: %s %s\n", config.status().ToString(),
+                    segment.status().ToString());
+      std::exit(1);
+    }
+    (*segment)->Unlink().IgnoreError();
+    Store* store = NewSegmentStore(segment->release()).release();
+    auto created = Policy::Create(*config, store);
+    if (!created.ok()) std::exit(1);
+    return created->release();
+  }();
+  const Route* route = *policy->Resolve("workflow:bench", "anthropic", "bench-model");
+  const Usage usage{.input_tokens = 90, .output_tokens = 60};
+  for (auto _ : state) {
+    absl::StatusOr<Permit> permit =
+        policy->Reserve(*route, 100, 100, absl::ZeroDuration(), Clock::MonotonicNanos());
+    permit->Settle(usage);
+  }
+}
+
 // The baseline: what most token buckets look like. A mutex around a double
 // token count refilled from elapsed time.
 class MutexBucket {
@@ -152,6 +203,7 @@ BENCHMARK(BM_Acquire_Deny);
 BENCHMARK(BM_Acquire_Deny)->Apply(Contended);
 BENCHMARK(BM_ShmAcquire_Admit);
 BENCHMARK(BM_ShmAcquire_Admit)->Apply(Contended);
+BENCHMARK(BM_Policy_AcquireSettle);
 BENCHMARK(BM_MutexBucket_Admit);
 BENCHMARK(BM_MutexBucket_Admit)->Apply(Contended);
 
@@ -198,6 +250,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
         {Key("BM_Acquire_Admit", 1), Key("BM_MutexBucket_Admit", 1), 1.0},
         {Key("BM_ShmAcquire_Admit", 1), Key("BM_Acquire_Admit", 1), 1.1},
         {Key("BM_ShmAcquire_Admit", 2), Key("BM_Acquire_Admit", 2), 1.1},
+        {Key("BM_Policy_AcquireSettle", 1), Key("BM_Acquire_Admit", 1), 20.0},
     };
     bool header = false;
     for (const Ratio& r : ratios) {
@@ -230,7 +283,8 @@ int main(int argc, char** argv) {
   // The 1-16 thread scaling runs are for many-core machines; leave them out
   // unless a filter is given.
   std::vector<char*> args(argv, argv + argc);
-  std::string default_filter = "--benchmark_filter=^BM_(Floor|Acquire|ShmAcquire|MutexBucket)_";
+  std::string default_filter =
+      "--benchmark_filter=^BM_(Floor|Acquire|ShmAcquire|Policy|MutexBucket)_";
   bool has_filter = false;
   for (int i = 1; i < argc; ++i)
     has_filter |= std::string(argv[i]).rfind("--benchmark_filter", 0) == 0;

@@ -45,7 +45,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "sluice/clock.h"
+#include "sluice/lease_set.h"
 #include "sluice/token_bucket.h"
+#include "sluice/window_counter.h"
 
 namespace sluice {
 
@@ -58,7 +60,7 @@ inline constexpr uint32_t kSegmentAbiMinor = 0;
 inline constexpr absl::string_view kDefaultSegmentName = "sluice";
 
 // Longest bucket name, in bytes.
-inline constexpr size_t kMaxBucketNameLength = 95;
+inline constexpr size_t kMaxBucketNameLength = 79;
 
 struct SegmentOptions {
   // Create the segment if it does not exist. When false, a missing segment is
@@ -68,6 +70,7 @@ struct SegmentOptions {
   // the sizes it was created with.
   uint32_t slots = 1024;         // bucket slots (1 to 65536)
   uint32_t max_processes = 256;  // attached-process registry entries (1 to 4096)
+  uint32_t max_leases = 4096;    // concurrency lease words, shared by all caps (0 to 2^20)
   bool group_access = false;     // mode 0660 instead of 0600
   // Record this process in the segment's registry (tools that only look, like
   // `sluice inspect`, pass false).
@@ -101,17 +104,60 @@ class SharedBucket : private BucketRef {
 
   const std::string& name() const { return name_; }
   uint32_t slot() const { return slot_; }
+  // How many times this bucket was the one a request waited on or was
+  // refused by: shared by every process, counted off the admit path.
+  std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
   // The bucket as a BucketRef, for code written against the cell API.
   // Reconfigure through Segment::OpenBucket, which serializes across processes.
   const BucketRef& ref() const { return *this; }
 
  private:
   friend class Segment;
-  SharedBucket(BucketCell* cell, Clock clock, std::string name, uint32_t slot)
-      : BucketRef(cell, clock), name_(std::move(name)), slot_(slot) {}
+  SharedBucket(BucketCell* cell, Clock clock, std::string name, uint32_t slot,
+               std::atomic<uint64_t>* bottlenecks)
+      : BucketRef(cell, clock), name_(std::move(name)), slot_(slot), bottlenecks_(bottlenecks) {}
 
   std::string name_;
   uint32_t slot_;
+  std::atomic<uint64_t>* bottlenecks_;
+};
+
+// SharedCounter
+//
+// A window counter (window_counter.h) in a segment slot, for calendar budgets.
+class SharedCounter : public WindowCounterRef {
+ public:
+  const std::string& name() const { return name_; }
+  // Counts the times this counter refused a request (see SharedBucket).
+  std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
+
+ private:
+  friend class Segment;
+  SharedCounter(WindowCounterCell* cell, std::atomic<uint64_t>* bottlenecks, std::string name)
+      : WindowCounterRef(cell), name_(std::move(name)), bottlenecks_(bottlenecks) {}
+
+  std::string name_;
+  std::atomic<uint64_t>* bottlenecks_;
+};
+
+// SharedLeases
+//
+// A concurrency cap (lease_set.h) in a segment: its lease words live in the
+// segment's lease region, tagged with each holder's pid and start time, so the
+// leases of a process that died are taken back by the next one to need them.
+class SharedLeases : public LeaseSetRef {
+ public:
+  const std::string& name() const { return name_; }
+  std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
+
+ private:
+  friend class Segment;
+  SharedLeases(std::atomic<uint64_t>* leases, uint32_t count, std::atomic<uint32_t>* generation,
+               std::atomic<uint64_t>* bottlenecks, std::string name)
+      : LeaseSetRef(leases, count, generation), name_(std::move(name)), bottlenecks_(bottlenecks) {}
+
+  std::string name_;
+  std::atomic<uint64_t>* bottlenecks_;
 };
 
 // What `sluice inspect` shows.
@@ -122,6 +168,13 @@ struct SegmentInfo {
     BucketConfig config;  // config.capacity is the burst
     int64_t available;
     Pressure pressure;
+    uint64_t bottlenecks;
+  };
+  struct Leases {
+    std::string name;
+    uint32_t slot;
+    uint32_t capacity;
+    uint32_t in_flight;
   };
   struct Process {
     pid_t pid;
@@ -136,6 +189,8 @@ struct SegmentInfo {
   uint32_t max_processes;
   int64_t created_unix_ns;
   std::vector<Bucket> buckets;
+  std::vector<Leases> leases;
+  std::vector<std::string> counters;  // names of window counters (budgets)
   std::vector<Process> processes;
 };
 
@@ -170,6 +225,17 @@ class Segment {
   // The existing bucket `name`, or NotFound.
   absl::StatusOr<SharedBucket> FindBucket(absl::string_view name);
 
+  // The window counter `name`, created (at zero) if missing.
+  absl::StatusOr<SharedCounter> OpenCounter(absl::string_view name);
+
+  // The concurrency cap `name` with `count` leases, created if missing (its
+  // words taken from the segment's lease region). An existing cap of another
+  // size is FailedPrecondition; ResourceExhausted when the region is spent.
+  absl::StatusOr<SharedLeases> OpenLeases(absl::string_view name, uint32_t count);
+
+  // A name already used by another kind of object (a bucket opened as a
+  // counter, say) is FailedPrecondition in all of the above.
+
   // Frees the slots of buckets that have been full (untouched) for at least
   // `idle` and that no live process has opened, like a Redis key expiring.
   // A full bucket is indistinguishable from a new one, so nothing is lost.
@@ -191,6 +257,8 @@ class Segment {
   static absl::Status Remove(absl::string_view name_or_path);
 
   const std::string& path() const { return path_; }
+  // The clock its buckets' handles read (SegmentOptions::clock).
+  const Clock& clock() const { return options_.clock; }
   // True when this Open initialized the segment.
   bool initialized_by_this_open() const { return initialized_; }
 
@@ -204,6 +272,9 @@ class Segment {
   absl::Status InitializeLocked(uint64_t file_size);
   absl::Status MapAndValidateLocked();
   absl::Status RegisterLocked();
+  struct Claim;
+  absl::StatusOr<Claim> FindOrClaimLocked(absl::string_view name, uint32_t kind, bool create);
+  void MarkOpenedLocked(uint32_t index);
   absl::StatusOr<SharedBucket> OpenBucketLocked(absl::string_view name, const BucketConfig* config,
                                                 bool reconfigure);
   void Unmap();

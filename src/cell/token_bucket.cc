@@ -180,11 +180,10 @@ absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& con
   const int64_t interval = p.interval.load(std::memory_order_relaxed);
   const int64_t tau = p.tau.load(std::memory_order_relaxed);
   if (interval != d->interval || tau != d->tau) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("bucket parameters (interval ", interval, ", span ", tau,
-                     " in 1/16 ns) do not match its configuration ", config.rate.ToString(),
-                     " burst ", config.capacity, " (interval ", d->interval, ", span ", d->tau,
-                     ")"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "bucket parameters (interval ", interval, ", span ", tau,
+        " in 1/16 ns) do not match its configuration ", config.rate.ToString(), " burst ",
+        config.capacity, " (interval ", d->interval, ", span ", d->tau, ")"));
   }
   if (p.epoch_ns.load(std::memory_order_relaxed) < 0) {
     return absl::FailedPreconditionError("bucket epoch is negative");

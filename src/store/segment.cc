@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "src/store/process.h"
 #include "src/store/segment_layout.h"
 
 namespace sluice {
@@ -38,27 +39,6 @@ std::string BootId() {
   std::string id;
   std::getline(in, id);
   return std::string(absl::StripAsciiWhitespace(id)).substr(0, segment_layout::kBootIdBytes - 1);
-}
-
-// Field 22 of /proc/PID/stat: when the process started, in clock ticks after
-// boot. With the pid, it names a process; a pid alone can be reused.
-bool ReadStartTime(pid_t pid, uint64_t* start_time) {
-  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string stat = text.str();
-  // The command name (field 2) is in parentheses and may contain spaces.
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return false;
-  const std::vector<absl::string_view> fields =
-      absl::StrSplit(absl::string_view(stat).substr(close + 1), ' ', absl::SkipEmpty());
-  // fields[0] is field 3 (state), so field 22 is fields[19].
-  return fields.size() > 19 && absl::SimpleAtoi(fields[19], start_time);
-}
-
-bool ProcessAlive(pid_t pid, uint64_t start_time) {
-  uint64_t now_start = 0;
-  return pid > 0 && ReadStartTime(pid, &now_start) && now_start == start_time;
 }
 
 int64_t UnixNanos() { return absl::ToUnixNanos(absl::Now()); }
@@ -101,6 +81,24 @@ BucketConfig SlotConfig(const Slot& slot) {
 
 absl::string_view SlotName(const Slot& slot) {
   return absl::string_view(slot.name, slot.name_length);
+}
+
+void SetSlotConfig(Slot& slot, const BucketConfig& config) {
+  slot.permits = config.rate.permits();
+  slot.period_ns = absl::ToInt64Nanoseconds(config.rate.period());
+  slot.capacity = config.capacity;
+}
+
+const char* KindName(uint32_t kind) {
+  switch (kind) {
+    case segment_layout::kKindBucket:
+      return "bucket";
+    case segment_layout::kKindCounter:
+      return "counter";
+    case segment_layout::kKindLeases:
+      return "concurrency cap";
+  }
+  return "slot of unknown kind";
 }
 
 std::string Describe(const BucketConfig& c) {
@@ -167,17 +165,20 @@ struct View {
   Slot* slots;
   ProcessEntry* processes;
   uint64_t* bitmaps;
+  std::atomic<uint64_t>* leases;
   uint32_t slot_count;
   uint32_t process_count;
 
   static View Of(void* base) {
     auto* header = static_cast<Header*>(base);
-    const Offsets o = ComputeOffsets(header->slot_count, header->process_count);
+    const Offsets o =
+        ComputeOffsets(header->slot_count, header->process_count, header->lease_count);
     char* bytes = static_cast<char*>(base);
     return {header,
             reinterpret_cast<Slot*>(bytes + o.slots),
             reinterpret_cast<ProcessEntry*>(bytes + o.processes),
             reinterpret_cast<uint64_t*>(bytes + o.bitmaps),
+            reinterpret_cast<std::atomic<uint64_t>*>(bytes + o.leases),
             header->slot_count,
             header->process_count};
   }
@@ -239,7 +240,11 @@ absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_vi
   if (header->process_count < 1 || header->process_count > kMaxProcesses) {
     return fail("process registry size ", header->process_count, " is outside 1..", kMaxProcesses);
   }
-  const Offsets o = ComputeOffsets(header->slot_count, header->process_count);
+  if (header->lease_count > kMaxLeases || header->lease_next > header->lease_count) {
+    return fail("lease region of ", header->lease_count, " words (", header->lease_next,
+                " allocated) is out of range");
+  }
+  const Offsets o = ComputeOffsets(header->slot_count, header->process_count, header->lease_count);
   if (header->total_size != o.total) {
     return fail("header says the segment is ", header->total_size, " bytes, but ",
                 header->slot_count, " slots and ", header->process_count, " process entries take ",
@@ -266,9 +271,26 @@ absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_vi
     }
     const std::string where =
         absl::StrCat("slot ", i, " ('", absl::CHexEscape(SlotName(slot)), "'): ");
-    if (slot.period_ns <= 0) return fail(where, "period ", slot.period_ns, " ns is not positive");
-    if (absl::Status s = BucketRef::Validate(slot.cell, SlotConfig(slot)); !s.ok()) {
-      return fail(where, s.message());
+    switch (slot.kind) {
+      case kKindBucket:
+        if (slot.period_ns <= 0) {
+          return fail(where, "period ", slot.period_ns, " ns is not positive");
+        }
+        if (absl::Status s = BucketRef::Validate(BucketCellOf(slot), SlotConfig(slot)); !s.ok()) {
+          return fail(where, s.message());
+        }
+        break;
+      case kKindCounter:
+        break;  // every word is a window id and an amount
+      case kKindLeases:
+        if (slot.capacity < 1 || slot.permits > header->lease_next ||
+            slot.capacity > header->lease_next - slot.permits) {
+          return fail(where, "lease words [", slot.permits, ", +", slot.capacity,
+                      ") are outside the allocated region of ", header->lease_next);
+        }
+        break;
+      default:
+        return fail(where, "unknown kind ", slot.kind);
     }
   }
   for (uint32_t i = 0; i < view.process_count; ++i) {
@@ -286,6 +308,11 @@ absl::StatusOr<std::unique_ptr<Segment>> Segment::Open(absl::string_view name_or
   if (options.slots < 1 || options.slots > segment_layout::kMaxSlots) {
     return absl::InvalidArgumentError(
         absl::StrCat("segment slots ", options.slots, " must be 1..", segment_layout::kMaxSlots));
+  }
+  if (options.max_leases > segment_layout::kMaxLeases) {
+    return absl::InvalidArgumentError(absl::StrCat("segment max_leases ", options.max_leases,
+                                                   " must be at most ",
+                                                   segment_layout::kMaxLeases));
   }
   if (options.max_processes < 1 || options.max_processes > segment_layout::kMaxProcesses) {
     return absl::InvalidArgumentError(absl::StrCat("segment max_processes ", options.max_processes,
@@ -404,7 +431,7 @@ absl::Status Segment::LockFile(Lock* lock) {
 }
 
 absl::Status Segment::InitializeLocked(uint64_t file_size) {
-  const Offsets o = ComputeOffsets(options_.slots, options_.max_processes);
+  const Offsets o = ComputeOffsets(options_.slots, options_.max_processes, options_.max_leases);
   // Start from an empty file so every byte of the new segment is zero, then
   // reserve the space now: a full /dev/shm must fail here, not as SIGBUS later.
   if (file_size != 0 && ftruncate(fd_, 0) != 0) {
@@ -435,6 +462,8 @@ absl::Status Segment::InitializeLocked(uint64_t file_size) {
   header->total_size = o.total;
   header->slot_count = options_.slots;
   header->process_count = options_.max_processes;
+  header->lease_count = options_.max_leases;
+  header->lease_next = 0;
   header->created_unix_ns = UnixNanos();
   const std::string boot = BootId();
   memcpy(header->boot_id, boot.data(), boot.size());
@@ -515,19 +544,20 @@ absl::StatusOr<SharedBucket> Segment::FindBucket(absl::string_view name) {
   return OpenBucketLocked(name, nullptr, false);
 }
 
-absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
-                                                       const BucketConfig* config,
-                                                       bool reconfigure) {
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
+// A slot found or claimed under the lock. A claimed slot is named and kinded
+// but not yet ready: the caller sets up its cell, then publishes it.
+struct Segment::Claim {
+  Slot* slot;
+  uint32_t index;
+  bool created;
+};
+
+absl::StatusOr<Segment::Claim> Segment::FindOrClaimLocked(absl::string_view name, uint32_t kind,
+                                                          bool create) {
   if (process_entry_ < 0 && options_.register_process) {
     if (absl::Status s = RegisterLocked(); !s.ok()) return s;
   }
   const View view = View::Of(base_);
-  const int64_t now = options_.clock.Now();
-
   // Open addressing with linear probing. Free ends a probe; tombstones
   // (reclaimed slots) and claims left by a dead process are reusable but do
   // not end it. Claims only happen under the lock, so one found here is dead.
@@ -546,29 +576,59 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
     if (reusable < 0) reusable = index;
     if (state == segment_layout::kSlotFree) break;
   }
-
-  if (found < 0) {
-    if (config == nullptr) {
-      return absl::NotFoundError(absl::StrCat(path_, ": no bucket named '", name, "'"));
-    }
-    if (reusable < 0) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          path_, ": all ", view.slot_count,
-          " bucket slots are in use; reclaim idle buckets or create the segment with more slots"));
-    }
-    Slot& slot = view.slots[reusable];
-    slot.state.store(segment_layout::kSlotClaiming, std::memory_order_relaxed);
-    memset(slot.name, 0, sizeof(slot.name));
-    memcpy(slot.name, name.data(), name.size());
-    slot.name_length = static_cast<uint32_t>(name.size());
-    slot.permits = config->rate.permits();
-    slot.period_ns = absl::ToInt64Nanoseconds(config->rate.period());
-    slot.capacity = config->capacity;
-    if (absl::Status s = BucketRef::Init(&slot.cell, *config, now); !s.ok()) return s;
-    slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
-    found = reusable;
-  } else if (config != nullptr) {
+  if (found >= 0) {
     Slot& slot = view.slots[found];
+    if (slot.kind != kind) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path_, ": '", name, "' is a ", KindName(slot.kind), ", not a ", KindName(kind)));
+    }
+    MarkOpenedLocked(static_cast<uint32_t>(found));
+    return Claim{&slot, static_cast<uint32_t>(found), false};
+  }
+  if (!create)
+    return absl::NotFoundError(absl::StrCat(path_, ": no ", KindName(kind), " named '", name, "'"));
+  if (reusable < 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        path_, ": all ", view.slot_count,
+        " slots are in use; reclaim idle buckets or create the segment with more slots"));
+  }
+  Slot& slot = view.slots[reusable];
+  slot.state.store(segment_layout::kSlotClaiming, std::memory_order_relaxed);
+  memset(slot.cell, 0, sizeof(slot.cell));
+  memset(slot.name, 0, sizeof(slot.name));
+  memcpy(slot.name, name.data(), name.size());
+  slot.name_length = static_cast<uint32_t>(name.size());
+  slot.kind = kind;
+  slot.permits = 0;
+  slot.period_ns = 0;
+  slot.capacity = 0;
+  slot.bottlenecks.store(0, std::memory_order_relaxed);
+  MarkOpenedLocked(static_cast<uint32_t>(reusable));
+  return Claim{&slot, static_cast<uint32_t>(reusable), true};
+}
+
+void Segment::MarkOpenedLocked(uint32_t index) {
+  if (process_entry_ < 0) return;
+  View::Of(base_).Bitmap(process_entry_)[index / 64] |= uint64_t{1} << (index % 64);
+}
+
+absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
+                                                       const BucketConfig* config,
+                                                       bool reconfigure) {
+  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
+  absl::MutexLock guard(&mu_);
+  Lock lock;
+  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
+  absl::StatusOr<Claim> claim =
+      FindOrClaimLocked(name, segment_layout::kKindBucket, config != nullptr);
+  if (!claim.ok()) return claim.status();
+  Slot& slot = *claim->slot;
+  const int64_t now = options_.clock.Now();
+  if (claim->created) {
+    if (absl::Status s = BucketRef::Init(BucketCellOf(slot), *config, now); !s.ok()) return s;
+    SetSlotConfig(slot, *config);
+    slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
+  } else if (config != nullptr) {
     const BucketConfig current = SlotConfig(slot);
     const bool same = current.rate.permits() == config->rate.permits() &&
                       current.rate.period() == config->rate.period() &&
@@ -580,18 +640,60 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
     }
     if (!same) {
       // Under the segment lock, so reconfigurations are serialized host-wide.
-      const BucketRef ref(&slot.cell, options_.clock);
+      const BucketRef ref(BucketCellOf(slot), options_.clock);
       if (absl::Status s = ref.Reconfigure(*config, now); !s.ok()) return s;
-      slot.permits = config->rate.permits();
-      slot.period_ns = absl::ToInt64Nanoseconds(config->rate.period());
-      slot.capacity = config->capacity;
+      SetSlotConfig(slot, *config);
     }
   }
-  if (process_entry_ >= 0) {
-    view.Bitmap(process_entry_)[found / 64] |= uint64_t{1} << (found % 64);
+  return SharedBucket(BucketCellOf(slot), options_.clock, std::string(name), claim->index,
+                      &slot.bottlenecks);
+}
+
+absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {
+  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
+  absl::MutexLock guard(&mu_);
+  Lock lock;
+  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
+  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindCounter, true);
+  if (!claim.ok()) return claim.status();
+  Slot& slot = *claim->slot;
+  // A zeroed cell is window 0 with nothing used: ready as it is.
+  if (claim->created) slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
+  return SharedCounter(CounterCellOf(slot), &slot.bottlenecks, std::string(name));
+}
+
+absl::StatusOr<SharedLeases> Segment::OpenLeases(absl::string_view name, uint32_t count) {
+  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
+  if (count < 1) return absl::InvalidArgumentError("a concurrency cap needs at least 1 lease");
+  absl::MutexLock guard(&mu_);
+  Lock lock;
+  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
+  const View view = View::Of(base_);
+  if (count > view.header->lease_count - view.header->lease_next) {
+    // Checked before claiming, so a refusal leaves no half-made slot.
+    absl::StatusOr<Claim> existing = FindOrClaimLocked(name, segment_layout::kKindLeases, false);
+    if (!existing.ok() && existing.status().code() == absl::StatusCode::kNotFound) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          path_, ": ", count, " leases for '", name, "' do not fit: ",
+          view.header->lease_count - view.header->lease_next, " of ", view.header->lease_count,
+          " lease words are free (create the segment with more max_leases)"));
+    }
   }
-  return SharedBucket(&view.slots[found].cell, options_.clock, std::string(name),
-                      static_cast<uint32_t>(found));
+  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindLeases, true);
+  if (!claim.ok()) return claim.status();
+  Slot& slot = *claim->slot;
+  if (claim->created) {
+    slot.permits = view.header->lease_next;  // first lease word
+    slot.capacity = count;
+    view.header->lease_next += count;
+    slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
+  } else if (slot.capacity != count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": concurrency cap '", name, "' exists with ", slot.capacity,
+                     " leases; asked for ", count, " (caps cannot be resized in place)"));
+  }
+  return SharedLeases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
+                      &LeaseHeadOf(slot)->generation, &slot.bottlenecks, std::string(name));
 }
 
 absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
@@ -613,8 +715,10 @@ absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
   for (uint32_t i = 0; i < view.slot_count; ++i) {
     Slot& slot = view.slots[i];
     if (slot.state.load(std::memory_order_acquire) != segment_layout::kSlotReady) continue;
+    // Only buckets: a counter holds a budget's spend and a cap holds leases.
+    if (slot.kind != segment_layout::kKindBucket) continue;
     if ((held[i / 64] >> (i % 64)) & 1) continue;
-    if (BucketRef(&slot.cell, options_.clock).FullForNanos(now) < idle_ns) continue;
+    if (BucketRef(BucketCellOf(slot), options_.clock).FullForNanos(now) < idle_ns) continue;
     slot.state.store(segment_layout::kSlotTombstone, std::memory_order_release);
     ++freed;
   }
@@ -640,9 +744,20 @@ absl::StatusOr<SegmentInfo> Segment::Inspect() {
     Slot& slot = view.slots[i];
     if (slot.state.load(std::memory_order_acquire) != segment_layout::kSlotReady) continue;
     ++info.slots_used;
-    const BucketRef ref(&slot.cell, options_.clock);
-    info.buckets.push_back({std::string(SlotName(slot)), i, SlotConfig(slot), ref.Available(now),
-                            ref.GetPressure(now)});
+    std::string name(SlotName(slot));
+    if (slot.kind == segment_layout::kKindCounter) {
+      info.counters.push_back(std::move(name));
+    } else if (slot.kind == segment_layout::kKindLeases) {
+      const LeaseSetRef leases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
+                               &LeaseHeadOf(slot)->generation);
+      info.leases.push_back(
+          {std::move(name), i, static_cast<uint32_t>(slot.capacity), leases.InFlight()});
+    } else {
+      const BucketRef ref(BucketCellOf(slot), options_.clock);
+      info.buckets.push_back({std::move(name), i, SlotConfig(slot), ref.Available(now),
+                              ref.GetPressure(now),
+                              slot.bottlenecks.load(std::memory_order_relaxed)});
+    }
   }
   for (uint32_t p = 0; p < view.process_count; ++p) {
     const ProcessEntry& e = view.processes[p];

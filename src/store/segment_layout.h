@@ -6,6 +6,7 @@
 //                        the slot's name and configuration
 //   [..., +64*procs)     Process registry: pid, start time, attach time
 //   [..., +8*words*procs) One bitmap per process entry: slots it opened
+//   [..., +8*leases)     Lease words of the concurrency caps (lease_set.h)
 //   rounded up to 4096
 //
 // Only the bucket cells are touched without the segment lock; everything
@@ -20,6 +21,7 @@
 
 #include "sluice/segment.h"
 #include "sluice/token_bucket.h"
+#include "sluice/window_counter.h"
 
 namespace sluice {
 namespace segment_layout {
@@ -35,8 +37,14 @@ inline constexpr uint32_t kSlotClaiming = 0xC1A1BEEFu;
 inline constexpr uint32_t kSlotReady = 0x51075EADu;
 inline constexpr uint32_t kSlotTombstone = 0xDEADB0CBu;  // reclaimed: reusable
 
+// What a ready slot holds.
+inline constexpr uint32_t kKindBucket = 1;   // a BucketCell
+inline constexpr uint32_t kKindCounter = 2;  // a WindowCounterCell
+inline constexpr uint32_t kKindLeases = 3;   // a LeaseHead; leases in the lease region
+
 inline constexpr uint32_t kMaxSlots = 65536;
 inline constexpr uint32_t kMaxProcesses = 4096;
+inline constexpr uint32_t kMaxLeases = 1 << 20;
 inline constexpr size_t kHeaderBytes = 4096;
 inline constexpr size_t kBootIdBytes = 40;
 
@@ -50,19 +58,40 @@ struct Header {
   uint32_t process_count;
   int64_t created_unix_ns;
   char boot_id[kBootIdBytes];  // the boot whose CLOCK_MONOTONIC the cells use
+  uint32_t lease_count;        // words in the lease region
+  uint32_t lease_next;         // first unallocated lease word (under the lock)
   std::atomic<uint32_t> state;
 };
 
+// The cell of a kKindLeases slot: bumped on every release, slept on by waiters.
+struct LeaseHead {
+  std::atomic<uint32_t> generation;
+};
+
 struct alignas(128) Slot {
-  BucketCell cell;  // the hot line, alone in its 128-byte pair
+  // The hot line, alone in its 128-byte pair: a BucketCell, WindowCounterCell
+  // or LeaseHead, by kind.
+  alignas(64) unsigned char cell[64];
   char hot_padding[64];
   std::atomic<uint32_t> state;
   uint32_t name_length;
-  uint64_t permits;
-  int64_t period_ns;
-  uint64_t capacity;
+  uint64_t permits;   // buckets: rate permits; leases: first lease word
+  int64_t period_ns;  // buckets: rate period
+  uint64_t capacity;  // buckets: burst; leases: lease words
+  uint32_t kind;
+  uint32_t reserved;
+  std::atomic<uint64_t> bottlenecks;  // refusals and waits this slot decided
   char name[kMaxBucketNameLength + 1];
 };
+
+inline BucketCell* BucketCellOf(Slot& slot) { return reinterpret_cast<BucketCell*>(slot.cell); }
+inline const BucketCell& BucketCellOf(const Slot& slot) {
+  return *reinterpret_cast<const BucketCell*>(slot.cell);
+}
+inline WindowCounterCell* CounterCellOf(Slot& slot) {
+  return reinterpret_cast<WindowCounterCell*>(slot.cell);
+}
+inline LeaseHead* LeaseHeadOf(Slot& slot) { return reinterpret_cast<LeaseHead*>(slot.cell); }
 
 struct alignas(64) ProcessEntry {
   int32_t pid;  // 0: free
@@ -72,6 +101,8 @@ struct alignas(64) ProcessEntry {
 };
 
 static_assert(sizeof(Header) <= kHeaderBytes);
+static_assert(sizeof(BucketCell) <= sizeof(Slot::cell));
+static_assert(sizeof(WindowCounterCell) <= sizeof(Slot::cell));
 static_assert(sizeof(Slot) == 256);
 static_assert(sizeof(ProcessEntry) == 64);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
@@ -80,10 +111,21 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // the segment out differently never trust each other's segments.
 constexpr uint64_t Fingerprint() {
   const uint64_t facts[] = {
-      sizeof(Header),        alignof(Header),       offsetof(Header, state),
-      offsetof(Header, boot_id), sizeof(Slot),      alignof(Slot),
-      offsetof(Slot, state), offsetof(Slot, name),  sizeof(BucketCell),
-      alignof(BucketCell),   sizeof(ProcessEntry),  kMaxBucketNameLength,
+      sizeof(Header),
+      alignof(Header),
+      offsetof(Header, state),
+      offsetof(Header, boot_id),
+      offsetof(Header, lease_count),
+      sizeof(Slot),
+      alignof(Slot),
+      offsetof(Slot, state),
+      offsetof(Slot, kind),
+      offsetof(Slot, bottlenecks),
+      offsetof(Slot, name),
+      sizeof(BucketCell),
+      alignof(BucketCell),
+      sizeof(ProcessEntry),
+      kMaxBucketNameLength,
       kHeaderBytes,
   };
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
@@ -102,15 +144,17 @@ struct Offsets {
   size_t slots;
   size_t processes;
   size_t bitmaps;
+  size_t leases;
   size_t total;
 };
 
-inline constexpr Offsets ComputeOffsets(uint32_t slots, uint32_t processes) {
+inline constexpr Offsets ComputeOffsets(uint32_t slots, uint32_t processes, uint32_t leases) {
   Offsets o{};
   o.slots = kHeaderBytes;
   o.processes = o.slots + size_t{slots} * sizeof(Slot);
   o.bitmaps = o.processes + size_t{processes} * sizeof(ProcessEntry);
-  const size_t end = o.bitmaps + size_t{processes} * BitmapWords(slots) * sizeof(uint64_t);
+  o.leases = o.bitmaps + size_t{processes} * BitmapWords(slots) * sizeof(uint64_t);
+  const size_t end = o.leases + size_t{leases} * sizeof(uint64_t);
   o.total = (end + 4095) / 4096 * 4096;
   return o;
 }

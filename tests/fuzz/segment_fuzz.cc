@@ -24,6 +24,7 @@ std::vector<char> BuildValidImage() {
   sluice::SegmentOptions options;
   options.slots = 16;
   options.max_processes = 4;
+  options.max_leases = 16;
   std::vector<char> bytes;
   {
     auto segment = sluice::Segment::Open(path, options);
@@ -33,6 +34,9 @@ std::vector<char> BuildValidImage() {
       if (!bucket.ok()) abort();
       bucket->TryAcquire(3);
     }
+    // One of each other kind, so their validation is fuzzed too.
+    if (!(*segment)->OpenCounter("scope:a:usd_day").ok()) abort();
+    if (!(*segment)->OpenLeases("scope:a:concurrency", 4).ok()) abort();
     const int fd = open(path.c_str(), O_RDONLY);
     char buf[4096];
     for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) bytes.insert(bytes.end(), buf, buf + n);
@@ -59,12 +63,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!sluice::ValidateSegmentImage(buffer, image_size, "fuzz").ok()) return 0;
   // A valid image's buckets must be safe to use whatever their state.
   const auto* header = reinterpret_cast<const sluice::segment_layout::Header*>(buffer);
-  const auto offsets =
-      sluice::segment_layout::ComputeOffsets(header->slot_count, header->process_count);
+  const auto offsets = sluice::segment_layout::ComputeOffsets(
+      header->slot_count, header->process_count, header->lease_count);
   auto* slots = reinterpret_cast<sluice::segment_layout::Slot*>(buffer + offsets.slots);
   for (uint32_t s = 0; s < header->slot_count; ++s) {
-    if (slots[s].state.load() != sluice::segment_layout::kSlotReady) continue;
-    const sluice::BucketRef bucket(&slots[s].cell, sluice::Clock::Monotonic());
+    if (slots[s].state.load() != sluice::segment_layout::kSlotReady ||
+        slots[s].kind != sluice::segment_layout::kKindBucket) {
+      continue;
+    }
+    const sluice::BucketRef bucket(sluice::segment_layout::BucketCellOf(slots[s]),
+                                   sluice::Clock::Monotonic());
     for (int64_t now : {int64_t{0}, int64_t{1} << 40, INT64_MAX}) {
       bucket.TryAcquire(1, now);
       bucket.Reserve(5, 1'000'000'000, now);

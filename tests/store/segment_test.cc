@@ -14,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "src/store/process.h"
 #include "src/store/segment_layout.h"
 #include "tests/store/segment_test_util.h"
 
@@ -150,9 +151,11 @@ TEST(SegmentTest, FindBucketAndBadNames) {
   EXPECT_TRUE(segment->FindBucket("yes").ok());
   EXPECT_EQ(segment->OpenBucket("", kTenPerSecond).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(segment->OpenBucket(std::string(96, 'x'), kTenPerSecond).status().code(),
+  EXPECT_EQ(segment->OpenBucket(std::string(kMaxBucketNameLength + 1, 'x'), kTenPerSecond)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(segment->OpenBucket(std::string(95, 'x'), kTenPerSecond).ok());
+  EXPECT_TRUE(segment->OpenBucket(std::string(kMaxBucketNameLength, 'x'), kTenPerSecond).ok());
   EXPECT_EQ(segment->OpenBucket("a\nb", kTenPerSecond).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(segment->OpenBucket("zero", {Rate::PerSecond(1), 0}).status().code(),
@@ -175,7 +178,7 @@ TEST(SegmentTest, FullTableIsAClearErrorAndNamesNeverCollide) {
   EXPECT_EQ(std::unique(slots.begin(), slots.end()), slots.end());
   const auto s = segment->OpenBucket("e", kTenPerSecond).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(s.message(), HasSubstr("all 4 bucket slots"));
+  EXPECT_THAT(s.message(), HasSubstr("all 4 slots are in use"));
   for (const char* name : {"a", "b", "c", "d"}) {
     EXPECT_EQ(segment->FindBucket(name)->Available(), 4) << name;
   }
@@ -215,6 +218,73 @@ TEST(SegmentTest, ReclaimsIdleBucketsNoLiveProcessHolds) {
   EXPECT_TRUE(segment->FindBucket("held").ok());
   clock.Advance(10'000'000'000);
   EXPECT_EQ(*segment->ReclaimIdle(absl::Seconds(1)), 0);  // the rest are held by this process
+}
+
+TEST(SegmentTest, CountersAndLeaseSetsShareTheTableWithBuckets) {
+  ScratchSegment scratch;
+  SegmentOptions options;
+  options.max_leases = 8;
+  auto segment = MustOpen(scratch.path(), options);
+  auto counter = segment->OpenCounter("scope:global:usd_day");
+  ASSERT_TRUE(counter.ok()) << counter.status();
+  EXPECT_TRUE(counter->TryAdd(20'000, 700, 1'000));
+  EXPECT_EQ(segment->OpenCounter("scope:global:usd_day")->Used(20'000), 700);
+
+  auto leases = segment->OpenLeases("scope:global:concurrency", 5);
+  ASSERT_TRUE(leases.ok()) << leases.status();
+  EXPECT_GE(leases->TryAcquire(42, 0), 0);
+  EXPECT_EQ(segment->OpenLeases("scope:global:concurrency", 5)->InFlight(), 1u);
+  auto resized = segment->OpenLeases("scope:global:concurrency", 6);
+  EXPECT_EQ(resized.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(resized.status().message(), HasSubstr("exists with 5 leases"));
+  auto too_many = segment->OpenLeases("another", 4);  // 3 of 8 words left
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(too_many.status().message(), HasSubstr("3 of 8 lease words are free"));
+  EXPECT_EQ(segment->FindBucket("another").status().code(), absl::StatusCode::kNotFound);
+
+  // A name belongs to one kind.
+  auto wrong = segment->OpenBucket("scope:global:usd_day", kTenPerSecond);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(wrong.status().message(), HasSubstr("is a counter, not a bucket"));
+
+  auto info = segment->Inspect();
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->slots_used, 2u);
+  ASSERT_EQ(info->counters.size(), 1u);
+  ASSERT_EQ(info->leases.size(), 1u);
+  EXPECT_EQ(info->leases[0].capacity, 5u);
+  EXPECT_EQ(info->leases[0].in_flight, 1u);
+  // Reopened by another process, everything validates.
+  ASSERT_EQ(
+      InChild([&] {
+        auto other = Segment::Open(scratch.path());
+        return other.ok() && (*other)->OpenCounter("scope:global:usd_day")->Used(20'000) == 700 ? 0
+                                                                                                : 1;
+      }),
+      0);
+}
+
+TEST(SegmentTest, LeasesOfAKilledProcessComeBack) {
+  ScratchSegment scratch;
+  auto segment = MustOpen(scratch.path());
+  auto leases = segment->OpenLeases("cap", 2);
+  ASSERT_TRUE(leases.ok());
+  // A child takes both leases under its own tag and is killed holding them.
+  ASSERT_EQ(InChild([&] {
+              auto child = Segment::Open(scratch.path());
+              auto mine = (*child)->OpenLeases("cap", 2);
+              const uint64_t tag = ProcessTag();
+              if (mine->TryAcquire(tag, 0) < 0 || mine->TryAcquire(tag, 0) < 0) return 1;
+              raise(SIGKILL);
+              return 2;
+            }),
+            128 + SIGKILL);
+  EXPECT_EQ(leases->InFlight(), 2u);
+  // Its tag names a dead process (that pid with that start time is gone).
+  const auto index = leases->Acquire(ProcessTag(), absl::ZeroDuration(), 0,
+                                     [](uint64_t tag) { return !ProcessTagAlive(tag); });
+  ASSERT_TRUE(index.ok()) << index.status();
+  EXPECT_EQ(leases->InFlight(), 1u);
 }
 
 TEST(SegmentTest, InspectListsBucketsAndAttachedProcesses) {

@@ -27,6 +27,7 @@ namespace sluice {
 namespace {
 
 using ::testing::AllOf;
+using ::testing::ContainsRegex;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -360,6 +361,98 @@ TEST_F(SluiceCliTest, RmRefusesWhileAProcessIsAttachedUnlessForced) {
 
   EXPECT_THAT(Run("rm", {"--force"}), ExitsWith(0));
   EXPECT_FALSE(SegmentExists());
+}
+
+// sluice config check ---------------------------------------------------------
+
+constexpr char kSeedLimits[] = SLUICE_SOURCE_DIR "/examples/seed-limits.toml";
+
+// A limits file with `text`, removed at the end of the test.
+class LimitsFile {
+ public:
+  explicit LimitsFile(const std::string& text) {
+    char path[] = "/tmp/sluice-cli-test-XXXXXX.toml";
+    const int fd = mkstemps(path, 5);
+    if (fd < 0 || write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      ADD_FAILURE() << "writing " << path << ": " << std::strerror(errno);
+    }
+    if (fd >= 0) close(fd);
+    path_ = path;
+  }
+  ~LimitsFile() { unlink(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+TEST_F(SluiceCliTest, ConfigCheckShowsTheEffectiveLimits) {
+  const Result r = RunCli({"config", "check", kSeedLimits});
+  ASSERT_THAT(r, ExitsWith(0));
+  // Provider limits after the headroom of 0.8; scope limits as written.
+  EXPECT_THAT(r.out, ContainsRegex("provider:anthropic:default:rpm +800/min +80 "));
+  EXPECT_THAT(r.out, ContainsRegex("provider:anthropic:default:tpd +2000000/day +83333 "));
+  EXPECT_THAT(r.out, ContainsRegex("provider:openai:default:tpm +160000/min +16000 "));
+  EXPECT_THAT(r.out, ContainsRegex("scope:workflow:nightly-batch:rpm +50/min +5"));
+  EXPECT_THAT(r.out, HasSubstr("workflow:nightly-batch -> team:engineering -> global"));
+  EXPECT_THAT(r.err, IsEmpty());
+  EXPECT_FALSE(SegmentExists());
+}
+
+TEST_F(SluiceCliTest, ConfigCheckJson) {
+  const Result r = RunCli({"config", "check", kSeedLimits, "--json"});
+  ASSERT_THAT(r, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  EXPECT_EQ(doc.value("headroom", 0.0), 0.8);
+  ASSERT_EQ(doc["providers"].size(), 2u) << r.out;
+  const nlohmann::json& anthropic = doc["providers"][0];
+  EXPECT_EQ(anthropic.value("name", ""), "anthropic");
+  const nlohmann::json& rpm = anthropic["classes"][0]["buckets"][0];
+  EXPECT_EQ(anthropic["classes"][0].value("name", ""), "default");
+  EXPECT_EQ(rpm.value("key", ""), "provider:anthropic:default:rpm");
+  EXPECT_EQ(rpm.value("kind", ""), "requests_per_minute");
+  EXPECT_EQ(rpm.value("limit", 0), 800);
+  EXPECT_EQ(rpm.value("rate", ""), "800/min");
+  EXPECT_EQ(rpm.value("burst", 0), 80);
+
+  ASSERT_EQ(doc["scopes"].size(), 4u) << r.out;
+  const nlohmann::json& nightly = doc["scopes"][3];
+  EXPECT_EQ(nightly.value("name", ""), "workflow:nightly-batch");
+  EXPECT_EQ(nightly.value("parent", ""), "team:engineering");
+  EXPECT_EQ(nightly["path"],
+            nlohmann::json({"workflow:nightly-batch", "team:engineering", "global"}));
+  EXPECT_EQ(nightly["buckets"][0].value("burst", 0), 5);
+  EXPECT_TRUE(nightly["budgets"].empty());
+  EXPECT_TRUE(nightly["concurrency"].is_null());
+  EXPECT_TRUE(doc["scopes"][0]["parent"].is_null());  // global
+}
+
+TEST_F(SluiceCliTest, ConfigCheckOfAnInvalidFileNamesTheLine) {
+  const LimitsFile file("headroom = 0.8\n[providers.anthropic]\ntokens_per_minut = 100000\n");
+  const Result r = RunCli({"config", "check", file.path()});
+  EXPECT_THAT(r, ExitsWith(kExitError));
+  EXPECT_EQ(r.err, absl::StrCat("sluice config: ", file.path(),
+                                ":3:1: providers.anthropic.tokens_per_minut: unknown key; did you "
+                                "mean tokens_per_minute?\n"));
+  EXPECT_THAT(r.out, IsEmpty());
+
+  const LimitsFile syntax("headroom = = 0.8\n");
+  const Result bad = RunCli({"config", "check", syntax.path(), "--json"});
+  EXPECT_THAT(bad, ExitsWith(kExitError));
+  EXPECT_THAT(bad.err, StartsWith(absl::StrCat("sluice config: ", syntax.path(), ":1:12: ")));
+  EXPECT_THAT(bad.out, IsEmpty());
+}
+
+TEST_F(SluiceCliTest, ConfigNeedsCheckAndAFile) {
+  const Result missing = RunCli({"config", "check", "/nonexistent/limits.toml"});
+  EXPECT_THAT(missing, ExitsWith(kExitError));
+  EXPECT_THAT(missing.err, AllOf(StartsWith("sluice config: "), HasSubstr("/nonexistent")));
+  const Result other = RunCli({"config", "lint", kSeedLimits});
+  EXPECT_THAT(other, ExitsWith(kExitUsage));
+  EXPECT_THAT(other.err, HasSubstr("'lint'"));
+  EXPECT_THAT(RunCli({"config", "check"}), ExitsWith(kExitUsage));
+  EXPECT_THAT(RunCli({"config", "check", kSeedLimits, "--segment", "x"}), ExitsWith(kExitUsage));
 }
 
 }  // namespace

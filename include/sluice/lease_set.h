@@ -1,0 +1,65 @@
+// File: lease_set.h
+// -----------------------------------------------------------------------------
+// A concurrency cap that survives crashes: N lease words, each either free
+// (0) or holding the nonzero tag of the process that took it (the store uses
+// pid and start time). Taking a lease is one CAS of a free word to the caller's tag;
+// returning it is one CAS back. A process killed at any instruction either
+// holds a lease under its own tag or does not, so whoever finds a lease whose
+// holder is dead can take it back: nothing leaks and nothing is counted twice.
+//
+// Waiting for a lease sleeps on a futex word that every release bumps (shared
+// memory works across processes), so a blocked caller wakes when a lease is
+// returned, not on a timer.
+//
+// Thread safety: all operations are safe from any number of threads and
+// processes; the words may live in shared memory.
+
+#ifndef SLUICE_LEASE_SET_H_
+#define SLUICE_LEASE_SET_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace sluice {
+
+class LeaseSetRef {
+ public:
+  // `leases` points to `count` words; `generation` is bumped on every release.
+  // REQUIRES: both outlive this LeaseSetRef.
+  LeaseSetRef(std::atomic<uint64_t>* leases, uint32_t count, std::atomic<uint32_t>* generation)
+      : leases_(leases), count_(count), generation_(generation) {}
+
+  // Takes a free lease for `tag` without waiting: its index, or -1 when all
+  // are held. `hint` spreads callers over the words.
+  int32_t TryAcquire(uint64_t tag, uint32_t hint) const;
+
+  // Takes a lease, waiting at most `timeout` for one to be returned; before
+  // waiting, leases whose holder `is_dead` are taken back. DeadlineExceeded
+  // when none came back in time.
+  absl::StatusOr<uint32_t> Acquire(uint64_t tag, absl::Duration timeout, uint32_t hint,
+                                   const std::function<bool(uint64_t)>& is_dead) const;
+
+  // Returns lease `index` if `tag` holds it, and wakes one waiter.
+  void Release(uint32_t index, uint64_t tag) const;
+
+  // Leases held now (a scan, for statistics).
+  uint32_t InFlight() const;
+
+  // Takes back every lease whose holder `is_dead`; returns how many.
+  uint32_t Reclaim(const std::function<bool(uint64_t)>& is_dead) const;
+
+  uint32_t capacity() const { return count_; }
+
+ private:
+  std::atomic<uint64_t>* leases_;
+  uint32_t count_;
+  std::atomic<uint32_t>* generation_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_LEASE_SET_H_

@@ -1,0 +1,238 @@
+// File: limits.h
+// -----------------------------------------------------------------------------
+// What the limits configuration says: provider limits (per model class),
+// application scopes and their parents, headroom, bursts, prices. Parsed from
+// TOML (toml++); every error names file:line:column and the offending key, and
+// unknown keys are errors so that a typo never silently disables a limit.
+//
+// The configuration is turned into bucket specifications (BucketSpec,
+// BudgetSpec, ConcurrencySpec) with stable keys; the policy (policy.h) opens
+// those keys in a store and charges them.
+//
+// Thread safety: LimitsConfig and the specs are plain values; the functions
+// here are pure.
+//
+// Example file (examples/seed-limits.toml reproduces the reference design):
+//   headroom = 0.8
+//   [providers.anthropic]
+//   requests_per_minute = 1000
+//   tokens_per_minute = 100000
+//   tokens_per_day = 2500000
+//   [scopes.global]
+//   requests_per_minute = 800
+//   [scopes."team:marketing"]
+//   parent = "global"
+//   requests_per_minute = 100
+//
+// A scope that names no parent gets "global" as its parent when a "global"
+// scope exists (so every path ends there), and is a root otherwise.
+
+#ifndef SLUICE_LIMITS_H_
+#define SLUICE_LIMITS_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "sluice/token_bucket.h"
+
+namespace sluice {
+
+// The throttled dimensions. Requests cost 1 permit; token limits cost tokens.
+enum class LimitKind : uint8_t {
+  kRequestsPerMinute,      // requests_per_minute
+  kInputTokensPerMinute,   // input_tokens_per_minute (Anthropic ITPM)
+  kOutputTokensPerMinute,  // output_tokens_per_minute (Anthropic OTPM)
+  kTokensPerMinute,        // tokens_per_minute (combined, OpenAI TPM)
+  kTokensPerDay,           // tokens_per_day
+};
+inline constexpr LimitKind kAllLimitKinds[] = {
+    LimitKind::kRequestsPerMinute, LimitKind::kInputTokensPerMinute,
+    LimitKind::kOutputTokensPerMinute, LimitKind::kTokensPerMinute, LimitKind::kTokensPerDay};
+
+// The TOML key ("requests_per_minute", ...) and the short bucket-key suffix
+// ("rpm", "itpm", "otpm", "tpm", "tpd").
+absl::string_view LimitKindKey(LimitKind kind);
+absl::string_view LimitKindSuffix(LimitKind kind);
+
+// Where something was written, for error messages: "file:line:column".
+struct SourceLocation {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string ToString() const;  // "file:line:column"
+};
+
+// A set of limits, each optional (absent = not limited at this level), with
+// optional explicit bursts (permits) for any of them. An explicit burst is
+// used as written (headroom does not scale it) and may not exceed the
+// limit's effective value; without one, the burst is derived from
+// LimitsConfig::minute_burst or day_burst.
+struct LimitSet {
+  std::map<LimitKind, uint64_t> per_period;  // kind -> permits per minute (or per day)
+  std::map<LimitKind, uint64_t> burst;       // kind -> capacity override
+};
+
+// How Anthropic's output-token limit is pre-charged before the call: older
+// docs charge max_tokens up front, newer ones count output as it is produced.
+enum class OutputPrecharge : uint8_t { kMaxTokens, kNone };
+
+struct ModelClass {
+  std::string name;                // the [providers.P.models.NAME] table name
+  std::vector<std::string> match;  // model names; a trailing '*' matches a prefix
+  // Overrides the provider's defaults per kind. A class that sets a kind's
+  // limit but not its burst gets the derived burst, not the provider's
+  // explicit one (which was sized for the provider's limit).
+  LimitSet limits;
+  // Whether cache reads count toward input-token limits (false for most
+  // Anthropic models; a few older ones count them). Unset: the provider's.
+  std::optional<bool> count_cache_reads;
+  SourceLocation where;
+};
+
+struct ProviderLimits {
+  std::string name;  // "anthropic", "openai", or any other
+  LimitSet limits;   // defaults for every model class of this provider
+  std::vector<ModelClass> models;
+  OutputPrecharge output_precharge = OutputPrecharge::kMaxTokens;
+  bool count_cache_reads = false;
+  SourceLocation where;
+};
+
+struct ScopeLimits {
+  std::string name;    // "global", "team:marketing", "workflow:nightly-batch", any name
+  std::string parent;  // empty for a root; "global" is the root of every path
+  LimitSet limits;     // not scaled by headroom: application limits are exact
+  std::optional<uint32_t> max_concurrency;
+  std::optional<double> usd_per_day;    // calendar day, UTC
+  std::optional<double> usd_per_month;  // calendar month, UTC
+  SourceLocation where;
+};
+
+// USD per million tokens. In the file, input and output are required;
+// cache_write and cache_read default to the input price, so that a missing
+// entry can only overestimate spend.
+struct Price {
+  double input = 0;
+  double output = 0;
+  double cache_write = 0;
+  double cache_read = 0;
+};
+
+struct LimitsConfig {
+  std::string source;     // the file it came from (or a name given to the parser)
+  double headroom = 0.8;  // applied to provider limits only, in (0, 1]
+  // Default burst of per-minute buckets: this much of the rate, never a whole
+  // minute (providers enforce at sub-minute granularity).
+  absl::Duration minute_burst = absl::Seconds(6);
+  // Default burst of per-day buckets.
+  absl::Duration day_burst = absl::Hours(1);
+  std::map<std::string, ProviderLimits> providers;
+  std::map<std::string, ScopeLimits> scopes;
+  std::map<std::string, Price> prices;  // model name (trailing '*' = prefix) -> price
+};
+
+// Parses and validates a TOML document. `source` names it in errors.
+// InvalidArgument with "source:line:column: key: what is wrong" (the key as a
+// dotted TOML path, e.g. scopes."team:marketing".requests_per_minute) for:
+// syntax errors (toml++'s message, without a key); unknown keys (with "did
+// you mean ...?" when a known key is close); wrong types; a missing required
+// key (a class's match, a price's input or output); limits that are not
+// positive integers, max_concurrency outside 1..65535, USD amounts that are
+// not positive (or under one micro-dollar), negative prices; headroom outside
+// (0, 1]; minute_burst not in (0, 1m) or day_burst not in (0, 24h); an
+// explicit burst of 0, above the limit's effective value, or for a kind with
+// no limit; a parent that does not exist; a cycle of parents; a parent on
+// "global" (it is the root of every path); a provider or class name that is
+// empty or holds ':' or whitespace, a class named "default", a scope name
+// that is empty, holds whitespace or has an empty ':'-separated part; a
+// match or price pattern with a '*' anywhere but at the end; a match
+// pattern used by two classes of one provider; a name that makes a bucket
+// key longer than kMaxBucketNameLength (segment.h); an output_precharge
+// other than "max_tokens" or "none"; a limit too fast for a bucket
+// (ValidateBucketConfig).
+absl::StatusOr<LimitsConfig> ParseLimitsConfig(absl::string_view toml, absl::string_view source);
+
+// Reads and parses a file (named in errors by `path`); NotFound if it cannot
+// be read.
+absl::StatusOr<LimitsConfig> LoadLimitsConfig(const std::string& path);
+
+// One token bucket the configuration asks for, with its effective limit.
+struct BucketSpec {
+  // Stable store key: "provider:anthropic:default:rpm",
+  // "provider:anthropic:claude-opus:itpm", "scope:team:marketing:rpm".
+  std::string key;
+  std::string owner;  // scope name, or "provider/class"
+  LimitKind kind = LimitKind::kRequestsPerMinute;
+  uint64_t limit = 0;   // permits per minute or per day after headroom
+  BucketConfig config;  // rate = limit per minute (or day), capacity = burst
+};
+
+enum class BudgetPeriod : uint8_t { kDay, kMonth };
+
+// A scope's USD budget per calendar period, in micro-dollars.
+struct BudgetSpec {
+  std::string key;  // "scope:team:marketing:usd_day" / ":usd_month"
+  std::string scope;
+  BudgetPeriod period = BudgetPeriod::kDay;
+  uint64_t limit_micro_usd = 0;  // llround(usd * 1e6)
+};
+
+struct ConcurrencySpec {
+  std::string key;  // "scope:team:marketing:concurrency"
+  std::string scope;
+  uint32_t max_in_flight = 0;
+};
+
+// The buckets of one provider model class: the provider's limits with the
+// class's overrides, after headroom, with bursts, in kAllLimitKinds order.
+// "default" (model_class == nullptr) is the class of models no [models]
+// table matches.
+//
+// Effective limit = floor(limit * headroom), at least 1. Burst = the explicit
+// one, else max(1, floor(effective limit * minute_burst / 1m)) for the
+// per-minute kinds and max(1, floor(effective limit * day_burst / 24h)) for
+// tokens_per_day.
+//
+// These functions do not validate: REQUIRES a config from ParseLimitsConfig
+// (which has checked that every spec they can return is valid) or one that
+// is as valid.
+std::vector<BucketSpec> ProviderBuckets(const LimitsConfig& config, const ProviderLimits& provider,
+                                        const ModelClass* model_class);
+
+// The buckets, budgets and concurrency cap of one scope (its own, not its
+// parents').
+std::vector<BucketSpec> ScopeBuckets(const LimitsConfig& config, const ScopeLimits& scope);
+std::vector<BudgetSpec> ScopeBudgets(const ScopeLimits& scope);
+std::optional<ConcurrencySpec> ScopeConcurrency(const ScopeLimits& scope);
+
+// The model class of `model` at `provider`: the class with an exact pattern
+// equal to `model`, else the class with the longest matching prefix pattern,
+// or nullptr for the default class. (Patterns are unique per provider, so
+// there are no ties.)
+const ModelClass* FindModelClass(const ProviderLimits& provider, absl::string_view model);
+
+// The price of `model`: an exact entry, else the longest matching prefix
+// pattern; nullptr when none matches.
+const Price* FindPrice(const LimitsConfig& config, absl::string_view model);
+
+// A scope's path from itself to its root, e.g. workflow:nightly-batch ->
+// team:engineering -> global. An unknown scope falls back to its parent by
+// name (the longest configured prefix ending before a ':', so "team:x:y" ->
+// "team:x"), then to "global", as the reference design's get_throttler does;
+// `fell_back` says so. Empty path when nothing (not even "global") matches.
+// The pointers point into `config`.
+struct ScopePath {
+  std::vector<const ScopeLimits*> scopes;  // requested (or fallback) first, root last
+  bool fell_back = false;  // `scope` itself is not configured (also when the path is empty)
+};
+ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
+
+}  // namespace sluice
+
+#endif  // SLUICE_LIMITS_H_

@@ -1,0 +1,332 @@
+// File: policy.h
+// -----------------------------------------------------------------------------
+// What an AI request must pay before it may run, and the settling up after.
+//
+// A Policy is built from a LimitsConfig over a Store. For each request shape
+// (scope, provider, model) it resolves a Route once: every bucket the request
+// draws from, in a fixed order —
+//   * each scope on the path (workflow -> team -> global): requests per
+//     minute, token limits, the USD budget's worst case, a concurrency lease;
+//   * the provider's model class: RPM, ITPM/OTPM or TPM, tokens per day.
+// Reserving takes from all of them or from none: if any bucket cannot grant
+// within the allowed wait, what was already taken is given back exactly. The
+// wait is the longest among the buckets, and the one that set it (or refused)
+// is named: the bottleneck. A request that can never fit in some bucket fails
+// at once with an error naming that bucket.
+//
+// The result is a Permit. After the call the caller settles it with the usage
+// the provider reported; the difference from the estimate is refunded or
+// debited in every token and cost bucket, counting tokens the way each
+// provider does (PROVIDERS.md):
+//   * input-token limits count input_tokens + cache_creation_input_tokens,
+//     plus cache_read_input_tokens when the model class counts cache reads
+//     (count_cache_reads) and always for a provider named "openai" (its TPM
+//     counts every prompt token);
+//   * output-token limits are pre-charged max_tokens, or 0 when the provider
+//     says output_precharge = "none", and settled to output_tokens;
+//   * a provider named "openai" pre-charges its TPM and TPD buckets
+//     max(max_tokens, input estimate), as OpenAI does; every other combined
+//     token bucket pre-charges input + the output pre-charge;
+//   * USD budgets reserve the worst case (input at the higher of the input and
+//     cache-write prices, all of max_tokens at the output price) and settle to
+//     the priced usage. The guarantee that settled spend never exceeds a budget
+//     holds when actual usage stays within the reservation; an estimate that
+//     was too low is debited, and later requests wait for it.
+// A Permit dropped without Settle or Cancel (an error, an exception, a crashed
+// call) keeps everything it reserved — the provider counts failed requests
+// too — and always returns its concurrency lease.
+//
+// Thread safety: a Policy is safe for concurrent use from any number of
+// threads; Routes it returns live as long as it does. A Permit belongs to one
+// thread at a time.
+//
+// Example:
+//   auto store = sluice::NewSegmentStore(segment.get());
+//   auto policy = sluice::Policy::Create(config, store.get());
+//   auto permit = (*policy)->Acquire({.scope = "team:marketing",
+//                                     .provider = "anthropic",
+//                                     .model = "claude-sonnet-4",
+//                                     .input_tokens = 1200,
+//                                     .max_output_tokens = 800},
+//                                    absl::Seconds(30));
+//   if (!permit.ok()) return permit.status();  // names the bottleneck
+//   ... call the model ...
+//   permit->Settle({.input_tokens = 1187, .output_tokens = 412});
+
+#ifndef SLUICE_POLICY_H_
+#define SLUICE_POLICY_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/limits.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+// One request's shape and estimate.
+struct Request {
+  std::string scope;     // "team:marketing"; unknown scopes fall back (limits.h)
+  std::string provider;  // "anthropic", "openai", ...; unconfigured: scope limits only
+  std::string model;
+  uint64_t input_tokens = 0;       // estimated prompt tokens (see TokenEstimator)
+  uint64_t max_output_tokens = 0;  // the request's max_tokens
+};
+
+// What the provider reported (Anthropic's usage fields; the OpenAI client maps
+// prompt_tokens - cached_tokens to input_tokens and cached_tokens to
+// cache_read_input_tokens).
+struct Usage {
+  uint64_t input_tokens = 0;
+  uint64_t output_tokens = 0;
+  uint64_t cache_creation_input_tokens = 0;
+  uint64_t cache_read_input_tokens = 0;
+};
+
+// TokenEstimator
+//
+// Estimates a prompt's input tokens before the call. Pluggable: Anthropic's
+// count_tokens endpoint can stand behind this interface.
+class TokenEstimator {
+ public:
+  virtual ~TokenEstimator() = default;
+  virtual uint64_t EstimateInputTokens(absl::string_view provider, absl::string_view model,
+                                       absl::string_view prompt) const = 0;
+};
+
+// The default estimator, a documented heuristic: one token per 3.5 bytes of
+// prompt text for Anthropic models and per 4 bytes for others (both
+// providers' rules of thumb for English; rounded up), plus 8 tokens of message
+// framing. It overestimates code and underestimates CJK text; settling
+// corrects either.
+class CharacterEstimator final : public TokenEstimator {
+ public:
+  uint64_t EstimateInputTokens(absl::string_view provider, absl::string_view model,
+                               absl::string_view prompt) const override;
+};
+
+class Policy;
+
+// What a request is metered in, per charge.
+enum class Meter : uint8_t {
+  kRequests,      // 1 per request
+  kInputTokens,   // ITPM
+  kOutputTokens,  // OTPM
+  kTotalTokens,   // TPM / TPD: input + output pre-charge
+  kOpenAiTokens,  // OpenAI TPM / TPD: max(max_tokens, input estimate)
+  kMicroUsd,      // a budget: worst-case cost in micro-dollars
+};
+
+// Route
+//
+// The resolved charges of one (scope, provider, model). Opaque to callers;
+// obtained from Policy::Resolve and reused.
+class Route {
+ public:
+  const std::string& scope() const { return scope_; }
+  // The scope path actually used, requested (or fallback) first.
+  const std::vector<std::string>& path() const { return path_; }
+  bool fell_back() const { return fell_back_; }
+
+ private:
+  friend class Policy;
+  friend class Permit;
+
+  struct Charge {
+    std::string key;
+    Meter meter;
+    bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
+    BudgetPeriod period;
+    int64_t limit;  // budgets: micro-USD per period
+    BucketRef bucket{nullptr, Clock::Monotonic()};
+    WindowCounterRef counter{nullptr};
+    std::atomic<uint64_t>* bottlenecks;
+  };
+  struct Lease {
+    std::string key;
+    StoredLeases leases;
+  };
+
+  std::string scope_;
+  std::vector<std::string> path_;
+  bool fell_back_ = false;
+  std::vector<Charge> charges_;
+  std::vector<Lease> leases_;
+  bool count_cache_reads_ = false;
+  bool precharge_output_ = true;
+  const Price* price_ = nullptr;
+  mutable std::atomic<uint64_t> uses_{0};  // reservations made while fallen back
+};
+
+// Permit
+//
+// Everything one request reserved. Move-only. Settle, Cancel, or let it go
+// (see the file comment for what dropping an unsettled permit does).
+class Permit {
+ public:
+  Permit(Permit&& other) noexcept;
+  Permit& operator=(Permit&& other) noexcept;
+  Permit(const Permit&) = delete;
+  Permit& operator=(const Permit&) = delete;
+  ~Permit();
+
+  // When the request may start (ns on the store's clock), and how long after
+  // the reservation that is.
+  int64_t ready_at_ns() const { return ready_at_ns_; }
+  int64_t wait_ns() const { return wait_ns_; }
+  // The bucket whose wait was the longest ("" when nothing waited).
+  absl::string_view bottleneck() const {
+    return bottleneck_ == nullptr ? absl::string_view() : *bottleneck_;
+  }
+
+  // Reconciles every charge with what the provider reported, and returns the
+  // concurrency lease. At most once; later calls do nothing.
+  void Settle(const Usage& usage);
+  // Gives back everything (the request was never sent).
+  void Cancel();
+
+  // The amounts reserved, in route order (for tests and stats).
+  const absl::InlinedVector<int64_t, 16>& reserved() const { return reserved_; }
+
+ private:
+  friend class Policy;
+  Permit() = default;
+  void ReleaseLeases();
+
+  const Route* route_ = nullptr;
+  const Policy* policy_ = nullptr;
+  absl::InlinedVector<int64_t, 16> reserved_;
+  absl::InlinedVector<int64_t, 4> windows_;  // per budget charge, in order
+  absl::InlinedVector<int32_t, 2> leases_;   // lease index per route lease
+  int64_t ready_at_ns_ = 0;
+  int64_t wait_ns_ = 0;
+  const std::string* bottleneck_ = nullptr;  // a key in the route
+  bool open_ = false;
+};
+
+struct PolicyOptions {
+  // UTC wall time for calendar budgets (tests inject their own).
+  std::function<absl::Time()> wall_clock = [] { return absl::Now(); };
+};
+
+struct PolicyStats {
+  struct Bucket {
+    std::string key;
+    std::string owner;  // scope name or "provider/class"
+    LimitKind kind;
+    uint64_t limit;  // per minute or per day, after headroom
+    int64_t available;
+    int64_t capacity;
+    double percent_available;
+    Pressure pressure;
+    uint64_t bottlenecks;
+  };
+  struct Budget {
+    std::string key;
+    std::string scope;
+    BudgetPeriod period;
+    uint64_t limit_micro_usd;
+    uint64_t spent_micro_usd;  // this UTC day or month
+    uint64_t bottlenecks;
+  };
+  struct Concurrency {
+    std::string key;
+    std::string scope;
+    uint32_t max_in_flight;
+    uint32_t in_flight;
+    uint64_t bottlenecks;
+  };
+  std::vector<Bucket> buckets;
+  std::vector<Budget> budgets;
+  std::vector<Concurrency> concurrency;
+  // Requests per requested scope name that fell back to another scope, as
+  // "name -> used scope", in this process.
+  std::map<std::string, uint64_t> fallbacks;
+  uint64_t rollbacks = 0;   // all-or-nothing reservations undone, this process
+  uint64_t never_fits = 0;  // requests larger than some bucket, this process
+};
+
+class Policy {
+ public:
+  // Opens every bucket, budget and cap the configuration names in `store`
+  // (creating or reconfiguring them). REQUIRES: `store` outlives the Policy.
+  static absl::StatusOr<std::unique_ptr<Policy>> Create(const LimitsConfig& config, Store* store,
+                                                        PolicyOptions options = {});
+
+  // The route of a request shape, resolved once and cached. NotFound when no
+  // scope matches (not even "global"); FailedPrecondition when a scope on the
+  // path has a USD budget and the model has no price.
+  absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
+                                       absl::string_view model);
+
+  // Reserves without sleeping: all-or-nothing, each bucket waiting at most
+  // `max_wait`; concurrency leases must be free now. The permit says when the
+  // request may start. Errors: OutOfRange (can never fit; names the bucket),
+  // DeadlineExceeded (the wait, or a full concurrency cap; names it),
+  // ResourceExhausted (a USD budget is spent for this period; names it and
+  // when it resets).
+  absl::StatusOr<Permit> Reserve(const Route& route, uint64_t input_tokens,
+                                 uint64_t max_output_tokens, absl::Duration max_wait,
+                                 int64_t now_ns);
+
+  // Resolves, waits for concurrency leases, reserves, and sleeps once until
+  // the permit's start: everything within `timeout`.
+  absl::StatusOr<Permit> Acquire(const Request& request, absl::Duration timeout);
+
+  PolicyStats Stats() const;
+
+  const LimitsConfig& config() const { return config_; }
+
+ private:
+  Policy(const LimitsConfig& config, Store* store, PolicyOptions options);
+  absl::Status OpenAll();
+  absl::StatusOr<Permit> ReserveCharges(const Route& route, uint64_t input_tokens,
+                                        uint64_t max_output_tokens, absl::Duration max_wait,
+                                        int64_t now_ns, Permit permit);
+  int64_t WindowId(BudgetPeriod period) const;
+  absl::Time NextWindowStart(BudgetPeriod period) const;
+
+  friend class Permit;
+
+  const LimitsConfig config_;
+  Store* const store_;
+  const PolicyOptions options_;
+
+  struct Opened {
+    BucketSpec spec;
+    StoredBucket handle;
+  };
+  struct OpenedBudget {
+    BudgetSpec spec;
+    StoredCounter handle;
+  };
+  struct OpenedLeases {
+    ConcurrencySpec spec;
+    StoredLeases handle;
+  };
+  absl::flat_hash_map<std::string, Opened> buckets_;
+  absl::flat_hash_map<std::string, OpenedBudget> budgets_;
+  absl::flat_hash_map<std::string, OpenedLeases> leases_;
+  std::vector<std::string> order_;  // keys in configuration order, for stats
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Route>> routes_ ABSL_GUARDED_BY(mu_);
+  mutable std::atomic<uint64_t> rollbacks_{0};
+  mutable std::atomic<uint64_t> never_fits_{0};
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_POLICY_H_

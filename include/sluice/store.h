@@ -1,0 +1,94 @@
+// File: store.h
+// -----------------------------------------------------------------------------
+// Where the policy's cells live: process memory (NewLocalStore) for one
+// process, or a shared-memory segment (NewSegmentStore) for every process on
+// the host. Both hand out the same cell handles, so the policy's code is the
+// same over either. Looking a key up happens once (off the hot path); the
+// handles then act on the cells directly.
+//
+// Thread safety: a Store is safe for concurrent use; the handles it returns
+// are as safe as their cells (lock-free, any number of threads and processes).
+
+#ifndef SLUICE_STORE_H_
+#define SLUICE_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "sluice/clock.h"
+#include "sluice/lease_set.h"
+#include "sluice/segment.h"
+#include "sluice/token_bucket.h"
+#include "sluice/window_counter.h"
+
+namespace sluice {
+
+// Each handle carries a counter of the times its cell was a request's
+// bottleneck (refused it, or set its wait), kept beside the cell (shared in a
+// segment) and incremented only off the admit path.
+struct StoredBucket {
+  BucketRef bucket;
+  std::atomic<uint64_t>* bottlenecks;
+};
+
+struct StoredCounter {
+  WindowCounterRef counter;
+  std::atomic<uint64_t>* bottlenecks;
+};
+
+// A concurrency cap whose leases carry this process's tag (pid and start
+// time), so that a process that dies holding leases loses them to the next
+// process that needs one.
+class StoredLeases {
+ public:
+  StoredLeases(LeaseSetRef leases, std::atomic<uint64_t>* bottlenecks)
+      : leases_(leases), bottlenecks_(bottlenecks) {}
+
+  // A lease, waiting at most `timeout` (sleeping until one is returned);
+  // DeadlineExceeded if none is.
+  absl::StatusOr<uint32_t> Acquire(absl::Duration timeout) const;
+  // A lease now, or -1.
+  int32_t TryAcquire() const;
+  void Release(uint32_t index) const;
+  uint32_t InFlight() const { return leases_.InFlight(); }
+  uint32_t capacity() const { return leases_.capacity(); }
+  std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
+
+ private:
+  LeaseSetRef leases_;
+  std::atomic<uint64_t>* bottlenecks_;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The bucket `key` with `config`, created full if missing and reconfigured
+  // live (keeping its fill ratio) if it exists with other parameters: the
+  // configuration is the source of truth. InvalidArgument for a bad key or
+  // config; the segment's errors otherwise.
+  virtual absl::StatusOr<StoredBucket> Bucket(absl::string_view key,
+                                              const BucketConfig& config) = 0;
+  // The window counter `key`, created at zero if missing.
+  virtual absl::StatusOr<StoredCounter> Counter(absl::string_view key) = 0;
+  // The concurrency cap `key` of `count` leases, created if missing.
+  virtual absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) = 0;
+
+  // The clock the store's buckets run on.
+  virtual Clock clock() const = 0;
+};
+
+// Cells in this process's memory.
+std::unique_ptr<Store> NewLocalStore(Clock clock = Clock::Monotonic());
+
+// Cells in `segment`, shared with every process that maps it, on the
+// segment's clock. REQUIRES: `segment` outlives the store and its handles.
+std::unique_ptr<Store> NewSegmentStore(Segment* segment);
+
+}  // namespace sluice
+
+#endif  // SLUICE_STORE_H_

@@ -1,0 +1,97 @@
+#include "sluice/lease_set.h"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "sluice/clock.h"
+
+namespace sluice {
+namespace {
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t seen, int64_t timeout_ns) {
+  timespec ts{static_cast<time_t>(timeout_ns / 1'000'000'000),
+              static_cast<long>(timeout_ns % 1'000'000'000)};
+  // Not FUTEX_PRIVATE_FLAG: the word may be shared between processes.
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+}
+
+void FutexWake(std::atomic<uint32_t>* word, uint32_t waiters) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, waiters, nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+int32_t LeaseSetRef::TryAcquire(uint64_t tag, uint32_t hint) const {
+  for (uint32_t i = 0; i < count_; ++i) {
+    const uint32_t index = (hint + i) % count_;
+    uint64_t expected = 0;
+    if (leases_[index].load(std::memory_order_relaxed) == 0 &&
+        leases_[index].compare_exchange_strong(expected, tag, std::memory_order_acq_rel)) {
+      return static_cast<int32_t>(index);
+    }
+  }
+  return -1;
+}
+
+absl::StatusOr<uint32_t> LeaseSetRef::Acquire(uint64_t tag, absl::Duration timeout, uint32_t hint,
+                                              const std::function<bool(uint64_t)>& is_dead) const {
+  const int64_t deadline =
+      Clock::MonotonicNanos() + absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
+  bool reclaimed = false;
+  for (;;) {
+    // Read the generation before trying, so a release between the try and
+    // the wait changes it and the wait returns at once.
+    const uint32_t seen = generation_->load(std::memory_order_acquire);
+    if (const int32_t index = TryAcquire(tag, hint); index >= 0) {
+      return static_cast<uint32_t>(index);
+    }
+    if (!reclaimed) {
+      reclaimed = true;
+      if (Reclaim(is_dead) > 0) continue;
+    }
+    const int64_t left = deadline - Clock::MonotonicNanos();
+    if (left <= 0) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("all ", count_, " concurrency leases are held; none was returned within ",
+                       absl::FormatDuration(timeout)));
+    }
+    FutexWait(generation_, seen, left);
+  }
+}
+
+void LeaseSetRef::Release(uint32_t index, uint64_t tag) const {
+  if (index >= count_) return;
+  uint64_t expected = tag;
+  if (leases_[index].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
+    generation_->fetch_add(1, std::memory_order_acq_rel);
+    FutexWake(generation_, 1);
+  }
+}
+
+uint32_t LeaseSetRef::InFlight() const {
+  uint32_t held = 0;
+  for (uint32_t i = 0; i < count_; ++i) held += leases_[i].load(std::memory_order_relaxed) != 0;
+  return held;
+}
+
+uint32_t LeaseSetRef::Reclaim(const std::function<bool(uint64_t)>& is_dead) const {
+  uint32_t taken = 0;
+  for (uint32_t i = 0; i < count_; ++i) {
+    uint64_t holder = leases_[i].load(std::memory_order_acquire);
+    if (holder == 0 || !is_dead(holder)) continue;
+    if (leases_[i].compare_exchange_strong(holder, 0, std::memory_order_acq_rel)) ++taken;
+  }
+  if (taken > 0) {
+    generation_->fetch_add(1, std::memory_order_acq_rel);
+    FutexWake(generation_, taken);
+  }
+  return taken;
+}
+
+}  // namespace sluice

@@ -1,0 +1,143 @@
+#include "sluice/store.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "src/store/process.h"
+
+namespace sluice {
+namespace {
+
+// Spreads processes and threads over a cap's lease words.
+uint32_t LeaseHint() {
+  static std::atomic<uint32_t> next{0};
+  return static_cast<uint32_t>(ProcessTag() * 0x9E3779B1u) + next.fetch_add(1);
+}
+
+class LocalStore final : public Store {
+ public:
+  explicit LocalStore(Clock clock) : clock_(clock) {}
+
+  absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
+    absl::MutexLock lock(&mu_);
+    auto& entry = buckets_[key];
+    if (entry == nullptr) {
+      entry = std::make_unique<BucketEntry>();
+      if (absl::Status s = BucketRef::Init(&entry->cell, config, clock_.Now()); !s.ok()) {
+        buckets_.erase(key);
+        return s;
+      }
+      entry->config = config;
+    } else if (entry->config.rate != config.rate || entry->config.capacity != config.capacity) {
+      // Serialized by mu_, as BucketRef::Reconfigure requires.
+      if (absl::Status s = BucketRef(&entry->cell, clock_).Reconfigure(config, clock_.Now());
+          !s.ok()) {
+        return s;
+      }
+      entry->config = config;
+    }
+    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks};
+  }
+
+  absl::StatusOr<StoredCounter> Counter(absl::string_view key) override {
+    absl::MutexLock lock(&mu_);
+    auto& entry = counters_[key];
+    if (entry == nullptr) entry = std::make_unique<CounterEntry>();
+    return StoredCounter{WindowCounterRef(&entry->cell), &entry->bottlenecks};
+  }
+
+  absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override {
+    if (count < 1) return absl::InvalidArgumentError("a concurrency cap needs at least 1 lease");
+    absl::MutexLock lock(&mu_);
+    auto& entry = leases_[key];
+    if (entry == nullptr) {
+      entry = std::make_unique<LeaseEntry>(count);
+    } else if (entry->words.size() != count) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("concurrency cap '", key, "' exists with ", entry->words.size(),
+                       " leases; asked for ", count, " (caps cannot be resized in place)"));
+    }
+    return StoredLeases(LeaseSetRef(entry->words.data(), count, &entry->generation),
+                        &entry->bottlenecks);
+  }
+
+  Clock clock() const override { return clock_; }
+
+ private:
+  struct BucketEntry {
+    BucketCell cell;
+    BucketConfig config;
+    std::atomic<uint64_t> bottlenecks{0};
+  };
+  struct CounterEntry {
+    WindowCounterCell cell;
+    std::atomic<uint64_t> bottlenecks{0};
+  };
+  struct LeaseEntry {
+    explicit LeaseEntry(uint32_t count) : words(count) {
+      for (auto& w : words) w.store(0, std::memory_order_relaxed);
+    }
+    std::vector<std::atomic<uint64_t>> words;
+    std::atomic<uint32_t> generation{0};
+    std::atomic<uint64_t> bottlenecks{0};
+  };
+
+  const Clock clock_;
+  absl::Mutex mu_;
+  // Entries are never removed, so handles stay valid for the store's life.
+  absl::flat_hash_map<std::string, std::unique_ptr<BucketEntry>> buckets_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<CounterEntry>> counters_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::unique_ptr<LeaseEntry>> leases_ ABSL_GUARDED_BY(mu_);
+};
+
+class SegmentStore final : public Store {
+ public:
+  explicit SegmentStore(Segment* segment) : segment_(segment) {}
+
+  absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
+    absl::StatusOr<SharedBucket> b = segment_->OpenBucket(key, config, /*reconfigure=*/true);
+    if (!b.ok()) return b.status();
+    return StoredBucket{BucketRef(b->ref()), b->bottlenecks()};
+  }
+
+  absl::StatusOr<StoredCounter> Counter(absl::string_view key) override {
+    absl::StatusOr<SharedCounter> c = segment_->OpenCounter(key);
+    if (!c.ok()) return c.status();
+    return StoredCounter{*c, c->bottlenecks()};
+  }
+
+  absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override {
+    absl::StatusOr<SharedLeases> l = segment_->OpenLeases(key, count);
+    if (!l.ok()) return l.status();
+    return StoredLeases(*l, l->bottlenecks());
+  }
+
+  Clock clock() const override { return segment_->clock(); }
+
+ private:
+  Segment* const segment_;
+};
+
+}  // namespace
+
+absl::StatusOr<uint32_t> StoredLeases::Acquire(absl::Duration timeout) const {
+  return leases_.Acquire(ProcessTag(), timeout, LeaseHint(),
+                         [](uint64_t tag) { return !ProcessTagAlive(tag); });
+}
+
+int32_t StoredLeases::TryAcquire() const { return leases_.TryAcquire(ProcessTag(), LeaseHint()); }
+
+void StoredLeases::Release(uint32_t index) const { leases_.Release(index, ProcessTag()); }
+
+std::unique_ptr<Store> NewLocalStore(Clock clock) { return std::make_unique<LocalStore>(clock); }
+
+std::unique_ptr<Store> NewSegmentStore(Segment* segment) {
+  return std::make_unique<SegmentStore>(segment);
+}
+
+}  // namespace sluice
