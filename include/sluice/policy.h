@@ -147,6 +147,8 @@ class Route {
   struct Charge {
     std::string key;
     Meter meter;
+    bool is_provider;  // a provider bucket (fed back from response headers)
+    LimitKind kind;
     bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
     BudgetPeriod period;
     int64_t limit;  // budgets: micro-USD per period
@@ -287,6 +289,24 @@ class Policy {
 
   PolicyStats Stats() const;
 
+  // Feedback from a provider's response headers. Clamp: the provider says
+  // `remaining` permits of `kind` are left; a provider bucket on the route
+  // that holds more gives the difference up. Hold: a quota 429 asked to wait
+  // until `until_ns`; the route's provider request bucket (or, without one,
+  // its provider buckets) hold nothing until then, for every process sharing
+  // the store.
+  void ClampProvider(const Route& route, LimitKind kind, int64_t remaining, int64_t now_ns) const;
+  void HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const;
+  // Learn: the provider's headers show it replenishing `kind` at
+  // `per_minute` permits a minute (limit - remaining over time to full). When
+  // that is clearly below what the route's provider bucket is configured for,
+  // the bucket is reconfigured live to it (times the headroom) for every
+  // process on the store: a key whose real tier is lower than the config says
+  // converges on the real limit instead of drawing 429s. Never raises a
+  // bucket above its configured limit.
+  void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
+
+  Store* store() const { return store_; }
   const LimitsConfig& config() const { return config_; }
 
  private:
@@ -307,6 +327,9 @@ class Policy {
   struct Opened {
     BucketSpec spec;
     StoredBucket handle;
+    // The per-minute (or per-day) limit the bucket runs at now: the spec's,
+    // or a lower one learned from the provider.
+    std::unique_ptr<std::atomic<uint64_t>> applied;
   };
   struct OpenedBudget {
     BudgetSpec spec;

@@ -179,6 +179,12 @@ class BucketRef {
   void Debit(uint64_t n, int64_t now_ns) const;
   void Debit(uint64_t n) const { Debit(n, clock_.Now()); }
 
+  // Makes nothing available before `until_ns`: the bucket is held empty until
+  // then and refills at its rate after (a provider's retry-after, applied to
+  // every process sharing the bucket). A hold ending sooner than the bucket's
+  // own debt changes nothing.
+  void HoldUntil(int64_t until_ns, int64_t now_ns) const;
+
   // Permits available at `now_ns` (0 while in debt), the capacity, and the
   // pressure derived from them. Reads only; never writes.
   int64_t Available(int64_t now_ns) const;

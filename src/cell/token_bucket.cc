@@ -137,6 +137,24 @@ void BucketRef::Debit(uint64_t n, int64_t now_ns) const {
   }
 }
 
+void BucketRef::HoldUntil(int64_t until_ns, int64_t now_ns) const {
+  int64_t word = cell_->word_.load(std::memory_order_acquire);
+  for (;;) {
+    const BucketCell::Params& p = cell_->params_[word & 1];
+    const int64_t epoch = p.epoch_ns.load(std::memory_order_relaxed);
+    const int64_t interval = p.interval.load(std::memory_order_relaxed);
+    const int64_t tau = p.tau.load(std::memory_order_relaxed);
+    // The first permit comes back at `until`: TAT = until + tau - interval.
+    const int64_t until = ToUnits(std::max(until_ns, now_ns), epoch);
+    const int64_t held = std::min(until + tau - interval, kMaxTat);
+    if ((word >> 1) >= held) return;
+    if (cell_->word_.compare_exchange_weak(word, (held << 1) | (word & 1),
+                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
+      return;
+    }
+  }
+}
+
 int64_t BucketRef::Available(int64_t now_ns) const {
   const int64_t word = cell_->word_.load(std::memory_order_acquire);
   const BucketCell::Params& p = cell_->params_[word & 1];

@@ -192,7 +192,8 @@ absl::Status Policy::OpenAll() {
     if (buckets_.contains(spec.key)) return absl::OkStatus();
     absl::StatusOr<StoredBucket> handle = store_->Bucket(spec.key, spec.config);
     if (!handle.ok()) return handle.status();
-    buckets_.emplace(spec.key, Opened{spec, *handle});
+    buckets_.emplace(spec.key,
+                     Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(spec.limit)});
     order_.push_back(spec.key);
     return absl::OkStatus();
   };
@@ -242,10 +243,12 @@ absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::stri
   route->scope_ = std::string(scope);
   route->fell_back_ = path.fell_back;
   bool has_budget = false;
-  auto add_bucket = [&](const BucketSpec& spec, bool openai) {
+  auto add_bucket = [&](const BucketSpec& spec, bool is_provider, bool openai) {
     const Opened& opened = buckets_.at(spec.key);
     Route::Charge c{spec.key,
                     MeterOf(spec.kind, openai),
+                    is_provider,
+                    spec.kind,
                     false,
                     BudgetPeriod::kDay,
                     0,
@@ -256,11 +259,11 @@ absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::stri
   };
   for (const ScopeLimits* s : path.scopes) {
     route->path_.push_back(s->name);
-    for (const BucketSpec& spec : ScopeBuckets(config_, *s)) add_bucket(spec, false);
+    for (const BucketSpec& spec : ScopeBuckets(config_, *s)) add_bucket(spec, false, false);
     for (const BudgetSpec& spec : ScopeBudgets(*s)) {
       const OpenedBudget& opened = budgets_.at(spec.key);
-      route->charges_.push_back({spec.key, Meter::kMicroUsd, true, spec.period,
-                                 static_cast<int64_t>(spec.limit_micro_usd),
+      route->charges_.push_back({spec.key, Meter::kMicroUsd, false, LimitKind::kRequestsPerMinute,
+                                 true, spec.period, static_cast<int64_t>(spec.limit_micro_usd),
                                  BucketRef(nullptr, Clock::Monotonic()), opened.handle.counter,
                                  opened.handle.bottlenecks});
       has_budget = true;
@@ -273,7 +276,7 @@ absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::stri
     const ProviderLimits& p = it->second;
     const ModelClass* model_class = FindModelClass(p, model);
     for (const BucketSpec& spec : ProviderBuckets(config_, p, model_class)) {
-      add_bucket(spec, provider == "openai");
+      add_bucket(spec, true, provider == "openai");
     }
     route->count_cache_reads_ = model_class != nullptr && model_class->count_cache_reads
                                     ? *model_class->count_cache_reads
@@ -461,6 +464,52 @@ absl::StatusOr<Permit> Policy::Acquire(const Request& request, absl::Duration ti
   if (!reserved.ok()) return reserved.status();
   if (reserved->wait_ns() > 0) clock.SleepUntil(reserved->ready_at_ns());
   return reserved;
+}
+
+void Policy::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
+                           int64_t now_ns) const {
+  for (const Route::Charge& c : route.charges_) {
+    if (!c.is_provider || c.kind != kind) continue;
+    const int64_t excess = c.bucket.Available(now_ns) - std::max<int64_t>(remaining, 0);
+    if (excess > 0) c.bucket.Debit(static_cast<uint64_t>(excess), now_ns);
+  }
+}
+
+void Policy::LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const {
+  if (!(per_minute > 0) || kind == LimitKind::kTokensPerDay) return;
+  for (const Route::Charge& c : route.charges_) {
+    if (!c.is_provider || c.kind != kind) continue;
+    const Opened& opened = buckets_.at(c.key);
+    const uint64_t target = std::min<uint64_t>(
+        opened.spec.limit,
+        std::max<uint64_t>(1, static_cast<uint64_t>(per_minute * config_.headroom)));
+    const uint64_t applied = opened.applied->load(std::memory_order_relaxed);
+    // Only a clear change (10%) is worth a reconfiguration, which takes the
+    // store's lock; and never above the configured limit.
+    if (target * 10 >= applied * 9 && target * 10 <= applied * 11) continue;
+    uint64_t expected = applied;
+    if (!opened.applied->compare_exchange_strong(expected, target)) continue;  // another won
+    BucketConfig config = opened.spec.config;
+    config.rate = Rate(target, config.rate.period());
+    config.capacity = std::max<uint64_t>(
+        1, std::min<uint64_t>(config.capacity,
+                              target * opened.spec.config.capacity / opened.spec.limit));
+    store_->Bucket(c.key, config).IgnoreError();  // reconfigures the shared cell
+  }
+}
+
+void Policy::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {
+  // Every request pays the request bucket, so holding it holds them all;
+  // without one, hold whatever the provider meters.
+  bool has_requests = false;
+  for (const Route::Charge& c : route.charges_) {
+    has_requests |= c.is_provider && c.kind == LimitKind::kRequestsPerMinute;
+  }
+  for (const Route::Charge& c : route.charges_) {
+    if (!c.is_provider) continue;
+    if (has_requests && c.kind != LimitKind::kRequestsPerMinute) continue;
+    c.bucket.HoldUntil(until_ns, now_ns);
+  }
 }
 
 PolicyStats Policy::Stats() const {

@@ -304,6 +304,21 @@ TEST(TokenBucketTest, ReconfigureMovesTheEpochSoOldBucketsKeepCounting) {
   EXPECT_EQ(b->Available(kT0 + 6 * kYear + 3600 * kSec), 1);
 }
 
+TEST(TokenBucketTest, HoldUntilEmptiesTheBucketUntilThenAndRefillsAfter) {
+  FakeClock clock(kT0);
+  auto b = MakeBucket({Rate::PerSecond(1), 5}, &clock);
+  b->HoldUntil(kT0 + 10 * kSec, kT0);
+  EXPECT_EQ(b->Available(kT0), 0);
+  EXPECT_EQ(b->TryAcquire(1, kT0).wait_ns, 10 * kSec);
+  EXPECT_EQ(b->Available(kT0 + 10 * kSec - 1), 0);
+  EXPECT_EQ(b->Available(kT0 + 10 * kSec), 1);
+  EXPECT_EQ(b->Available(kT0 + 14 * kSec), 5);
+  // A shorter hold than the current one changes nothing.
+  b->HoldUntil(kT0 + 20 * kSec, kT0 + 14 * kSec);
+  b->HoldUntil(kT0 + 15 * kSec, kT0 + 14 * kSec);
+  EXPECT_EQ(b->TryAcquire(1, kT0 + 14 * kSec).wait_ns, 6 * kSec);
+}
+
 TEST(TokenBucketTest, ZeroPermitsAreAlwaysGrantedOnAHealthyBucket) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(1), 1}, &clock);

@@ -185,7 +185,9 @@ TEST_P(PolicyTest, AllOrNothingRollsBackExactlyAndNamesTheRefusingBucket) {
   const PolicyStats stats = policy_->Stats();
   EXPECT_EQ(stats.rollbacks, 1u);
   for (const auto& b : stats.buckets) {
-    if (b.key == "scope:team:eng:rpm") EXPECT_EQ(b.bottlenecks, 1u);
+    if (b.key == "scope:team:eng:rpm") {
+      EXPECT_EQ(b.bottlenecks, 1u);
+    }
   }
 }
 
@@ -380,6 +382,28 @@ requests_per_minute = 60
   ASSERT_TRUE(permit.ok()) << permit.status();  // 5000 > burst, but nothing pre-charged
   permit->Settle({.input_tokens = 10, .output_tokens = 400});
   EXPECT_EQ((*policy)->Stats().buckets[0].available, 600);
+}
+
+TEST_P(PolicyTest, ProviderFeedbackClampsAndHoldsOnlyProviderBuckets) {
+  const Route& route = RouteOf("global");
+  const auto before = Levels();
+  policy_->ClampProvider(route, LimitKind::kRequestsPerMinute, 3, clock_.Now());
+  policy_->ClampProvider(route, LimitKind::kInputTokensPerMinute, 50'000, clock_.Now());
+  auto after = Levels();
+  EXPECT_EQ(after.at("provider:anthropic:default:rpm"), 3);
+  EXPECT_EQ(after.at("provider:anthropic:default:itpm"), 10'000);  // held less already
+  EXPECT_EQ(after.at("scope:global:rpm"), before.at("scope:global:rpm"));
+
+  // A quota 429 asked for 5 s: nothing goes to the provider before then, for
+  // everyone on the store; the scope's own bucket is untouched.
+  policy_->HoldProvider(route, clock_.Now() + 5 * kSec, clock_.Now());
+  EXPECT_EQ(Levels().at("provider:anthropic:default:rpm"), 0);
+  EXPECT_EQ(Levels().at("provider:anthropic:default:itpm"), 10'000);
+  auto refused = Reserve(route, 1, 1);
+  EXPECT_THAT(refused.status().message(), HasSubstr("provider:anthropic:default:rpm"));
+  auto waits = Reserve(route, 1, 1, absl::Seconds(10));
+  ASSERT_TRUE(waits.ok()) << waits.status();
+  EXPECT_EQ(waits->wait_ns(), 5 * kSec);
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, PolicyTest,

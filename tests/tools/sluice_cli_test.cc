@@ -20,6 +20,7 @@
 #include "nlohmann/json.hpp"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "tools/fake_provider/fake_provider.h"
 
 extern char** environ;
 
@@ -453,6 +454,78 @@ TEST_F(SluiceCliTest, ConfigNeedsCheckAndAFile) {
   EXPECT_THAT(other.err, HasSubstr("'lint'"));
   EXPECT_THAT(RunCli({"config", "check"}), ExitsWith(kExitUsage));
   EXPECT_THAT(RunCli({"config", "check", kSeedLimits, "--segment", "x"}), ExitsWith(kExitUsage));
+}
+
+// sluice call, against the simulated provider started in this process.
+class SluiceCallTest : public SluiceCliTest {
+ protected:
+  static constexpr char kKey[] = "sk-cli-test-SECRET-777";
+  void SetUp() override { setenv("ANTHROPIC_API_KEY", kKey, 1); }
+  void TearDown() override { unsetenv("ANTHROPIC_API_KEY"); }
+
+  std::unique_ptr<FakeProvider> Provider(FakeProviderOptions options = {}) {
+    auto p = FakeProvider::Start(std::move(options));
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *std::move(p) : nullptr;
+  }
+  Result Call(const FakeProvider& provider, std::vector<std::string> more) {
+    more.insert(more.begin(), {"--base_url", provider.base_url(), "--max_tokens", "8"});
+    return Run("call", more);
+  }
+};
+
+TEST_F(SluiceCallTest, PrintsTheReplyAndWithJsonTheWholeResult) {
+  auto provider = Provider();
+  ASSERT_NE(provider, nullptr);
+  const Result text = Call(*provider, {"Hello"});
+  ASSERT_THAT(text, ExitsWith(0));
+  EXPECT_THAT(text.out, HasSubstr("tok"));
+  const Result json = Call(
+      *provider, {"--json", "--config", kSeedLimits, "--scope", "workflow:nightly-batch", "Hello"});
+  ASSERT_THAT(json, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(json.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << json.out;
+  EXPECT_TRUE(doc.value("ok", false));
+  EXPECT_EQ(doc.value("attempts", 0), 1);
+  EXPECT_GT(doc["usage"].value("input_tokens", 0), 0);
+  EXPECT_TRUE(doc["throttle_wait_ms"].is_number());
+  EXPECT_THAT(doc.value("request_id", ""), StartsWith("req_"));
+  EXPECT_THAT(text.out + text.err + json.out + json.err, Not(HasSubstr(kKey)));
+}
+
+TEST_F(SluiceCallTest, AThrottleTimeoutExits75AndNamesTheBucket) {
+  auto provider = Provider();
+  ASSERT_NE(provider, nullptr);
+  const std::string limits = absl::StrCat("/tmp/sluice-call-", getpid(), ".toml");
+  {
+    FILE* f = std::fopen(limits.c_str(), "w");
+    std::fputs("[scopes.global]\nrequests_per_minute = 1\n", f);
+    std::fclose(f);
+  }
+  ASSERT_THAT(Call(*provider, {"--config", limits, "Hi"}), ExitsWith(0));
+  const Result later = Call(*provider, {"--config", limits, "--timeout", "10ms", "Hi"});
+  EXPECT_THAT(later, ExitsWith(kExitTempFail));
+  EXPECT_THAT(later.err, AllOf(StartsWith("sluice call: "), HasSubstr("scope:global:rpm")));
+  std::remove(limits.c_str());
+}
+
+TEST_F(SluiceCallTest, ProviderErrorsExit1WithTheirClassAndNeverTheKey) {
+  FakeProviderOptions broke;
+  broke.spend_limit_rate = 1.0;
+  auto provider = Provider(broke);
+  ASSERT_NE(provider, nullptr);
+  const Result r = Call(*provider, {"Hi"});
+  EXPECT_THAT(r, ExitsWith(kExitError));
+  EXPECT_THAT(r.err, AllOf(HasSubstr("quota_exhausted"), HasSubstr("HTTP 429"),
+                           HasSubstr("enforced_spend_limit_reached")));
+  EXPECT_THAT(r.out + r.err, Not(HasSubstr(kKey)));
+  const Result never = Call(*provider, {"--config", kSeedLimits, "--max_tokens", "100000", "x"});
+  EXPECT_THAT(never, ExitsWith(kExitError));
+  EXPECT_THAT(never.err, HasSubstr("never fit"));
+  unsetenv("ANTHROPIC_API_KEY");
+  const Result no_key = Call(*provider, {"Hi"});
+  EXPECT_THAT(no_key, ExitsWith(kExitError));
+  EXPECT_THAT(no_key.err, HasSubstr("ANTHROPIC_API_KEY"));
 }
 
 }  // namespace

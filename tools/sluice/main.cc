@@ -4,6 +4,7 @@
 //   sluice inspect [--segment NAME] [--json]
 //   sluice rm [--segment NAME] [--force]
 //   sluice config check FILE [--json]
+//   sluice fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] ...
 //
 // Exit codes follow sysexits.h so that a shell script can tell "try again
 // later" (75, EX_TEMPFAIL) from a mistake in the command (64, EX_USAGE) and
@@ -11,6 +12,9 @@
 //
 // Flags are Abseil flags, all defined in this one binary; each verb names the
 // ones it takes, and a flag of another verb is refused before absl parses.
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -39,10 +43,14 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
+#include "sluice/client.h"
 #include "sluice/limits.h"
+#include "sluice/policy.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "sluice/store.h"
 #include "sluice/token_bucket.h"
+#include "tools/fake_provider/fake_provider.h"
 
 ABSL_FLAG(std::string, rate, "", "refill rate as N/UNIT, UNIT one of s, min, h, day (e.g. 50/min)");
 ABSL_FLAG(uint64_t, burst, 0, "the bucket's capacity: the most permits that can be taken at once");
@@ -57,6 +65,48 @@ ABSL_FLAG(bool, force, false,
           "corrupt or of another layout version");
 ABSL_FLAG(bool, reconfigure, false,
           "if the bucket exists with another rate or burst, change it (keeping its fill ratio)");
+
+// fake-provider: defaults come from FakeProviderOptions so that they cannot drift.
+ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
+ABSL_FLAG(uint64_t, rpm, sluice::FakeProviderOptions().rpm, "requests per minute, per API key");
+ABSL_FLAG(uint64_t, itpm, sluice::FakeProviderOptions().itpm,
+          "Anthropic input tokens per minute, per API key");
+ABSL_FLAG(uint64_t, otpm, sluice::FakeProviderOptions().otpm,
+          "Anthropic output tokens per minute, per API key");
+ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
+          "OpenAI tokens per minute, per API key");
+ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
+ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
+          "mean generation time of an admitted request (e.g. 200ms)");
+ABSL_FLAG(absl::Duration, latency_jitter, absl::ZeroDuration(),
+          "latency varies uniformly by up to this much either way");
+ABSL_FLAG(double, time_scale, 1.0,
+          "simulated minutes per real minute: 60 refills a per-minute limit in a second");
+ABSL_FLAG(double, overloaded_rate, 0,
+          "fraction of requests answered 529 (Anthropic) / 503 (OpenAI)");
+ABSL_FLAG(double, server_error_rate, 0, "fraction of requests answered 500");
+ABSL_FLAG(double, insufficient_quota_rate, 0,
+          "fraction answered as out of money: OpenAI insufficient_quota, Anthropic spend limit");
+ABSL_FLAG(double, spend_limit_rate, 0,
+          "fraction answered as out of money: Anthropic spend limit, OpenAI insufficient_quota");
+ABSL_FLAG(double, malformed_json_rate, 0,
+          "fraction of admitted requests answered 200 with bad JSON");
+ABSL_FLAG(double, truncated_body_rate, 0,
+          "fraction of admitted requests whose body is cut short (Content-Length promises more)");
+ABSL_FLAG(double, slow_body_rate, 0,
+          "fraction of admitted requests whose body dribbles out over about 400 ms");
+ABSL_FLAG(double, reset_rate, 0,
+          "fraction of admitted requests whose connection is dropped without a response");
+ABSL_FLAG(uint64_t, seed, sluice::FakeProviderOptions().seed,
+          "seeds output lengths, faults and jitter: same seed, same run");
+ABSL_FLAG(std::string, provider, "anthropic", "the provider's API: anthropic or openai");
+ABSL_FLAG(std::string, base_url, "",
+          "the provider's base URL (default: its public API), e.g. http://127.0.0.1:8080");
+ABSL_FLAG(std::string, model, "claude-sonnet-4", "the model to call");
+ABSL_FLAG(uint64_t, max_tokens, 1024, "the reply's max_tokens");
+ABSL_FLAG(std::string, scope, "global", "the scope the call is charged to (see the limits file)");
+ABSL_FLAG(std::string, config, "",
+          "the limits file (TOML); without one, only the scope 'global' with no limits");
 
 namespace sluice {
 namespace {
@@ -499,6 +549,131 @@ int RunConfig(const Command& cmd) {
   return kExitOk;
 }
 
+// sluice call --------------------------------------------------------------------
+
+// The limits a call runs under: --config, or a bare global scope.
+absl::StatusOr<LimitsConfig> CallLimits() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  if (!path.empty()) return LoadLimitsConfig(path);
+  LimitsConfig config;
+  config.source = "(no --config)";
+  config.scopes["global"].name = "global";
+  return config;
+}
+
+int RunCall(const Command& cmd) {
+  const Verb& verb = *cmd.verb;
+  absl::StatusOr<Provider> provider = ParseProvider(absl::GetFlag(FLAGS_provider));
+  if (!provider.ok()) return UsageError(verb, provider.status().message());
+  if (absl::GetFlag(FLAGS_max_tokens) == 0) return UsageError(verb, "--max_tokens must be >= 1");
+  // --timeout is the longest wait in the throttle; 0 (its default) means 60 s.
+  absl::Duration timeout = absl::GetFlag(FLAGS_timeout);
+  if (timeout < absl::ZeroDuration()) return UsageError(verb, "--timeout must not be negative");
+  if (timeout == absl::ZeroDuration()) timeout = absl::Seconds(60);
+
+  absl::StatusOr<LimitsConfig> limits = CallLimits();
+  if (!limits.ok()) return Fail(cmd, limits.status());
+  absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
+  if (!segment.ok()) return Fail(cmd, segment.status());
+  std::unique_ptr<Store> store = NewSegmentStore(segment->get());
+  absl::StatusOr<std::unique_ptr<Policy>> policy = Policy::Create(*limits, store.get());
+  if (!policy.ok()) return Fail(cmd, policy.status());
+
+  ClientOptions options;
+  options.provider = *provider;
+  options.base_url = absl::GetFlag(FLAGS_base_url);
+  options.scope = absl::GetFlag(FLAGS_scope);
+  options.throttle_timeout = timeout;
+  absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options, policy->get());
+  if (!client.ok()) return Fail(cmd, client.status());
+  const CallResult r = (*client)->Call(CallRequest::Simple(absl::GetFlag(FLAGS_model), cmd.args[0],
+                                                           absl::GetFlag(FLAGS_max_tokens)));
+
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::ordered_json doc;
+    doc["ok"] = r.status.ok();
+    if (!r.status.ok()) {
+      doc["error"] = {{"class", ErrorClassName(r.error.error_class)},
+                      {"type", r.error.provider_type},
+                      {"message", std::string(r.status.message())}};
+    }
+    doc["reply"] = r.text;
+    doc["usage"] = {{"input_tokens", r.usage.input_tokens},
+                    {"output_tokens", r.usage.output_tokens},
+                    {"cache_creation_input_tokens", r.usage.cache_creation_input_tokens},
+                    {"cache_read_input_tokens", r.usage.cache_read_input_tokens}};
+    doc["attempts"] = r.attempts;
+    doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
+    doc["http_status"] = r.http_status;
+    doc["request_id"] = r.request_id;
+    absl::FPrintF(stdout, "%s\n",
+                  doc.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  } else if (r.status.ok()) {
+    absl::FPrintF(stdout, "%s\n", r.text);
+  }
+  if (r.status.ok()) return kExitOk;
+  // The throttle's refusals (its timeout, a full concurrency cap, a spent
+  // budget) mean "later"; a request that can never fit or a provider error
+  // does not.
+  const bool later = r.status.code() == absl::StatusCode::kDeadlineExceeded ||
+                     r.status.code() == absl::StatusCode::kResourceExhausted;
+  return Report(verb, later ? kExitTempFail : kExitError, r.status.message());
+}
+
+// sluice fake-provider ----------------------------------------------------------
+
+FakeProviderOptions FakeProviderOptionsFromFlags() {
+  FakeProviderOptions options;
+  options.port = absl::GetFlag(FLAGS_port);
+  options.rpm = absl::GetFlag(FLAGS_rpm);
+  options.itpm = absl::GetFlag(FLAGS_itpm);
+  options.otpm = absl::GetFlag(FLAGS_otpm);
+  options.tpm = absl::GetFlag(FLAGS_tpm);
+  options.unlimited = absl::GetFlag(FLAGS_unlimited);
+  options.latency_mean = absl::GetFlag(FLAGS_latency);
+  options.latency_jitter = absl::GetFlag(FLAGS_latency_jitter);
+  options.time_scale = absl::GetFlag(FLAGS_time_scale);
+  options.overloaded_rate = absl::GetFlag(FLAGS_overloaded_rate);
+  options.server_error_rate = absl::GetFlag(FLAGS_server_error_rate);
+  options.insufficient_quota_rate = absl::GetFlag(FLAGS_insufficient_quota_rate);
+  options.spend_limit_rate = absl::GetFlag(FLAGS_spend_limit_rate);
+  options.malformed_json_rate = absl::GetFlag(FLAGS_malformed_json_rate);
+  options.truncated_body_rate = absl::GetFlag(FLAGS_truncated_body_rate);
+  options.slow_body_rate = absl::GetFlag(FLAGS_slow_body_rate);
+  options.reset_rate = absl::GetFlag(FLAGS_reset_rate);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  return options;
+}
+
+int RunFakeProvider(const Command& cmd) {
+  // Blocked before the server starts, so that its threads inherit the mask
+  // and SIGINT/SIGTERM wait for sigwait below instead of killing the process.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  if (int err = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
+    return Report(*cmd.verb, kExitError, absl::StrCat("blocking signals: ", std::strerror(err)));
+  }
+  absl::StatusOr<std::unique_ptr<FakeProvider>> provider =
+      FakeProvider::Start(FakeProviderOptionsFromFlags());
+  if (!provider.ok()) {
+    if (absl::IsInvalidArgument(provider.status())) {
+      return UsageError(*cmd.verb, provider.status().message());
+    }
+    return Fail(cmd, provider.status());
+  }
+  absl::FPrintF(stdout, "fake-provider listening on %s\n", (*provider)->base_url());
+  std::fflush(stdout);  // a script waiting for the line must see it now
+  int received = 0;
+  if (int err = sigwait(&stop_signals, &received); err != 0) {
+    return Report(*cmd.verb, kExitError,
+                  absl::StrCat("waiting for a signal: ", std::strerror(err)));
+  }
+  (*provider)->Stop();
+  return kExitOk;
+}
+
 // The verbs --------------------------------------------------------------------
 
 constexpr absl::string_view kAcquireFlags[] = {"rate",    "burst",   "tokens",
@@ -509,6 +684,15 @@ constexpr absl::string_view kInspectFlags[] = {"segment", "json"};
 constexpr absl::string_view kRmFlags[] = {"segment", "force"};
 constexpr absl::string_view kConfigFlags[] = {"json"};
 constexpr absl::string_view kConfigArgs[] = {"check", "FILE"};
+constexpr absl::string_view kCallFlags[] = {
+    "provider", "base_url", "model", "max_tokens", "scope", "config", "segment", "timeout", "json"};
+constexpr absl::string_view kCallArgs[] = {"PROMPT"};
+constexpr absl::string_view kFakeProviderFlags[] = {
+    "port", "rpm", "itpm", "otpm", "tpm", "unlimited", "latency", "latency_jitter", "time_scale",
+    // The fault rates, then what draws them.
+    "overloaded_rate", "server_error_rate", "insufficient_quota_rate", "spend_limit_rate",
+    "malformed_json_rate", "truncated_body_rate", "slow_body_rate", "reset_rate", "seed"};
+constexpr absl::string_view kFakeProviderRequired[] = {"port"};
 
 constexpr Verb kVerbs[] = {
     {
@@ -570,6 +754,46 @@ constexpr Verb kVerbs[] = {
         .args = kConfigArgs,
         .run = RunConfig,
     },
+    {
+        .name = "call",
+        .usage = "call [--provider anthropic|openai] [--base_url URL] [--model M] "
+                 "[--max_tokens N] [--scope S] [--config FILE] [--timeout D] [--json] PROMPT",
+        .summary = "make one throttled call to a model and print the reply",
+        .description =
+            "Sends PROMPT to the provider's API (Anthropic Messages or OpenAI Chat\n"
+            "Completions) through the limits of --config, charged to --scope, with retries\n"
+            "as the official SDKs do them (full jitter, retry-after honored; quota and\n"
+            "spend-limit errors never retried). The API key comes from ANTHROPIC_API_KEY or\n"
+            "OPENAI_API_KEY and is never printed. Prints the reply, or with --json the whole\n"
+            "result (reply, usage, attempts, time waited in the throttle, request-id).\n"
+            "Exits 0 on success, 75 when the throttle would wait past --timeout (default\n"
+            "60s) or a budget is spent, 1 on a provider error (its class, HTTP status and\n"
+            "message on stderr).",
+        .flags = kCallFlags,
+        .required = {},
+        .args = kCallArgs,
+        .run = RunCall,
+    },
+    {
+        .name = "fake-provider",
+        .usage = "fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] "
+                 "[--latency DURATION] [--latency_jitter DURATION] [--time_scale X] "
+                 "[--overloaded_rate F] [--server_error_rate F] [--insufficient_quota_rate F] "
+                 "[--spend_limit_rate F] [--malformed_json_rate F] [--truncated_body_rate F] "
+                 "[--slow_body_rate F] [--reset_rate F] [--seed N]",
+        .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
+        .description =
+            "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
+            "127.0.0.1:N, with per-key limits as continuous token buckets, the providers'\n"
+            "rate-limit headers and errors, and faults injected at the given rates (each in\n"
+            "[0, 1], drawn per request from --seed). GET /stats shows counters per key.\n"
+            "Prints \"fake-provider listening on http://127.0.0.1:N\" once it accepts\n"
+            "connections, and serves until SIGINT or SIGTERM, then exits 0.",
+        .flags = kFakeProviderFlags,
+        .required = kFakeProviderRequired,
+        .args = {},
+        .run = RunFakeProvider,
+    },
 };
 
 const Verb* FindVerb(absl::string_view name) {
@@ -598,7 +822,11 @@ void PrintVerbs(FILE* out) {
                 "Manages the token buckets that processes on this host share, through a\n"
                 "shared-memory segment, to throttle their calls to AI model APIs.\n\n"
                 "verbs:\n");
-  for (const Verb& verb : kVerbs) absl::FPrintF(out, "  %-8s  %s\n", verb.name, verb.summary);
+  int width = 0;
+  for (const Verb& verb : kVerbs) width = std::max(width, static_cast<int>(verb.name.size()));
+  for (const Verb& verb : kVerbs) {
+    absl::FPrintF(out, "  %-*s  %s\n", width, verb.name, verb.summary);
+  }
   absl::FPrintF(out,
                 "\nRun 'sluice VERB --help' for a verb's flags. Exit status: 0 success, 75\n"
                 "refused or timed out, 64 usage error, 1 any other error.\n");
@@ -608,13 +836,15 @@ void PrintVerbs(FILE* out) {
 // default and the flag itself cannot drift apart.
 void PrintVerbHelp(const Verb& verb) {
   absl::FPrintF(stdout, "usage: sluice %s\n\n%s\n\nflags:\n", verb.usage, verb.description);
+  int width = 8;
+  for (absl::string_view name : verb.flags) width = std::max(width, static_cast<int>(name.size()));
   for (absl::string_view name : verb.flags) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) continue;  // every name in kVerbs is defined above
     const std::string note = absl::c_linear_search(verb.required, name)
                                  ? "required"
                                  : absl::StrCat("default: ", flag->DefaultValue());
-    absl::FPrintF(stdout, "  --%-8s  %s (%s)\n", name, flag->Help(), note);
+    absl::FPrintF(stdout, "  --%-*s  %s (%s)\n", width, name, flag->Help(), note);
   }
 }
 

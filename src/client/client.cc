@@ -1,0 +1,503 @@
+#include "sluice/client.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace sluice {
+namespace {
+
+// libcurl's global state is set up once for the process, before any thread
+// could race to do it.
+void InitCurlOnce() {
+  static const bool done = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }();
+  (void)done;
+}
+
+std::string DefaultBaseUrl(Provider provider) {
+  return provider == Provider::kAnthropic ? "https://api.anthropic.com" : "https://api.openai.com";
+}
+
+const char* EnvKeyName(Provider provider) {
+  return provider == Provider::kAnthropic ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY";
+}
+
+std::string EndpointPath(Provider provider) {
+  return provider == Provider::kAnthropic ? "/v1/messages" : "/v1/chat/completions";
+}
+
+// All prompt text in a request body, for estimating its input tokens.
+std::string PromptText(const nlohmann::json& body) {
+  std::string text;
+  auto add = [&](const nlohmann::json& content) {
+    if (content.is_string()) {
+      text += content.get<std::string>();
+    } else if (content.is_array()) {
+      for (const auto& part : content) {
+        if (part.is_object() && part.contains("text") && part["text"].is_string()) {
+          text += part["text"].get<std::string>();
+        }
+      }
+    }
+  };
+  if (body.contains("system")) add(body["system"]);
+  if (body.contains("messages") && body["messages"].is_array()) {
+    for (const auto& m : body["messages"]) {
+      if (m.is_object() && m.contains("content")) add(m["content"]);
+    }
+  }
+  return text;
+}
+
+uint64_t MaxTokens(const nlohmann::json& body) {
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (body.contains(key) && body[key].is_number_unsigned()) return body[key].get<uint64_t>();
+  }
+  return 0;
+}
+
+uint64_t JsonCount(const nlohmann::json& obj, const char* key) {
+  return obj.is_object() && obj.contains(key) && obj[key].is_number_unsigned()
+             ? obj[key].get<uint64_t>()
+             : 0;
+}
+
+// The reply text and usage of a successful response; false when the body is
+// not the provider's shape.
+bool ParseSuccess(Provider provider, const nlohmann::json& response, std::string* text,
+                  Usage* usage) {
+  if (!response.is_object() || !response.contains("usage") || !response["usage"].is_object()) {
+    return false;
+  }
+  const nlohmann::json& u = response["usage"];
+  if (provider == Provider::kAnthropic) {
+    if (!response.contains("content") || !response["content"].is_array()) return false;
+    for (const auto& block : response["content"]) {
+      if (block.is_object() && block.value("type", "") == "text" && block.contains("text") &&
+          block["text"].is_string()) {
+        *text += block["text"].get<std::string>();
+      }
+    }
+    usage->input_tokens = JsonCount(u, "input_tokens");
+    usage->output_tokens = JsonCount(u, "output_tokens");
+    usage->cache_creation_input_tokens = JsonCount(u, "cache_creation_input_tokens");
+    usage->cache_read_input_tokens = JsonCount(u, "cache_read_input_tokens");
+    return true;
+  }
+  if (!response.contains("choices") || !response["choices"].is_array() ||
+      response["choices"].empty()) {
+    return false;
+  }
+  const nlohmann::json& message = response["choices"][0].value("message", nlohmann::json());
+  if (message.is_object() && message.contains("content") && message["content"].is_string()) {
+    *text = message["content"].get<std::string>();
+  }
+  // OpenAI's prompt_tokens include cached ones; sluice's Usage keeps them apart.
+  const uint64_t prompt = JsonCount(u, "prompt_tokens");
+  const uint64_t cached =
+      std::min(prompt, u.contains("prompt_tokens_details")
+                           ? JsonCount(u["prompt_tokens_details"], "cached_tokens")
+                           : uint64_t{0});
+  usage->input_tokens = prompt - cached;
+  usage->cache_read_input_tokens = cached;
+  usage->output_tokens = JsonCount(u, "completion_tokens");
+  return true;
+}
+
+}  // namespace
+
+CallRequest CallRequest::Simple(absl::string_view model, absl::string_view prompt,
+                                uint64_t max_tokens) {
+  CallRequest request;
+  request.body = {{"model", std::string(model)},
+                  {"max_tokens", max_tokens},
+                  {"messages", {{{"role", "user"}, {"content", std::string(prompt)}}}}};
+  return request;
+}
+
+// One request on its way: waiting for its start time (throttle or retry
+// delay), or in flight.
+struct Client::Job {
+  size_t index = 0;
+  CallRequest request;
+  const Route* route = nullptr;
+  uint64_t input_estimate = 0;
+  uint64_t max_tokens = 0;
+  std::string body;
+  int attempt = 0;
+  std::optional<Permit> permit;
+  int64_t not_before_ns = 0;      // start (or reserve) no earlier than this
+  int64_t waiting_since_ns = -1;  // when the current throttle wait began
+  CallResult result;
+  // Transfer state.
+  CURL* easy = nullptr;
+  curl_slist* headers_out = nullptr;
+  std::string response;
+  Headers headers_in;
+  bool too_large = false;
+  size_t cap = 0;
+  char error[CURL_ERROR_SIZE] = {0};
+};
+
+namespace {
+
+size_t OnBody(char* data, size_t size, size_t n, void* user) {
+  auto* job = static_cast<Client::Job*>(user);
+  if (job->response.size() + size * n > job->cap) {
+    job->too_large = true;
+    return 0;  // aborts the transfer
+  }
+  job->response.append(data, size * n);
+  return size * n;
+}
+
+size_t OnHeader(char* data, size_t size, size_t n, void* user) {
+  static_cast<Client::Job*>(user)->headers_in.AddLine(absl::string_view(data, size * n));
+  return size * n;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options, Policy* policy) {
+  InitCurlOnce();
+  if (options.base_url.empty()) options.base_url = DefaultBaseUrl(options.provider);
+  while (absl::EndsWith(options.base_url, "/")) options.base_url.pop_back();
+  if (!absl::StartsWith(options.base_url, "http://") &&
+      !absl::StartsWith(options.base_url, "https://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("base URL '", options.base_url, "' must start with http:// or https://"));
+  }
+  if (options.api_key.empty()) {
+    const char* env = std::getenv(EnvKeyName(options.provider));
+    if (env == nullptr || *env == '\0') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "no API key: set ", EnvKeyName(options.provider), " or give one in the options"));
+    }
+    options.api_key = env;
+  }
+  return std::unique_ptr<Client>(new Client(std::move(options), policy));
+}
+
+Client::Client(ClientOptions options, Policy* policy)
+    : options_(std::move(options)), policy_(policy), multi_(curl_multi_init()) {}
+
+Client::~Client() {
+  for (void* easy : idle_easy_) curl_easy_cleanup(static_cast<CURL*>(easy));
+  curl_multi_cleanup(static_cast<CURLM*>(multi_));
+}
+
+int64_t Client::Now() const {
+  return policy_ != nullptr ? policy_->store()->clock().Now() : Clock::MonotonicNanos();
+}
+
+void Client::StartTransfer(Job& job) {
+  CURL* easy;
+  if (idle_easy_.empty()) {
+    easy = curl_easy_init();
+  } else {
+    easy = static_cast<CURL*>(idle_easy_.back());
+    idle_easy_.pop_back();
+    curl_easy_reset(easy);  // keeps its connection cache, clears options
+  }
+  job.easy = easy;
+  job.response.clear();
+  job.headers_in.Clear();
+  job.too_large = false;
+  job.cap = options_.max_response_bytes;
+  job.error[0] = '\0';
+  ++job.attempt;
+  ++job.result.attempts;
+
+  curl_slist* h = nullptr;
+  h = curl_slist_append(h, "content-type: application/json");
+  if (options_.provider == Provider::kAnthropic) {
+    // The key lives only in this header list, freed when the transfer ends.
+    h = curl_slist_append(h, absl::StrCat("x-api-key: ", options_.api_key).c_str());
+    h = curl_slist_append(h,
+                          absl::StrCat("anthropic-version: ", options_.anthropic_version).c_str());
+  } else {
+    h = curl_slist_append(h, absl::StrCat("authorization: Bearer ", options_.api_key).c_str());
+  }
+  job.headers_out = h;
+  const std::string url = options_.base_url + EndpointPath(options_.provider);
+  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.c_str());
+  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
+  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, OnBody);
+  curl_easy_setopt(easy, CURLOPT_WRITEDATA, &job);
+  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, OnHeader);
+  curl_easy_setopt(easy, CURLOPT_HEADERDATA, &job);
+  curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, job.error);
+  curl_easy_setopt(easy, CURLOPT_PRIVATE, &job);
+  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                   static_cast<long>(absl::ToInt64Milliseconds(options_.request_timeout)));
+  curl_easy_setopt(easy, CURLOPT_USERAGENT, "sluice/0.1");
+  curl_multi_add_handle(static_cast<CURLM*>(multi_), easy);
+}
+
+void Client::Feedback(const Job& job, const RateLimitInfo& info, const Classification& c) {
+  if (policy_ == nullptr || !options_.header_feedback) return;
+  const int64_t now = policy_->store()->clock().Now();
+  const struct {
+    const RateLimitInfo::Dimension& dim;
+    LimitKind kind;
+    int64_t slack;  // Anthropic rounds token counts to the nearest thousand
+  } dims[] = {
+      {info.requests, LimitKind::kRequestsPerMinute, 0},
+      {info.tokens, LimitKind::kTokensPerMinute,
+       options_.provider == Provider::kAnthropic ? 500 : 0},
+      {info.input_tokens, LimitKind::kInputTokensPerMinute, 500},
+      {info.output_tokens, LimitKind::kOutputTokensPerMinute, 500},
+  };
+  // The provider counted this response before the requests still in flight
+  // reached it: they will take from what it says remains.
+  const int64_t others = std::max(0, in_flight_ - 1);
+  for (const auto& d : dims) {
+    if (!d.dim.remaining) continue;
+    const int64_t in_transit = d.kind == LimitKind::kRequestsPerMinute ? others : 0;
+    policy_->ClampProvider(*job.route, d.kind, *d.dim.remaining + d.slack - in_transit, now);
+  }
+  // Learn the provider's real replenishment rate: its bucket fills
+  // `limit - remaining` in `reset_in` (Anthropic: time to full; OpenAI: time
+  // to reset). Too few used permits say too little to learn from.
+  for (const auto& d : dims) {
+    if (!options_.learn_provider_rate) break;
+    if (!d.dim.limit || !d.dim.remaining || !d.dim.reset_in) continue;
+    const int64_t used = *d.dim.limit - *d.dim.remaining;
+    const int64_t minimum = d.kind == LimitKind::kRequestsPerMinute ? 1 : 2000;
+    if (used < minimum || *d.dim.reset_in <= absl::ZeroDuration()) continue;
+    policy_->LearnProviderRate(*job.route, d.kind,
+                               static_cast<double>(used) / absl::ToDoubleMinutes(*d.dim.reset_in));
+  }
+  // A quota 429 holds the provider's buckets for every process on the
+  // store; an overload (529/503) is not about quota and shrinks nothing.
+  if (c.error_class == ErrorClass::kRateLimited) {
+    const absl::Duration wait =
+        info.retry_after.value_or(info.requests.reset_in.value_or(absl::Seconds(1)));
+    policy_->HoldProvider(*job.route, now + absl::ToInt64Nanoseconds(wait), now);
+  }
+}
+
+void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& waiting,
+                    const std::function<void(size_t, CallResult)>& done) {
+  CURL* easy = job.easy;
+  long status = 0;
+  curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_multi_remove_handle(static_cast<CURLM*>(multi_), easy);
+  curl_slist_free_all(job.headers_out);
+  job.headers_out = nullptr;
+  job.easy = nullptr;
+  idle_easy_.push_back(easy);
+
+  CallResult& r = job.result;
+  r.http_status = static_cast<int>(status);
+  const RateLimitInfo info = ParseRateLimitHeaders(options_.provider, job.headers_in, absl::Now());
+  if (!info.request_id.empty()) r.request_id = info.request_id;
+
+  Classification c;
+  Usage usage;
+  std::string text;
+  nlohmann::json response;
+  if (curl_code != CURLE_OK) {
+    c = ClassifyTransportError(
+        job.too_large ? absl::StrCat("response exceeded ", job.cap, " bytes")
+                      : absl::StrCat(curl_easy_strerror(static_cast<CURLcode>(curl_code)),
+                                     job.error[0] ? ": " : "", job.error));
+    if (job.too_large) c.retryable = false;
+  } else {
+    // A 2xx reply in the provider's shape is parsed once, here; anything
+    // else (an error status, an error object, a broken body) is classified.
+    const bool success = r.http_status >= 200 && r.http_status < 300;
+    if (success) {
+      response = nlohmann::json::parse(job.response, nullptr, /*allow_exceptions=*/false);
+    }
+    if (!success || response.is_discarded() || response.contains("error") ||
+        !ParseSuccess(options_.provider, response, &text, &usage)) {
+      c = ClassifyResponse(options_.provider, r.http_status, job.response, job.headers_in);
+      if (c.error_class == ErrorClass::kNone) {
+        // Well-formed JSON, but not a reply: processed (and charged), so not retried.
+        c.error_class = ErrorClass::kMalformedResponse;
+        c.message = "the response is not a well-formed provider reply";
+      }
+    }
+  }
+  if (c.request_id.empty()) c.request_id = r.request_id;
+  r.error = c;
+  Feedback(job, info, c);
+
+  if (c.error_class == ErrorClass::kNone) {
+    if (job.permit) job.permit->Settle(usage);
+    r.status = absl::OkStatus();
+    r.text = std::move(text);
+    r.response = std::move(response);
+    r.usage = usage;
+    done(job.index, std::move(r));
+    return;
+  }
+  // A failed attempt still counted at the provider: its request, and the
+  // prompt it was sent (output never came).
+  if (job.permit) job.permit->Settle({.input_tokens = job.input_estimate});
+  job.permit.reset();
+  const RetryDecision next =
+      DecideRetry(options_.retry, job.attempt - 1, c, info.retry_after, absl::BitGenRef(rng_));
+  if (next.retry) {
+    job.not_before_ns = Now() + absl::ToInt64Nanoseconds(next.delay);
+    waiting.push_back(std::unique_ptr<Job>(&job));
+    return;
+  }
+  r.status = absl::Status(
+      c.error_class == ErrorClass::kRequestTooLarge ? absl::StatusCode::kOutOfRange
+                                                    : absl::StatusCode::kUnavailable,
+      absl::StrCat(
+          ProviderName(options_.provider), " ", ErrorClassName(c.error_class),
+          c.http_status ? absl::StrCat(" (HTTP ", c.http_status, ")") : "",
+          c.provider_type.empty() ? "" : absl::StrCat(" ", c.provider_type), ": ", c.message,
+          c.request_id.empty() ? "" : absl::StrCat(" [request-id ", c.request_id, "]"), " after ",
+          job.attempt, job.attempt == 1 ? " attempt; " : " attempts; ", next.reason));
+  done(job.index, std::move(r));
+}
+
+void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_flight,
+                 const std::function<void(size_t, CallResult)>& done) {
+  CURLM* multi = static_cast<CURLM*>(multi_);
+  std::vector<std::unique_ptr<Job>> waiting;  // not yet started (throttle, retry)
+  int& in_flight = in_flight_;
+  in_flight = 0;
+  size_t pulled = 0;
+  bool more = true;
+
+  auto fail = [&](std::unique_ptr<Job> job, absl::Status status) {
+    job->result.status = std::move(status);
+    done(job->index, std::move(job->result));
+  };
+
+  while (true) {
+    // Pull new requests while there is room.
+    while (more && in_flight + static_cast<int>(waiting.size()) < max_in_flight) {
+      auto job = std::make_unique<Job>();
+      if (!next(&job->request)) {
+        more = false;
+        break;
+      }
+      job->index = pulled++;
+      const std::string scope = job->request.scope.empty() ? options_.scope : job->request.scope;
+      const std::string model = job->request.body.value("model", "");
+      job->max_tokens = MaxTokens(job->request.body);
+      job->input_estimate = estimator_.EstimateInputTokens(ProviderName(options_.provider), model,
+                                                           PromptText(job->request.body));
+      job->body = job->request.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      if (policy_ != nullptr) {
+        absl::StatusOr<const Route*> route =
+            policy_->Resolve(scope, ProviderName(options_.provider), model);
+        if (!route.ok()) {
+          fail(std::move(job), route.status());
+          continue;
+        }
+        job->route = *route;
+      }
+      waiting.push_back(std::move(job));
+    }
+    if (!more && waiting.empty() && in_flight == 0) return;
+
+    // Start what may start: reserve permits (all-or-nothing), then wait in
+    // this loop until the reserved start time.
+    const int64_t now = Now();
+    int64_t next_wake = std::numeric_limits<int64_t>::max();
+    for (size_t i = 0; i < waiting.size();) {
+      Job& job = *waiting[i];
+      if (job.not_before_ns > now) {
+        next_wake = std::min(next_wake, job.not_before_ns);
+        ++i;
+        continue;
+      }
+      if (policy_ != nullptr && !job.permit) {
+        if (job.waiting_since_ns < 0) job.waiting_since_ns = now;
+        absl::StatusOr<Permit> permit = policy_->Reserve(
+            *job.route, job.input_estimate, job.max_tokens, options_.throttle_timeout, now);
+        if (!permit.ok()) {
+          // A full concurrency cap frees up when a request finishes: try
+          // again then. Anything else is final.
+          if (permit.status().code() == absl::StatusCode::kDeadlineExceeded &&
+              absl::StrContains(permit.status().message(), ":concurrency") && in_flight > 0) {
+            ++i;
+            continue;
+          }
+          fail(std::move(waiting[i]), permit.status());
+          waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+          continue;
+        }
+        job.permit = std::move(*permit);
+        if (job.permit->ready_at_ns() > now) {
+          job.not_before_ns = job.permit->ready_at_ns();
+          next_wake = std::min(next_wake, job.not_before_ns);
+          ++i;
+          continue;
+        }
+      }
+      if (job.waiting_since_ns >= 0) {
+        job.result.throttle_wait += absl::Nanoseconds(now - job.waiting_since_ns);
+        job.waiting_since_ns = -1;
+      }
+      StartTransfer(job);
+      waiting[i].release();  // owned by its transfer until Finish
+      waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+      ++in_flight;
+    }
+
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int queued = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      Job* job = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &job);
+      --in_flight;
+      const int code = msg->data.result;
+      Finish(*job, code, waiting, done);
+      if (std::find_if(waiting.begin(), waiting.end(),
+                       [&](const auto& w) { return w.get() == job; }) == waiting.end()) {
+        delete job;  // finished for good
+      }
+    }
+    // Sleep until a transfer has news (libcurl also wakes for its own
+    // timers) or the next start time comes, retries just scheduled included.
+    if (!more && waiting.empty() && in_flight == 0) continue;
+    for (const auto& job : waiting) next_wake = std::min(next_wake, job->not_before_ns);
+    const int64_t wake_in = next_wake - Now();
+    const int timeout_ms =
+        static_cast<int>(std::clamp<int64_t>((wake_in + 999'999) / 1'000'000, 0, 1000));
+    if (in_flight > 0 || timeout_ms > 0) curl_multi_poll(multi, nullptr, 0, timeout_ms, nullptr);
+  }
+}
+
+CallResult Client::Call(const CallRequest& request) {
+  bool given = false;
+  CallResult result;
+  Run(
+      [&](CallRequest* out) {
+        if (given) return false;
+        *out = request;
+        given = true;
+        return true;
+      },
+      1, [&](size_t, CallResult r) { result = std::move(r); });
+  return result;
+}
+
+}  // namespace sluice

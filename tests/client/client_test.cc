@@ -1,0 +1,280 @@
+// The libcurl client against the simulated provider on 127.0.0.1: request
+// and response shapes, retries by error class, hostile responses, secrets,
+// and header feedback into the shared buckets.
+#include "sluice/client.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "sluice/segment.h"
+#include "tests/store/segment_test_util.h"
+#include "tools/fake_provider/fake_provider.h"
+
+namespace sluice {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kSecret[] = "sk-test-SECRET-4242-do-not-print";
+
+std::unique_ptr<FakeProvider> StartProvider(FakeProviderOptions options = {}) {
+  auto provider = FakeProvider::Start(std::move(options));
+  EXPECT_TRUE(provider.ok()) << provider.status();
+  return provider.ok() ? *std::move(provider) : nullptr;
+}
+
+ClientOptions Options(Provider provider, const FakeProvider& server) {
+  ClientOptions options;
+  options.provider = provider;
+  options.base_url = server.base_url();
+  options.api_key = kSecret;
+  // Fast retries for tests: the policy's shape, small numbers.
+  options.retry.base = absl::Milliseconds(2);
+  options.retry.cap = absl::Milliseconds(20);
+  options.seed = 7;
+  return options;
+}
+
+std::unique_ptr<Client> MakeClient(const ClientOptions& options, Policy* policy = nullptr) {
+  auto client = Client::Create(options, policy);
+  EXPECT_TRUE(client.ok()) << client.status();
+  return client.ok() ? *std::move(client) : nullptr;
+}
+
+// Everything a result could show a user.
+std::string Shown(const CallResult& r) {
+  return absl::StrCat(r.status.ToString(), "|", r.text, "|", r.error.message, "|",
+                      r.error.provider_type, "|", r.response.dump(), "|", r.request_id);
+}
+
+TEST(ClientTest, AnthropicCallReturnsTheReplyAndItsUsage) {
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  auto client = MakeClient(Options(Provider::kAnthropic, *server));
+  const CallResult r = client->Call(CallRequest::Simple("claude-sonnet-4", "Say hello!", 16));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.http_status, 200);
+  EXPECT_EQ(r.attempts, 1);
+  EXPECT_FALSE(r.text.empty());
+  EXPECT_FALSE(r.request_id.empty());
+  EXPECT_GE(r.usage.output_tokens, 1u);
+  EXPECT_LE(r.usage.output_tokens, 16u);
+  EXPECT_GT(r.usage.input_tokens, 0u);
+  EXPECT_EQ(r.response.value("type", ""), "message");
+}
+
+TEST(ClientTest, OpenAiCallReturnsTheReplyAndItsUsage) {
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  auto client = MakeClient(Options(Provider::kOpenAi, *server));
+  const CallResult r = client->Call(CallRequest::Simple("gpt-4o", "Say hello!", 16));
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.response.value("object", ""), "chat.completion");
+  EXPECT_FALSE(r.text.empty());
+  EXPECT_GE(r.usage.output_tokens, 1u);
+}
+
+TEST(ClientTest, OverloadIsRetriedUpToTheAttemptBudget) {
+  FakeProviderOptions faults;
+  faults.overloaded_rate = 1.0;
+  auto server = StartProvider(faults);
+  ASSERT_NE(server, nullptr);
+  auto client = MakeClient(Options(Provider::kAnthropic, *server));
+  const CallResult r = client->Call(CallRequest::Simple("m", "hi", 8));
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.attempts, 3);
+  EXPECT_EQ(r.error.error_class, ErrorClass::kOverloaded);
+  EXPECT_EQ(r.http_status, 529);
+  EXPECT_THAT(r.status.message(), AllOf(HasSubstr("overloaded"), HasSubstr("after 3 attempts")));
+}
+
+TEST(ClientTest, QuotaAndSpendLimitsAreNeverRetried) {
+  FakeProviderOptions quota;
+  quota.insufficient_quota_rate = 1.0;
+  auto openai = StartProvider(quota);
+  ASSERT_NE(openai, nullptr);
+  const CallResult q =
+      MakeClient(Options(Provider::kOpenAi, *openai))->Call(CallRequest::Simple("m", "hi", 8));
+  EXPECT_EQ(q.attempts, 1);
+  EXPECT_EQ(q.error.error_class, ErrorClass::kQuotaExhausted);
+  EXPECT_THAT(q.status.message(), HasSubstr("insufficient_quota"));
+
+  FakeProviderOptions spend;
+  spend.spend_limit_rate = 1.0;
+  auto anthropic = StartProvider(spend);
+  ASSERT_NE(anthropic, nullptr);
+  const CallResult s = MakeClient(Options(Provider::kAnthropic, *anthropic))
+                           ->Call(CallRequest::Simple("m", "hi", 8));
+  EXPECT_EQ(s.attempts, 1);
+  EXPECT_EQ(s.error.error_class, ErrorClass::kQuotaExhausted);
+  EXPECT_EQ(s.http_status, 429);
+}
+
+TEST(ClientTest, HostileResponsesAreClearErrorsAndNeverLeakTheKey) {
+  struct Case {
+    const char* name;
+    double FakeProviderOptions::*rate;
+    ErrorClass expected;
+    int attempts;
+  };
+  const Case cases[] = {
+      // A 200 the provider processed (and charged) but whose body is broken
+      // is not retried: a retry would pay for the request twice.
+      {"malformed", &FakeProviderOptions::malformed_json_rate, ErrorClass::kMalformedResponse, 1},
+      {"truncated", &FakeProviderOptions::truncated_body_rate, ErrorClass::kConnection, 3},
+      {"reset", &FakeProviderOptions::reset_rate, ErrorClass::kConnection, 3},
+      {"server error", &FakeProviderOptions::server_error_rate, ErrorClass::kServerError, 3},
+      // Slow is not broken: a body trickling in still completes.
+      {"slow", &FakeProviderOptions::slow_body_rate, ErrorClass::kNone, 1},
+  };
+  for (const Case& c : cases) {
+    FakeProviderOptions options;
+    options.*(c.rate) = 1.0;
+    auto server = StartProvider(options);
+    ASSERT_NE(server, nullptr);
+    for (Provider p : {Provider::kAnthropic, Provider::kOpenAi}) {
+      const CallResult r = MakeClient(Options(p, *server))->Call(CallRequest::Simple("m", "hi", 8));
+      EXPECT_EQ(r.status.ok(), c.expected == ErrorClass::kNone) << c.name << ": " << r.status;
+      EXPECT_EQ(r.attempts, c.attempts) << c.name << ": " << r.status;
+      if (c.expected == ErrorClass::kConnection &&
+          r.error.error_class == ErrorClass::kMalformedResponse) {
+        // A body cut short may also arrive as a short, unparseable body.
+      } else {
+        EXPECT_EQ(r.error.error_class, c.expected) << c.name << " " << r.status;
+      }
+      EXPECT_THAT(Shown(r), Not(HasSubstr(kSecret))) << c.name;
+    }
+  }
+}
+
+TEST(ClientTest, AResponseLargerThanTheCapIsRefused) {
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  ClientOptions options = Options(Provider::kAnthropic, *server);
+  options.max_response_bytes = 64;
+  const CallResult r = MakeClient(options)->Call(CallRequest::Simple("m", "hi", 64));
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.attempts, 1);
+  EXPECT_THAT(r.status.message(), HasSubstr("exceeded 64 bytes"));
+}
+
+TEST(ClientTest, MissingKeyAndBadUrlAreRefusedUpFront) {
+  ClientOptions options;
+  options.provider = Provider::kOpenAi;
+  unsetenv("OPENAI_API_KEY");
+  EXPECT_THAT(Client::Create(options, nullptr).status().message(), HasSubstr("OPENAI_API_KEY"));
+  options.api_key = kSecret;
+  options.base_url = "ftp://example";
+  const auto s = Client::Create(options, nullptr).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), Not(HasSubstr(kSecret)));
+}
+
+// A provider enforcing a lower limit than sluice is configured for: with
+// header feedback the client learns the real limit from the headers and draws
+// few 429s; without it, it draws many.
+TEST(ClientTest, HeaderFeedbackConvergesOnTheProvidersRealLimit) {
+  auto config = ParseLimitsConfig(R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 1200
+[providers.anthropic.burst]
+requests_per_minute = 10
+[scopes.global]
+requests_per_minute = 100000
+)",
+                                  "feedback.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  int rate_limited[2] = {0, 0};
+  for (int feedback = 0; feedback < 2; ++feedback) {
+    FakeProviderOptions options;
+    options.rpm = 6;          // per minute, with time scale 60: 6 a second,
+    options.time_scale = 60;  // against sluice's 20 a second
+    auto server = StartProvider(options);
+    ASSERT_NE(server, nullptr);
+    auto store = NewLocalStore();
+    auto policy = Policy::Create(*config, store.get());
+    ASSERT_TRUE(policy.ok());
+    ClientOptions client_options = Options(Provider::kAnthropic, *server);
+    client_options.header_feedback = feedback == 1;
+    client_options.retry.max_attempts = 10;
+    auto client = MakeClient(client_options, policy->get());
+    int n = 0, succeeded = 0;
+    client->Run(
+        [&](CallRequest* r) {
+          if (n++ == 24) return false;
+          *r = CallRequest::Simple("m", "hi", 4);
+          return true;
+        },
+        8, [&](size_t, CallResult r) { succeeded += r.status.ok(); });
+    EXPECT_EQ(succeeded, 24);
+    rate_limited[feedback] = static_cast<int>(server->stats().totals.rate_limited);
+  }
+  EXPECT_LT(rate_limited[1], rate_limited[0]) << rate_limited[1] << " vs " << rate_limited[0];
+  EXPECT_LE(rate_limited[1], 3) << "with feedback; without: " << rate_limited[0];
+}
+
+TEST(ClientTest, AQuota429InOneProcessHoldsTheOthers) {
+  ScratchSegment scratch;
+  auto config = ParseLimitsConfig(R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 600
+[providers.anthropic.burst]
+requests_per_minute = 10
+[scopes.global]
+requests_per_minute = 100000
+)",
+                                  "hold.toml");
+  ASSERT_TRUE(config.ok());
+  FakeProviderOptions options;
+  options.rpm = 1;  // the second request in a minute is a 429 with retry-after
+  auto server = StartProvider(options);
+  ASSERT_NE(server, nullptr);
+  const pid_t child = fork();
+  if (child == 0) {
+    auto segment = Segment::Open(scratch.path());
+    auto store = NewSegmentStore(segment->get());
+    auto policy = Policy::Create(*config, store.get());
+    ClientOptions o = Options(Provider::kAnthropic, *server);
+    o.retry.max_attempts = 1;
+    o.learn_provider_rate = false;  // this test is about the hold alone
+    auto client = Client::Create(o, policy->get());
+    // Two at once: both leave before either answer, and the second is a 429.
+    int n = 0, limited = 0;
+    (*client)->Run(
+        [&](CallRequest* r) {
+          *r = CallRequest::Simple("m", "hi", 4);
+          return n++ < 2;
+        },
+        2, [&](size_t, CallResult r) { limited += r.http_status == 429; });
+    _exit(limited == 1 ? 0 : 1);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // This process never saw a 429, yet its provider bucket is held.
+  auto segment = Segment::Open(scratch.path());
+  ASSERT_TRUE(segment.ok());
+  auto store = NewSegmentStore(segment->get());
+  auto policy = Policy::Create(*config, store.get());
+  ASSERT_TRUE(policy.ok());
+  auto route = (*policy)->Resolve("global", "anthropic", "m");
+  ASSERT_TRUE(route.ok());
+  auto permit = (*policy)->Reserve(**route, 1, 1, absl::Minutes(5), Clock::MonotonicNanos());
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  EXPECT_GT(permit->wait_ns(), 1'000'000'000) << "held until the provider's retry-after";
+  EXPECT_EQ(permit->bottleneck(), "provider:anthropic:default:rpm");
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,978 @@
+// Starts the simulated provider in-process on a free loopback port and talks
+// to it over real HTTP with httplib::Client, as the sluice client will. The
+// CLI verb is run once as a separate program (SLUICE_CLI_PATH).
+#include "tools/fake_provider/fake_provider.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+
+extern char** environ;
+
+namespace sluice {
+namespace {
+
+using Json = nlohmann::json;
+using ::testing::AllOf;
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::Ge;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Le;
+using ::testing::MatchesRegex;
+using ::testing::Not;
+using ::testing::SizeIs;
+using ::testing::StartsWith;
+
+constexpr char kAnthropicKey[] = "sk-ant-api03-not-a-real-key-0001";
+constexpr char kOpenAiKey[] = "sk-proj-not-a-real-key-0002";
+
+// "Be brief." (9 bytes) + "Hello, world" (12): ceil(21 / 4) + 4 * 1 message.
+constexpr uint64_t kAnthropicInputTokens = 10;
+// "You are terse." (14) + "What is 2+2?" (12): ceil(26 / 4) + 4 * 2 messages.
+constexpr uint64_t kOpenAiInputTokens = 15;
+
+constexpr char kRfc3339[] = R"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z)";
+// Go's time.Duration.String(), as OpenAI's reset headers carry it.
+constexpr char kGoDuration[] =
+    R"(0s|[0-9]+(\.[0-9]+)?(ns|µs|ms)|([0-9]+h)?([0-9]+m)?[0-9]+(\.[0-9]+)?s)";
+
+Json AnthropicBody(uint64_t max_tokens = 100) {
+  return {{"model", "claude-sonnet-4"},
+          {"max_tokens", max_tokens},
+          {"system", "Be brief."},
+          {"messages", {{{"role", "user"}, {"content", "Hello, world"}}}}};
+}
+
+Json OpenAiBody(std::optional<uint64_t> max_tokens = 100) {
+  Json body = {{"model", "gpt-4o"},
+               {"messages",
+                {{{"role", "system"}, {"content", "You are terse."}},
+                 {{"role", "user"}, {"content", "What is 2+2?"}}}}};
+  if (max_tokens) body["max_tokens"] = *max_tokens;
+  return body;
+}
+
+httplib::Headers AnthropicHeaders(const std::string& key = kAnthropicKey) {
+  return {{"x-api-key", key}, {"anthropic-version", "2023-06-01"}};
+}
+
+httplib::Headers OpenAiHeaders(const std::string& key = kOpenAiKey) {
+  return {{"Authorization", "Bearer " + key}};
+}
+
+// One HTTP exchange, flattened for assertions.
+struct Reply {
+  httplib::Error error = httplib::Error::Success;
+  int status = 0;
+  httplib::Headers headers;
+  std::string body;
+
+  bool ok() const { return error == httplib::Error::Success; }
+  std::string header(const std::string& name) const {
+    const auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+  bool has_header(const std::string& name) const { return headers.count(name) > 0; }
+  Json json() const { return Json::parse(body, nullptr, /*allow_exceptions=*/false); }
+};
+
+Reply ToReply(const httplib::Result& result) {
+  Reply reply;
+  reply.error = result.error();
+  if (result) {
+    reply.status = result->status;
+    reply.headers = result->headers;
+    reply.body = result->body;
+  }
+  return reply;
+}
+
+class FakeProviderTest : public ::testing::Test {
+ protected:
+  void Start(FakeProviderOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<FakeProvider>> provider = FakeProvider::Start(options);
+    ASSERT_TRUE(provider.ok()) << provider.status();
+    provider_ = *std::move(provider);
+    client_ = std::make_unique<httplib::Client>(provider_->base_url());
+    client_->set_read_timeout(5, 0);
+  }
+
+  Reply Post(const std::string& path, const httplib::Headers& headers, const std::string& body) {
+    return ToReply(client_->Post(path, headers, body, "application/json"));
+  }
+  Reply Anthropic(const Json& body, const httplib::Headers& headers = AnthropicHeaders()) {
+    return Post("/v1/messages", headers, body.dump());
+  }
+  Reply OpenAi(const Json& body, const httplib::Headers& headers = OpenAiHeaders()) {
+    return Post("/v1/chat/completions", headers, body.dump());
+  }
+  Json Stats() {
+    const Reply r = ToReply(client_->Get("/stats"));
+    EXPECT_EQ(r.status, 200);
+    return r.json();
+  }
+
+  std::unique_ptr<FakeProvider> provider_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+int WordCount(const std::string& text) {
+  return static_cast<int>(std::vector<std::string>(absl::StrSplit(text, ' ')).size());
+}
+
+// Shapes and usage -------------------------------------------------------------
+
+TEST_F(FakeProviderTest, AnthropicMessageHasTheApiShapeAndExactInputTokens) {
+  Start();
+  const Reply r = Anthropic(AnthropicBody(/*max_tokens=*/50));
+  ASSERT_TRUE(r.ok()) << r.error;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.header("request-id"), StartsWith("req_"));
+  EXPECT_THAT(r.header("Content-Type"), StartsWith("application/json"));
+  const Json j = r.json();
+  ASSERT_TRUE(j.is_object()) << r.body;
+  EXPECT_THAT(j["id"].get<std::string>(), StartsWith("msg_"));
+  EXPECT_EQ(j["type"], "message");
+  EXPECT_EQ(j["role"], "assistant");
+  EXPECT_EQ(j["model"], "claude-sonnet-4");
+  EXPECT_TRUE(j["stop_sequence"].is_null());
+  const Json& usage = j["usage"];
+  EXPECT_EQ(usage["input_tokens"], kAnthropicInputTokens);
+  EXPECT_EQ(usage["cache_creation_input_tokens"], 0);
+  EXPECT_EQ(usage["cache_read_input_tokens"], 0);
+  const uint64_t out = usage["output_tokens"].get<uint64_t>();
+  EXPECT_THAT(out, AllOf(Ge(1u), Le(50u)));
+  ASSERT_THAT(j["content"], SizeIs(1));
+  EXPECT_EQ(j["content"][0]["type"], "text");
+  EXPECT_EQ(WordCount(j["content"][0]["text"].get<std::string>()), static_cast<int>(out));
+  EXPECT_EQ(j["stop_reason"], out == 50 ? "max_tokens" : "end_turn");
+}
+
+TEST_F(FakeProviderTest, AnthropicCountsTextPartsAndSystemBlocks) {
+  Start();
+  Json body = AnthropicBody();
+  // 4 + 8 + 9 bytes of text; the image counts nothing: ceil(21 / 4) + 4.
+  body["system"] = {{{"type", "text"}, {"text", "Be brief."}}};
+  body["messages"][0]["content"] = {{{"type", "text"}, {"text", "abcd"}},
+                                    {{"type", "image"}, {"source", {{"type", "base64"}}}},
+                                    {{"type", "text"}, {"text", "efghijkl"}}};
+  const Reply r = Anthropic(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json()["usage"]["input_tokens"], kAnthropicInputTokens);
+
+  // Multi-byte UTF-8 counts bytes: "héllo" is 6 bytes, "€" 3; no system.
+  body.erase("system");
+  body["messages"] = {{{"role", "user"}, {"content", "h\u00e9llo"}},
+                      {{"role", "assistant"}, {"content", "\u20ac"}}};
+  const Reply utf8 = Anthropic(body);
+  ASSERT_EQ(utf8.status, 200) << utf8.body;
+  EXPECT_EQ(utf8.json()["usage"]["input_tokens"], 3 + 4 * 2);  // ceil(9 / 4) + 8
+}
+
+TEST_F(FakeProviderTest, CountTokensAnswersTheSameCount) {
+  Start();
+  Json body = AnthropicBody();
+  body.erase("max_tokens");
+  const Reply r = Post("/v1/messages/count_tokens", AnthropicHeaders(), body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json(), Json({{"input_tokens", kAnthropicInputTokens}}));
+}
+
+TEST_F(FakeProviderTest, OpenAiCompletionHasTheApiShapeAndExactPromptTokens) {
+  Start();
+  const Reply r = OpenAi(OpenAiBody(/*max_tokens=*/40));
+  ASSERT_TRUE(r.ok()) << r.error;
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.header("x-request-id"), Not(IsEmpty()));
+  const Json j = r.json();
+  EXPECT_THAT(j["id"].get<std::string>(), StartsWith("chatcmpl-"));
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["model"], "gpt-4o");
+  EXPECT_NEAR(j["created"].get<double>(), absl::ToUnixSeconds(absl::Now()), 5);
+  ASSERT_THAT(j["choices"], SizeIs(1));
+  const Json& choice = j["choices"][0];
+  EXPECT_EQ(choice["index"], 0);
+  EXPECT_EQ(choice["message"]["role"], "assistant");
+  const Json& usage = j["usage"];
+  EXPECT_EQ(usage["prompt_tokens"], kOpenAiInputTokens);
+  const uint64_t out = usage["completion_tokens"].get<uint64_t>();
+  EXPECT_THAT(out, AllOf(Ge(1u), Le(40u)));
+  EXPECT_EQ(usage["total_tokens"], kOpenAiInputTokens + out);
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], 0);
+  EXPECT_EQ(WordCount(choice["message"]["content"].get<std::string>()), static_cast<int>(out));
+  EXPECT_EQ(choice["finish_reason"], out == 40 ? "length" : "stop");
+}
+
+TEST_F(FakeProviderTest, OpenAiAcceptsMaxCompletionTokensOrNone) {
+  FakeProviderOptions options;
+  options.default_max_tokens = 3;
+  Start(options);
+  Json body = OpenAiBody(std::nullopt);
+  body["max_completion_tokens"] = 2;
+  const Reply r = OpenAi(body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.json()["usage"]["completion_tokens"].get<int>(), AllOf(Ge(1), Le(2)));
+  const Reply none = OpenAi(OpenAiBody(std::nullopt));
+  ASSERT_EQ(none.status, 200) << none.body;
+  EXPECT_THAT(none.json()["usage"]["completion_tokens"].get<int>(), AllOf(Ge(1), Le(3)));
+}
+
+TEST_F(FakeProviderTest, OutputsAreDeterministicForASeed) {
+  const auto run = [this](uint64_t seed) {
+    FakeProviderOptions options;
+    options.seed = seed;
+    Start(options);
+    std::vector<uint64_t> outputs;
+    for (int i = 0; i < 10; ++i) {
+      outputs.push_back(Anthropic(AnthropicBody(1000)).json()["usage"]["output_tokens"]);
+      outputs.push_back(OpenAi(OpenAiBody(1000)).json()["usage"]["completion_tokens"]);
+    }
+    return outputs;
+  };
+  const std::vector<uint64_t> first = run(7);
+  EXPECT_EQ(run(7), first);
+  EXPECT_NE(run(8), first);
+}
+
+// Authentication and validation ------------------------------------------------
+
+TEST_F(FakeProviderTest, AnthropicAuthFailures) {
+  FakeProviderOptions options;
+  options.api_keys = {kAnthropicKey};
+  Start(options);
+  const Reply no_key = Anthropic(AnthropicBody(), {{"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(no_key.status, 401);
+  EXPECT_THAT(no_key.header("request-id"), StartsWith("req_"));
+  const Json j = no_key.json();
+  EXPECT_EQ(j["type"], "error");
+  EXPECT_EQ(j["error"]["type"], "authentication_error");
+  EXPECT_THAT(j["request_id"].get<std::string>(), StartsWith("req_"));
+
+  const Reply wrong_key = Anthropic(AnthropicBody(), AnthropicHeaders("sk-ant-wrong"));
+  EXPECT_EQ(wrong_key.status, 401);
+  EXPECT_EQ(wrong_key.json()["error"]["type"], "authentication_error");
+
+  const Reply no_version = Anthropic(AnthropicBody(), {{"x-api-key", kAnthropicKey}});
+  EXPECT_EQ(no_version.status, 400);
+  EXPECT_EQ(no_version.json()["error"]["type"], "invalid_request_error");
+  EXPECT_THAT(no_version.json()["error"]["message"].get<std::string>(),
+              HasSubstr("anthropic-version"));
+}
+
+TEST_F(FakeProviderTest, OpenAiAuthFailures) {
+  FakeProviderOptions options;
+  options.api_keys = {kOpenAiKey};
+  Start(options);
+  for (const httplib::Headers& headers :
+       {httplib::Headers{}, httplib::Headers{{"Authorization", kOpenAiKey}},
+        httplib::Headers{{"Authorization", "Bearer "}}}) {
+    const Reply r = OpenAi(OpenAiBody(), headers);
+    EXPECT_EQ(r.status, 401);
+    const Json j = r.json();
+    EXPECT_EQ(j["error"]["type"], "invalid_request_error") << r.body;
+    EXPECT_TRUE(j["error"]["param"].is_null());
+    EXPECT_TRUE(j["error"].contains("code"));
+  }
+  const Reply wrong = OpenAi(OpenAiBody(), OpenAiHeaders("sk-wrong"));
+  EXPECT_EQ(wrong.status, 401);
+  EXPECT_EQ(wrong.json()["error"]["code"], "invalid_api_key");
+}
+
+TEST_F(FakeProviderTest, BadAnthropicBodiesAre400sNamingTheField) {
+  Start();
+  const auto message_of = [this](const std::string& body) {
+    const Reply r = Post("/v1/messages", AnthropicHeaders(), body);
+    EXPECT_EQ(r.status, 400) << body;
+    const Json j = r.json();
+    EXPECT_EQ(j["type"], "error") << r.body;
+    EXPECT_EQ(j["error"]["type"], "invalid_request_error") << r.body;
+    return j["error"]["message"].get<std::string>();
+  };
+  const auto without = [](const char* field) {
+    Json body = AnthropicBody();
+    body.erase(field);
+    return body.dump();
+  };
+  const auto with = [](const char* field, Json value) {
+    Json body = AnthropicBody();
+    body[field] = std::move(value);
+    return body.dump();
+  };
+  EXPECT_THAT(message_of("not json"), HasSubstr("JSON"));
+  EXPECT_THAT(message_of(""), HasSubstr("JSON"));
+  EXPECT_THAT(message_of("[1, 2]"), HasSubstr("object"));
+  EXPECT_THAT(message_of(without("model")), StartsWith("model:"));
+  EXPECT_THAT(message_of(with("model", 7)), StartsWith("model:"));
+  EXPECT_THAT(message_of(without("max_tokens")), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", 0)), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", -3)), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", "5")), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", 2.5)), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", nullptr)), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(with("max_tokens", 1000000)), StartsWith("max_tokens:"));
+  EXPECT_THAT(message_of(without("messages")), StartsWith("messages:"));
+  EXPECT_THAT(message_of(with("messages", "hi")), StartsWith("messages:"));
+  EXPECT_THAT(message_of(with("messages", Json::array())), StartsWith("messages:"));
+  EXPECT_THAT(message_of(with("messages", {{{"role", "user"}}})), StartsWith("messages.0.content"));
+  EXPECT_THAT(message_of(with("messages", {{{"content", "x"}}})), StartsWith("messages.0.role"));
+  EXPECT_THAT(message_of(with("messages", {7})), StartsWith("messages.0"));
+  EXPECT_THAT(message_of(with("messages", {{{"role", "user"}, {"content", {{{"text", 3}}}}}})),
+              StartsWith("messages.0.content.0.text"));
+  EXPECT_THAT(message_of(with("system", 3)), StartsWith("system:"));
+  EXPECT_THAT(message_of(with("stream", true)), StartsWith("stream:"));
+}
+
+TEST_F(FakeProviderTest, BadOpenAiBodiesAre400sNamingTheParam) {
+  Start();
+  const auto error_of = [this](const Json& body) {
+    const Reply r = OpenAi(body);
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_EQ(r.json()["error"]["type"], "invalid_request_error") << r.body;
+    return r.json()["error"];
+  };
+  Json body = OpenAiBody();
+  body.erase("messages");
+  const Json missing = error_of(body);
+  EXPECT_EQ(missing["param"], "messages");
+  EXPECT_EQ(missing["code"], "missing_required_parameter");
+  EXPECT_THAT(missing["message"].get<std::string>(), HasSubstr("'messages'"));
+
+  body = OpenAiBody();
+  body["max_tokens"] = "many";
+  EXPECT_EQ(error_of(body)["param"], "max_tokens");
+  body = OpenAiBody();
+  body["max_completion_tokens"] = 0;
+  EXPECT_EQ(error_of(body)["param"], "max_completion_tokens");
+
+  const Reply garbage = Post("/v1/chat/completions", OpenAiHeaders(), "{\"model\":");
+  EXPECT_EQ(garbage.status, 400);
+  EXPECT_TRUE(garbage.json()["error"]["param"].is_null()) << garbage.body;
+}
+
+TEST_F(FakeProviderTest, OversizedBodiesAndUnknownPathsGetJsonErrors) {
+  FakeProviderOptions options;
+  options.max_body_bytes = 4096;
+  Start(options);
+  const std::string huge(10000, 'x');
+  const Reply anthropic = Post("/v1/messages", AnthropicHeaders(), huge);
+  EXPECT_EQ(anthropic.status, 413);
+  EXPECT_EQ(anthropic.json()["error"]["type"], "request_too_large") << anthropic.body;
+  const Reply openai = Post("/v1/chat/completions", OpenAiHeaders(), huge);
+  EXPECT_EQ(openai.status, 413);
+  EXPECT_EQ(openai.json()["error"]["type"], "invalid_request_error") << openai.body;
+
+  // Deep nesting under the size cap is refused without building the tree.
+  const Reply deep = Post("/v1/messages", AnthropicHeaders(), std::string(4000, '['));
+  EXPECT_EQ(deep.status, 400);
+  EXPECT_THAT(deep.json()["error"]["message"].get<std::string>(), HasSubstr("nested"));
+
+  const Reply missing = Post("/v1/complete", AnthropicHeaders(), "{}");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.json()["error"]["type"], "not_found_error") << missing.body;
+  const Reply get = ToReply(client_->Get("/v1/chat/completions"));
+  EXPECT_EQ(get.status, 404);
+  EXPECT_TRUE(get.json()["error"].is_object()) << get.body;
+}
+
+TEST_F(FakeProviderTest, RandomBodiesNeverCrashAndAlwaysGetJson) {
+  Start();
+  std::mt19937_64 rng(42);
+  const std::vector<std::string> seeds = {
+      AnthropicBody().dump(), OpenAiBody().dump(), "{}", "[]", "null", "\"\"",
+      "{\"messages\":[{}]}"};
+  for (int i = 0; i < 200; ++i) {
+    std::string body = seeds[rng() % seeds.size()];
+    // Flip, cut or insert a few bytes, including invalid UTF-8.
+    for (int edits = 1 + rng() % 4; edits > 0 && !body.empty(); --edits) {
+      const size_t at = rng() % body.size();
+      switch (rng() % 3) {
+        case 0:
+          body[at] = static_cast<char>(rng());
+          break;
+        case 1:
+          body.resize(at);
+          break;
+        default:
+          body.insert(at, 1, static_cast<char>(rng()));
+      }
+    }
+    const bool anthropic = i % 2 == 0;
+    const Reply r = anthropic ? Post("/v1/messages", AnthropicHeaders(), body)
+                              : Post("/v1/chat/completions", OpenAiHeaders(), body);
+    ASSERT_TRUE(r.ok()) << r.error << " for " << body;
+    EXPECT_THAT(r.status, ::testing::AnyOf(200, 400)) << body;
+    EXPECT_FALSE(r.json().is_discarded()) << r.body;
+  }
+}
+
+// Rate limits -----------------------------------------------------------------------
+
+TEST_F(FakeProviderTest, AnthropicRpmRefusesTheSixthOfABurstOfFive) {
+  FakeProviderOptions options;
+  options.rpm = 5;
+  Start(options);
+  for (int i = 0; i < 5; ++i) {
+    const Reply r = Anthropic(AnthropicBody());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("anthropic-ratelimit-requests-limit"), "5");
+    EXPECT_EQ(r.header("anthropic-ratelimit-requests-remaining"), absl::StrCat(4 - i));
+    EXPECT_FALSE(r.has_header("retry-after"));
+  }
+  const Reply r = Anthropic(AnthropicBody());
+  EXPECT_EQ(r.status, 429);
+  const Json j = r.json();
+  ASSERT_TRUE(j.is_object()) << r.body;
+  EXPECT_EQ(j["type"], "error");
+  EXPECT_EQ(j["error"]["type"], "rate_limit_error");
+  EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr("5 requests per minute"));
+  EXPECT_FALSE(j["error"].contains("details"));
+  EXPECT_EQ(j["request_id"], r.header("request-id"));
+  // One permit comes back every 12 s.
+  int retry_after = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(r.header("retry-after"), &retry_after)) << r.header("retry-after");
+  EXPECT_THAT(retry_after, AllOf(Ge(11), Le(12)));
+  EXPECT_EQ(r.header("anthropic-ratelimit-requests-remaining"), "0");
+  EXPECT_THAT(r.header("anthropic-ratelimit-requests-reset"), MatchesRegex(kRfc3339));
+  // The refused request took nothing from the token buckets.
+  EXPECT_EQ(r.header("anthropic-ratelimit-input-tokens-remaining"), "100000");
+}
+
+TEST_F(FakeProviderTest, AnthropicHeadersDescribeEveryLimit) {
+  FakeProviderOptions options;
+  options.itpm = 20000;
+  options.otpm = 8000;
+  Start(options);
+  const Reply r = Anthropic(AnthropicBody(/*max_tokens=*/4000));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const uint64_t out = r.json()["usage"]["output_tokens"];
+  for (const char* kind : {"requests", "tokens", "input-tokens", "output-tokens"}) {
+    const std::string prefix = absl::StrCat("anthropic-ratelimit-", kind);
+    EXPECT_THAT(r.header(prefix + "-limit"), MatchesRegex(R"([0-9]+)")) << kind;
+    EXPECT_THAT(r.header(prefix + "-remaining"), MatchesRegex(R"([0-9]+)")) << kind;
+    EXPECT_THAT(r.header(prefix + "-reset"), MatchesRegex(kRfc3339)) << kind;
+  }
+  EXPECT_EQ(r.header("anthropic-ratelimit-input-tokens-limit"), "20000");
+  EXPECT_EQ(r.header("anthropic-ratelimit-input-tokens-remaining"), "20000");  // 19990, rounded
+  // Output was pre-charged 4000 and settled to `out`; remaining is rounded
+  // to the nearest thousand.
+  EXPECT_EQ(r.header("anthropic-ratelimit-output-tokens-remaining"),
+            absl::StrCat((8000 - out + 500) / 1000 * 1000));
+  // "tokens" is the tighter of the two: output here.
+  EXPECT_EQ(r.header("anthropic-ratelimit-tokens-limit"), "8000");
+  // The reset is when the bucket is full again: within the minute.
+  absl::Time reset;
+  std::string err;
+  ASSERT_TRUE(absl::ParseTime("%Y-%m-%dT%H:%M:%SZ",
+                              r.header("anthropic-ratelimit-output-tokens-reset"),
+                              absl::UTCTimeZone(), &reset, &err))
+      << err;
+  EXPECT_GE(reset, absl::Now() - absl::Seconds(1));
+  EXPECT_LE(reset, absl::Now() + absl::Seconds(61));
+}
+
+TEST_F(FakeProviderTest, AnthropicRequestLargerThanALimitNeverFits) {
+  FakeProviderOptions options;
+  options.otpm = 100;
+  Start(options);
+  const Reply r = Anthropic(AnthropicBody(/*max_tokens=*/101));
+  EXPECT_EQ(r.status, 429);
+  EXPECT_EQ(r.json()["error"]["type"], "rate_limit_error");
+  EXPECT_THAT(r.json()["error"]["message"].get<std::string>(), HasSubstr("output tokens"));
+  EXPECT_FALSE(r.has_header("retry-after"));
+}
+
+TEST_F(FakeProviderTest, OpenAiRpmRefusesWithTryAgainIn) {
+  FakeProviderOptions options;
+  options.rpm = 5;
+  Start(options);
+  for (int i = 0; i < 5; ++i) {
+    const Reply r = OpenAi(OpenAiBody());
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-ratelimit-limit-requests"), "5");
+    EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), absl::StrCat(4 - i));
+    EXPECT_THAT(r.header("x-ratelimit-reset-requests"), MatchesRegex(kGoDuration));
+    EXPECT_THAT(r.header("x-ratelimit-reset-tokens"), MatchesRegex(kGoDuration));
+  }
+  const Reply r = OpenAi(OpenAiBody());
+  EXPECT_EQ(r.status, 429);
+  const Json j = r.json();
+  ASSERT_TRUE(j.is_object()) << r.body;
+  EXPECT_EQ(j["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(j["error"]["type"], "requests");
+  EXPECT_TRUE(j["error"]["param"].is_null());
+  EXPECT_THAT(j["error"]["message"].get<std::string>(),
+              AllOf(StartsWith("Rate limit reached for gpt-4o"), HasSubstr("Limit 5, Used 5"),
+                    MatchesRegex(R"(.*Please try again in 1[12](\.[0-9]+)?s\..*)")));
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "0");
+  // 5 permits at 12 s each: full in a minute at most.
+  EXPECT_THAT(r.header("x-ratelimit-reset-requests"), MatchesRegex(R"((59|60)(\.[0-9]+)?s|1m0s)"));
+}
+
+TEST_F(FakeProviderTest, OpenAiTpmPrechargesMaxTokensAndSettles) {
+  FakeProviderOptions options;
+  options.tpm = 1000;
+  options.time_scale = 0.001;  // refill ~0.02 tokens/s: the counts below are exact
+  Start(options);
+  const Reply first = OpenAi(OpenAiBody(/*max_tokens=*/600));
+  ASSERT_EQ(first.status, 200) << first.body;
+  const uint64_t used = first.json()["usage"]["total_tokens"];
+  EXPECT_EQ(first.header("x-ratelimit-remaining-tokens"), absl::StrCat(1000 - used));
+
+  // Charged max(600, 15) up front: does not fit until enough comes back.
+  const Reply second = OpenAi(OpenAiBody(/*max_tokens=*/1000 - used + 1));
+  EXPECT_EQ(second.status, 429);
+  EXPECT_EQ(second.json()["error"]["type"], "tokens") << second.body;
+  EXPECT_EQ(second.json()["error"]["code"], "rate_limit_exceeded");
+
+  const Reply too_large = OpenAi(OpenAiBody(/*max_tokens=*/1001));
+  EXPECT_EQ(too_large.status, 429);
+  EXPECT_THAT(too_large.json()["error"]["message"].get<std::string>(),
+              StartsWith("Request too large"));
+}
+
+TEST_F(FakeProviderTest, TimeScaleRefillsAMinuteInASecond) {
+  FakeProviderOptions options;
+  options.rpm = 3;
+  options.time_scale = 60;  // 3 per second of real time
+  Start(options);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(OpenAi(OpenAiBody()).status, 200);
+  const Reply refused = OpenAi(OpenAiBody());
+  ASSERT_EQ(refused.status, 429);
+  // A permit every 333 ms; the bucket is full again within a second.
+  EXPECT_THAT(refused.json()["error"]["message"].get<std::string>(),
+              MatchesRegex(R"(.*try again in [0-9]{1,3}ms\..*)"));
+  EXPECT_THAT(refused.header("x-ratelimit-reset-requests"), MatchesRegex(R"([0-9]{1,3}ms|1s)"));
+  const Reply anthropic = Anthropic(AnthropicBody());
+  ASSERT_EQ(anthropic.status, 200);
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(Anthropic(AnthropicBody()).status, 200);
+  const Reply anthropic_refused = Anthropic(AnthropicBody());
+  ASSERT_EQ(anthropic_refused.status, 429);
+  EXPECT_EQ(anthropic_refused.header("retry-after"), "1");  // ceil(0.333 s)
+
+  absl::SleepFor(absl::Milliseconds(1050));
+  const Reply again = OpenAi(OpenAiBody());
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(again.header("x-ratelimit-remaining-requests"), "2");
+}
+
+TEST_F(FakeProviderTest, ConcurrentBurstAdmitsExactlyTheLimit) {
+  FakeProviderOptions options;
+  options.rpm = 20;  // one more every 3 s: none during the burst
+  Start(options);
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      httplib::Client client(provider_->base_url());
+      for (int i = 0; i < 5; ++i) {
+        const Reply r = ToReply(client.Post("/v1/messages", AnthropicHeaders(),
+                                            AnthropicBody().dump(), "application/json"));
+        (r.status == 200 ? ok : r.status == 429 ? limited : other)++;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(ok.load(), 20);
+  EXPECT_EQ(limited.load(), 20);
+  const FakeProviderStats stats = provider_->stats();
+  const FakeProviderStats::Counts key = stats.ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.requests, 40u);
+  EXPECT_EQ(key.admitted, 20u);
+  EXPECT_EQ(key.rate_limited, 20u);
+}
+
+TEST_F(FakeProviderTest, KeepAliveConnectionsServeManyRequests) {
+  Start();
+  client_->set_keep_alive(true);
+  client_->set_tcp_nodelay(true);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(i % 2 == 0 ? Anthropic(AnthropicBody()).status : OpenAi(OpenAiBody()).status, 200);
+  }
+  EXPECT_TRUE(client_->is_socket_open());
+  // No Nagle stalls (40 ms each) on the reused connection.
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(400));
+}
+
+TEST_F(FakeProviderTest, KeysHaveSeparateLimits) {
+  FakeProviderOptions options;
+  options.rpm = 1;
+  Start(options);
+  EXPECT_EQ(Anthropic(AnthropicBody()).status, 200);
+  EXPECT_EQ(Anthropic(AnthropicBody()).status, 429);
+  EXPECT_EQ(Anthropic(AnthropicBody(), AnthropicHeaders("sk-ant-other")).status, 200);
+  EXPECT_EQ(OpenAi(OpenAiBody(), OpenAiHeaders(kAnthropicKey)).status, 200);  // another API
+}
+
+TEST_F(FakeProviderTest, UnlimitedNeverRefusesAndSendsNoLimitHeaders) {
+  FakeProviderOptions options;
+  options.rpm = 1;
+  options.unlimited = true;
+  Start(options);
+  for (int i = 0; i < 5; ++i) {
+    const Reply r = Anthropic(AnthropicBody());
+    ASSERT_EQ(r.status, 200);
+    EXPECT_FALSE(r.has_header("anthropic-ratelimit-requests-limit"));
+  }
+}
+
+// Faults ---------------------------------------------------------------------------
+
+TEST_F(FakeProviderTest, OverloadedIs529And503WithoutRetryAfter) {
+  FakeProviderOptions options;
+  options.overloaded_rate = 1;
+  Start(options);
+  const Reply a = Anthropic(AnthropicBody());
+  EXPECT_EQ(a.status, 529);
+  EXPECT_EQ(a.json()["error"]["type"], "overloaded_error");
+  EXPECT_FALSE(a.has_header("retry-after"));
+  const Reply o = OpenAi(OpenAiBody());
+  EXPECT_EQ(o.status, 503);
+  EXPECT_EQ(o.json()["error"]["type"], "server_error") << o.body;
+  EXPECT_EQ(provider_->stats().totals.faults, 2u);
+}
+
+TEST_F(FakeProviderTest, ServerErrorIs500) {
+  FakeProviderOptions options;
+  options.server_error_rate = 1;
+  Start(options);
+  const Reply a = Anthropic(AnthropicBody());
+  EXPECT_EQ(a.status, 500);
+  EXPECT_EQ(a.json()["error"]["type"], "api_error");
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 500);
+}
+
+TEST_F(FakeProviderTest, InsufficientQuotaIsOpenAis429) {
+  FakeProviderOptions options;
+  options.insufficient_quota_rate = 1;
+  Start(options);
+  const Reply r = OpenAi(OpenAiBody());
+  EXPECT_EQ(r.status, 429);
+  const Json error = r.json()["error"];
+  EXPECT_EQ(error["type"], "insufficient_quota");
+  EXPECT_EQ(error["code"], "insufficient_quota");
+  EXPECT_TRUE(error["param"].is_null());
+  EXPECT_THAT(error["message"].get<std::string>(), StartsWith("You exceeded your current quota"));
+  EXPECT_FALSE(r.has_header("retry-after"));
+}
+
+TEST_F(FakeProviderTest, SpendLimitIsAnthropics429WithoutRetryAfter) {
+  FakeProviderOptions options;
+  options.spend_limit_rate = 1;
+  Start(options);
+  const Reply r = Anthropic(AnthropicBody());
+  EXPECT_EQ(r.status, 429);
+  const Json j = r.json();
+  EXPECT_EQ(j["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(j["error"]["details"]["error_code"], "enforced_spend_limit_reached");
+  EXPECT_FALSE(r.has_header("retry-after"));
+  // Not counted as a rate limit: it is a fault, and no bucket was touched.
+  const FakeProviderStats::Counts key =
+      provider_->stats().ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.rate_limited, 0u);
+  EXPECT_EQ(key.faults, 1u);
+  EXPECT_EQ(r.header("anthropic-ratelimit-requests-remaining"), "1000");
+}
+
+TEST_F(FakeProviderTest, MalformedJsonIsA200ThatDoesNotParse) {
+  FakeProviderOptions options;
+  options.malformed_json_rate = 1;
+  Start(options);
+  for (const Reply& r : {Anthropic(AnthropicBody()), OpenAi(OpenAiBody())}) {
+    EXPECT_EQ(r.status, 200);
+    EXPECT_THAT(r.body, Not(IsEmpty()));
+    EXPECT_TRUE(r.json().is_discarded()) << r.body;
+  }
+  // The request was admitted and charged all the same.
+  EXPECT_EQ(provider_->stats().totals.admitted, 2u);
+}
+
+TEST_F(FakeProviderTest, TruncatedBodyIsAReadErrorOrShortBody) {
+  FakeProviderOptions options;
+  options.truncated_body_rate = 1;
+  Start(options);
+  for (int i = 0; i < 2; ++i) {
+    const Reply r = i == 0 ? Anthropic(AnthropicBody()) : OpenAi(OpenAiBody());
+    if (r.ok()) {
+      EXPECT_TRUE(r.json().is_discarded()) << r.body;
+    } else {
+      EXPECT_EQ(r.error, httplib::Error::Read);
+    }
+  }
+  // A closer look: a Content-Length that is not honored.
+  size_t received = 0;
+  uint64_t promised = 0;
+  httplib::Client streaming(provider_->base_url());
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/messages";
+  req.headers = AnthropicHeaders();
+  req.body = AnthropicBody().dump();
+  req.set_header("Content-Type", "application/json");
+  req.response_handler = [&](const httplib::Response& res) {
+    promised = res.get_header_value<uint64_t>("Content-Length");
+    return true;
+  };
+  req.content_receiver = [&](const char*, size_t n, uint64_t, uint64_t) {
+    received += n;
+    return true;
+  };
+  const httplib::Result streamed = streaming.send(req);
+  EXPECT_FALSE(streamed);
+  EXPECT_GT(promised, 0u);
+  EXPECT_LT(received, promised);
+}
+
+TEST_F(FakeProviderTest, ResetDropsTheConnectionWithoutAResponse) {
+  FakeProviderOptions options;
+  options.reset_rate = 1;
+  Start(options);
+  const Reply a = Anthropic(AnthropicBody());
+  EXPECT_FALSE(a.ok());
+  EXPECT_EQ(a.status, 0);
+  const Reply o = OpenAi(OpenAiBody());
+  EXPECT_FALSE(o.ok());
+  // The server survives and counts them: admitted, then lost.
+  const Json stats = Stats();
+  EXPECT_EQ(stats["totals"]["admitted"], 2);
+  EXPECT_EQ(stats["totals"]["faults"], 2);
+}
+
+TEST_F(FakeProviderTest, SlowBodyArrivesWholeButLate) {
+  FakeProviderOptions options;
+  options.slow_body_rate = 1;
+  Start(options);
+  const absl::Time start = absl::Now();
+  const Reply r = Anthropic(AnthropicBody());
+  const absl::Duration took = absl::Now() - start;
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.json()["type"], "message") << r.body;
+  EXPECT_GE(took, absl::Milliseconds(300));
+  EXPECT_LT(took, absl::Seconds(2));
+}
+
+TEST_F(FakeProviderTest, LatencyDelaysAdmittedRepliesAndStopCutsItShort) {
+  FakeProviderOptions options;
+  options.latency_mean = absl::Milliseconds(150);
+  options.latency_jitter = absl::Milliseconds(50);
+  Start(options);
+  absl::Time start = absl::Now();
+  EXPECT_EQ(Anthropic(AnthropicBody()).status, 200);
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+
+  options.latency_mean = absl::Seconds(30);
+  Start(options);
+  std::thread caller([this] { Anthropic(AnthropicBody()); });
+  absl::SleepFor(absl::Milliseconds(100));
+  start = absl::Now();
+  provider_->Stop();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2));
+  caller.join();
+}
+
+// Stats ----------------------------------------------------------------------------
+
+TEST_F(FakeProviderTest, StatsCountPerKeyAndNeverShowTheKey) {
+  FakeProviderOptions options;
+  options.rpm = 2;
+  options.server_error_rate = 0;
+  Start(options);
+  uint64_t output = 0;
+  for (int i = 0; i < 3; ++i) {
+    const Reply r = Anthropic(AnthropicBody());
+    if (r.status == 200) output += r.json()["usage"]["output_tokens"].get<uint64_t>();
+  }
+  ASSERT_EQ(OpenAi(OpenAiBody()).status, 200);
+  Anthropic(AnthropicBody(), {{"anthropic-version", "2023-06-01"}});  // no key: 401
+
+  const Reply raw = ToReply(client_->Get("/stats"));
+  ASSERT_EQ(raw.status, 200);
+  EXPECT_THAT(raw.body, Not(HasSubstr(kAnthropicKey)));
+  EXPECT_THAT(raw.body, Not(HasSubstr(kOpenAiKey)));
+  EXPECT_THAT(raw.body, Not(HasSubstr("not-a-real-key")));
+  const Json stats = raw.json();
+  EXPECT_EQ(stats["totals"]["requests"], 5);
+  EXPECT_EQ(stats["totals"]["admitted"], 3);
+  EXPECT_EQ(stats["totals"]["rate_limited"], 1);
+  ASSERT_THAT(stats["keys"], SizeIs(2));
+  const Json& anthropic = stats["keys"][0];
+  EXPECT_EQ(anthropic["api"], "anthropic");
+  EXPECT_EQ(anthropic["key"], FakeProvider::KeyLabel(kAnthropicKey));
+  EXPECT_EQ(anthropic["requests"], 3);
+  EXPECT_EQ(anthropic["admitted"], 2);
+  EXPECT_EQ(anthropic["rate_limited"], 1);
+  EXPECT_EQ(anthropic["input_tokens"], 2 * kAnthropicInputTokens);
+  EXPECT_EQ(anthropic["output_tokens"], output);
+  EXPECT_EQ(anthropic["faults"], 0);
+  EXPECT_EQ(stats["keys"][1]["api"], "openai");
+  EXPECT_EQ(stats["keys"][1]["input_tokens"], kOpenAiInputTokens);
+
+  const FakeProviderStats s = provider_->stats();
+  EXPECT_EQ(s.ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, output);
+  EXPECT_EQ(s.ForKey(FakeApi::kOpenAi, kAnthropicKey).requests, 0u);
+}
+
+TEST(KeyLabelTest, IsShortStableAndDistinct) {
+  EXPECT_THAT(FakeProvider::KeyLabel("sk-ant-secret"), MatchesRegex("key_[0-9a-f]{8}"));
+  EXPECT_EQ(FakeProvider::KeyLabel("a"), FakeProvider::KeyLabel("a"));
+  EXPECT_NE(FakeProvider::KeyLabel("a"), FakeProvider::KeyLabel("b"));
+}
+
+// Options and formats ------------------------------------------------------------
+
+TEST(FakeProviderOptionsTest, BadOptionsAreInvalidArgumentNamingTheOption) {
+  const auto error_for = [](void (*set)(FakeProviderOptions&)) {
+    FakeProviderOptions options;
+    set(options);
+    absl::StatusOr<std::unique_ptr<FakeProvider>> p = FakeProvider::Start(options);
+    EXPECT_EQ(p.status().code(), absl::StatusCode::kInvalidArgument);
+    return std::string(p.status().message());
+  };
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.rpm = 0; }), HasSubstr("rpm"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.time_scale = 0; }), HasSubstr("time_scale"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.time_scale = 1e-9; }), HasSubstr("rpm"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.reset_rate = 1.5; }),
+              HasSubstr("reset_rate"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.port = 70000; }), HasSubstr("port"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.threads = 0; }), HasSubstr("threads"));
+}
+
+TEST(FakeProviderOptionsTest, BusyPortIsUnavailable) {
+  absl::StatusOr<std::unique_ptr<FakeProvider>> first = FakeProvider::Start({});
+  ASSERT_TRUE(first.ok()) << first.status();
+  FakeProviderOptions options;
+  options.port = (*first)->port();
+  EXPECT_EQ(FakeProvider::Start(options).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*first)->base_url(), absl::StrCat("http://127.0.0.1:", (*first)->port()));
+}
+
+TEST(FormatGoDurationTest, MatchesGo) {
+  EXPECT_EQ(FormatGoDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(FormatGoDuration(absl::Nanoseconds(100)), "100ns");
+  EXPECT_EQ(FormatGoDuration(absl::Nanoseconds(1500)), "1.5µs");
+  EXPECT_EQ(FormatGoDuration(absl::Milliseconds(12)), "12ms");
+  EXPECT_EQ(FormatGoDuration(absl::Microseconds(644500)), "644.5ms");
+  EXPECT_EQ(FormatGoDuration(absl::Seconds(1)), "1s");
+  EXPECT_EQ(FormatGoDuration(absl::Milliseconds(1500)), "1.5s");
+  EXPECT_EQ(FormatGoDuration(absl::Minutes(6)), "6m0s");
+  EXPECT_EQ(FormatGoDuration(absl::Minutes(4) + absl::Milliseconds(12172)), "4m12.172s");
+  EXPECT_EQ(FormatGoDuration(absl::Hours(23) + absl::Minutes(18) + absl::Milliseconds(29144)),
+            "23h18m29.144s");
+  EXPECT_EQ(FormatGoDuration(absl::Hours(1)), "1h0m0s");
+  EXPECT_EQ(FormatGoDuration(-absl::Milliseconds(1500)), "-1.5s");
+}
+
+// The CLI verb ----------------------------------------------------------------------
+
+// A `sluice` process, killed and reaped on destruction unless it was waited
+// for, so that a failed assertion never leaves a server running.
+class CliProcess {
+ public:
+  // Starts `sluice args...` with stdout on a pipe (see ReadLine) and stderr
+  // discarded.
+  explicit CliProcess(std::vector<std::string> args) {
+    args.insert(args.begin(), SLUICE_CLI_PATH);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int out[2];
+    if (pipe(out) != 0) return;
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out[0]);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+    close(out[1]);
+    stdout_ = out[0];
+  }
+  ~CliProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (stdout_ >= 0) close(stdout_);
+  }
+
+  bool started() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+
+  // The next line of its stdout, waiting at most 10 s for it.
+  std::string ReadLine() {
+    std::string line;
+    pollfd p = {.fd = stdout_, .events = POLLIN, .revents = 0};
+    char c;
+    while (poll(&p, 1, 10000) == 1 && read(stdout_, &c, 1) == 1 && c != '\n') line.push_back(c);
+    return line;
+  }
+
+  // Waits for it to exit: its exit code, or 128 + the signal that killed it.
+  int Wait() {
+    int status = 0;
+    if (waitpid(pid_, &status, 0) != pid_) return -1;
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int stdout_ = -1;
+};
+
+// Runs `sluice fake-provider --port 0`, reads its first line, talks to it,
+// then stops it with SIGTERM: it must exit 0.
+TEST(FakeProviderCliTest, ServesUntilSigtermThenExitsZero) {
+  CliProcess cli({"fake-provider", "--port", "0", "--rpm", "1"});
+  ASSERT_TRUE(cli.started());
+  const std::string line = cli.ReadLine();
+  const std::string prefix = "fake-provider listening on http://127.0.0.1:";
+  ASSERT_THAT(line, StartsWith(prefix));
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(line.substr(prefix.size()), &port)) << line;
+
+  httplib::Client client("127.0.0.1", port);
+  const Reply first = ToReply(
+      client.Post("/v1/messages", AnthropicHeaders(), AnthropicBody().dump(), "application/json"));
+  EXPECT_EQ(first.status, 200) << first.error;
+  const Reply second = ToReply(
+      client.Post("/v1/messages", AnthropicHeaders(), AnthropicBody().dump(), "application/json"));
+  EXPECT_EQ(second.status, 429) << second.error;  // --rpm 1 took effect
+
+  ASSERT_EQ(kill(cli.pid(), SIGTERM), 0);
+  EXPECT_EQ(cli.Wait(), 0);
+}
+
+TEST(FakeProviderCliTest, BadFlagValuesAreUsageErrors) {
+  EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--reset_rate", "2"}).Wait(), 64);
+  EXPECT_EQ(CliProcess({"fake-provider", "--rpm", "5"}).Wait(), 64);  // --port is required
+  EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--time_scale", "fast"}).Wait(), 64);
+}
+
+}  // namespace
+}  // namespace sluice
