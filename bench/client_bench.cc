@@ -34,18 +34,17 @@ namespace {
 constexpr char kKey[] = "bench-key";
 constexpr int kSeconds = 3;
 
-FakeProvider& Server() {
-  static FakeProvider* server = [] {
-    FakeProviderOptions options;
-    options.unlimited = true;
-    auto started = FakeProvider::Start(options);
-    if (!started.ok()) {
-      absl::FPrintF(stderr, "client_bench: %s\n", started.status().ToString());
-      std::exit(1);
-    }
-    return started->release();
-  }();
-  return *server;
+// A fresh server for each benchmark, so that neither inherits the other's
+// connections (an idle keep-alive connection holds a server thread).
+std::unique_ptr<FakeProvider> StartServer() {
+  FakeProviderOptions options;
+  options.unlimited = true;
+  auto started = FakeProvider::Start(options);
+  if (!started.ok()) {
+    absl::FPrintF(stderr, "client_bench: %s\n", started.status().ToString());
+    std::exit(1);
+  }
+  return *std::move(started);
 }
 
 const char kBody[] =
@@ -53,7 +52,7 @@ const char kBody[] =
 
 // Runs wrk for kSeconds with `connections` connections (and as many
 // threads as cores, at most that many) and returns its Requests/sec.
-double RunWrk(int connections) {
+double RunWrk(const FakeProvider& server, int connections) {
   const std::string script = absl::StrFormat("/tmp/sluice-wrk-%d.lua", getpid());
   std::ofstream(script) << "wrk.method = \"POST\"\n"
                         << "wrk.body = '" << kBody << "'\n"
@@ -62,7 +61,7 @@ double RunWrk(int connections) {
                         << "wrk.headers[\"anthropic-version\"] = \"2023-06-01\"\n";
   const std::string command =
       absl::StrFormat("wrk -t%d -c%d -d%ds -s %s %s/v1/messages 2>&1", std::min(2, connections),
-                      connections, kSeconds, script, Server().base_url());
+                      connections, kSeconds, script, server.base_url());
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return 0;
   std::string output;
@@ -80,14 +79,16 @@ double RunWrk(int connections) {
 }
 
 void BM_Wrk_Messages(benchmark::State& state) {
+  const std::unique_ptr<FakeProvider> server = StartServer();
   for (auto _ : state) {
-    const double rate = RunWrk(static_cast<int>(state.range(0)));
+    const double rate = RunWrk(*server, static_cast<int>(state.range(0)));
     state.counters["req_per_s"] = rate;
     state.SetIterationTime(kSeconds);
   }
 }
 
 void BM_Client_Messages(benchmark::State& state) {
+  const std::unique_ptr<FakeProvider> server = StartServer();
   const int connections = static_cast<int>(state.range(0));
   auto config = ParseLimitsConfig(R"(
 [providers.anthropic]
@@ -100,7 +101,7 @@ requests_per_minute = 6000000000
   auto policy = Policy::Create(*config, store.get());
   ClientOptions options;
   options.provider = Provider::kAnthropic;
-  options.base_url = Server().base_url();
+  options.base_url = server->base_url();
   options.api_key = kKey;
   auto client = Client::Create(options, policy->get());
   if (!client.ok()) {

@@ -131,6 +131,8 @@ class Client {
   ClientOptions options_;
   Policy* policy_;
   void* multi_ = nullptr;         // CURLM*
+  const std::string url_;         // base URL + the provider endpoint
+  void* headers_out_ = nullptr;   // curl_slist*: the request headers, the key among them
   int in_flight_ = 0;             // transfers running in Run
   std::vector<void*> idle_easy_;  // CURL* handles kept for connection reuse
   CharacterEstimator estimator_;

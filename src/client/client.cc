@@ -141,7 +141,6 @@ struct Client::Job {
   CallResult result;
   // Transfer state.
   CURL* easy = nullptr;
-  curl_slist* headers_out = nullptr;
   std::string response;
   Headers headers_in;
   bool too_large = false;
@@ -189,11 +188,26 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options, Po
 }
 
 Client::Client(ClientOptions options, Policy* policy)
-    : options_(std::move(options)), policy_(policy), multi_(curl_multi_init()) {}
+    : options_(std::move(options)),
+      policy_(policy),
+      multi_(curl_multi_init()),
+      url_(options_.base_url + EndpointPath(options_.provider)) {
+  curl_slist* h = curl_slist_append(nullptr, "content-type: application/json");
+  // The key lives in this one header list and nowhere else.
+  if (options_.provider == Provider::kAnthropic) {
+    h = curl_slist_append(h, absl::StrCat("x-api-key: ", options_.api_key).c_str());
+    h = curl_slist_append(h,
+                          absl::StrCat("anthropic-version: ", options_.anthropic_version).c_str());
+  } else {
+    h = curl_slist_append(h, absl::StrCat("authorization: Bearer ", options_.api_key).c_str());
+  }
+  headers_out_ = h;
+}
 
 Client::~Client() {
   for (void* easy : idle_easy_) curl_easy_cleanup(static_cast<CURL*>(easy));
   curl_multi_cleanup(static_cast<CURLM*>(multi_));
+  curl_slist_free_all(static_cast<curl_slist*>(headers_out_));
 }
 
 int64_t Client::Now() const {
@@ -203,11 +217,24 @@ int64_t Client::Now() const {
 void Client::StartTransfer(Job& job) {
   CURL* easy;
   if (idle_easy_.empty()) {
+    // Options that never change are set once per handle; the handle, and
+    // with it the multi handle's connections, is reused for later requests.
     easy = curl_easy_init();
+    curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(headers_out_));
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, OnBody);
+    curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, OnHeader);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(absl::ToInt64Milliseconds(options_.request_timeout)));
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, "sluice/0.1");
   } else {
     easy = static_cast<CURL*>(idle_easy_.back());
     idle_easy_.pop_back();
-    curl_easy_reset(easy);  // keeps its connection cache, clears options
   }
   job.easy = easy;
   job.response.clear();
@@ -217,37 +244,12 @@ void Client::StartTransfer(Job& job) {
   job.error[0] = '\0';
   ++job.attempt;
   ++job.result.attempts;
-
-  curl_slist* h = nullptr;
-  h = curl_slist_append(h, "content-type: application/json");
-  if (options_.provider == Provider::kAnthropic) {
-    // The key lives only in this header list, freed when the transfer ends.
-    h = curl_slist_append(h, absl::StrCat("x-api-key: ", options_.api_key).c_str());
-    h = curl_slist_append(h,
-                          absl::StrCat("anthropic-version: ", options_.anthropic_version).c_str());
-  } else {
-    h = curl_slist_append(h, absl::StrCat("authorization: Bearer ", options_.api_key).c_str());
-  }
-  job.headers_out = h;
-  const std::string url = options_.base_url + EndpointPath(options_.provider);
-  curl_easy_setopt(easy, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, h);
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.c_str());
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
-  curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, OnBody);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &job);
-  curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, &job);
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, job.error);
   curl_easy_setopt(easy, CURLOPT_PRIVATE, &job);
-  curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-  curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                   static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
-  curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                   static_cast<long>(absl::ToInt64Milliseconds(options_.request_timeout)));
-  curl_easy_setopt(easy, CURLOPT_USERAGENT, "sluice/0.1");
   curl_multi_add_handle(static_cast<CURLM*>(multi_), easy);
 }
 
@@ -300,8 +302,6 @@ void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& 
   long status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
   curl_multi_remove_handle(static_cast<CURLM*>(multi_), easy);
-  curl_slist_free_all(job.headers_out);
-  job.headers_out = nullptr;
   job.easy = nullptr;
   idle_easy_.push_back(easy);
 
@@ -480,8 +480,12 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
     if (!more && waiting.empty() && in_flight == 0) continue;
     for (const auto& job : waiting) next_wake = std::min(next_wake, job->not_before_ns);
     const int64_t wake_in = next_wake - Now();
-    const int timeout_ms =
+    int timeout_ms =
         static_cast<int>(std::clamp<int64_t>((wake_in + 999'999) / 1'000'000, 0, 1000));
+    // libcurl's own timers (connect, retransmit, keep-alive checks) too.
+    long curl_ms = -1;
+    curl_multi_timeout(multi, &curl_ms);
+    if (curl_ms >= 0) timeout_ms = std::min(timeout_ms, static_cast<int>(curl_ms));
     if (in_flight > 0 || timeout_ms > 0) curl_multi_poll(multi, nullptr, 0, timeout_ms, nullptr);
   }
 }
