@@ -236,16 +236,34 @@ requests_per_minute = 100000
 )",
                                   "hold.toml");
   ASSERT_TRUE(config.ok());
-  FakeProviderOptions options;
-  options.rpm = 1;  // the second request in a minute is a 429 with retry-after
-  auto server = StartProvider(options);
-  ASSERT_NE(server, nullptr);
+  // The provider runs in a process of its own: this test forks a client, and
+  // a fork of a process running server threads may inherit a held lock (the
+  // allocator's, say) and hang. So this process starts no threads at all.
+  int port_pipe[2];
+  ASSERT_EQ(pipe(port_pipe), 0);
+  const pid_t server_pid = fork();
+  if (server_pid == 0) {
+    FakeProviderOptions options;
+    options.rpm = 1;  // the second request in a minute is a 429 with retry-after
+    auto server = FakeProvider::Start(options);
+    const int port = server.ok() ? (*server)->port() : -1;
+    (void)write(port_pipe[1], &port, sizeof(port));
+    pause();  // until the test kills it
+    _exit(0);
+  }
+  int port = -1;
+  ASSERT_EQ(read(port_pipe[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
+  ASSERT_GT(port, 0);
+  const std::string base_url = absl::StrCat("http://127.0.0.1:", port);
   const pid_t child = fork();
   if (child == 0) {
     auto segment = Segment::Open(scratch.path());
     auto store = NewSegmentStore(segment->get());
     auto policy = Policy::Create(*config, store.get());
-    ClientOptions o = Options(Provider::kAnthropic, *server);
+    ClientOptions o;
+    o.provider = Provider::kAnthropic;
+    o.base_url = base_url;
+    o.api_key = kSecret;
     o.retry.max_attempts = 1;
     o.learn_provider_rate = false;  // this test is about the hold alone
     auto client = Client::Create(o, policy->get());
@@ -261,6 +279,8 @@ requests_per_minute = 100000
   }
   int status = 0;
   waitpid(child, &status, 0);
+  kill(server_pid, SIGKILL);
+  waitpid(server_pid, nullptr, 0);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   // This process never saw a 429, yet its provider bucket is held.
   auto segment = Segment::Open(scratch.path());
