@@ -260,6 +260,11 @@ struct PolicyStats {
   uint64_t never_fits = 0;  // requests larger than some bucket, this process
 };
 
+// True for Policy::Reserve's refusal because a concurrency cap on the route
+// has every lease out: unlike the other refusals, it clears as soon as a
+// request finishes. (Marked with a status payload, not by its message.)
+bool IsConcurrencyFull(const absl::Status& status);
+
 class Policy {
  public:
   // Opens every bucket, budget and cap the configuration names in `store`

@@ -9,10 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 
 namespace sluice {
 namespace {
@@ -433,8 +431,7 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
         if (!permit.ok()) {
           // A full concurrency cap frees up when a request finishes: try
           // again then. Anything else is final.
-          if (permit.status().code() == absl::StatusCode::kDeadlineExceeded &&
-              absl::StrContains(permit.status().message(), ":concurrency") && in_flight > 0) {
+          if (IsConcurrencyFull(permit.status()) && in_flight > 0) {
             ++i;
             continue;
           }

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/civil_time.h"
@@ -62,7 +63,13 @@ std::string Usd(int64_t micro_usd) {
   return absl::StrFormat("%.6f USD", static_cast<double>(micro_usd) / 1e6);
 }
 
+constexpr absl::string_view kConcurrencyFullPayload = "type.sluice/concurrency-full";
+
 }  // namespace
+
+bool IsConcurrencyFull(const absl::Status& status) {
+  return status.GetPayload(kConcurrencyFullPayload).has_value();
+}
 
 uint64_t CharacterEstimator::EstimateInputTokens(absl::string_view provider,
                                                  absl::string_view /*model*/,
@@ -321,8 +328,10 @@ absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens
     permit.leases_.push_back(index);
     if (index < 0) {
       lease.leases.bottlenecks()->fetch_add(1, std::memory_order_relaxed);
-      return absl::DeadlineExceededError(absl::StrCat(
+      absl::Status full = absl::DeadlineExceededError(absl::StrCat(
           "concurrency cap ", lease.key, ": all ", lease.leases.capacity(), " requests in flight"));
+      full.SetPayload(kConcurrencyFullPayload, absl::Cord(lease.key));
+      return full;
     }
   }
   return ReserveCharges(route, input_tokens, max_output_tokens, max_wait, now_ns,

@@ -179,6 +179,34 @@ TEST(ClientTest, MissingKeyAndBadUrlAreRefusedUpFront) {
   EXPECT_THAT(s.message(), Not(HasSubstr(kSecret)));
 }
 
+// A concurrency cap of one: extra requests wait for a lease to come back
+// (not failing), so all finish, one at a time.
+TEST(ClientTest, RequestsBeyondAConcurrencyCapWaitForALease) {
+  auto config = ParseLimitsConfig(R"(
+[scopes.global]
+requests_per_minute = 100000
+max_concurrency = 1
+)",
+                                  "cap.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  auto store = NewLocalStore();
+  auto policy = Policy::Create(*config, store.get());
+  ASSERT_TRUE(policy.ok());
+  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy->get());
+  int n = 0, succeeded = 0;
+  client->Run(
+      [&](CallRequest* r) {
+        *r = CallRequest::Simple("m", "hi", 4);
+        return n++ < 3;
+      },
+      3, [&](size_t, CallResult r) { succeeded += r.status.ok(); });
+  EXPECT_EQ(succeeded, 3);
+  EXPECT_EQ((*policy)->Stats().concurrency.at(0).in_flight, 0u);
+  EXPECT_GE((*policy)->Stats().concurrency.at(0).bottlenecks, 2u);
+}
+
 // A provider enforcing a lower limit than sluice is configured for: with
 // header feedback the client learns the real limit from the headers and draws
 // few 429s; without it, it draws many.

@@ -348,6 +348,8 @@ TEST_P(PolicyTest, ConcurrencyCapsHoldLeasesUntilSettledOrDropped) {
   auto c = Reserve(route, 1, 1);
   EXPECT_EQ(c.status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_THAT(c.status().message(), HasSubstr("scope:team:eng:concurrency"));
+  EXPECT_TRUE(IsConcurrencyFull(c.status()));
+  EXPECT_FALSE(IsConcurrencyFull(Reserve(RouteOf("global"), 20'000, 1).status()));
   EXPECT_EQ(Levels(), before);  // a refusal takes nothing
   a->Settle({.input_tokens = 1, .output_tokens = 1});
   auto d = Reserve(route, 1, 1);
