@@ -1,4 +1,5 @@
-// sluice: the command-line tool over a shared-memory segment of buckets.
+// sluice: the command-line tool. This file dispatches to the verbs (each
+// registered with SLUICE_VERB, see cli.h) and holds the first ones:
 //
 //   sluice acquire KEY --rate N/UNIT --burst B [--tokens N] [--timeout D] [--segment NAME]
 //   sluice inspect [--segment NAME] [--json]
@@ -10,7 +11,7 @@
 // later" (75, EX_TEMPFAIL) from a mistake in the command (64, EX_USAGE) and
 // from a failure (1). Every error is one line on stderr, "sluice VERB: ...".
 //
-// Flags are Abseil flags, all defined in this one binary; each verb names the
+// Flags are Abseil flags, all linked into this one binary; each verb names the
 // ones it takes, and a flag of another verb is refused before absl parses.
 
 #include <pthread.h>
@@ -51,15 +52,11 @@
 #include "sluice/store.h"
 #include "sluice/token_bucket.h"
 #include "tools/fake_provider/fake_provider.h"
+#include "tools/sluice/cli.h"
 
 ABSL_FLAG(std::string, rate, "", "refill rate as N/UNIT, UNIT one of s, min, h, day (e.g. 50/min)");
 ABSL_FLAG(uint64_t, burst, 0, "the bucket's capacity: the most permits that can be taken at once");
 ABSL_FLAG(uint64_t, tokens, 1, "permits to take");
-ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
-          "longest wait for the permits (500ms, 2s, inf); 0 tries once");
-ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
-          "segment name (a file in /dev/shm) or path (a name containing '/')");
-ABSL_FLAG(bool, json, false, "print a JSON document instead of a text report");
 ABSL_FLAG(bool, force, false,
           "remove the segment even while live processes are attached to it, or when it is "
           "corrupt or of another layout version");
@@ -67,7 +64,6 @@ ABSL_FLAG(bool, reconfigure, false,
           "if the bucket exists with another rate or burst, change it (keeping its fill ratio)");
 
 // fake-provider: defaults come from FakeProviderOptions so that they cannot drift.
-ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
 ABSL_FLAG(uint64_t, rpm, sluice::FakeProviderOptions().rpm, "requests per minute, per API key");
 ABSL_FLAG(uint64_t, itpm, sluice::FakeProviderOptions().itpm,
           "Anthropic input tokens per minute, per API key");
@@ -97,72 +93,9 @@ ABSL_FLAG(double, slow_body_rate, 0,
           "fraction of admitted requests whose body dribbles out over about 400 ms");
 ABSL_FLAG(double, reset_rate, 0,
           "fraction of admitted requests whose connection is dropped without a response");
-ABSL_FLAG(uint64_t, seed, sluice::FakeProviderOptions().seed,
-          "seeds output lengths, faults and jitter: same seed, same run");
-ABSL_FLAG(std::string, provider, "anthropic", "the provider's API: anthropic or openai");
-ABSL_FLAG(std::string, base_url, "",
-          "the provider's base URL (default: its public API), e.g. http://127.0.0.1:8080");
-ABSL_FLAG(std::string, model, "claude-sonnet-4", "the model to call");
-ABSL_FLAG(uint64_t, max_tokens, 1024, "the reply's max_tokens");
-ABSL_FLAG(std::string, scope, "global", "the scope the call is charged to (see the limits file)");
-ABSL_FLAG(std::string, config, "",
-          "the limits file (TOML); without one, only the scope 'global' with no limits");
 
 namespace sluice {
 namespace {
-
-constexpr int kExitOk = 0;
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 64;     // EX_USAGE
-constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
-
-struct Verb;
-
-// One invocation, after its flags are parsed.
-struct Command {
-  const Verb* verb;
-  std::vector<std::string> args;  // the positional arguments after the verb
-};
-
-struct Verb {
-  absl::string_view name;
-  absl::string_view usage;                       // what follows "sluice " in the usage line
-  absl::string_view summary;                     // one line, for `sluice help`
-  absl::string_view description;                 // a paragraph, for `sluice VERB --help`
-  absl::Span<const absl::string_view> flags;     // the flags it takes
-  absl::Span<const absl::string_view> required;  // those it cannot do without
-  absl::Span<const absl::string_view> args;      // its positional arguments, all required
-  int (*run)(const Command&);
-};
-
-// Error reporting ------------------------------------------------------------
-
-// Prints "sluice VERB: message" as one line on stderr and returns `code`.
-// Messages from the library may in principle hold newlines; they are folded so
-// that scripts can rely on one line per error.
-int Report(const Verb& verb, int code, absl::string_view message) {
-  absl::FPrintF(stderr, "sluice %s: %s\n", verb.name, absl::StrReplaceAll(message, {{"\n", " "}}));
-  return code;
-}
-
-int Fail(const Command& cmd, const absl::Status& status) {
-  return Report(*cmd.verb, kExitError, status.message());
-}
-
-int UsageError(const Verb& verb, absl::string_view message) {
-  return Report(verb, kExitUsage, absl::StrCat(message, " (see 'sluice ", verb.name, " --help')"));
-}
-
-// Formatting -------------------------------------------------------------------
-
-std::string Rfc3339(int64_t unix_ns) {
-  return absl::FormatTime(absl::RFC3339_full, absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
-}
-
-std::string LocalTime(int64_t unix_ns) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Z", absl::FromUnixNanos(unix_ns),
-                          absl::LocalTimeZone());
-}
 
 // The segment is untrusted: a corrupt header could claim more used slots than
 // it has, and an unsigned subtraction would print a huge count.
@@ -179,15 +112,6 @@ double PercentAvailable(const SegmentInfo::Bucket& b) {
 int LiveProcesses(const SegmentInfo& info) {
   return static_cast<int>(
       absl::c_count_if(info.processes, [](const SegmentInfo::Process& p) { return p.alive; }));
-}
-
-// Opens a segment that must already exist, without recording this process in
-// it: the tools that only look or remove must not show up as users.
-absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {
-  SegmentOptions options;
-  options.create = false;
-  options.register_process = false;
-  return Segment::Open(absl::GetFlag(FLAGS_segment), options);
 }
 
 // sluice acquire ---------------------------------------------------------------
@@ -355,23 +279,6 @@ int RunRm(const Command& cmd) {
 // sluice config check -----------------------------------------------------------
 
 using Json = nlohmann::ordered_json;
-
-// Prints rows as left-aligned columns, the first row being the heading.
-void PrintTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const std::vector<std::string>& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()));
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const std::vector<std::string>& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      absl::StrAppend(&line, i == 0 ? "" : "  ", row[i]);
-      if (i + 1 < row.size()) line.append(widths[i] - row[i].size(), ' ');
-    }
-    absl::FPrintF(stdout, "%s\n", line);
-  }
-}
 
 std::string ScopePathText(const ScopePath& path) {
   return absl::StrJoin(path.scopes, " -> ", [](std::string* out, const ScopeLimits* scope) {
@@ -551,16 +458,6 @@ int RunConfig(const Command& cmd) {
 
 // sluice call --------------------------------------------------------------------
 
-// The limits a call runs under: --config, or a bare global scope.
-absl::StatusOr<LimitsConfig> CallLimits() {
-  const std::string path = absl::GetFlag(FLAGS_config);
-  if (!path.empty()) return LoadLimitsConfig(path);
-  LimitsConfig config;
-  config.source = "(no --config)";
-  config.scopes["global"].name = "global";
-  return config;
-}
-
 int RunCall(const Command& cmd) {
   const Verb& verb = *cmd.verb;
   absl::StatusOr<Provider> provider = ParseProvider(absl::GetFlag(FLAGS_provider));
@@ -571,7 +468,7 @@ int RunCall(const Command& cmd) {
   if (timeout < absl::ZeroDuration()) return UsageError(verb, "--timeout must not be negative");
   if (timeout == absl::ZeroDuration()) timeout = absl::Seconds(60);
 
-  absl::StatusOr<LimitsConfig> limits = CallLimits();
+  absl::StatusOr<LimitsConfig> limits = LimitsFromFlags();
   if (!limits.ok()) return Fail(cmd, limits.status());
   absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
   if (!segment.ok()) return Fail(cmd, segment.status());
@@ -694,118 +591,136 @@ constexpr absl::string_view kFakeProviderFlags[] = {
     "malformed_json_rate", "truncated_body_rate", "slow_body_rate", "reset_rate", "seed"};
 constexpr absl::string_view kFakeProviderRequired[] = {"port"};
 
-constexpr Verb kVerbs[] = {
-    {
-        .name = "acquire",
-        .usage = "acquire KEY --rate N/UNIT --burst B [--tokens N] [--timeout DURATION] "
-                 "[--segment NAME] [--reconfigure]",
-        .summary = "take permits from a bucket, waiting at most --timeout",
-        .description =
-            "Takes --tokens permits from the bucket KEY in the shared segment, creating the\n"
-            "segment and the bucket (full, with --rate and --burst) if they do not exist.\n"
-            "An existing bucket must have the same rate and burst (or pass --reconfigure to\n"
-            "change them live). Waits at most --timeout\n"
-            "for the permits and exits 0 once they are taken, or exits 75 at once when they\n"
-            "would not be there in time, taking nothing.",
-        .flags = kAcquireFlags,
-        .required = kAcquireRequired,
-        .args = kAcquireArgs,
-        .run = RunAcquire,
-    },
-    {
-        .name = "inspect",
-        .usage = "inspect [--segment NAME] [--json]",
-        .summary = "show a segment's buckets and attached processes",
-        .description =
-            "Prints the segment's header (path, layout version, size, slots, creation time),\n"
-            "each bucket's rate, burst, available permits and pressure, and the processes\n"
-            "attached to it. Only reads: the segment must exist and this process is not\n"
-            "recorded in it.",
-        .flags = kInspectFlags,
-        .required = {},
-        .args = {},
-        .run = RunInspect,
-    },
-    {
-        .name = "rm",
-        .usage = "rm [--segment NAME] [--force]",
-        .summary = "remove a segment",
-        .description =
-            "Removes the segment's name, so that the next process to open it creates a\n"
-            "fresh one. Refused while live processes are attached, unless --force: they\n"
-            "keep the old segment mapped and stop sharing limits with newcomers.",
-        .flags = kRmFlags,
-        .required = {},
-        .args = {},
-        .run = RunRm,
-    },
-    {
-        .name = "config",
-        .usage = "config check FILE [--json]",
-        .summary = "check a limits file and show the limits it sets",
-        .description =
-            "Parses and validates the limits file FILE (TOML; see examples/seed-limits.toml)\n"
-            "and prints the effective limits: every provider model class bucket after\n"
-            "headroom, every scope's buckets, budgets and concurrency cap, and each scope's\n"
-            "path to its root. Exits 0 when the file is valid, 1 with the first error as\n"
-            "FILE:LINE:COLUMN: KEY: message otherwise. Touches no segment.",
-        .flags = kConfigFlags,
-        .required = {},
-        .args = kConfigArgs,
-        .run = RunConfig,
-    },
-    {
-        .name = "call",
-        .usage = "call [--provider anthropic|openai] [--base_url URL] [--model M] "
-                 "[--max_tokens N] [--scope S] [--config FILE] [--timeout D] [--json] PROMPT",
-        .summary = "make one throttled call to a model and print the reply",
-        .description =
-            "Sends PROMPT to the provider's API (Anthropic Messages or OpenAI Chat\n"
-            "Completions) through the limits of --config, charged to --scope, with retries\n"
-            "as the official SDKs do them (full jitter, retry-after honored; quota and\n"
-            "spend-limit errors never retried). The API key comes from ANTHROPIC_API_KEY or\n"
-            "OPENAI_API_KEY and is never printed. Prints the reply, or with --json the whole\n"
-            "result (reply, usage, attempts, time waited in the throttle, request-id).\n"
-            "Exits 0 on success, 75 when the throttle would wait past --timeout (default\n"
-            "60s) or a budget is spent, 1 on a provider error (its class, HTTP status and\n"
-            "message on stderr).",
-        .flags = kCallFlags,
-        .required = {},
-        .args = kCallArgs,
-        .run = RunCall,
-    },
-    {
-        .name = "fake-provider",
-        .usage = "fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] "
-                 "[--latency DURATION] [--latency_jitter DURATION] [--time_scale X] "
-                 "[--overloaded_rate F] [--server_error_rate F] [--insufficient_quota_rate F] "
-                 "[--spend_limit_rate F] [--malformed_json_rate F] [--truncated_body_rate F] "
-                 "[--slow_body_rate F] [--reset_rate F] [--seed N]",
-        .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
-        .description =
-            "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
-            "127.0.0.1:N, with per-key limits as continuous token buckets, the providers'\n"
-            "rate-limit headers and errors, and faults injected at the given rates (each in\n"
-            "[0, 1], drawn per request from --seed). GET /stats shows counters per key.\n"
-            "Prints \"fake-provider listening on http://127.0.0.1:N\" once it accepts\n"
-            "connections, and serves until SIGINT or SIGTERM, then exits 0.",
-        .flags = kFakeProviderFlags,
-        .required = kFakeProviderRequired,
-        .args = {},
-        .run = RunFakeProvider,
-    },
+const Verb kAcquireVerb = {
+    .order = 10,
+    .name = "acquire",
+    .usage =
+        "acquire KEY --rate N/UNIT --burst B [--tokens N] [--timeout DURATION] "
+        "[--segment NAME] [--reconfigure]",
+    .summary = "take permits from a bucket, waiting at most --timeout",
+    .description =
+        "Takes --tokens permits from the bucket KEY in the shared segment, creating the\n"
+        "segment and the bucket (full, with --rate and --burst) if they do not exist.\n"
+        "An existing bucket must have the same rate and burst (or pass --reconfigure to\n"
+        "change them live). Waits at most --timeout\n"
+        "for the permits and exits 0 once they are taken, or exits 75 at once when they\n"
+        "would not be there in time, taking nothing.",
+    .flags = kAcquireFlags,
+    .required = kAcquireRequired,
+    .args = kAcquireArgs,
+    .run = RunAcquire,
 };
+SLUICE_VERB(kAcquireVerb);
+
+const Verb kInspectVerb = {
+    .order = 20,
+    .name = "inspect",
+    .usage = "inspect [--segment NAME] [--json]",
+    .summary = "show a segment's buckets and attached processes",
+    .description =
+        "Prints the segment's header (path, layout version, size, slots, creation time),\n"
+        "each bucket's rate, burst, available permits and pressure, and the processes\n"
+        "attached to it. Only reads: the segment must exist and this process is not\n"
+        "recorded in it.",
+    .flags = kInspectFlags,
+    .required = {},
+    .args = {},
+    .run = RunInspect,
+};
+SLUICE_VERB(kInspectVerb);
+
+const Verb kRmVerb = {
+    .order = 30,
+    .name = "rm",
+    .usage = "rm [--segment NAME] [--force]",
+    .summary = "remove a segment",
+    .description =
+        "Removes the segment's name, so that the next process to open it creates a\n"
+        "fresh one. Refused while live processes are attached, unless --force: they\n"
+        "keep the old segment mapped and stop sharing limits with newcomers.",
+    .flags = kRmFlags,
+    .required = {},
+    .args = {},
+    .run = RunRm,
+};
+SLUICE_VERB(kRmVerb);
+
+const Verb kConfigVerb = {
+    .order = 40,
+    .name = "config",
+    .usage = "config check FILE [--json]",
+    .summary = "check a limits file and show the limits it sets",
+    .description =
+        "Parses and validates the limits file FILE (TOML; see examples/seed-limits.toml)\n"
+        "and prints the effective limits: every provider model class bucket after\n"
+        "headroom, every scope's buckets, budgets and concurrency cap, and each scope's\n"
+        "path to its root. Exits 0 when the file is valid, 1 with the first error as\n"
+        "FILE:LINE:COLUMN: KEY: message otherwise. Touches no segment.",
+    .flags = kConfigFlags,
+    .required = {},
+    .args = kConfigArgs,
+    .run = RunConfig,
+};
+SLUICE_VERB(kConfigVerb);
+
+const Verb kCallVerb = {
+    .order = 50,
+    .name = "call",
+    .usage =
+        "call [--provider anthropic|openai] [--base_url URL] [--model M] "
+        "[--max_tokens N] [--scope S] [--config FILE] [--timeout D] [--json] PROMPT",
+    .summary = "make one throttled call to a model and print the reply",
+    .description =
+        "Sends PROMPT to the provider's API (Anthropic Messages or OpenAI Chat\n"
+        "Completions) through the limits of --config, charged to --scope, with retries\n"
+        "as the official SDKs do them (full jitter, retry-after honored; quota and\n"
+        "spend-limit errors never retried). The API key comes from ANTHROPIC_API_KEY or\n"
+        "OPENAI_API_KEY and is never printed. Prints the reply, or with --json the whole\n"
+        "result (reply, usage, attempts, time waited in the throttle, request-id).\n"
+        "Exits 0 on success, 75 when the throttle would wait past --timeout (default\n"
+        "60s) or a budget is spent, 1 on a provider error (its class, HTTP status and\n"
+        "message on stderr).",
+    .flags = kCallFlags,
+    .required = {},
+    .args = kCallArgs,
+    .run = RunCall,
+};
+SLUICE_VERB(kCallVerb);
+
+const Verb kFakeProviderVerb = {
+    .order = 60,
+    .name = "fake-provider",
+    .usage =
+        "fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] "
+        "[--latency DURATION] [--latency_jitter DURATION] [--time_scale X] "
+        "[--overloaded_rate F] [--server_error_rate F] [--insufficient_quota_rate F] "
+        "[--spend_limit_rate F] [--malformed_json_rate F] [--truncated_body_rate F] "
+        "[--slow_body_rate F] [--reset_rate F] [--seed N]",
+    .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
+    .description =
+        "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
+        "127.0.0.1:N, with per-key limits as continuous token buckets, the providers'\n"
+        "rate-limit headers and errors, and faults injected at the given rates (each in\n"
+        "[0, 1], drawn per request from --seed). GET /stats shows counters per key.\n"
+        "Prints \"fake-provider listening on http://127.0.0.1:N\" once it accepts\n"
+        "connections, and serves until SIGINT or SIGTERM, then exits 0.",
+    .flags = kFakeProviderFlags,
+    .required = kFakeProviderRequired,
+    .args = {},
+    .run = RunFakeProvider,
+};
+SLUICE_VERB(kFakeProviderVerb);
 
 const Verb* FindVerb(absl::string_view name) {
-  for (const Verb& verb : kVerbs) {
-    if (verb.name == name) return &verb;
+  for (const Verb* verb : AllVerbs()) {
+    if (verb->name == name) return verb;
   }
   return nullptr;
 }
 
 std::string VerbNames() {
-  return absl::StrJoin(kVerbs, ", ",
-                       [](std::string* out, const Verb& v) { absl::StrAppend(out, v.name); });
+  return absl::StrJoin(AllVerbs(), ", ",
+                       [](std::string* out, const Verb* v) { absl::StrAppend(out, v->name); });
 }
 
 std::string FlagList(const Verb& verb) {
@@ -823,9 +738,10 @@ void PrintVerbs(FILE* out) {
                 "shared-memory segment, to throttle their calls to AI model APIs.\n\n"
                 "verbs:\n");
   int width = 0;
-  for (const Verb& verb : kVerbs) width = std::max(width, static_cast<int>(verb.name.size()));
-  for (const Verb& verb : kVerbs) {
-    absl::FPrintF(out, "  %-*s  %s\n", width, verb.name, verb.summary);
+  const std::vector<const Verb*> verbs = AllVerbs();
+  for (const Verb* verb : verbs) width = std::max(width, static_cast<int>(verb->name.size()));
+  for (const Verb* verb : verbs) {
+    absl::FPrintF(out, "  %-*s  %s\n", width, verb->name, verb->summary);
   }
   absl::FPrintF(out,
                 "\nRun 'sluice VERB --help' for a verb's flags. Exit status: 0 success, 75\n"
@@ -840,7 +756,7 @@ void PrintVerbHelp(const Verb& verb) {
   for (absl::string_view name : verb.flags) width = std::max(width, static_cast<int>(name.size()));
   for (absl::string_view name : verb.flags) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
-    if (flag == nullptr) continue;  // every name in kVerbs is defined above
+    if (flag == nullptr) continue;  // every name a verb lists is defined
     const std::string note = absl::c_linear_search(verb.required, name)
                                  ? "required"
                                  : absl::StrCat("default: ", flag->DefaultValue());
@@ -974,7 +890,7 @@ int Main(int argc, char** argv) {
   if (cmd.args.size() < verb->args.size()) {
     return UsageError(*verb, absl::StrCat("missing argument ", verb->args[cmd.args.size()]));
   }
-  if (cmd.args.size() > verb->args.size()) {
+  if (cmd.args.size() > verb->args.size() && !verb->more_args) {
     return UsageError(*verb, absl::StrCat("unexpected argument '", cmd.args[verb->args.size()],
                                           "'; usage: sluice ", verb->usage));
   }

@@ -1,0 +1,103 @@
+#include "tools/sluice/cli.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "tools/fake_provider/fake_provider.h"
+
+// Flags more than one verb takes.
+ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
+          "segment name (a file in /dev/shm) or path (a name containing '/')");
+ABSL_FLAG(bool, json, false, "print a JSON document instead of a text report");
+ABSL_FLAG(absl::Duration, timeout, absl::ZeroDuration(),
+          "longest wait for the permits (500ms, 2s, inf); 0 tries once");
+ABSL_FLAG(std::string, config, "",
+          "the limits file (TOML); without one, only the scope 'global' with no limits");
+ABSL_FLAG(std::string, provider, "anthropic", "the provider's API: anthropic or openai");
+ABSL_FLAG(std::string, base_url, "",
+          "the provider's base URL (default: its public API), e.g. http://127.0.0.1:8080");
+ABSL_FLAG(std::string, model, "claude-sonnet-4", "the model to call");
+ABSL_FLAG(uint64_t, max_tokens, 1024, "the reply's max_tokens");
+ABSL_FLAG(std::string, scope, "global", "the scope the call is charged to (see the limits file)");
+ABSL_FLAG(uint64_t, seed, sluice::FakeProviderOptions().seed,
+          "seeds output lengths, faults and jitter: same seed, same run");
+ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
+
+namespace sluice {
+namespace {
+
+std::vector<const Verb*>& Registry() {
+  static auto* verbs = new std::vector<const Verb*>();
+  return *verbs;
+}
+
+}  // namespace
+
+VerbRegistration::VerbRegistration(const Verb* verb) { Registry().push_back(verb); }
+
+std::vector<const Verb*> AllVerbs() {
+  std::vector<const Verb*> verbs = Registry();
+  std::stable_sort(verbs.begin(), verbs.end(),
+                   [](const Verb* a, const Verb* b) { return a->order < b->order; });
+  return verbs;
+}
+
+int Report(const Verb& verb, int code, absl::string_view message) {
+  absl::FPrintF(stderr, "sluice %s: %s\n", verb.name, absl::StrReplaceAll(message, {{"\n", " "}}));
+  return code;
+}
+
+int Fail(const Command& cmd, const absl::Status& status) {
+  return Report(*cmd.verb, kExitError, status.message());
+}
+
+int UsageError(const Verb& verb, absl::string_view message) {
+  return Report(verb, kExitUsage, absl::StrCat(message, " (see 'sluice ", verb.name, " --help')"));
+}
+
+std::string Rfc3339(int64_t unix_ns) {
+  return absl::FormatTime(absl::RFC3339_full, absl::FromUnixNanos(unix_ns), absl::UTCTimeZone());
+}
+
+std::string LocalTime(int64_t unix_ns) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Z", absl::FromUnixNanos(unix_ns),
+                          absl::LocalTimeZone());
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const std::vector<std::string>& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const std::vector<std::string>& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, i == 0 ? "" : "  ", row[i]);
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size(), ' ');
+    }
+    absl::FPrintF(stdout, "%s\n", line);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {
+  SegmentOptions options;
+  options.create = false;
+  options.register_process = false;
+  return Segment::Open(absl::GetFlag(FLAGS_segment), options);
+}
+
+absl::StatusOr<LimitsConfig> LimitsFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_config);
+  if (!path.empty()) return LoadLimitsConfig(path);
+  LimitsConfig config;
+  config.source = "(no --config)";
+  config.scopes["global"].name = "global";
+  return config;
+}
+
+}  // namespace sluice

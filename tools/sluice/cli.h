@@ -1,0 +1,106 @@
+// What the verbs of the `sluice` tool share: the verb table, error reporting,
+// exit codes, the flags more than one verb takes, and small formatting helpers.
+//
+// Each verb lives in its own file and registers itself with SLUICE_VERB; main.cc
+// only dispatches. A verb's own flags are defined in its file; a flag that several
+// verbs take is defined once in cli.cc and declared here.
+
+#ifndef SLUICE_TOOLS_SLUICE_CLI_H_
+#define SLUICE_TOOLS_SLUICE_CLI_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "sluice/limits.h"
+#include "sluice/segment.h"
+
+ABSL_DECLARE_FLAG(std::string, segment);
+ABSL_DECLARE_FLAG(bool, json);
+ABSL_DECLARE_FLAG(absl::Duration, timeout);
+ABSL_DECLARE_FLAG(std::string, config);
+ABSL_DECLARE_FLAG(std::string, provider);
+ABSL_DECLARE_FLAG(std::string, base_url);
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(uint64_t, max_tokens);
+ABSL_DECLARE_FLAG(std::string, scope);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(int, port);
+
+namespace sluice {
+
+// Exit codes follow sysexits.h.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 64;     // EX_USAGE
+inline constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
+
+struct Verb;
+
+// One invocation, after its flags are parsed.
+struct Command {
+  const Verb* verb;
+  std::vector<std::string> args;  // the positional arguments after the verb
+};
+
+struct Verb {
+  int order;  // its place in `sluice help`
+  absl::string_view name;
+  absl::string_view usage;                       // what follows "sluice " in the usage line
+  absl::string_view summary;                     // one line, for `sluice help`
+  absl::string_view description;                 // a paragraph, for `sluice VERB --help`
+  absl::Span<const absl::string_view> flags;     // the flags it takes
+  absl::Span<const absl::string_view> required;  // those it cannot do without
+  absl::Span<const absl::string_view> args;      // its positional arguments, all required
+  int (*run)(const Command&);
+  // When set, `args` lists the leading required arguments and any number of
+  // further ones may follow (e.g. `sluice lab` workloads); otherwise the count
+  // must match exactly.
+  bool more_args = false;
+};
+
+// Every registered verb, in `order`.
+std::vector<const Verb*> AllVerbs();
+
+// Adds a verb to the table; used through SLUICE_VERB at namespace scope.
+struct VerbRegistration {
+  explicit VerbRegistration(const Verb* verb);
+};
+#define SLUICE_VERB_CONCAT_INNER(a, b) a##b
+#define SLUICE_VERB_CONCAT(a, b) SLUICE_VERB_CONCAT_INNER(a, b)
+#define SLUICE_VERB(verb) \
+  static const ::sluice::VerbRegistration SLUICE_VERB_CONCAT(sluice_verb_, __LINE__)(&(verb))
+
+// Prints "sluice VERB: message" as one line on stderr and returns `code`.
+// Newlines in the message are folded so that scripts can rely on one line
+// per error.
+int Report(const Verb& verb, int code, absl::string_view message);
+// Report(kExitError, status.message()).
+int Fail(const Command& cmd, const absl::Status& status);
+// Report(kExitUsage, ...) with a pointer to the verb's --help.
+int UsageError(const Verb& verb, absl::string_view message);
+
+// Formatting.
+std::string Rfc3339(int64_t unix_ns);
+std::string LocalTime(int64_t unix_ns);
+// Prints rows as left-aligned columns, the first row being the heading.
+void PrintTable(const std::vector<std::vector<std::string>>& rows);
+
+// Opens the --segment that must already exist, without recording this process
+// in it: the tools that only look or remove must not show up as users.
+absl::StatusOr<std::unique_ptr<Segment>> OpenExisting();
+
+// The limits a command runs under: the --config file, or, without one, a
+// bare `global` scope with no limits.
+absl::StatusOr<LimitsConfig> LimitsFromFlags();
+
+}  // namespace sluice
+
+#endif  // SLUICE_TOOLS_SLUICE_CLI_H_
