@@ -127,14 +127,19 @@ class Client {
               const std::function<void(size_t, CallResult)>& done);
   void Feedback(const Job& job, const RateLimitInfo& info, const Classification& c);
   int64_t Now() const;  // the policy store's clock (the monotonic clock without one)
+  // libcurl's socket and timer callbacks (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION).
+  static int OnSocket(void* easy, int fd, int what, void* client, void* socket_data);
+  static int OnTimer(void* multi, long timeout_ms, void* client);
 
   ClientOptions options_;
   Policy* policy_;
-  void* multi_ = nullptr;         // CURLM*
-  const std::string url_;         // base URL + the provider endpoint
-  void* headers_out_ = nullptr;   // curl_slist*: the request headers, the key among them
-  int in_flight_ = 0;             // transfers running in Run
-  std::vector<void*> idle_easy_;  // CURL* handles kept for connection reuse
+  void* multi_ = nullptr;          // CURLM*, driven by curl_multi_socket_action
+  int epoll_fd_ = -1;              // the sockets libcurl asked to watch
+  int64_t curl_deadline_ns_ = -1;  // when libcurl's timer expires (-1: none), monotonic
+  const std::string url_;          // base URL + the provider endpoint
+  void* headers_out_ = nullptr;    // curl_slist*: the request headers, the key among them
+  int in_flight_ = 0;              // transfers running in Run
+  std::vector<void*> idle_easy_;   // CURL* handles kept for connection reuse
   CharacterEstimator estimator_;
   absl::BitGen rng_;
 };
