@@ -80,6 +80,10 @@ struct ClientOptions {
 struct CallRequest {
   nlohmann::json body;
   std::string scope;  // empty: ClientOptions::scope
+  // Do not start (nor reserve permits) before this time on the Client's clock
+  // (the policy store's; Clock::MonotonicNanos() without a policy): a request
+  // that "arrives" later, for open-loop load such as the demo's. 0: at once.
+  int64_t not_before_ns = 0;
 
   // {"model", "max_tokens", "messages": [{"role": "user", "content": prompt}]}.
   static CallRequest Simple(absl::string_view model, absl::string_view prompt, uint64_t max_tokens);
@@ -95,6 +99,7 @@ struct CallResult {
   nlohmann::json response;  // the provider's whole response (success only)
   Usage usage;
   int attempts = 0;
+  int rate_limited = 0;          // attempts the provider answered 429 (quota)
   absl::Duration throttle_wait;  // time spent waiting for permits, all attempts
   std::string request_id;
   int http_status = 0;
@@ -108,8 +113,10 @@ class Client {
   ~Client();
 
   // Runs requests pulled from `next` (false: no more) with at most
-  // `max_in_flight` at once, calling `done(index, result)` on this thread as
-  // each finishes (index = order pulled). Returns when all are done.
+  // `max_in_flight` at once (sent, or waiting for permits or a retry), calling
+  // `done(index, result)` on this thread as each finishes (index = order
+  // pulled). Requests reserve their permits in the order they became ready
+  // to start. Returns when all are done.
   void Run(const std::function<bool(CallRequest*)>& next, int max_in_flight,
            const std::function<void(size_t, CallResult)>& done);
 
@@ -123,7 +130,8 @@ class Client {
  private:
   explicit Client(ClientOptions options, Policy* policy);
   void StartTransfer(Job& job);
-  void Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& waiting,
+  class Queue;
+  void Finish(std::unique_ptr<Job> job, int curl_code, Queue& waiting,
               const std::function<void(size_t, CallResult)>& done);
   void Feedback(const Job& job, const RateLimitInfo& info, const Classification& c);
   int64_t Now() const;  // the policy store's clock (the monotonic clock without one)

@@ -337,8 +337,55 @@ void Client::Feedback(const Job& job, const RateLimitInfo& info, const Classific
   }
 }
 
-void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& waiting,
+// Requests waiting to start: for their arrival time, reserved start time or
+// retry delay (a min-heap on that time, FIFO among equals), or, ready but
+// refused by a full concurrency cap, for a transfer to finish.
+class Client::Queue {
+ public:
+  bool empty() const { return heap_.empty() && blocked_.empty(); }
+  size_t size() const { return heap_.size() + blocked_.size(); }
+
+  void Push(std::unique_ptr<Job> job) {
+    heap_.push_back({job->not_before_ns, next_seq_++, std::move(job)});
+    std::push_heap(heap_.begin(), heap_.end(), Later);
+  }
+  // The earliest start time, or INT64_MAX when none waits for a time.
+  int64_t NextTime() const {
+    return heap_.empty() ? std::numeric_limits<int64_t>::max() : heap_.front().at;
+  }
+  // The first job due at `now`, or null.
+  std::unique_ptr<Job> PopDue(int64_t now) {
+    if (heap_.empty() || heap_.front().at > now) return nullptr;
+    std::pop_heap(heap_.begin(), heap_.end(), Later);
+    std::unique_ptr<Job> job = std::move(heap_.back().job);
+    heap_.pop_back();
+    return job;
+  }
+  void Block(std::unique_ptr<Job> job) { blocked_.push_back(std::move(job)); }
+  // A transfer finished: what a full concurrency cap refused may try again,
+  // ahead of everything due later (their start times have passed).
+  void Unblock() {
+    for (std::unique_ptr<Job>& job : blocked_) Push(std::move(job));
+    blocked_.clear();
+  }
+
+ private:
+  struct Entry {
+    int64_t at;
+    uint64_t seq;
+    std::unique_ptr<Job> job;
+  };
+  static bool Later(const Entry& a, const Entry& b) {
+    return a.at != b.at ? a.at > b.at : a.seq > b.seq;
+  }
+  std::vector<Entry> heap_;
+  std::vector<std::unique_ptr<Job>> blocked_;
+  uint64_t next_seq_ = 0;
+};
+
+void Client::Finish(std::unique_ptr<Job> owned, int curl_code, Queue& waiting,
                     const std::function<void(size_t, CallResult)>& done) {
+  Job& job = *owned;
   CURL* easy = job.easy;
   long status = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
@@ -380,6 +427,7 @@ void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& 
   }
   if (c.request_id.empty()) c.request_id = r.request_id;
   r.error = c;
+  if (c.error_class == ErrorClass::kRateLimited) ++r.rate_limited;
   Feedback(job, info, c);
 
   if (c.error_class == ErrorClass::kNone) {
@@ -399,7 +447,7 @@ void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& 
       DecideRetry(options_.retry, job.attempt - 1, c, info.retry_after, absl::BitGenRef(rng_));
   if (next.retry) {
     job.not_before_ns = Now() + absl::ToInt64Nanoseconds(next.delay);
-    waiting.push_back(std::unique_ptr<Job>(&job));
+    waiting.Push(std::move(owned));
     return;
   }
   r.status = absl::Status(
@@ -417,7 +465,7 @@ void Client::Finish(Job& job, int curl_code, std::vector<std::unique_ptr<Job>>& 
 void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_flight,
                  const std::function<void(size_t, CallResult)>& done) {
   CURLM* multi = static_cast<CURLM*>(multi_);
-  std::vector<std::unique_ptr<Job>> waiting;  // not yet started (throttle, retry)
+  Queue waiting;
   int& in_flight = in_flight_;
   in_flight = 0;
   size_t pulled = 0;
@@ -437,6 +485,7 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
         break;
       }
       job->index = pulled++;
+      job->not_before_ns = job->request.not_before_ns;
       const std::string scope = job->request.scope.empty() ? options_.scope : job->request.scope;
       const std::string model = job->request.body.value("model", "");
       job->max_tokens = MaxTokens(job->request.body);
@@ -452,51 +501,42 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
         }
         job->route = *route;
       }
-      waiting.push_back(std::move(job));
+      waiting.Push(std::move(job));
     }
     if (!more && waiting.empty() && in_flight == 0) return;
 
-    // Start what may start: reserve permits (all-or-nothing), then wait in
-    // this loop until the reserved start time.
+    // Start what may start, in the order it became due: reserve permits
+    // (all-or-nothing; FIFO in the buckets), then wait in this loop until the
+    // reserved start time.
     const int64_t now = Now();
-    int64_t next_wake = std::numeric_limits<int64_t>::max();
-    for (size_t i = 0; i < waiting.size();) {
-      Job& job = *waiting[i];
-      if (job.not_before_ns > now) {
-        next_wake = std::min(next_wake, job.not_before_ns);
-        ++i;
-        continue;
-      }
-      if (policy_ != nullptr && !job.permit) {
-        if (job.waiting_since_ns < 0) job.waiting_since_ns = now;
+    while (std::unique_ptr<Job> job = waiting.PopDue(now)) {
+      if (policy_ != nullptr && !job->permit) {
+        if (job->waiting_since_ns < 0) job->waiting_since_ns = now;
         absl::StatusOr<Permit> permit = policy_->Reserve(
-            *job.route, job.input_estimate, job.max_tokens, options_.throttle_timeout, now);
+            *job->route, job->input_estimate, job->max_tokens, options_.throttle_timeout, now);
         if (!permit.ok()) {
           // A full concurrency cap frees up when a request finishes: try
           // again then. Anything else is final.
           if (IsConcurrencyFull(permit.status()) && in_flight > 0) {
-            ++i;
+            waiting.Block(std::move(job));
             continue;
           }
-          fail(std::move(waiting[i]), permit.status());
-          waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+          fail(std::move(job), permit.status());
           continue;
         }
-        job.permit = std::move(*permit);
-        if (job.permit->ready_at_ns() > now) {
-          job.not_before_ns = job.permit->ready_at_ns();
-          next_wake = std::min(next_wake, job.not_before_ns);
-          ++i;
+        job->permit = std::move(*permit);
+        if (job->permit->ready_at_ns() > now) {
+          job->not_before_ns = job->permit->ready_at_ns();
+          waiting.Push(std::move(job));
           continue;
         }
       }
-      if (job.waiting_since_ns >= 0) {
-        job.result.throttle_wait += absl::Nanoseconds(now - job.waiting_since_ns);
-        job.waiting_since_ns = -1;
+      if (job->waiting_since_ns >= 0) {
+        job->result.throttle_wait += absl::Nanoseconds(now - job->waiting_since_ns);
+        job->waiting_since_ns = -1;
       }
-      StartTransfer(job);
-      waiting[i].release();  // owned by its transfer until Finish
-      waiting.erase(waiting.begin() + static_cast<std::ptrdiff_t>(i));
+      StartTransfer(*job);
+      job.release();  // owned by its transfer (CURLINFO_PRIVATE) until Finish
       ++in_flight;
     }
 
@@ -507,26 +547,24 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
       curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
     int queued = 0;
+    bool finished_any = false;
     while (CURLMsg* msg = curl_multi_info_read(multi, &queued)) {
       if (msg->msg != CURLMSG_DONE) continue;
       Job* job = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &job);
       --in_flight;
+      finished_any = true;
       const int code = msg->data.result;
-      Finish(*job, code, waiting, done);
-      if (std::find_if(waiting.begin(), waiting.end(),
-                       [&](const auto& w) { return w.get() == job; }) == waiting.end()) {
-        delete job;  // finished for good
-      }
+      Finish(std::unique_ptr<Job>(job), code, waiting, done);
     }
+    if (finished_any) waiting.Unblock();
     if (!more && waiting.empty() && in_flight == 0) continue;  // returns at the top
 
     // Sleep until a socket has news, libcurl's timer fires, or the next start
-    // time comes (retries just scheduled included). A request that can start
-    // now (pulled, or a retry due) makes the wait zero.
-    for (const auto& job : waiting) next_wake = std::min(next_wake, job->not_before_ns);
+    // time comes (retries just scheduled included). Room to pull, or a
+    // request due now, makes the wait zero.
     const bool can_pull = more && in_flight + static_cast<int>(waiting.size()) < max_in_flight;
-    int64_t wake_in = can_pull ? 0 : next_wake - Now();
+    int64_t wake_in = can_pull || finished_any ? 0 : waiting.NextTime() - Now();
     if (curl_deadline_ns_ >= 0) {
       wake_in = std::min(wake_in, curl_deadline_ns_ - Clock::MonotonicNanos());
     }

@@ -207,6 +207,66 @@ max_concurrency = 1
   EXPECT_GE((*policy)->Stats().concurrency.at(0).bottlenecks, 2u);
 }
 
+// Open-loop load: a request with a start time is neither sent nor charged
+// before it, whatever order it was pulled in.
+TEST(ClientTest, ScheduledRequestsStartNoEarlierThanTheirTime) {
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  auto client = MakeClient(Options(Provider::kAnthropic, *server));
+  const int64_t start = Clock::MonotonicNanos();
+  const int64_t offsets_ms[] = {60, 0, 30};
+  std::vector<size_t> order;
+  std::vector<int64_t> finished(3, 0);
+  size_t n = 0;
+  client->Run(
+      [&](CallRequest* r) {
+        if (n == 3) return false;
+        *r = CallRequest::Simple("m", "hi", 4);
+        r->not_before_ns = start + offsets_ms[n++] * 1'000'000;
+        return true;
+      },
+      3,
+      [&](size_t index, CallResult r) {
+        EXPECT_TRUE(r.status.ok()) << r.status;
+        order.push_back(index);
+        finished[index] = Clock::MonotonicNanos();
+      });
+  EXPECT_THAT(order, ::testing::ElementsAre(1u, 2u, 0u));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_GE(finished[i], start + offsets_ms[i] * 1'000'000) << "request " << i;
+  }
+}
+
+// Each result counts the 429s its attempts drew, so that a batch can report
+// them.
+TEST(ClientTest, ResultsCountTheRateLimitedAttempts) {
+  FakeProviderOptions provider_options;
+  provider_options.rpm = 1;  // one request a minute: the others are 429s
+  auto server = StartProvider(provider_options);
+  ASSERT_NE(server, nullptr);
+  ClientOptions options = Options(Provider::kAnthropic, *server);
+  options.retry.max_attempts = 2;
+  options.retry.max_retry_after = absl::Milliseconds(1);  // fail rather than wait a minute
+  auto client = MakeClient(options);
+  int n = 0, limited = 0, succeeded = 0;
+  client->Run(
+      [&](CallRequest* r) {
+        *r = CallRequest::Simple("m", "hi", 4);
+        return n++ < 3;
+      },
+      1,
+      [&](size_t, CallResult r) {
+        limited += r.rate_limited;
+        succeeded += r.status.ok();
+        if (!r.status.ok()) {
+          EXPECT_EQ(r.error.error_class, ErrorClass::kRateLimited);
+        }
+      });
+  EXPECT_EQ(succeeded, 1);
+  EXPECT_EQ(limited, static_cast<int>(server->stats().totals.rate_limited));
+  EXPECT_GE(limited, 2);
+}
+
 // A provider enforcing a lower limit than sluice is configured for: with
 // header feedback the client learns the real limit from the headers and draws
 // few 429s; without it, it draws many.
