@@ -233,6 +233,17 @@ struct ScopePath {
 };
 ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
 
+// TimeScaled()
+//
+// `config` for a rehearsal in which `scale` simulated minutes pass per real
+// minute (the simulated provider's time_scale): every per-minute and per-day
+// limit is multiplied by `scale` (rounded, at least 1) and the default burst
+// durations divided by it, so that every bucket keeps its capacity in permits
+// (to within rounding) and refills `scale` times faster on the real clock. Explicit bursts,
+// budgets and concurrency caps are not rates and stay as they are.
+// REQUIRES: scale > 0 and finite.
+LimitsConfig TimeScaled(LimitsConfig config, double scale);
+
 }  // namespace sluice
 
 #endif  // SLUICE_LIMITS_H_

@@ -1059,4 +1059,22 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope) {
   return path;
 }
 
+LimitsConfig TimeScaled(LimitsConfig config, double scale) {
+  auto scale_set = [scale](LimitSet& set) {
+    for (auto& [kind, per_period] : set.per_period) {
+      const double scaled = std::round(static_cast<double>(per_period) * scale);
+      per_period = scaled >= 1.8e19 ? std::numeric_limits<uint64_t>::max()
+                                    : std::max<uint64_t>(1, static_cast<uint64_t>(scaled));
+    }
+  };
+  for (auto& [name, provider] : config.providers) {
+    scale_set(provider.limits);
+    for (ModelClass& model_class : provider.models) scale_set(model_class.limits);
+  }
+  for (auto& [name, scope] : config.scopes) scale_set(scope.limits);
+  config.minute_burst /= scale;
+  config.day_burst /= scale;
+  return config;
+}
+
 }  // namespace sluice

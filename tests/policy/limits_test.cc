@@ -108,6 +108,30 @@ TEST_F(SeedTest, ReadsTheReferenceDesign) {
   EXPECT_EQ(Scope("workflow:nightly-batch").parent, "team:engineering");
 }
 
+// A rehearsal at 60x: every bucket refills 60 times faster on the real clock
+// and keeps its burst in permits; budgets and caps are not rates.
+TEST_F(SeedTest, TimeScaledBucketsRefillFasterAndKeepTheirBursts) {
+  const LimitsConfig scaled = TimeScaled(config_, 60);
+  ExpectBuckets(ProviderBuckets(scaled, scaled.providers.at("anthropic"), nullptr),
+                {
+                    {"provider:anthropic:default:rpm", "anthropic/default",
+                     LimitKind::kRequestsPerMinute, 48'000, Rate::PerMinute(48'000), 80},
+                    {"provider:anthropic:default:tpm", "anthropic/default",
+                     LimitKind::kTokensPerMinute, 4'800'000, Rate::PerMinute(4'800'000), 8'000},
+                    {"provider:anthropic:default:tpd", "anthropic/default",
+                     LimitKind::kTokensPerDay, 120'000'000, Rate::PerDay(120'000'000), 83'333},
+                });
+  ExpectBuckets(ScopeBuckets(scaled, scaled.scopes.at("workflow:nightly-batch")),
+                {
+                    {"scope:workflow:nightly-batch:rpm", "workflow:nightly-batch",
+                     LimitKind::kRequestsPerMinute, 3'000, Rate::PerMinute(3'000), 5},
+                });
+  // Scale 1 changes nothing.
+  const LimitsConfig same = TimeScaled(config_, 1);
+  EXPECT_EQ(ProviderBuckets(same, same.providers.at("openai"), nullptr)[0].limit, 400u);
+  EXPECT_EQ(same.minute_burst, config_.minute_burst);
+}
+
 TEST_F(SeedTest, ProviderBucketsAreScaledByHeadroom) {
   const ProviderLimits& anthropic = config_.providers.at("anthropic");
   ExpectBuckets(ProviderBuckets(config_, anthropic, nullptr),
