@@ -69,9 +69,14 @@ struct ClientOptions {
   RetryOptions retry;
   // Feed rate-limit headers back into the provider buckets: clamp to what
   // remains, hold on a quota 429, and (with learn_provider_rate) lower a
-  // bucket configured above the rate the provider really grants.
+  // bucket configured above the limit the provider's headers state for the
+  // key (its `*-limit` headers: the real tier, whatever the config says).
   bool header_feedback = true;
   bool learn_provider_rate = true;
+  // Simulated minutes per real minute at the provider: 1 for the real APIs;
+  // the simulated provider's --time_scale for a rehearsal, whose limit
+  // headers count per simulated minute.
+  double provider_time_scale = 1.0;
   uint64_t seed = 0;  // for retry jitter; 0: random
 };
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -178,6 +179,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options, Po
     return absl::InvalidArgumentError(
         absl::StrCat("base URL '", options.base_url, "' must start with http:// or https://"));
   }
+  if (!(options.provider_time_scale > 0) || !std::isfinite(options.provider_time_scale)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "provider_time_scale must be positive and finite, got ", options.provider_time_scale));
+  }
   if (options.api_key.empty()) {
     const char* env = std::getenv(EnvKeyName(options.provider));
     if (env == nullptr || *env == '\0') {
@@ -316,17 +321,15 @@ void Client::Feedback(const Job& job, const RateLimitInfo& info, const Classific
     const int64_t in_transit = d.kind == LimitKind::kRequestsPerMinute ? others : 0;
     policy_->ClampProvider(*job.route, d.kind, *d.dim.remaining + d.slack - in_transit, now);
   }
-  // Learn the provider's real replenishment rate: its bucket fills
-  // `limit - remaining` in `reset_in` (Anthropic: time to full; OpenAI: time
-  // to reset). Too few used permits say too little to learn from.
+  // Learn the key's real tier from the limit the provider states for it
+  // (per minute of its clock). Exact, unlike an estimate from `remaining`
+  // and the reset time: Anthropic gives resets to the second, which biases
+  // any rate computed from them low by up to a second's worth.
   for (const auto& d : dims) {
     if (!options_.learn_provider_rate) break;
-    if (!d.dim.limit || !d.dim.remaining || !d.dim.reset_in) continue;
-    const int64_t used = *d.dim.limit - *d.dim.remaining;
-    const int64_t minimum = d.kind == LimitKind::kRequestsPerMinute ? 1 : 2000;
-    if (used < minimum || *d.dim.reset_in <= absl::ZeroDuration()) continue;
+    if (!d.dim.limit || *d.dim.limit <= 0) continue;
     policy_->LearnProviderRate(*job.route, d.kind,
-                               static_cast<double>(used) / absl::ToDoubleMinutes(*d.dim.reset_in));
+                               static_cast<double>(*d.dim.limit) * options_.provider_time_scale);
   }
   // A quota 429 holds the provider's buckets for every process on the
   // store; an overload (529/503) is not about quota and shrinks nothing.

@@ -294,6 +294,7 @@ requests_per_minute = 100000
     ASSERT_TRUE(policy.ok());
     ClientOptions client_options = Options(Provider::kAnthropic, *server);
     client_options.header_feedback = feedback == 1;
+    client_options.provider_time_scale = options.time_scale;
     client_options.retry.max_attempts = 10;
     auto client = MakeClient(client_options, policy->get());
     int n = 0, succeeded = 0;

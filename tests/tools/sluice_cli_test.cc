@@ -1,7 +1,6 @@
 // Runs the built `sluice` binary (SLUICE_CLI_PATH) as a user would and checks
 // its exit status, stdout and stderr. Each test works on its own segment in
 // /dev/shm, removed at the end whatever the outcome.
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,9 +19,8 @@
 #include "nlohmann/json.hpp"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "tests/tools/cli_runner.h"
 #include "tools/fake_provider/fake_provider.h"
-
-extern char** environ;
 
 namespace sluice {
 namespace {
@@ -38,62 +36,7 @@ constexpr int kExitError = 1;
 constexpr int kExitUsage = 64;
 constexpr int kExitTempFail = 75;
 
-struct Result {
-  int status;  // the exit code, or 128 + the signal that killed it
-  std::string out;
-  std::string err;
-};
-
-std::string ReadAll(FILE* f) {
-  std::string text;
-  std::rewind(f);
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
-  return text;
-}
-
-// Runs `sluice args...`. Output goes to temporary files rather than pipes so
-// that a chatty child can never block on a full pipe while we wait for it.
-Result RunCli(const std::vector<std::string>& args) {
-  std::vector<std::string> words = {SLUICE_CLI_PATH};
-  words.insert(words.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& w : words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-
-  Result result{-1, "", ""};
-  FILE* out = std::tmpfile();
-  FILE* err = std::tmpfile();
-  if (out == nullptr || err == nullptr) {
-    ADD_FAILURE() << "tmpfile: " << std::strerror(errno);
-    return result;
-  }
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fileno(out), STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, fileno(err), STDERR_FILENO);
-  pid_t pid;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(rc);
-  } else {
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    result.out = ReadAll(out);
-    result.err = ReadAll(err);
-  }
-  std::fclose(out);
-  std::fclose(err);
-  return result;
-}
-
-// Prints a Result in failure messages, so a wrong status shows why.
-void PrintTo(const Result& r, std::ostream* os) {
-  *os << "status " << r.status << "\nstdout:\n" << r.out << "stderr:\n" << r.err;
-}
+using Result = CliResult;
 
 class SluiceCliTest : public ::testing::Test {
  protected:

@@ -1,6 +1,7 @@
 #include "tools/sluice/cli.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "absl/flags/flag.h"
@@ -25,6 +26,10 @@ ABSL_FLAG(uint64_t, max_tokens, 1024, "the reply's max_tokens");
 ABSL_FLAG(std::string, scope, "global", "the scope the call is charged to (see the limits file)");
 ABSL_FLAG(uint64_t, seed, sluice::FakeProviderOptions().seed,
           "seeds output lengths, faults and jitter: same seed, same run");
+ABSL_FLAG(double, time_scale, 1.0,
+          "simulated minutes per real minute: 60 refills a per-minute limit in a second");
+ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
+          "mean generation time of an admitted request (e.g. 200ms)");
 ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
 
 namespace sluice {
@@ -36,6 +41,10 @@ std::vector<const Verb*>& Registry() {
 }
 
 }  // namespace
+
+bool Command::Given(absl::string_view flag) const {
+  return std::find(given.begin(), given.end(), flag) != given.end();
+}
 
 VerbRegistration::VerbRegistration(const Verb* verb) { Registry().push_back(verb); }
 
@@ -82,6 +91,15 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows) {
     }
     absl::FPrintF(stdout, "%s\n", line);
   }
+}
+
+double Percentile(std::vector<double>& values, double q) {
+  if (values.empty()) return 0;
+  const double rank = std::ceil(q * static_cast<double>(values.size()));
+  const size_t k =
+      static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
+  return values[k];
 }
 
 absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {

@@ -33,6 +33,8 @@ ABSL_DECLARE_FLAG(uint64_t, max_tokens);
 ABSL_DECLARE_FLAG(std::string, scope);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(int, port);
+ABSL_DECLARE_FLAG(double, time_scale);
+ABSL_DECLARE_FLAG(absl::Duration, latency);
 
 namespace sluice {
 
@@ -47,7 +49,11 @@ struct Verb;
 // One invocation, after its flags are parsed.
 struct Command {
   const Verb* verb;
-  std::vector<std::string> args;  // the positional arguments after the verb
+  std::vector<std::string> args;   // the positional arguments after the verb
+  std::vector<std::string> given;  // the flags given on the command line
+
+  // Whether --`flag` was given (as opposed to left at its default).
+  bool Given(absl::string_view flag) const;
 };
 
 struct Verb {
@@ -92,6 +98,10 @@ std::string Rfc3339(int64_t unix_ns);
 std::string LocalTime(int64_t unix_ns);
 // Prints rows as left-aligned columns, the first row being the heading.
 void PrintTable(const std::vector<std::vector<std::string>>& rows);
+
+// The q-quantile (0 <= q <= 1) of `values` by nearest rank; 0 when empty.
+// Reorders `values`.
+double Percentile(std::vector<double>& values, double q);
 
 // Opens the --segment that must already exist, without recording this process
 // in it: the tools that only look or remove must not show up as users.

@@ -72,12 +72,8 @@ ABSL_FLAG(uint64_t, otpm, sluice::FakeProviderOptions().otpm,
 ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
           "OpenAI tokens per minute, per API key");
 ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
-ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
-          "mean generation time of an admitted request (e.g. 200ms)");
 ABSL_FLAG(absl::Duration, latency_jitter, absl::ZeroDuration(),
           "latency varies uniformly by up to this much either way");
-ABSL_FLAG(double, time_scale, 1.0,
-          "simulated minutes per real minute: 60 refills a per-minute limit in a second");
 ABSL_FLAG(double, overloaded_rate, 0,
           "fraction of requests answered 529 (Anthropic) / 503 (OpenAI)");
 ABSL_FLAG(double, server_error_rate, 0, "fraction of requests answered 500");
@@ -886,7 +882,7 @@ int Main(int argc, char** argv) {
     }
   }
 
-  Command cmd{.verb = verb, .args = ParseFlags(*verb, argc, argv)};
+  Command cmd{.verb = verb, .args = ParseFlags(*verb, argc, argv), .given = scan.given};
   if (cmd.args.size() < verb->args.size()) {
     return UsageError(*verb, absl::StrCat("missing argument ", verb->args[cmd.args.size()]));
   }
