@@ -111,6 +111,11 @@ absl::StatusOr<std::unique_ptr<Segment>> OpenExisting();
 // bare `global` scope with no limits.
 absl::StatusOr<LimitsConfig> LimitsFromFlags();
 
+// The limits `sluice demo` runs under (examples/demo-limits.toml): the
+// simulated provider's own, with no headroom. `sluice batch` uses them too
+// when it runs against the simulated provider without a --config.
+absl::string_view DemoLimitsToml();
+
 }  // namespace sluice
 
 #endif  // SLUICE_TOOLS_SLUICE_CLI_H_

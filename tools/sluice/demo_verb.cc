@@ -60,6 +60,12 @@ output_precharge = "max_tokens"
 [scopes.global]
 )";
 
+}  // namespace
+
+absl::string_view DemoLimitsToml() { return kDemoLimits; }
+
+namespace {
+
 constexpr char kDemoKey[] = "sk-demo-launch-day";
 constexpr char kModel[] = "claude-sonnet-4";
 constexpr uint64_t kMaxTokens = 64;
