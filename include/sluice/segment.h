@@ -175,6 +175,18 @@ struct SegmentInfo {
     uint32_t slot;
     uint32_t capacity;
     uint32_t in_flight;
+    uint64_t bottlenecks;
+  };
+  // A window counter (a budget), read as it is: the window the counter last
+  // counted in and the amount used in it. The caller decides whether that
+  // window is still the current one (a UTC day or month for budgets); an
+  // older one means nothing is used in the current window yet.
+  struct Counter {
+    std::string name;
+    uint32_t slot;
+    int64_t window;
+    int64_t used;  // micro-USD for budgets
+    uint64_t bottlenecks;
   };
   struct Process {
     pid_t pid;
@@ -190,7 +202,7 @@ struct SegmentInfo {
   int64_t created_unix_ns;
   std::vector<Bucket> buckets;
   std::vector<Leases> leases;
-  std::vector<std::string> counters;  // names of window counters (budgets)
+  std::vector<Counter> counters;  // window counters (budgets)
   std::vector<Process> processes;
 };
 
@@ -242,7 +254,8 @@ class Segment {
   // Returns how many slots were freed.
   absl::StatusOr<int> ReclaimIdle(absl::Duration idle);
 
-  // Header, buckets and attached processes.
+  // Header, buckets, budgets (counters), concurrency caps and attached
+  // processes, read under the segment lock; changes nothing.
   absl::StatusOr<SegmentInfo> Inspect();
 
   // Removes the segment's name, but only if the name still refers to the file

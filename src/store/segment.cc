@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -77,6 +78,16 @@ uint64_t HashName(absl::string_view name) {
 
 BucketConfig SlotConfig(const Slot& slot) {
   return {Rate(slot.permits, absl::Nanoseconds(slot.period_ns)), slot.capacity};
+}
+
+// A counter's word, read once (window_counter.h: the window id above
+// kAmountBits, the amount below). WindowCounterRef only answers for a window
+// the caller names; Inspect reports whichever window the counter is in.
+int64_t CounterWord(Slot& slot) {
+  static_assert(std::is_standard_layout_v<WindowCounterCell> && sizeof(WindowCounterCell) == 64,
+                "a counter cell is one atomic word, at the start of its cache line");
+  return reinterpret_cast<const std::atomic<int64_t>*>(CounterCellOf(slot))
+      ->load(std::memory_order_acquire);
 }
 
 absl::string_view SlotName(const Slot& slot) {
@@ -745,18 +756,20 @@ absl::StatusOr<SegmentInfo> Segment::Inspect() {
     if (slot.state.load(std::memory_order_acquire) != segment_layout::kSlotReady) continue;
     ++info.slots_used;
     std::string name(SlotName(slot));
+    const uint64_t bottlenecks = slot.bottlenecks.load(std::memory_order_relaxed);
     if (slot.kind == segment_layout::kKindCounter) {
-      info.counters.push_back(std::move(name));
+      const int64_t word = CounterWord(slot);
+      info.counters.push_back({std::move(name), i, word >> WindowCounterRef::kAmountBits,
+                               word & WindowCounterRef::kMaxAmount, bottlenecks});
     } else if (slot.kind == segment_layout::kKindLeases) {
       const LeaseSetRef leases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
                                &LeaseHeadOf(slot)->generation);
-      info.leases.push_back(
-          {std::move(name), i, static_cast<uint32_t>(slot.capacity), leases.InFlight()});
+      info.leases.push_back({std::move(name), i, static_cast<uint32_t>(slot.capacity),
+                             leases.InFlight(), bottlenecks});
     } else {
       const BucketRef ref(BucketCellOf(slot), options_.clock);
       info.buckets.push_back({std::move(name), i, SlotConfig(slot), ref.Available(now),
-                              ref.GetPressure(now),
-                              slot.bottlenecks.load(std::memory_order_relaxed)});
+                              ref.GetPressure(now), bottlenecks});
     }
   }
   for (uint32_t p = 0; p < view.process_count; ++p) {

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 
 #include "absl/strings/match.h"
@@ -262,6 +263,47 @@ TEST(SegmentTest, CountersAndLeaseSetsShareTheTableWithBuckets) {
                                                                                                 : 1;
       }),
       0);
+}
+
+TEST(SegmentTest, InspectReadsEachCounterWindowAndLeaseBottlenecks) {
+  ScratchSegment scratch;
+  auto segment = MustOpen(scratch.path());
+  auto day = segment->OpenCounter("scope:global:usd_day");
+  auto fresh = segment->OpenCounter("scope:global:usd_month");
+  auto leases = segment->OpenLeases("scope:global:concurrency", 3);
+  ASSERT_TRUE(day.ok() && fresh.ok() && leases.ok());
+  ASSERT_TRUE(day->TryAdd(20'000, 1'500, 1'000'000));
+  day->Debit(20'001, 250);  // a new window starts from zero
+  day->bottlenecks()->fetch_add(2);
+  leases->bottlenecks()->fetch_add(5);
+  ASSERT_GE(leases->TryAcquire(42, 0), 0);
+
+  auto info = segment->Inspect();
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->counters.size(), 2u);
+  std::sort(info->counters.begin(), info->counters.end(),
+            [](const auto& a, const auto& b) { return a.name < b.name; });
+  EXPECT_EQ(info->counters[0].name, "scope:global:usd_day");
+  EXPECT_EQ(info->counters[0].window, 20'001);
+  EXPECT_EQ(info->counters[0].used, 250);
+  EXPECT_EQ(info->counters[0].bottlenecks, 2u);
+  // A counter never touched is window 0 with nothing used.
+  EXPECT_EQ(info->counters[1].name, "scope:global:usd_month");
+  EXPECT_EQ(info->counters[1].window, 0);
+  EXPECT_EQ(info->counters[1].used, 0);
+  EXPECT_EQ(info->counters[1].bottlenecks, 0u);
+  ASSERT_EQ(info->leases.size(), 1u);
+  EXPECT_EQ(info->leases[0].in_flight, 1u);
+  EXPECT_EQ(info->leases[0].bottlenecks, 5u);
+  // The largest window and amount a word holds come back whole.
+  day->Debit(WindowCounterRef::kMaxWindow, WindowCounterRef::kMaxAmount);
+  info = segment->Inspect();
+  ASSERT_TRUE(info.ok());
+  for (const SegmentInfo::Counter& c : info->counters) {
+    if (c.name != "scope:global:usd_day") continue;
+    EXPECT_EQ(c.window, WindowCounterRef::kMaxWindow);
+    EXPECT_EQ(c.used, WindowCounterRef::kMaxAmount);
+  }
 }
 
 TEST(SegmentTest, LeasesOfAKilledProcessComeBack) {
