@@ -209,6 +209,10 @@ std::vector<BucketSpec> ProviderBuckets(const LimitsConfig& config, const Provid
 // parents').
 std::vector<BucketSpec> ScopeBuckets(const LimitsConfig& config, const ScopeLimits& scope);
 std::vector<BudgetSpec> ScopeBudgets(const ScopeLimits& scope);
+
+// The budget window `t` falls in, as budget counters number them: days since
+// the Unix epoch (UTC) for kDay, months since January 1970 (UTC) for kMonth.
+int64_t BudgetWindowId(BudgetPeriod period, absl::Time t);
 std::optional<ConcurrencySpec> ScopeConcurrency(const ScopeLimits& scope);
 
 // The model class of `model` at `provider`: the class with an exact pattern

@@ -57,6 +57,14 @@ class WindowCounterRef {
   // The amount used in `window` (0 if the counter has not reached it yet).
   int64_t Used(int64_t window) const;
 
+  // The window the counter is in and the amount used in it, read together:
+  // for monitors, which do not know which window the writers are in.
+  struct Reading {
+    int64_t window;
+    int64_t used;
+  };
+  Reading Load() const;
+
  private:
   WindowCounterCell* cell_;
 };

@@ -58,4 +58,9 @@ int64_t WindowCounterRef::Used(int64_t window) const {
   return WindowOf(word) == window ? AmountOf(word) : 0;
 }
 
+WindowCounterRef::Reading WindowCounterRef::Load() const {
+  const int64_t word = cell_->word_.load(std::memory_order_acquire);
+  return {WindowOf(word), AmountOf(word)};
+}
+
 }  // namespace sluice

@@ -1059,6 +1059,14 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope) {
   return path;
 }
 
+int64_t BudgetWindowId(BudgetPeriod period, absl::Time t) {
+  if (period == BudgetPeriod::kDay) {
+    return absl::ToUnixSeconds(t) / absl::ToInt64Seconds(absl::Hours(24));
+  }
+  const absl::CivilMonth month = absl::ToCivilMonth(t, absl::UTCTimeZone());
+  return (month.year() - 1970) * 12 + (month.month() - 1);
+}
+
 LimitsConfig TimeScaled(LimitsConfig config, double scale) {
   auto scale_set = [scale](LimitSet& set) {
     for (auto& [kind, per_period] : set.per_period) {

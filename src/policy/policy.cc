@@ -302,10 +302,7 @@ absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::stri
 }
 
 int64_t Policy::WindowId(BudgetPeriod period) const {
-  const absl::Time now = options_.wall_clock();
-  if (period == BudgetPeriod::kDay) return absl::ToUnixSeconds(now) / kDaySeconds;
-  const absl::CivilMonth month = absl::ToCivilMonth(now, absl::UTCTimeZone());
-  return (month.year() - 1970) * 12 + (month.month() - 1);
+  return BudgetWindowId(period, options_.wall_clock());
 }
 
 absl::Time Policy::NextWindowStart(BudgetPeriod period) const {

@@ -80,16 +80,6 @@ BucketConfig SlotConfig(const Slot& slot) {
   return {Rate(slot.permits, absl::Nanoseconds(slot.period_ns)), slot.capacity};
 }
 
-// A counter's word, read once (window_counter.h: the window id above
-// kAmountBits, the amount below). WindowCounterRef only answers for a window
-// the caller names; Inspect reports whichever window the counter is in.
-int64_t CounterWord(Slot& slot) {
-  static_assert(std::is_standard_layout_v<WindowCounterCell> && sizeof(WindowCounterCell) == 64,
-                "a counter cell is one atomic word, at the start of its cache line");
-  return reinterpret_cast<const std::atomic<int64_t>*>(CounterCellOf(slot))
-      ->load(std::memory_order_acquire);
-}
-
 absl::string_view SlotName(const Slot& slot) {
   return absl::string_view(slot.name, slot.name_length);
 }
@@ -758,9 +748,8 @@ absl::StatusOr<SegmentInfo> Segment::Inspect() {
     std::string name(SlotName(slot));
     const uint64_t bottlenecks = slot.bottlenecks.load(std::memory_order_relaxed);
     if (slot.kind == segment_layout::kKindCounter) {
-      const int64_t word = CounterWord(slot);
-      info.counters.push_back({std::move(name), i, word >> WindowCounterRef::kAmountBits,
-                               word & WindowCounterRef::kMaxAmount, bottlenecks});
+      const WindowCounterRef::Reading counter = WindowCounterRef(CounterCellOf(slot)).Load();
+      info.counters.push_back({std::move(name), i, counter.window, counter.used, bottlenecks});
     } else if (slot.kind == segment_layout::kKindLeases) {
       const LeaseSetRef leases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
                                &LeaseHeadOf(slot)->generation);

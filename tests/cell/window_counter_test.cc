@@ -31,6 +31,17 @@ TEST(WindowCounterTest, ANewWindowStartsAtZeroAndAnOldOneNeverComesBack) {
   EXPECT_EQ(counter.Used(8), 100);
 }
 
+TEST(WindowCounterTest, LoadReadsTheCurrentWindowAndItsAmountTogether) {
+  WindowCounterCell cell;
+  const WindowCounterRef counter(&cell);
+  EXPECT_EQ(counter.Load().window, 0);
+  EXPECT_EQ(counter.Load().used, 0);
+  ASSERT_TRUE(counter.TryAdd(WindowCounterRef::kMaxWindow, WindowCounterRef::kMaxAmount,
+                             WindowCounterRef::kMaxAmount));
+  EXPECT_EQ(counter.Load().window, WindowCounterRef::kMaxWindow);
+  EXPECT_EQ(counter.Load().used, WindowCounterRef::kMaxAmount);
+}
+
 TEST(WindowCounterTest, RefundsOnlyTheWindowThatWasCharged) {
   WindowCounterCell cell;
   const WindowCounterRef counter(&cell);

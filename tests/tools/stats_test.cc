@@ -362,13 +362,13 @@ class StatsTest : public ::testing::Test {
 
     auto day = segment_->OpenCounter("scope:team:marketing:usd_day");
     ASSERT_TRUE(day.ok());
-    ASSERT_TRUE(day->TryAdd(BudgetWindow(BudgetPeriod::kDay, wall), 1'234'567, 5'000'000));
+    ASSERT_TRUE(day->TryAdd(BudgetWindowId(BudgetPeriod::kDay, wall), 1'234'567, 5'000'000));
     day->bottlenecks()->fetch_add(1);
     // Spent in an earlier month: nothing of it counts now.
     auto month = segment_->OpenCounter("scope:global:usd_month");
     ASSERT_TRUE(month.ok());
     ASSERT_TRUE(
-        month->TryAdd(BudgetWindow(BudgetPeriod::kMonth, wall) - 1, 99'000'000, 100'000'000));
+        month->TryAdd(BudgetWindowId(BudgetPeriod::kMonth, wall) - 1, 99'000'000, 100'000'000));
 
     auto cap = segment_->OpenLeases("scope:global:concurrency", 4);
     ASSERT_TRUE(cap.ok());
@@ -392,10 +392,10 @@ class StatsTest : public ::testing::Test {
 };
 
 TEST_F(StatsTest, BudgetWindowsAreThePolicysUtcDayAndMonth) {
-  EXPECT_EQ(BudgetWindow(BudgetPeriod::kDay, Wall()), 20103);
-  EXPECT_EQ(BudgetWindow(BudgetPeriod::kMonth, Wall()), 660);
-  EXPECT_EQ(BudgetWindow(BudgetPeriod::kDay, absl::UnixEpoch()), 0);
-  EXPECT_EQ(BudgetWindow(
+  EXPECT_EQ(BudgetWindowId(BudgetPeriod::kDay, Wall()), 20103);
+  EXPECT_EQ(BudgetWindowId(BudgetPeriod::kMonth, Wall()), 660);
+  EXPECT_EQ(BudgetWindowId(BudgetPeriod::kDay, absl::UnixEpoch()), 0);
+  EXPECT_EQ(BudgetWindowId(
                 BudgetPeriod::kMonth,
                 absl::FromCivil(absl::CivilSecond(1970, 12, 31, 23, 59, 59), absl::UTCTimeZone())),
             11);

@@ -32,8 +32,6 @@ using Group = StatsSnapshot::Group;
 using GroupType = StatsSnapshot::GroupType;
 using Json = nlohmann::ordered_json;
 
-constexpr int64_t kDaySeconds = 24 * 60 * 60;
-
 // Where a key belongs, parsed from the names the policy gives its buckets
 // (limits.h): "provider:P:CLASS:KIND", "scope:S:KIND" (S may hold ':'), and
 // for any other key its prefix before the last ':'.
@@ -218,7 +216,7 @@ void AddCounter(const SegmentInfo::Counter& c, absl::Time now, GroupTable* table
   // newer window (a writer whose clock is ahead) counts against this one,
   // as WindowCounterRef counts an older id against the newer window.
   b.spent_micro_usd =
-      c.window >= BudgetWindow(*period, now) && c.used > 0 ? static_cast<uint64_t>(c.used) : 0;
+      c.window >= BudgetWindowId(*period, now) && c.used > 0 ? static_cast<uint64_t>(c.used) : 0;
   b.bottlenecks = c.bottlenecks;
 }
 
@@ -504,12 +502,6 @@ absl::string_view GroupTypeName(GroupType type) {
 
 absl::string_view BudgetPeriodName(BudgetPeriod period) {
   return period == BudgetPeriod::kDay ? "day" : "month";
-}
-
-int64_t BudgetWindow(BudgetPeriod period, absl::Time t) {
-  if (period == BudgetPeriod::kDay) return absl::ToUnixSeconds(t) / kDaySeconds;
-  const absl::CivilMonth month = absl::ToCivilMonth(t, absl::UTCTimeZone());
-  return (month.year() - 1970) * 12 + (month.month() - 1);
 }
 
 StatsSnapshot BuildStatsSnapshot(const SegmentInfo& info, const LimitsConfig* config,

@@ -113,9 +113,6 @@ struct StatsSnapshot {
 absl::string_view GroupTypeName(StatsSnapshot::GroupType type);  // "scope", "provider", "other"
 absl::string_view BudgetPeriodName(BudgetPeriod period);         // "day", "month"
 
-// The policy's budget window containing `t` (see the file comment).
-int64_t BudgetWindow(BudgetPeriod period, absl::Time t);
-
 // Builds a snapshot from what Segment::Inspect returned, at wall time `now`
 // (budget windows are computed from it), with `config` when not null.
 StatsSnapshot BuildStatsSnapshot(const SegmentInfo& info, const LimitsConfig* config,
