@@ -1,0 +1,579 @@
+#include "tools/lab/lab.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <memory>
+#include <queue>
+#include <random>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+
+namespace sluice::lab {
+namespace {
+
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+constexpr double kMaxRequests = 10'000'000;
+constexpr int64_t kMaxBins = 100'000;
+
+int64_t Nanos(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
+
+// The workloads draw from a 64-bit Mersenne Twister, whose output the C++
+// standard fixes, and turn it into numbers here rather than with the
+// library's distributions, which differ between implementations: a seed's
+// requests do not depend on which standard library built the lab.
+class Draw {
+ public:
+  explicit Draw(uint64_t seed) : rng_(seed) {}
+  // Uniform in [0, 1).
+  double Uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+  // Uniform in [0, n).
+  uint32_t Below(uint32_t n) { return static_cast<uint32_t>(rng_() % n); }
+  // An exponential gap with the given mean, in ns (at least 1).
+  int64_t Exponential(double mean_ns) {
+    return std::max<int64_t>(1, std::llround(-std::log1p(-Uniform()) * mean_ns));
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+// Poisson arrivals at `per_ns` requests per ns over [from, to).
+void PoissonArrivals(Draw& draw, double per_ns, int64_t from, int64_t to,
+                     std::vector<int64_t>* out) {
+  for (int64_t t = from + draw.Exponential(1 / per_ns); t < to; t += draw.Exponential(1 / per_ns)) {
+    out->push_back(t);
+  }
+}
+
+// n arrivals evenly spaced over [from, from + span), those before `end`.
+void EvenArrivals(int64_t n, int64_t from, int64_t span, int64_t end, std::vector<int64_t>* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t t = from + static_cast<int64_t>(static_cast<__int128>(i) * span / n);
+    if (t >= 0 && t < end) out->push_back(t);
+  }
+}
+
+std::string Escape(absl::string_view text) {
+  return absl::StrReplaceAll(text, {{"&", "&amp;"}, {"<", "&lt;"}, {">", "&gt;"}});
+}
+
+std::string Seconds(int64_t ns) { return absl::StrFormat("%.2fs", static_cast<double>(ns) / 1e9); }
+
+}  // namespace
+
+// Workloads -----------------------------------------------------------------------
+
+absl::string_view WorkloadName(Workload workload) {
+  switch (workload) {
+    case Workload::kSteady:
+      return "steady";
+    case Workload::kPoisson:
+      return "poisson";
+    case Workload::kBursty:
+      return "bursty";
+    case Workload::kLaunchSpike:
+      return "launch-spike";
+    case Workload::kBoundary:
+      return "boundary";
+  }
+  return "unknown";
+}
+
+absl::string_view WorkloadDescription(Workload workload) {
+  switch (workload) {
+    case Workload::kSteady:
+      return "exactly the limit, evenly spaced";
+    case Workload::kPoisson:
+      return "Poisson arrivals at 0.9x the limit";
+    case Workload::kBursty:
+      return "each client on for P/6 at 4x its share, off for P/2, random phase";
+    case Workload::kLaunchSpike:
+      return "Poisson arrivals at 1.2x the limit (1,200/min against 1,000/min)";
+    case Workload::kBoundary:
+      return "the limit in the P/12 before every other window boundary, the limit again after";
+  }
+  return "";
+}
+
+absl::StatusOr<Workload> ParseWorkload(absl::string_view name) {
+  for (Workload w : kAllWorkloads) {
+    if (WorkloadName(w) == name) return w;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown workload '", name, "'; workloads are ",
+      absl::StrJoin(kAllWorkloads, ", ",
+                    [](std::string* out, Workload w) { absl::StrAppend(out, WorkloadName(w)); })));
+}
+
+absl::Status ValidateLabConfig(const LabConfig& config) {
+  if (absl::Status s = config.limit.Validate(); !s.ok()) return s;
+  auto positive = [](absl::string_view what, absl::Duration d) {
+    if (d > absl::ZeroDuration() && d < absl::Hours(24 * 366)) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", absl::FormatDuration(d), " must be positive and under a year"));
+  };
+  if (absl::Status s = positive("duration", config.duration); !s.ok()) return s;
+  if (absl::Status s = positive("latency", config.latency); !s.ok()) return s;
+  if (absl::Status s = positive("bin", config.bin); !s.ok()) return s;
+  if (absl::Status s = positive("limit period", config.limit.period()); !s.ok()) return s;
+  if (config.max_wait < absl::ZeroDuration() || config.max_wait >= absl::Hours(24 * 366)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max wait ", absl::FormatDuration(config.max_wait), " must be >= 0 and under a year"));
+  }
+  if (config.clients == 0 || config.clients > 1'000'000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("clients ", config.clients, " must be from 1 to 1000000"));
+  }
+  if (config.duration / config.bin > kMaxBins) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("duration ", absl::FormatDuration(config.duration), " at bins of ",
+                     absl::FormatDuration(config.bin), " is more than ", kMaxBins, " bins"));
+  }
+  const double expected = 1.3 * static_cast<double>(config.limit.permits()) *
+                          absl::FDivDuration(config.duration, config.limit.period());
+  if (expected > kMaxRequests) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "limit %s over %s would offer about %.0f requests; the lab simulates at most %.0f "
+        "(lower the rate or the duration)",
+        config.limit.ToString(), absl::FormatDuration(config.duration), expected, kMaxRequests));
+  }
+  return absl::OkStatus();
+}
+
+LimiterConfig LabLimiterConfig(Algorithm algorithm, const LabConfig& config) {
+  const uint64_t permits = config.limit.permits();
+  const double per_period = absl::FDivDuration(config.latency, config.limit.period());
+  const uint64_t share_of_second = static_cast<uint64_t>(
+      static_cast<double>(permits) * absl::FDivDuration(absl::Seconds(1), config.limit.period()));
+  LimiterConfig limiter{
+      .algorithm = algorithm,
+      .rate = config.limit,
+      .burst = config.burst != 0 ? config.burst : permits,
+      .max_in_flight = static_cast<uint32_t>(
+          std::clamp<double>(std::ceil(static_cast<double>(permits) * per_period), 1, 1'000'000)),
+  };
+  limiter.adaptive.burst = std::max<uint64_t>(1, share_of_second);
+  limiter.adaptive.min_permits = std::max<uint64_t>(1, permits / 100);
+  limiter.adaptive.max_permits = 2 * permits;
+  limiter.adaptive.increase_permits = std::max<uint64_t>(1, permits / 10);
+  limiter.adaptive.cooldown = absl::Seconds(1);
+  return limiter;
+}
+
+absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const LabConfig& config) {
+  if (absl::Status s = ValidateLabConfig(config); !s.ok()) return s;
+  const int64_t end = Nanos(config.duration);
+  const int64_t period = Nanos(config.limit.period());
+  const int64_t permits = static_cast<int64_t>(config.limit.permits());
+  const double per_ns = static_cast<double>(permits) / static_cast<double>(period);
+  const uint32_t clients = config.clients;
+  Draw draw(config.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(workload));
+
+  std::vector<Request> requests;
+  auto add_all = [&](const std::vector<int64_t>& times, bool round_robin) {
+    for (size_t i = 0; i < times.size(); ++i) {
+      requests.push_back(
+          {times[i], round_robin ? static_cast<uint32_t>(i % clients) : draw.Below(clients), 0});
+    }
+  };
+  std::vector<int64_t> times;
+  switch (workload) {
+    case Workload::kSteady:
+      for (int64_t i = 0;; ++i) {
+        const int64_t t = static_cast<int64_t>(static_cast<__int128>(i) * period / permits);
+        if (t >= end) break;
+        times.push_back(t);
+      }
+      add_all(times, /*round_robin=*/true);
+      break;
+    case Workload::kPoisson:
+      PoissonArrivals(draw, 0.9 * per_ns, 0, end, &times);
+      add_all(times, /*round_robin=*/false);
+      break;
+    case Workload::kLaunchSpike:
+      PoissonArrivals(draw, 1.2 * per_ns, 0, end, &times);
+      add_all(times, /*round_robin=*/false);
+      break;
+    case Workload::kBursty: {
+      const int64_t on = period / 6;
+      const int64_t cycle = on + period / 2;
+      for (uint32_t c = 0; c < clients; ++c) {
+        const int64_t phase = static_cast<int64_t>(draw.Uniform() * static_cast<double>(cycle));
+        std::vector<int64_t> mine;
+        for (int64_t start = phase - cycle; start < end; start += cycle) {
+          PoissonArrivals(draw, 4 * per_ns / clients, std::max<int64_t>(start, 0),
+                          std::min(start + on, end), &mine);
+        }
+        for (int64_t t : mine) requests.push_back({t, c, 0});
+      }
+      break;
+    }
+    case Workload::kBoundary: {
+      const int64_t side = period / 12;
+      for (int64_t b = period; b < end; b += 2 * period) {
+        EvenArrivals(permits, b - side, side, end, &times);
+        EvenArrivals(permits, b, side, end, &times);
+      }
+      add_all(times, /*round_robin=*/true);
+      break;
+    }
+  }
+  std::stable_sort(requests.begin(), requests.end(), [](const Request& a, const Request& b) {
+    return a.arrival_ns != b.arrival_ns ? a.arrival_ns < b.arrival_ns : a.client < b.client;
+  });
+  // Latencies uniform in [latency / 2, 3 latency / 2), drawn in arrival order.
+  const double latency = static_cast<double>(Nanos(config.latency));
+  for (Request& r : requests) {
+    r.latency_ns = std::max<int64_t>(1, std::llround(latency * (0.5 + draw.Uniform())));
+  }
+  return requests;
+}
+
+// Simulation ------------------------------------------------------------------------
+
+ProviderModel::ProviderModel(const Rate& limit) : bucket_(&cell_, Clock::Monotonic()) {
+  // The lab validated the limit; an invalid one leaves a zero cell, which
+  // refuses everything.
+  BucketRef::Init(&cell_, {.rate = limit, .capacity = limit.permits()}, 0).IgnoreError();
+}
+
+bool ProviderModel::Accept(int64_t now_ns) { return bucket_.TryAcquire(1, now_ns).granted(); }
+
+Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabConfig& config) {
+  const int64_t end = Nanos(config.duration);
+  const int64_t max_wait = Nanos(config.max_wait);
+  ProviderModel provider(config.limit);
+  Trace trace;
+  trace.offered = static_cast<int64_t>(requests.size());
+  trace.offered_per_client.assign(config.clients, 0);
+  for (const Request& r : requests) {
+    if (r.client < config.clients) ++trace.offered_per_client[r.client];
+  }
+
+  struct InFlight {
+    int64_t done_ns;
+    Admission admission;
+    bool operator>(const InFlight& o) const { return done_ns > o.done_ns; }
+  };
+  std::priority_queue<InFlight, std::vector<InFlight>, std::greater<>> in_flight;
+  std::deque<size_t> waiting;  // indices into `requests`, FIFO
+  size_t next = 0;
+  int64_t retry_at = kNever;
+  for (;;) {
+    int64_t now = retry_at;
+    if (next < requests.size()) now = std::min(now, requests[next].arrival_ns);
+    if (!in_flight.empty()) now = std::min(now, in_flight.top().done_ns);
+    if (now >= end) break;
+    while (!in_flight.empty() && in_flight.top().done_ns <= now) {
+      limiter.Release(in_flight.top().admission, in_flight.top().done_ns);
+      in_flight.pop();
+    }
+    while (next < requests.size() && requests[next].arrival_ns <= now) waiting.push_back(next++);
+    while (!waiting.empty() && now - requests[waiting.front()].arrival_ns > max_wait) {
+      waiting.pop_front();  // gave up
+    }
+    retry_at = kNever;
+    while (!waiting.empty()) {
+      const Request& r = requests[waiting.front()];
+      const Admission admission = limiter.TryAcquire(1, now);
+      if (!admission.granted()) {
+        if (admission.wait_ns != kWaitForRelease) {
+          retry_at = now + std::max<int64_t>(admission.wait_ns, 1);
+        }
+        break;
+      }
+      waiting.pop_front();
+      const bool rate_limited = !provider.Accept(now);
+      limiter.OnResponse(rate_limited, now);
+      trace.admitted.push_back({r.arrival_ns, now, r.client, rate_limited});
+      if (rate_limited) {
+        limiter.Release(admission, now);  // a 429 comes back at once
+      } else {
+        in_flight.push({now + r.latency_ns, admission});
+      }
+    }
+  }
+  return trace;
+}
+
+// Metrics ---------------------------------------------------------------------------
+
+int64_t MaxInWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns) {
+  int64_t most = 0;
+  size_t first = 0;
+  for (size_t last = 0; last < sorted_ns.size(); ++last) {
+    while (sorted_ns[last] - sorted_ns[first] >= window_ns) ++first;
+    most = std::max<int64_t>(most, static_cast<int64_t>(last - first + 1));
+  }
+  return most;
+}
+
+int64_t Percentile(absl::Span<const int64_t> sorted, double q) {
+  if (sorted.empty()) return 0;
+  const double rank = std::ceil(q * static_cast<double>(sorted.size()));
+  const size_t index = static_cast<size_t>(std::clamp<double>(rank, 1, sorted.size())) - 1;
+  return sorted[index];
+}
+
+double JainIndex(absl::Span<const double> x) {
+  double sum = 0;
+  double squares = 0;
+  for (double v : x) {
+    sum += v;
+    squares += v * v;
+  }
+  if (squares == 0) return 1;
+  return sum * sum / (static_cast<double>(x.size()) * squares);
+}
+
+Metrics Measure(const Trace& trace, const LabConfig& config) {
+  Metrics m;
+  m.offered = trace.offered;
+  m.admitted = static_cast<int64_t>(trace.admitted.size());
+  m.unserved = m.offered - m.admitted;
+  std::vector<int64_t> times;
+  std::vector<int64_t> waits;
+  std::vector<int64_t> per_client(trace.offered_per_client.size(), 0);
+  for (const Admitted& a : trace.admitted) {
+    times.push_back(a.admitted_ns);
+    waits.push_back(a.admitted_ns - a.arrival_ns);
+    m.provider_429s += a.rate_limited;
+    if (a.client < per_client.size()) ++per_client[a.client];
+  }
+  std::sort(times.begin(), times.end());
+  std::sort(waits.begin(), waits.end());
+  const double limit = static_cast<double>(config.limit.permits());
+  m.max_in_window = MaxInWindow(times, Nanos(config.limit.period()));
+  m.overshoot = static_cast<double>(m.max_in_window) / limit;
+  m.utilization = static_cast<double>(m.admitted) /
+                  (limit * absl::FDivDuration(config.duration, config.limit.period()));
+  m.wait_p50_ns = Percentile(waits, 0.50);
+  m.wait_p90_ns = Percentile(waits, 0.90);
+  m.wait_p99_ns = Percentile(waits, 0.99);
+  m.wait_max_ns = waits.empty() ? 0 : waits.back();
+  std::vector<double> shares;
+  for (size_t c = 0; c < per_client.size(); ++c) {
+    if (trace.offered_per_client[c] == 0) continue;
+    shares.push_back(static_cast<double>(per_client[c]) /
+                     static_cast<double>(trace.offered_per_client[c]));
+  }
+  m.fairness = JainIndex(shares);
+  return m;
+}
+
+// The lab -----------------------------------------------------------------------------
+
+absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
+                                              absl::Span<const Workload> workloads,
+                                              absl::Span<const Algorithm> algorithms) {
+  if (absl::Status s = ValidateLabConfig(config); !s.ok()) return s;
+  const int64_t end = Nanos(config.duration);
+  const int64_t bin = Nanos(config.bin);
+  const int64_t period = Nanos(config.limit.period());
+  std::vector<LabResult> results;
+  for (Workload workload : workloads) {
+    absl::StatusOr<std::vector<Request>> requests = GenerateWorkload(workload, config);
+    if (!requests.ok()) return requests.status();
+    for (Algorithm algorithm : algorithms) {
+      absl::StatusOr<std::unique_ptr<Limiter>> limiter =
+          Limiter::Create(LabLimiterConfig(algorithm, config), 0);
+      if (!limiter.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(AlgorithmName(algorithm), ": ", limiter.status().message()));
+      }
+      const Trace trace = Simulate(**limiter, *requests, config);
+      LabResult result{workload, algorithm, Measure(trace, config), {}, {}};
+      const size_t bins = static_cast<size_t>((end + bin - 1) / bin);
+      result.per_bin.assign(bins, 0);
+      std::vector<int64_t> times;
+      for (const Admitted& a : trace.admitted) {
+        ++result.per_bin[static_cast<size_t>(a.admitted_ns / bin)];
+        times.push_back(a.admitted_ns);
+      }
+      for (size_t k = 0; k < bins; ++k) {
+        const int64_t t = std::min(end, static_cast<int64_t>(k + 1) * bin);
+        result.trailing.push_back(std::lower_bound(times.begin(), times.end(), t) -
+                                  std::lower_bound(times.begin(), times.end(), t - period));
+      }
+      results.push_back(std::move(result));
+    }
+  }
+  return results;
+}
+
+// Output ------------------------------------------------------------------------------
+
+std::vector<std::vector<std::string>> SummaryRows(absl::Span<const LabResult> results) {
+  std::vector<std::vector<std::string>> rows = {{"workload", "algorithm", "offered", "admitted",
+                                                 "unserved", "429s", "max/period", "overshoot",
+                                                 "util", "wait p50", "wait p99", "fairness"}};
+  for (const LabResult& r : results) {
+    const Metrics& m = r.metrics;
+    rows.push_back({std::string(WorkloadName(r.workload)), std::string(AlgorithmName(r.algorithm)),
+                    absl::StrCat(m.offered), absl::StrCat(m.admitted), absl::StrCat(m.unserved),
+                    absl::StrCat(m.provider_429s), absl::StrCat(m.max_in_window),
+                    absl::StrFormat("%.2fx", m.overshoot), absl::StrFormat("%.3f", m.utilization),
+                    Seconds(m.wait_p50_ns), Seconds(m.wait_p99_ns),
+                    absl::StrFormat("%.3f", m.fairness)});
+  }
+  return rows;
+}
+
+nlohmann::ordered_json ToJson(const LabConfig& config, absl::Span<const LabResult> results) {
+  nlohmann::ordered_json doc;
+  doc["config"] = {
+      {"limit", config.limit.ToString()},
+      {"burst", config.burst != 0 ? config.burst : config.limit.permits()},
+      {"duration_ns", Nanos(config.duration)},
+      {"clients", config.clients},
+      {"seed", config.seed},
+      {"max_wait_ns", Nanos(config.max_wait)},
+      {"latency_ns", Nanos(config.latency)},
+      {"provider", absl::StrCat("continuous token bucket, ", config.limit.ToString(), ", capacity ",
+                                config.limit.permits())},
+  };
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (const LabResult& r : results) {
+    const Metrics& m = r.metrics;
+    list.push_back({
+        {"workload", WorkloadName(r.workload)},
+        {"algorithm", AlgorithmName(r.algorithm)},
+        {"offered", m.offered},
+        {"admitted", m.admitted},
+        {"unserved", m.unserved},
+        {"provider_429s", m.provider_429s},
+        {"max_in_window", m.max_in_window},
+        {"overshoot", m.overshoot},
+        {"utilization", m.utilization},
+        {"wait_ns",
+         {{"p50", m.wait_p50_ns},
+          {"p90", m.wait_p90_ns},
+          {"p99", m.wait_p99_ns},
+          {"max", m.wait_max_ns}}},
+        {"fairness", m.fairness},
+    });
+  }
+  doc["results"] = std::move(list);
+  return doc;
+}
+
+std::string RenderSvg(Workload workload, const LabConfig& config,
+                      absl::Span<const LabResult> results) {
+  constexpr int kWidth = 960, kLeft = 64, kRight = 16, kTop = 74, kPanel = 96, kGap = 30,
+                kBottom = 40;
+  const int plot_width = kWidth - kLeft - kRight;
+  const int height = kTop + static_cast<int>(results.size()) * (kPanel + kGap) + kBottom;
+  const double end = static_cast<double>(Nanos(config.duration));
+  const double bin = static_cast<double>(Nanos(config.bin));
+  const int64_t limit = static_cast<int64_t>(config.limit.permits());
+  const std::string period = absl::FormatDuration(config.limit.period());
+  int64_t top = limit;
+  for (const LabResult& r : results) {
+    for (int64_t v : r.trailing) top = std::max(top, v);
+    for (int64_t v : r.per_bin) top = std::max(top, v);
+  }
+  const double y_max = static_cast<double>(top) * 1.1;
+  auto x_of = [&](double t_ns) { return kLeft + plot_width * t_ns / end; };
+
+  std::string svg = absl::StrFormat(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+      "font-family=\"sans-serif\" font-size=\"12\">\n"
+      "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+      kWidth, height, kWidth, height);
+  absl::StrAppendFormat(&svg,
+                        "<text x=\"%d\" y=\"22\"><tspan font-size=\"16\" "
+                        "font-weight=\"bold\">sluice lab: %s</tspan>  %s</text>\n",
+                        kLeft, WorkloadName(workload), Escape(WorkloadDescription(workload)));
+  absl::StrAppendFormat(
+      &svg, "<text x=\"%d\" y=\"42\">%s</text>\n", kLeft,
+      Escape(absl::StrCat("limit ", config.limit.ToString(), "; provider: continuous token bucket ",
+                          config.limit.ToString(), ", capacity ", limit, "; ", config.clients,
+                          " clients, seed ", config.seed, "; waits at most ",
+                          absl::FormatDuration(config.max_wait))));
+  absl::StrAppendFormat(
+      &svg,
+      "<rect x=\"%d\" y=\"52\" width=\"12\" height=\"10\" fill=\"#9aa5b1\"/>"
+      "<text x=\"%d\" y=\"61\">admitted per %s</text>"
+      "<line x1=\"%d\" y1=\"57\" x2=\"%d\" y2=\"57\" stroke=\"#1f77b4\" stroke-width=\"2\"/>"
+      "<text x=\"%d\" y=\"61\">admitted in the last %s</text>"
+      "<line x1=\"%d\" y1=\"57\" x2=\"%d\" y2=\"57\" stroke=\"#d62728\" stroke-dasharray=\"5,3\"/>"
+      "<text x=\"%d\" y=\"61\">the limit, %d per %s</text>\n",
+      kLeft, kLeft + 16, absl::FormatDuration(config.bin), kLeft + 190, kLeft + 214, kLeft + 220,
+      period, kLeft + 420, kLeft + 444, kLeft + 450, limit, period);
+
+  for (size_t i = 0; i < results.size(); ++i) {
+    const LabResult& r = results[i];
+    const Metrics& m = r.metrics;
+    const int y0 = kTop + static_cast<int>(i) * (kPanel + kGap) + kGap - 8;
+    auto y_of = [&](double v) { return y0 + kPanel - kPanel * v / y_max; };
+    absl::StrAppendFormat(
+        &svg, "<text x=\"%d\" y=\"%d\"><tspan font-weight=\"bold\">%s</tspan>  %s</text>\n", kLeft,
+        y0 - 6, AlgorithmName(r.algorithm),
+        Escape(absl::StrFormat(
+            "most in any %s: %d (%.2fx the limit); provider 429s: %d; admitted %d of %d; "
+            "wait p99 %s",
+            period, m.max_in_window, m.overshoot, m.provider_429s, m.admitted, m.offered,
+            Seconds(m.wait_p99_ns))));
+    absl::StrAppendFormat(&svg,
+                          "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" "
+                          "stroke=\"#ccc\"/>\n",
+                          kLeft, y0, plot_width, kPanel);
+    // The bars as one path, so that a long run stays a small file.
+    const double bar = std::max(1.0, plot_width * bin / end);
+    std::string bars;
+    for (size_t k = 0; k < r.per_bin.size(); ++k) {
+      if (r.per_bin[k] == 0) continue;
+      absl::StrAppendFormat(&bars, "M%.1f %dV%.1fh%.1fV%dZ", x_of(static_cast<double>(k) * bin),
+                            y0 + kPanel, y_of(static_cast<double>(r.per_bin[k])), bar, y0 + kPanel);
+    }
+    if (!bars.empty()) absl::StrAppendFormat(&svg, "<path d=\"%s\" fill=\"#9aa5b1\"/>\n", bars);
+    // The trailing count, leaving out points inside a flat stretch.
+    std::string points;
+    for (size_t k = 0; k < r.trailing.size(); ++k) {
+      const bool flat = k > 0 && k + 1 < r.trailing.size() && r.trailing[k - 1] == r.trailing[k] &&
+                        r.trailing[k + 1] == r.trailing[k];
+      if (flat) continue;
+      absl::StrAppendFormat(&points, "%s%.1f,%.1f", points.empty() ? "" : " ",
+                            x_of(std::min(end, static_cast<double>(k + 1) * bin)),
+                            y_of(static_cast<double>(r.trailing[k])));
+    }
+    absl::StrAppendFormat(&svg,
+                          "<polyline points=\"%s\" fill=\"none\" stroke=\"#1f77b4\" "
+                          "stroke-width=\"1.5\"/>\n",
+                          points);
+    absl::StrAppendFormat(&svg,
+                          "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#d62728\" "
+                          "stroke-dasharray=\"5,3\"/>\n",
+                          kLeft, y_of(static_cast<double>(limit)), kLeft + plot_width,
+                          y_of(static_cast<double>(limit)));
+    absl::StrAppendFormat(&svg,
+                          "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%d</text>"
+                          "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">0</text>\n",
+                          kLeft - 4, y_of(static_cast<double>(limit)) + 4, limit, kLeft - 4,
+                          y0 + kPanel);
+  }
+  // The time axis, ticked every period (or every tenth of the run).
+  const double tick = std::max(static_cast<double>(Nanos(config.limit.period())), end / 10);
+  const int axis_y = height - kBottom + 4;
+  for (double t = 0; t <= end + 1; t += tick) {
+    absl::StrAppendFormat(&svg,
+                          "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#888\"/>"
+                          "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+                          x_of(t), axis_y - 8, x_of(t), axis_y - 2, x_of(t), axis_y + 12,
+                          absl::FormatDuration(absl::Nanoseconds(t)));
+  }
+  absl::StrAppendFormat(&svg,
+                        "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">simulated time</text>\n",
+                        kLeft + plot_width / 2, axis_y + 30);
+  svg += "</svg>\n";
+  return svg;
+}
+
+}  // namespace sluice::lab
