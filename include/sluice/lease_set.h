@@ -9,7 +9,8 @@
 //
 // Waiting for a lease sleeps on a futex word that every release bumps (shared
 // memory works across processes), so a blocked caller wakes when a lease is
-// returned, not on a timer.
+// returned, not on a timer. The word's low bit says someone sleeps: a release
+// that finds it clear makes no system call.
 //
 // Thread safety: all operations are safe from any number of threads and
 // processes; the words may live in shared memory.
@@ -28,7 +29,8 @@ namespace sluice {
 
 class LeaseSetRef {
  public:
-  // `leases` points to `count` words; `generation` is bumped on every release.
+  // `leases` points to `count` words; `generation` is bumped on every release
+  // (its low bit flags sleepers).
   // REQUIRES: both outlive this LeaseSetRef.
   LeaseSetRef(std::atomic<uint64_t>* leases, uint32_t count, std::atomic<uint32_t>* generation)
       : leases_(leases), count_(count), generation_(generation) {}
@@ -43,7 +45,7 @@ class LeaseSetRef {
   absl::StatusOr<uint32_t> Acquire(uint64_t tag, absl::Duration timeout, uint32_t hint,
                                    const std::function<bool(uint64_t)>& is_dead) const;
 
-  // Returns lease `index` if `tag` holds it, and wakes one waiter.
+  // Returns lease `index` if `tag` holds it, and wakes the waiters, if any.
   void Release(uint32_t index, uint64_t tag) const;
 
   // Leases held now (a scan, for statistics).
@@ -55,6 +57,10 @@ class LeaseSetRef {
   uint32_t capacity() const { return count_; }
 
  private:
+  static constexpr uint32_t kWaiters = 1;         // the generation's sleeper flag
+  static constexpr uint32_t kGenerationStep = 2;  // a release, above the flag
+  void Bump() const;                              // a new generation, waking sleepers if any
+
   std::atomic<uint64_t>* leases_;
   uint32_t count_;
   std::atomic<uint32_t>* generation_;

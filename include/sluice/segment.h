@@ -52,8 +52,9 @@
 namespace sluice {
 
 // The segment layout's version. A segment of another major version is refused;
-// minor versions only add fields that older readers may ignore.
-inline constexpr uint32_t kSegmentAbiMajor = 1;
+// minor versions only add fields that older readers may ignore. Version 2:
+// a lease set's generation word flags sleepers in its low bit (lease_set.h).
+inline constexpr uint32_t kSegmentAbiMajor = 2;
 inline constexpr uint32_t kSegmentAbiMinor = 0;
 
 // The segment used when a tool is given no --segment.

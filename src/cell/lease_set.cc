@@ -4,8 +4,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <limits>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -21,7 +23,7 @@ void FutexWait(std::atomic<uint32_t>* word, uint32_t seen, int64_t timeout_ns) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr, 0);
 }
 
-void FutexWake(std::atomic<uint32_t>* word, uint32_t waiters) {
+void FutexWake(std::atomic<uint32_t>* word, int waiters) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, waiters, nullptr, nullptr, 0);
 }
 
@@ -61,17 +63,28 @@ absl::StatusOr<uint32_t> LeaseSetRef::Acquire(uint64_t tag, absl::Duration timeo
           absl::StrCat("all ", count_, " concurrency leases are held; none was returned within ",
                        absl::FormatDuration(timeout)));
     }
-    FutexWait(generation_, seen, left);
+    // Announce a sleeper, so that releases know to wake. If a release came
+    // since `seen`, try again instead of sleeping.
+    const uint32_t flagged = generation_->fetch_or(kWaiters, std::memory_order_acq_rel);
+    if ((flagged & ~kWaiters) != (seen & ~kWaiters)) continue;
+    FutexWait(generation_, flagged | kWaiters, left);
   }
 }
 
 void LeaseSetRef::Release(uint32_t index, uint64_t tag) const {
   if (index >= count_) return;
   uint64_t expected = tag;
-  if (leases_[index].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) {
-    generation_->fetch_add(1, std::memory_order_acq_rel);
-    FutexWake(generation_, 1);
-  }
+  if (leases_[index].compare_exchange_strong(expected, 0, std::memory_order_acq_rel)) Bump();
+}
+
+void LeaseSetRef::Bump() const {
+  // A new generation; the system call only when someone sleeps. Every sleeper
+  // wakes (the flag is cleared for all of them) and those still without a
+  // lease set it again before they sleep.
+  const uint32_t before = generation_->fetch_add(kGenerationStep, std::memory_order_acq_rel);
+  if ((before & kWaiters) == 0) return;
+  generation_->fetch_and(~kWaiters, std::memory_order_acq_rel);
+  FutexWake(generation_, std::numeric_limits<int>::max());
 }
 
 uint32_t LeaseSetRef::InFlight() const {
@@ -87,10 +100,7 @@ uint32_t LeaseSetRef::Reclaim(const std::function<bool(uint64_t)>& is_dead) cons
     if (holder == 0 || !is_dead(holder)) continue;
     if (leases_[i].compare_exchange_strong(holder, 0, std::memory_order_acq_rel)) ++taken;
   }
-  if (taken > 0) {
-    generation_->fetch_add(1, std::memory_order_acq_rel);
-    FutexWake(generation_, taken);
-  }
+  if (taken > 0) Bump();
   return taken;
 }
 

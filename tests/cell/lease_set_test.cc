@@ -59,12 +59,28 @@ TEST(LeaseSetTest, AWaiterWakesWhenALeaseIsReturned) {
   ASSERT_EQ(leases.TryAcquire(1, 0), 0);
   std::atomic<bool> got{false};
   std::thread waiter([&] { got = leases.Acquire(2, absl::Seconds(30), 0, NobodyDies).ok(); });
-  // The waiter sleeps on the futex until this release (no timer involved:
-  // with a 30 s timeout, only the wake can return it promptly).
+  // The waiter announces itself (the generation's low bit) before it sleeps
+  // on the futex; the release then wakes it and clears the flag.
+  while ((l.gen.load() & 1) == 0) std::this_thread::yield();
   leases.Release(0, 1);
   waiter.join();
   EXPECT_TRUE(got.load());
   EXPECT_EQ(l.words[0].load(), 2u);
+  EXPECT_EQ(l.gen.load() & 1, 0u);
+}
+
+// With nobody asleep, a release only bumps the generation (by 2, leaving
+// the sleeper flag clear): no futex system call.
+TEST(LeaseSetTest, AReleaseWithNobodyAsleepLeavesTheFlagClear) {
+  Leases l(1);
+  const LeaseSetRef leases = l.Ref();
+  ASSERT_EQ(leases.TryAcquire(1, 0), 0);
+  leases.Release(0, 1);
+  EXPECT_EQ(l.gen.load(), 2u);
+  // A waiter that gives up at once never flags itself either.
+  ASSERT_EQ(leases.TryAcquire(1, 0), 0);
+  EXPECT_FALSE(leases.Acquire(2, absl::ZeroDuration(), 0, NobodyDies).ok());
+  EXPECT_EQ(l.gen.load(), 2u);
 }
 
 TEST(LeaseSetTest, ThreadsNeverHoldMoreThanTheCap) {
