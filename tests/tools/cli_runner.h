@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 
 extern char** environ;
@@ -34,31 +36,71 @@ inline void PrintTo(const CliResult& r, std::ostream* os) {
   *os << "status " << r.status << "\nstdout:\n" << r.out << "stderr:\n" << r.err;
 }
 
+// Starts `sluice args...` with the given descriptors as its stdin, stdout and
+// stderr (-1 keeps the test's own). Returns the pid, or -1 (and fails the
+// test) when it cannot start.
+inline pid_t SpawnCli(const std::vector<std::string>& args, int in, int out, int err) {
+  std::vector<std::string> words = {SLUICE_CLI_PATH};
+  words.insert(words.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (in >= 0) posix_spawn_file_actions_adddup2(&actions, in, STDIN_FILENO);
+  if (out >= 0) posix_spawn_file_actions_adddup2(&actions, out, STDOUT_FILENO);
+  if (err >= 0) posix_spawn_file_actions_adddup2(&actions, err, STDERR_FILENO);
+  pid_t pid = -1;
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(rc);
+    return -1;
+  }
+  return pid;
+}
+
+// Waits for `pid` at most `limit`; past that, kills it and fails the test, so
+// that a hung binary fails one test rather than the whole run. Returns the
+// exit code, or 128 + the signal that ended it.
+inline int WaitCli(pid_t pid, absl::Duration limit = absl::Minutes(4)) {
+  const absl::Time deadline = absl::Now() + limit;
+  int status = 0;
+  for (;;) {
+    const pid_t done = waitpid(pid, &status, WNOHANG);
+    if (done == pid) break;
+    if (done < 0 && errno != EINTR) return -1;
+    if (absl::Now() > deadline) {
+      ADD_FAILURE() << "sluice did not exit within " << limit;
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Everything written to `f` so far.
+inline std::string ReadAll(FILE* f) {
+  std::string text;
+  std::rewind(f);
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
+  return text;
+}
+
 // One run of the binary, started and then waited for (or killed).
 class CliProcess {
  public:
   explicit CliProcess(const std::vector<std::string>& args) {
-    std::vector<std::string> words = {SLUICE_CLI_PATH};
-    words.insert(words.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& w : words) argv.push_back(w.data());
-    argv.push_back(nullptr);
     out_ = std::tmpfile();
     err_ = std::tmpfile();
     if (out_ == nullptr || err_ == nullptr) {
       ADD_FAILURE() << "tmpfile: " << std::strerror(errno);
       return;
     }
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, fileno(out_), STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&actions, fileno(err_), STDERR_FILENO);
-    const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (rc != 0) {
-      ADD_FAILURE() << "posix_spawn " << argv[0] << ": " << std::strerror(rc);
-      pid_ = -1;
-    }
+    pid_ = SpawnCli(args, -1, fileno(out_), fileno(err_));
   }
   CliProcess(const CliProcess&) = delete;
   CliProcess& operator=(const CliProcess&) = delete;
@@ -80,25 +122,14 @@ class CliProcess {
   CliResult Wait() {
     CliResult result;
     if (pid_ <= 0 || waited_) return result;
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
+    result.status = WaitCli(pid_);
     waited_ = true;
-    result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     result.out = ReadAll(out_);
     result.err = ReadAll(err_);
     return result;
   }
 
  private:
-  static std::string ReadAll(FILE* f) {
-    std::string text;
-    std::rewind(f);
-    char buf[4096];
-    for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
-    return text;
-  }
-
   pid_t pid_ = -1;
   bool waited_ = false;
   FILE* out_ = nullptr;

@@ -47,8 +47,7 @@
 #include "sluice/limits.h"
 #include "sluice/segment.h"
 #include "tests/store/segment_test_util.h"
-
-extern char** environ;
+#include "tests/tools/cli_runner.h"
 
 namespace sluice {
 namespace {
@@ -757,79 +756,9 @@ TEST(MetricsServerTest, ServesAFreshScrapeOnMetricsOnly) {
 
 // The binary ----------------------------------------------------------------------
 
-struct Result {
-  int status = -1;  // the exit code, or 128 + the signal that killed it
-  std::string out;
-  std::string err;
-};
-
-void PrintTo(const Result& r, std::ostream* os) {
-  *os << "status " << r.status << "\nstdout:\n" << r.out << "stderr:\n" << r.err;
-}
+using Result = CliResult;
 
 MATCHER_P(ExitsWith, code, "") { return arg.status == code; }
-
-std::string ReadAll(FILE* f) {
-  std::string text;
-  std::rewind(f);
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) text.append(buf, n);
-  return text;
-}
-
-// Starts `sluice args...` with the given descriptors as stdin, stdout and
-// stderr (-1 keeps the test's own).
-pid_t Spawn(const std::vector<std::string>& args, int in, int out, int err) {
-  std::vector<std::string> words = {SLUICE_CLI_PATH};
-  words.insert(words.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& w : words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (in >= 0) posix_spawn_file_actions_adddup2(&actions, in, STDIN_FILENO);
-  if (out >= 0) posix_spawn_file_actions_adddup2(&actions, out, STDOUT_FILENO);
-  if (err >= 0) posix_spawn_file_actions_adddup2(&actions, err, STDERR_FILENO);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  EXPECT_EQ(rc, 0) << "posix_spawn " << argv[0] << ": " << std::strerror(rc);
-  return rc == 0 ? pid : -1;
-}
-
-// Waits for `pid` at most `limit`, then kills it (and fails the test).
-int Wait(pid_t pid, absl::Duration limit = absl::Seconds(20)) {
-  const absl::Time deadline = absl::Now() + limit;
-  int status = 0;
-  for (;;) {
-    const pid_t done = waitpid(pid, &status, WNOHANG);
-    if (done == pid) break;
-    if (done < 0 && errno != EINTR) return -1;
-    if (absl::Now() > deadline) {
-      ADD_FAILURE() << "sluice did not exit within " << limit;
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      break;
-    }
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-Result RunCli(const std::vector<std::string>& args) {
-  Result result;
-  FILE* out = std::tmpfile();
-  FILE* err = std::tmpfile();
-  const pid_t pid = Spawn(args, -1, fileno(out), fileno(err));
-  if (pid > 0) {
-    result.status = Wait(pid);
-    result.out = ReadAll(out);
-    result.err = ReadAll(err);
-  }
-  std::fclose(out);
-  std::fclose(err);
-  return result;
-}
 
 // Reads from `fd` until `want` has appeared (true) or `limit` passed.
 bool ReadUntil(int fd, absl::string_view want, std::string* got,
@@ -957,13 +886,13 @@ TEST_F(StatsCliTest, WatchStopsOnSigintAndSigtermWithExit0) {
   for (int sig : {SIGINT, SIGTERM}) {
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
-    const pid_t pid = Spawn(Args({"stats", "--watch", "1h"}), -1, fds[1], -1);
+    const pid_t pid = SpawnCli(Args({"stats", "--watch", "1h"}), -1, fds[1], -1);
     close(fds[1]);
     ASSERT_GT(pid, 0);
     std::string got;
     EXPECT_TRUE(ReadUntil(fds[0], "processes  ", &got)) << got;
     kill(pid, sig);
-    EXPECT_EQ(Wait(pid, absl::Seconds(10)), 0) << "signal " << sig;
+    EXPECT_EQ(WaitCli(pid, absl::Seconds(10)), 0) << "signal " << sig;
     close(fds[0]);
   }
 }
@@ -991,7 +920,7 @@ TEST_F(StatsCliTest, TopOnATerminalRedrawsInPlaceAndQuitsOnQ) {
   termios before;
   ASSERT_EQ(tcgetattr(tty, &before), 0);
 
-  const pid_t pid = Spawn(Args({"top", "--interval", "20ms"}), tty, tty, tty);
+  const pid_t pid = SpawnCli(Args({"top", "--interval", "20ms"}), tty, tty, tty);
   ASSERT_GT(pid, 0);
   std::string got;
   // The alternate screen, then frames drawn from the top left, twice.
@@ -1015,7 +944,7 @@ TEST_F(StatsCliTest, TopOnATerminalRedrawsInPlaceAndQuitsOnQ) {
   }
   EXPECT_TRUE(absl::StrContains(frame, "\x1b[J"));
   ASSERT_EQ(write(master, "q", 1), 1);
-  EXPECT_EQ(Wait(pid, absl::Seconds(10)), 0);
+  EXPECT_EQ(WaitCli(pid, absl::Seconds(10)), 0);
   ReadUntil(master, "\x1b[?1049l", &got, absl::Seconds(2));
   EXPECT_TRUE(absl::StrContains(got, "\x1b[?25h\x1b[?1049l")) << "cursor and screen restored";
   termios after;
@@ -1030,8 +959,8 @@ TEST_F(StatsCliTest, MetricsServesTheExpositionUntilSigterm) {
   int fds[2];
   ASSERT_EQ(pipe(fds), 0);
   FILE* err = std::tmpfile();
-  const pid_t pid = Spawn(Args({"metrics", "--listen", "127.0.0.1:0", "--config", ConfigFile()}),
-                          -1, fds[1], fileno(err));
+  const pid_t pid = SpawnCli(Args({"metrics", "--listen", "127.0.0.1:0", "--config", ConfigFile()}),
+                             -1, fds[1], fileno(err));
   close(fds[1]);
   ASSERT_GT(pid, 0);
   std::string line;
@@ -1082,7 +1011,7 @@ TEST_F(StatsCliTest, MetricsServesTheExpositionUntilSigterm) {
   EXPECT_THAT(res->body, HasSubstr("nothing has run yet?"));
 
   kill(pid, SIGTERM);
-  EXPECT_EQ(Wait(pid, absl::Seconds(10)), 0) << ReadAll(err);
+  EXPECT_EQ(WaitCli(pid, absl::Seconds(10)), 0) << ReadAll(err);
   close(fds[0]);
   std::fclose(err);
 }
