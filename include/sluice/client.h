@@ -66,6 +66,11 @@ struct ClientOptions {
   absl::Duration connect_timeout = absl::Seconds(10);
   absl::Duration request_timeout = absl::Minutes(10);  // one attempt, end to end
   size_t max_response_bytes = 16 << 20;
+  // Connections open at once (CURLMOPT_MAX_TOTAL_CONNECTIONS); transfers
+  // beyond it queue inside libcurl. 0: no cap, a connection per request in
+  // flight, as HTTP/1.1 needs when calls last seconds. Cap it below what the
+  // server can serve at once (the simulated provider: a thread each).
+  int max_connections = 0;
   RetryOptions retry;
   // Feed rate-limit headers back into the provider buckets: clamp to what
   // remains, hold on a quota 429, and (with learn_provider_rate) lower a

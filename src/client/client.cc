@@ -213,6 +213,8 @@ Client::Client(ClientOptions options, Policy* policy)
   curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Client::OnTimer);
   curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
+  curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                    static_cast<long>(std::max(0, options_.max_connections)));
   curl_slist* h = curl_slist_append(nullptr, "content-type: application/json");
   // The key lives in this one header list and nowhere else.
   if (options_.provider == Provider::kAnthropic) {

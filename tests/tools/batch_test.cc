@@ -252,7 +252,9 @@ TEST_F(BatchTest, ResumesAfterKill9LosingAndRepeatingNothing) {
 // Two batches on one host share the limits through the segment: together
 // they stay inside them and draw no 429s from a provider that allows a little
 // more. Each on a segment of its own, the same two overrun it (the control,
-// which shows that the first half of the test can fail).
+// which shows that the first half of the test can fail). Each keeps 16
+// requests in flight: together well under the provider's 64 threads, so that
+// no connection waits for one and reaches it late, in a bunch.
 TEST_F(BatchTest, TwoBatchesSharingASegmentStayWithinTheLimitsTogether) {
   WriteFile(Path("limits.toml"), R"(headroom = 1.0
 [providers.anthropic]
@@ -276,7 +278,7 @@ requests_per_minute = 50
           "batch", Path(absl::StrCat(name, ".jsonl")), "--out",
           Path(absl::StrCat(name, shared ? "-shared" : "-apart", ".out")), "--provider=anthropic",
           absl::StrCat("--base_url=", base_url), "--config", Path("limits.toml"),
-          absl::StrCat("--segment=", segment), "--time_scale=60", "--json"}));
+          absl::StrCat("--segment=", segment), "--time_scale=60", "--max_in_flight=16", "--json"}));
     }
     for (auto& batch : batches) {
       const CliResult r = batch->Wait();

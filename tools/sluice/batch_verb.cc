@@ -573,6 +573,7 @@ int RunBatch(const Command& cmd) {
     absl::StatusOr<std::unique_ptr<FakeProvider>> started = FakeProvider::Start(fake_options);
     if (!started.ok()) return Fail(cmd, started.status());
     fake = *std::move(started);
+    options.max_connections = fake_options.threads / 2;  // see sluice demo
     options.base_url = fake->base_url();
     options.api_key = kSimulatedKey;
   } else {

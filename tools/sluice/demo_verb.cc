@@ -129,6 +129,10 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
   options.api_key = kDemoKey;
   options.seed = sc.seed;
   options.provider_time_scale = sc.time_scale;
+  // Fewer connections than the provider has threads: a connection beyond
+  // them would wait for a thread, and its requests would reach the provider
+  // late and all at once.
+  options.max_connections = provider_options.threads / 2;
   // Waiting in the throttle is what sluice does instead of failing; an hour
   // of simulated time is more than any arrival waits here.
   options.throttle_timeout = absl::Hours(1) / sc.time_scale;
