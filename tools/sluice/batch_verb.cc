@@ -702,7 +702,8 @@ const Verb kBatchVerb = {
         "Without --provider or --base_url it runs against the simulated provider, in\n"
         "process, under the demo limits (or --config); with them, against the real API\n"
         "(key from ANTHROPIC_API_KEY / OPENAI_API_KEY), sharing limits with every process\n"
-        "on the host through --segment. Exits 0 when every line succeeded, 1 otherwise.",
+        "on the host through --segment. --timeout bounds one attempt's wait in the\n"
+        "throttle (default, 0: an hour). Exits 0 when every line succeeded, 1 otherwise.",
     .flags = kBatchFlags,
     .required = kBatchRequired,
     .args = kBatchArgs,

@@ -311,7 +311,7 @@ constexpr absl::string_view kDemoFlags[] = {"duration", "offered_rpm", "time_sca
                                             "seed",     "json",        "print_config"};
 
 const Verb kDemoVerb = {
-    .order = 60,
+    .order = 52,
     .name = "demo",
     .usage =
         "demo [--duration D] [--offered_rpm N] [--time_scale X] [--config FILE] [--seed N] "

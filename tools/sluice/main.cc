@@ -684,7 +684,7 @@ const Verb kCallVerb = {
 SLUICE_VERB(kCallVerb);
 
 const Verb kFakeProviderVerb = {
-    .order = 60,
+    .order = 80,
     .name = "fake-provider",
     .usage =
         "fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] "
@@ -730,8 +730,8 @@ std::string FlagList(const Verb& verb) {
 void PrintVerbs(FILE* out) {
   absl::FPrintF(out,
                 "usage: sluice VERB [flags] [args]\n\n"
-                "Manages the token buckets that processes on this host share, through a\n"
-                "shared-memory segment, to throttle their calls to AI model APIs.\n\n"
+                "Throttles calls to AI model APIs (Anthropic, OpenAI) with token buckets\n"
+                "that every process on this host shares through a shared-memory segment.\n\n"
                 "verbs:\n");
   int width = 0;
   const std::vector<const Verb*> verbs = AllVerbs();
