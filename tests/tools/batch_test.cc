@@ -134,6 +134,10 @@ TEST_F(BatchTest, EveryLineGetsOneResultAnthropicShape) {
   EXPECT_EQ(summary["succeeded"], 40);
   EXPECT_EQ(summary["rate_limit_errors"], 0);
   EXPECT_EQ(summary["configured_rpm"], 1000);
+  EXPECT_EQ(summary["configured_burst"], 100);
+  // The throttle never lets through more than the limit allowed meanwhile.
+  EXPECT_GE(summary["allowed"].get<double>(), 100);
+  EXPECT_LE(summary["limit_used"].get<double>(), 1.0);
 }
 
 TEST_F(BatchTest, EveryLineGetsOneResultOpenAiShape) {

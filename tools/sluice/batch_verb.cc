@@ -329,6 +329,7 @@ struct Tally {
   std::map<std::string, size_t> failed;  // by class
   uint64_t rate_limited = 0;
   uint64_t retries = 0;
+  uint64_t attempts = 0;  // requests the provider was sent, retries included
   std::vector<double> waits_s;
   int64_t start_ns = 0;
   double sent_elapsed_s = 0;  // from the first request to the last answer
@@ -430,6 +431,10 @@ Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
   const double rpm = minutes > 0 ? static_cast<double>(t.succeeded + FailedCount(t)) / minutes : 0;
   Json failed = Json::object();
   for (const auto& [name, count] : t.failed) failed[name] = count;
+  const double allowed = configured.limit > 0
+                             ? std::floor(static_cast<double>(configured.burst) +
+                                          static_cast<double>(configured.limit) * minutes)
+                             : 0.0;
   return {
       {"requests", t.total},
       {"already_done", t.already},
@@ -446,6 +451,10 @@ Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
       {"configured_burst", configured.burst},
       {"throughput_ratio",
        configured.limit > 0 ? rpm / static_cast<double>(configured.limit) : 0.0},
+      // What the limit let through in the elapsed time (its burst, then its
+      // rate), and the share of it the batch used.
+      {"allowed", allowed},
+      {"limit_used", allowed > 0 ? static_cast<double>(t.attempts) / allowed : 0.0},
       {"throttle_wait_seconds",
        {{"p50", Percentile(waits, 0.5)},
         {"p90", Percentile(waits, 0.9)},
@@ -475,10 +484,10 @@ void PrintSummary(const Json& s, const std::string& input, const std::string& ou
   rows.push_back({"elapsed", ShortDuration(s["elapsed_seconds"].get<double>())});
   std::string throughput = absl::StrFormat("%.0f requests/min", s["throughput_rpm"].get<double>());
   if (s["configured_rpm"].get<uint64_t>() > 0) {
-    absl::StrAppendFormat(&throughput, " (%.0f%% of the configured %d/min, burst %d)",
-                          100 * s["throughput_ratio"].get<double>(),
+    absl::StrAppendFormat(&throughput, "; the limit (%d/min, burst %d) allowed %.0f: %.0f%% used",
                           s["configured_rpm"].get<uint64_t>(),
-                          s["configured_burst"].get<uint64_t>());
+                          s["configured_burst"].get<uint64_t>(), s["allowed"].get<double>(),
+                          100 * s["limit_used"].get<double>());
   }
   rows.push_back({"throughput", throughput});
   const Json& w = s["throttle_wait_seconds"];
@@ -650,6 +659,7 @@ int RunBatch(const Command& cmd) {
         ++tally.finished;
         tally.rate_limited += static_cast<uint64_t>(r.rate_limited);
         tally.retries += r.attempts > 1 ? static_cast<uint64_t>(r.attempts - 1) : 0;
+        tally.attempts += static_cast<uint64_t>(r.attempts);
         tally.waits_s.push_back(absl::ToDoubleSeconds(r.throttle_wait));
         if (r.status.ok()) {
           ++tally.succeeded;
