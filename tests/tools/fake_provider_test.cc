@@ -972,6 +972,7 @@ TEST(FakeProviderCliTest, BadFlagValuesAreUsageErrors) {
   EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--reset_rate", "2"}).Wait(), 64);
   EXPECT_EQ(CliProcess({"fake-provider", "--rpm", "5"}).Wait(), 64);  // --port is required
   EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--time_scale", "fast"}).Wait(), 64);
+  EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--threads", "0"}).Wait(), 64);
 }
 
 }  // namespace

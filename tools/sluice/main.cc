@@ -71,6 +71,8 @@ ABSL_FLAG(uint64_t, otpm, sluice::FakeProviderOptions().otpm,
           "Anthropic output tokens per minute, per API key");
 ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
           "OpenAI tokens per minute, per API key");
+ABSL_FLAG(int, threads, sluice::FakeProviderOptions().threads,
+          "worker threads: connections served at once (a keep-alive connection holds one)");
 ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
 ABSL_FLAG(absl::Duration, latency_jitter, absl::ZeroDuration(),
           "latency varies uniformly by up to this much either way");
@@ -535,6 +537,7 @@ FakeProviderOptions FakeProviderOptionsFromFlags() {
   options.slow_body_rate = absl::GetFlag(FLAGS_slow_body_rate);
   options.reset_rate = absl::GetFlag(FLAGS_reset_rate);
   options.seed = absl::GetFlag(FLAGS_seed);
+  options.threads = absl::GetFlag(FLAGS_threads);
   return options;
 }
 
@@ -584,7 +587,8 @@ constexpr absl::string_view kFakeProviderFlags[] = {
     "port", "rpm", "itpm", "otpm", "tpm", "unlimited", "latency", "latency_jitter", "time_scale",
     // The fault rates, then what draws them.
     "overloaded_rate", "server_error_rate", "insufficient_quota_rate", "spend_limit_rate",
-    "malformed_json_rate", "truncated_body_rate", "slow_body_rate", "reset_rate", "seed"};
+    "malformed_json_rate", "truncated_body_rate", "slow_body_rate", "reset_rate", "seed",
+    "threads"};
 constexpr absl::string_view kFakeProviderRequired[] = {"port"};
 
 const Verb kAcquireVerb = {
@@ -691,7 +695,7 @@ const Verb kFakeProviderVerb = {
         "[--latency DURATION] [--latency_jitter DURATION] [--time_scale X] "
         "[--overloaded_rate F] [--server_error_rate F] [--insufficient_quota_rate F] "
         "[--spend_limit_rate F] [--malformed_json_rate F] [--truncated_body_rate F] "
-        "[--slow_body_rate F] [--reset_rate F] [--seed N]",
+        "[--slow_body_rate F] [--reset_rate F] [--seed N] [--threads N]",
     .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
     .description =
         "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
