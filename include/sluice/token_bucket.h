@@ -269,6 +269,15 @@ inline int64_t UnitsToNanosCeil(int64_t units) {
   return (units >> kFracBits) + ((units & (kUnitsPerNano - 1)) != 0);
 }
 
+// period / permits in units, rounded up (so a non-exact interval can only
+// slow a bucket down). Wide: the caller checks it against its range.
+inline __int128 IntervalUnits(const Rate& rate) {
+  const __int128 period_units =
+      static_cast<__int128>(absl::ToInt64Nanoseconds(rate.period())) * kUnitsPerNano;
+  const __int128 permits = rate.permits();
+  return (period_units + permits - 1) / permits;
+}
+
 // A wait in ns as units, saturated so that now + tau + wait stays in range.
 inline int64_t WaitToUnits(int64_t wait_ns) {
   return std::clamp<int64_t>(wait_ns, 0, kMaxTat >> (kFracBits + 1)) << kFracBits;

@@ -48,15 +48,6 @@ absl::Status CheckLimit(uint64_t limit, uint64_t max) {
   return absl::OkStatus();
 }
 
-// period / permits in 1/16 ns, rounded up (so it can only slow a limiter).
-// REQUIRES: ValidateBucketConfig({rate, 1}) is OK.
-int64_t IntervalUnits(const Rate& rate) {
-  const __int128 period_units =
-      static_cast<__int128>(absl::ToInt64Nanoseconds(rate.period())) * kUnitsPerNano;
-  const __int128 permits = rate.permits();
-  return static_cast<int64_t>((period_units + permits - 1) / permits);
-}
-
 }  // namespace
 
 // PacerRef ---------------------------------------------------------------------
@@ -65,7 +56,9 @@ absl::StatusOr<PacerRef> PacerRef::Create(PacerCell* cell, const PacerConfig& co
   if (absl::Status s = ValidateBucketConfig({.rate = config.rate, .capacity = 1}); !s.ok()) {
     return s;
   }
-  return PacerRef(cell, IntervalUnits(config.rate), config.epoch_ns);
+  // Validated above: the interval fits in 64 bits.
+  return PacerRef(cell, static_cast<int64_t>(internal_gcra::IntervalUnits(config.rate)),
+                  config.epoch_ns);
 }
 
 Decision PacerRef::TryAcquire(uint64_t n, int64_t now_ns) const {

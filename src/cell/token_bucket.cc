@@ -32,11 +32,9 @@ absl::StatusOr<Derived> Derive(const BucketConfig& config) {
                                                    ": the period must be at most ",
                                                    absl::FormatDuration(max_period)));
   }
-  const __int128 period_units =
-      static_cast<__int128>(absl::ToInt64Nanoseconds(config.rate.period())) * kUnitsPerNano;
-  const __int128 permits = config.rate.permits();
-  const __int128 interval = (period_units + permits - 1) / permits;
-  if (period_units / permits == 0) {
+  const __int128 interval = internal_gcra::IntervalUnits(config.rate);
+  if (static_cast<__int128>(absl::ToInt64Nanoseconds(config.rate.period())) * kUnitsPerNano <
+      config.rate.permits()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rate ", config.rate.ToString(), " is faster than the fastest bucket, 16e9 permits/s"));
   }
