@@ -65,9 +65,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-// The simulated provider accepts any key; this one is never a real secret.
-constexpr char kSimulatedKey[] = "sk-sluice-simulated";
-
 // Input --------------------------------------------------------------------------
 
 struct InputLine {
@@ -265,23 +262,6 @@ absl::Status AppendLine(int fd, const Json& doc, const std::string& path) {
   return absl::OkStatus();
 }
 
-// The error class of a failed result: the provider's, or the throttle's.
-std::string FailureClass(const CallResult& r) {
-  if (r.error.error_class != ErrorClass::kNone) {
-    return std::string(ErrorClassName(r.error.error_class));
-  }
-  switch (r.status.code()) {
-    case absl::StatusCode::kDeadlineExceeded:
-      return "throttle_timeout";
-    case absl::StatusCode::kResourceExhausted:
-      return "throttle_refused";
-    case absl::StatusCode::kOutOfRange:
-      return "never_fits";
-    default:
-      return "error";
-  }
-}
-
 Json ResultJson(const InputLine& line, const CallResult& r) {
   Json doc;
   doc["line"] = line.number;
@@ -296,10 +276,7 @@ Json ResultJson(const InputLine& line, const CallResult& r) {
                     {"message", std::string(r.status.message())},
                     {"request_id", r.error.request_id}};
   }
-  doc["usage"] = {{"input_tokens", r.usage.input_tokens},
-                  {"output_tokens", r.usage.output_tokens},
-                  {"cache_creation_input_tokens", r.usage.cache_creation_input_tokens},
-                  {"cache_read_input_tokens", r.usage.cache_read_input_tokens}};
+  doc["usage"] = UsageJson(r.usage);
   doc["attempts"] = r.attempts;
   doc["rate_limited"] = r.rate_limited;
   doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
@@ -426,7 +403,6 @@ RpmLimit ConfiguredRpm(const LimitsConfig& limits, Provider provider, const std:
 }
 
 Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
-  std::vector<double> waits = t.waits_s;
   const double minutes = t.sent_elapsed_s * time_scale / 60;
   const double rpm = minutes > 0 ? static_cast<double>(t.succeeded + FailedCount(t)) / minutes : 0;
   Json failed = Json::object();
@@ -455,11 +431,7 @@ Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
       // rate), and the share of it the batch used.
       {"allowed", allowed},
       {"limit_used", allowed > 0 ? static_cast<double>(t.attempts) / allowed : 0.0},
-      {"throttle_wait_seconds",
-       {{"p50", Percentile(waits, 0.5)},
-        {"p90", Percentile(waits, 0.9)},
-        {"p99", Percentile(waits, 0.99)},
-        {"max", Percentile(waits, 1.0)}}},
+      {"throttle_wait_seconds", WaitPercentilesJson(t.waits_s)},
   };
 }
 
@@ -582,9 +554,7 @@ int RunBatch(const Command& cmd) {
     absl::StatusOr<std::unique_ptr<FakeProvider>> started = FakeProvider::Start(fake_options);
     if (!started.ok()) return Fail(cmd, started.status());
     fake = *std::move(started);
-    options.max_connections = fake_options.threads / 2;  // see sluice demo
-    options.base_url = fake->base_url();
-    options.api_key = kSimulatedKey;
+    UseSimulatedProvider(*fake, fake_options, &options);
   } else {
     options.base_url = absl::GetFlag(FLAGS_base_url);
   }

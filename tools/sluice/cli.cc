@@ -8,7 +8,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
-#include "tools/fake_provider/fake_provider.h"
 
 // Flags more than one verb takes.
 ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
@@ -100,6 +99,44 @@ double Percentile(std::vector<double>& values, double q) {
       static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
   return values[k];
+}
+
+std::string FailureClass(const CallResult& r) {
+  if (r.error.error_class != ErrorClass::kNone) {
+    return std::string(ErrorClassName(r.error.error_class));
+  }
+  switch (r.status.code()) {
+    case absl::StatusCode::kDeadlineExceeded:
+      return "throttle_timeout";
+    case absl::StatusCode::kResourceExhausted:
+      return "throttle_refused";
+    case absl::StatusCode::kOutOfRange:
+      return "never_fits";
+    default:
+      return "error";
+  }
+}
+
+nlohmann::ordered_json UsageJson(const Usage& usage) {
+  return {{"input_tokens", usage.input_tokens},
+          {"output_tokens", usage.output_tokens},
+          {"cache_creation_input_tokens", usage.cache_creation_input_tokens},
+          {"cache_read_input_tokens", usage.cache_read_input_tokens}};
+}
+
+nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s) {
+  return {{"p50", Percentile(waits_s, 0.5)},
+          {"p90", Percentile(waits_s, 0.9)},
+          {"p99", Percentile(waits_s, 0.99)},
+          {"max", Percentile(waits_s, 1.0)}};
+}
+
+void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOptions& started_with,
+                          ClientOptions* options) {
+  options->base_url = provider.base_url();
+  options->api_key = "sk-sluice-simulated";  // it accepts any key; never a real secret
+  options->provider_time_scale = started_with.time_scale;
+  options->max_connections = started_with.threads / 2;
 }
 
 absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {

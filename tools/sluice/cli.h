@@ -19,8 +19,11 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "nlohmann/json.hpp"
+#include "sluice/client.h"
 #include "sluice/limits.h"
 #include "sluice/segment.h"
+#include "tools/fake_provider/fake_provider.h"
 
 ABSL_DECLARE_FLAG(std::string, segment);
 ABSL_DECLARE_FLAG(bool, json);
@@ -102,6 +105,25 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows);
 // The q-quantile (0 <= q <= 1) of `values` by nearest rank; 0 when empty.
 // Reorders `values`.
 double Percentile(std::vector<double>& values, double q);
+
+// What reports call a failed call's cause: the provider's error class
+// (ErrorClassName), or, for a request the throttle refused before sending,
+// "throttle_timeout", "throttle_refused" (a spent budget, a full cap) or
+// "never_fits".
+std::string FailureClass(const CallResult& r);
+
+// A call's usage as JSON: input, output, cache creation and cache read tokens.
+nlohmann::ordered_json UsageJson(const Usage& usage);
+
+// {"p50", "p90", "p99", "max"} of throttle waits in seconds.
+nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s);
+
+// Points `options` at `provider`, a simulated provider this process started
+// with `started_with`: its URL, a key it accepts, its time scale, and fewer
+// connections than it has threads (a connection beyond them would wait for a
+// thread, and its requests would reach the provider late and all at once).
+void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOptions& started_with,
+                          ClientOptions* options);
 
 // Opens the --segment that must already exist, without recording this process
 // in it: the tools that only look or remove must not show up as users.

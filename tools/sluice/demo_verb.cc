@@ -66,7 +66,6 @@ absl::string_view DemoLimitsToml() { return kDemoLimits; }
 
 namespace {
 
-constexpr char kDemoKey[] = "sk-demo-launch-day";
 constexpr char kModel[] = "claude-sonnet-4";
 constexpr uint64_t kMaxTokens = 64;
 
@@ -125,14 +124,8 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
   }
   ClientOptions options;
   options.provider = Provider::kAnthropic;
-  options.base_url = (*provider)->base_url();
-  options.api_key = kDemoKey;
+  UseSimulatedProvider(**provider, provider_options, &options);
   options.seed = sc.seed;
-  options.provider_time_scale = sc.time_scale;
-  // Fewer connections than the provider has threads: a connection beyond
-  // them would wait for a thread, and its requests would reach the provider
-  // late and all at once.
-  options.max_connections = provider_options.threads / 2;
   // Waiting in the throttle is what sluice does instead of failing; an hour
   // of simulated time is more than any arrival waits here.
   options.throttle_timeout = absl::Hours(1) / sc.time_scale;
@@ -171,9 +164,7 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
           ++report.succeeded;
         } else {
           ++report.failed;
-          ++report.failed_by_class[r.error.error_class == ErrorClass::kNone
-                                       ? "throttle"
-                                       : std::string(ErrorClassName(r.error.error_class))];
+          ++report.failed_by_class[FailureClass(r)];
         }
       });
   report.rate_limit_errors = (*provider)->stats().totals.rate_limited;
@@ -186,7 +177,6 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
 }
 
 nlohmann::ordered_json RunJson(const RunReport& r, const Scenario& sc) {
-  std::vector<double> waits = r.waits_s;
   return {
       {"offered", r.offered},
       {"succeeded", r.succeeded},
@@ -199,11 +189,7 @@ nlohmann::ordered_json RunJson(const RunReport& r, const Scenario& sc) {
       {"goodput_rpm", r.goodput_rpm},
       {"provider_rpm_limit", sc.provider_rpm},
       {"goodput_ratio", r.goodput_ratio},
-      {"throttle_wait_seconds",
-       {{"p50", Percentile(waits, 0.5)},
-        {"p90", Percentile(waits, 0.9)},
-        {"p99", Percentile(waits, 0.99)},
-        {"max", Percentile(waits, 1.0)}}},
+      {"throttle_wait_seconds", WaitPercentilesJson(r.waits_s)},
   };
 }
 

@@ -493,10 +493,7 @@ int RunCall(const Command& cmd) {
                       {"message", std::string(r.status.message())}};
     }
     doc["reply"] = r.text;
-    doc["usage"] = {{"input_tokens", r.usage.input_tokens},
-                    {"output_tokens", r.usage.output_tokens},
-                    {"cache_creation_input_tokens", r.usage.cache_creation_input_tokens},
-                    {"cache_read_input_tokens", r.usage.cache_read_input_tokens}};
+    doc["usage"] = UsageJson(r.usage);
     doc["attempts"] = r.attempts;
     doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
     doc["http_status"] = r.http_status;
