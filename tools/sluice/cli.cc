@@ -1,8 +1,12 @@
 #include "tools/sluice/cli.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
@@ -137,6 +141,35 @@ void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOption
   options->api_key = "sk-sluice-simulated";  // it accepts any key; never a real secret
   options->provider_time_scale = started_with.time_scale;
   options->max_connections = started_with.threads / 2;
+}
+
+namespace {
+
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+
+}  // namespace
+
+absl::Status BlockStopSignals() {
+  const sigset_t set = StopSignals();
+  if (int err = pthread_sigmask(SIG_BLOCK, &set, nullptr); err != 0) {
+    return absl::InternalError(absl::StrCat("blocking signals: ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WaitForStopSignal() {
+  const sigset_t set = StopSignals();
+  int received = 0;
+  if (int err = sigwait(&set, &received); err != 0) {
+    return absl::InternalError(absl::StrCat("waiting for a signal: ", std::strerror(err)));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {

@@ -125,6 +125,12 @@ nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s);
 void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOptions& started_with,
                           ClientOptions* options);
 
+// For verbs that serve until stopped: BlockStopSignals() blocks SIGINT and
+// SIGTERM in this thread, before any server thread starts (they inherit the
+// mask), so that the signals end WaitForStopSignal() instead of the process.
+absl::Status BlockStopSignals();
+absl::Status WaitForStopSignal();
+
 // Opens the --segment that must already exist, without recording this process
 // in it: the tools that only look or remove must not show up as users.
 absl::StatusOr<std::unique_ptr<Segment>> OpenExisting();

@@ -539,15 +539,7 @@ FakeProviderOptions FakeProviderOptionsFromFlags() {
 }
 
 int RunFakeProvider(const Command& cmd) {
-  // Blocked before the server starts, so that its threads inherit the mask
-  // and SIGINT/SIGTERM wait for sigwait below instead of killing the process.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  if (int err = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
-    return Report(*cmd.verb, kExitError, absl::StrCat("blocking signals: ", std::strerror(err)));
-  }
+  if (absl::Status s = BlockStopSignals(); !s.ok()) return Fail(cmd, s);
   absl::StatusOr<std::unique_ptr<FakeProvider>> provider =
       FakeProvider::Start(FakeProviderOptionsFromFlags());
   if (!provider.ok()) {
@@ -558,11 +550,7 @@ int RunFakeProvider(const Command& cmd) {
   }
   absl::FPrintF(stdout, "fake-provider listening on %s\n", (*provider)->base_url());
   std::fflush(stdout);  // a script waiting for the line must see it now
-  int received = 0;
-  if (int err = sigwait(&stop_signals, &received); err != 0) {
-    return Report(*cmd.verb, kExitError,
-                  absl::StrCat("waiting for a signal: ", std::strerror(err)));
-  }
+  if (absl::Status s = WaitForStopSignal(); !s.ok()) return Fail(cmd, s);
   (*provider)->Stop();
   return kExitOk;
 }

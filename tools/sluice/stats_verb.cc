@@ -313,15 +313,7 @@ int RunMetrics(const Command& cmd) {
   if (absl::StatusOr<StatsSnapshot> first = Snapshot(*config); !first.ok()) {
     return Fail(cmd, first.status());
   }
-  // Blocked before the server starts, so that its threads inherit the mask
-  // and SIGINT/SIGTERM wait for sigwait below instead of killing the process.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  if (int err = pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr); err != 0) {
-    return Report(verb, kExitError, absl::StrCat("blocking signals: ", std::strerror(err)));
-  }
+  if (absl::Status s = BlockStopSignals(); !s.ok()) return Fail(cmd, s);
   const std::optional<LimitsConfig>& limits = *config;
   absl::StatusOr<std::unique_ptr<MetricsServer>> server =
       MetricsServer::Start(*address, [&limits]() -> absl::StatusOr<std::string> {
@@ -332,10 +324,7 @@ int RunMetrics(const Command& cmd) {
   if (!server.ok()) return Fail(cmd, server.status());
   absl::FPrintF(stdout, "metrics listening on %s\n", (*server)->url());
   std::fflush(stdout);  // a script waiting for the line must see it now
-  int received = 0;
-  if (int err = sigwait(&stop_signals, &received); err != 0) {
-    return Report(verb, kExitError, absl::StrCat("waiting for a signal: ", std::strerror(err)));
-  }
+  if (absl::Status s = WaitForStopSignal(); !s.ok()) return Fail(cmd, s);
   (*server)->Stop();
   return kExitOk;
 }
