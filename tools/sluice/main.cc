@@ -14,8 +14,6 @@
 // Flags are Abseil flags, all linked into this one binary; each verb names the
 // ones it takes, and a flag of another verb is refused before absl parses.
 
-#include <pthread.h>
-#include <signal.h>
 
 #include <algorithm>
 #include <cerrno>
