@@ -14,7 +14,6 @@
 // Flags are Abseil flags, all linked into this one binary; each verb names the
 // ones it takes, and a flag of another verb is refused before absl parses.
 
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
