@@ -50,6 +50,8 @@
 
 namespace sluice {
 
+class ReleaseWatcher;
+
 struct ClientOptions {
   Provider provider = Provider::kAnthropic;
   // Without a trailing slash; empty: the provider's public API. Tests and
@@ -61,7 +63,10 @@ struct ClientOptions {
   // The scope requests are charged to (limits.h).
   std::string scope = "global";
   // How long one attempt may wait in the throttle; past that it fails at once
-  // with DeadlineExceeded naming the bottleneck bucket.
+  // with DeadlineExceeded naming the bottleneck bucket. A full concurrency
+  // cap makes a request wait too, up to this long, for a lease to come back
+  // from any process on the host (a dead holder's is taken back within a
+  // fraction of a second).
   absl::Duration throttle_timeout = absl::Seconds(60);
   absl::Duration connect_timeout = absl::Seconds(10);
   absl::Duration request_timeout = absl::Minutes(10);  // one attempt, end to end
@@ -144,6 +149,8 @@ class Client {
   void Finish(std::unique_ptr<Job> job, int curl_code, Queue& waiting,
               const std::function<void(size_t, CallResult)>& done);
   void Feedback(const Job& job, const RateLimitInfo& info, const Classification& c);
+  // Points the release watcher at the caps blocked jobs wait for.
+  absl::Status WatchReleases(const Queue& waiting);
   int64_t Now() const;  // the policy store's clock (the monotonic clock without one)
   // libcurl's socket and timer callbacks (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION).
   static int OnSocket(void* easy, int fd, int what, void* client, void* socket_data);
@@ -160,6 +167,10 @@ class Client {
   std::vector<void*> idle_easy_;   // CURL* handles kept for connection reuse
   CharacterEstimator estimator_;
   absl::BitGen rng_;
+  // Hears of leases returned anywhere on the host while requests wait on a
+  // full concurrency cap; made the first time one does.
+  std::unique_ptr<ReleaseWatcher> watcher_;
+  std::vector<std::string> watched_caps_;
 };
 
 }  // namespace sluice

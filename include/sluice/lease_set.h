@@ -39,11 +39,21 @@ class LeaseSetRef {
   // are held. `hint` spreads callers over the words.
   int32_t TryAcquire(uint64_t tag, uint32_t hint) const;
 
-  // Takes a lease, waiting at most `timeout` for one to be returned; before
-  // waiting, leases whose holder `is_dead` are taken back. DeadlineExceeded
-  // when none came back in time.
+  // Takes a lease, waiting at most `timeout` for one to be returned. Leases
+  // whose holder `is_dead` are taken back before waiting and again at least
+  // every kReclaimInterval while waiting, so a holder that dies (and so
+  // never releases) is noticed within that time. DeadlineExceeded when none
+  // came back in time.
   absl::StatusOr<uint32_t> Acquire(uint64_t tag, absl::Duration timeout, uint32_t hint,
                                    const std::function<bool(uint64_t)>& is_dead) const;
+  static constexpr absl::Duration kReclaimInterval = absl::Milliseconds(250);
+
+  // For waiters that cannot block in Acquire (an event loop): the generation
+  // word, which every release changes, and a wait of at most `timeout_ns`
+  // until it differs from `seen` (returns at once if it already does).
+  // Spurious returns are possible; the caller tries again.
+  uint32_t Generation() const;
+  void WaitForRelease(uint32_t seen, int64_t timeout_ns) const;
 
   // Returns lease `index` if `tag` holds it, and wakes the waiters, if any.
   void Release(uint32_t index, uint64_t tag) const;

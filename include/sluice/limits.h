@@ -143,8 +143,9 @@ struct LimitsConfig {
 // syntax errors (toml++'s message, without a key); unknown keys (with "did
 // you mean ...?" when a known key is close); wrong types; a missing required
 // key (a class's match, a price's input or output); limits that are not
-// positive integers, max_concurrency outside 1..65535, USD amounts that are
-// not positive (or under one micro-dollar), negative prices; headroom outside
+// positive integers, max_concurrency outside 1..65535, USD budgets that are
+// not positive, under one micro-dollar or over what a budget counter holds
+// (2^43 - 1 micro-dollars, about 8.8 million USD), negative prices; headroom outside
 // (0, 1]; minute_burst not in (0, 1m) or day_burst not in (0, 24h); an
 // explicit burst of 0, above the limit's effective value, or for a kind with
 // no limit; a parent that does not exist; a cycle of parents; a parent on
@@ -229,11 +230,12 @@ const Price* FindPrice(const LimitsConfig& config, absl::string_view model);
 // team:engineering -> global. An unknown scope falls back to its parent by
 // name (the longest configured prefix ending before a ':', so "team:x:y" ->
 // "team:x"), then to "global", as the reference design's get_throttler does;
-// `fell_back` says so. Empty path when nothing (not even "global") matches.
-// The pointers point into `config`.
+// `fell_back` says so. A config without a "global" scope has an implicit one
+// with no limits, so the path is never empty. The pointers point into
+// `config`, or to that implicit scope (which lives forever).
 struct ScopePath {
   std::vector<const ScopeLimits*> scopes;  // requested (or fallback) first, root last
-  bool fell_back = false;  // `scope` itself is not configured (also when the path is empty)
+  bool fell_back = false;                  // `scope` itself is not configured
 };
 ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
 

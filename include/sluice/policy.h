@@ -61,6 +61,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -210,6 +211,7 @@ class Permit {
   const Route* route_ = nullptr;
   const Policy* policy_ = nullptr;
   absl::InlinedVector<int64_t, 16> reserved_;
+  absl::InlinedVector<Terms, 16> terms_;     // per charge: what its permits cost when taken
   absl::InlinedVector<int64_t, 4> windows_;  // per budget charge, in order
   absl::InlinedVector<int32_t, 2> leases_;   // lease index per route lease
   int64_t ready_at_ns_ = 0;
@@ -264,6 +266,8 @@ struct PolicyStats {
 // has every lease out: unlike the other refusals, it clears as soon as a
 // request finishes. (Marked with a status payload, not by its message.)
 bool IsConcurrencyFull(const absl::Status& status);
+// The key of the cap such a refusal names ("" for any other status).
+std::string FullConcurrencyCap(const absl::Status& status);
 
 class Policy {
  public:
@@ -272,9 +276,11 @@ class Policy {
   static absl::StatusOr<std::unique_ptr<Policy>> Create(const LimitsConfig& config, Store* store,
                                                         PolicyOptions options = {});
 
-  // The route of a request shape, resolved once and cached. NotFound when no
-  // scope matches (not even "global"); FailedPrecondition when a scope on the
-  // path has a USD budget and the model has no price.
+  // The route of a request shape, resolved once and cached (an unknown scope
+  // falls back, finally to "global", which is implicit and unlimited when the
+  // config has none). FailedPrecondition when a scope on the path has a USD
+  // budget and the model has no price: a problem of the configuration, not of
+  // one request.
   absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
                                        absl::string_view model);
 
@@ -294,6 +300,10 @@ class Policy {
 
   PolicyStats Stats() const;
 
+  // The concurrency cap `key` (as FullConcurrencyCap names it), for callers
+  // that wait for one of its leases to come back; nullopt for another key.
+  std::optional<StoredLeases> ConcurrencyCap(absl::string_view key) const;
+
   // Feedback from a provider's response headers. Clamp: the provider says
   // `remaining` permits of `kind` are left; a provider bucket on the route
   // that holds more gives the difference up. Hold: a quota 429 asked to wait
@@ -302,13 +312,15 @@ class Policy {
   // the store.
   void ClampProvider(const Route& route, LimitKind kind, int64_t remaining, int64_t now_ns) const;
   void HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const;
-  // Learn: the provider's headers show it replenishing `kind` at
-  // `per_minute` permits a minute (limit - remaining over time to full). When
-  // that is clearly below what the route's provider bucket is configured for,
-  // the bucket is reconfigured live to it (times the headroom) for every
-  // process on the store: a key whose real tier is lower than the config says
-  // converges on the real limit instead of drawing 429s. Never raises a
-  // bucket above its configured limit.
+  // Learn: the provider's headers state its limit for `kind` as
+  // `per_minute` permits a minute. When that (times the headroom) clearly
+  // differs from what the route's provider bucket runs at, it is recorded in
+  // the store as the bucket's learned limit and the bucket is reconfigured
+  // live to it, for every process on the store: a key whose real tier is
+  // lower than the config says converges on the real limit instead of
+  // drawing 429s. The learned limit stays when other processes start (they
+  // never raise it); only new evidence changes it, and never above the
+  // configured limit.
   void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
 
   Store* store() const { return store_; }

@@ -144,7 +144,13 @@ absl::StatusOr<absl::Time> ParseRfc3339(absl::string_view text);
 // std::nullopt (or an empty request_id) means the header was absent, garbage
 // or `-1` — unknown, never an error. Counts are in the dimension's unit
 // (requests or tokens); Anthropic rounds token `remaining` values to the
-// nearest thousand.
+// nearest thousand. Numbers from the network are clamped before anything
+// computes with them: counts to [0, kMaxRateLimitCount], reset times to
+// [0, kMaxResetWait]. (retry_after is ParseRetryAfter's, which may be
+// infinite: see QuotaHold for the clamped wait.)
+inline constexpr int64_t kMaxRateLimitCount = int64_t{1} << 48;
+inline constexpr absl::Duration kMaxResetWait = absl::Hours(24 * 7);
+
 struct RateLimitInfo {
   struct Dimension {
     std::optional<int64_t> limit;
@@ -173,6 +179,17 @@ struct RateLimitInfo {
 // time the response arrived; Anthropic's absolute reset timestamps become
 // durations relative to it. Never fails: what cannot be read is std::nullopt.
 RateLimitInfo ParseRateLimitHeaders(Provider provider, const Headers& headers, absl::Time now);
+
+struct RetryOptions;
+
+// QuotaHold()
+//
+// How long a quota 429 holds the provider's buckets for every process on the
+// host: the server's retry-after, else the requests dimension's reset time,
+// else one second; never negative and never longer than
+// options.max_retry_after (the longest a request would wait for one retry),
+// whatever the server sent.
+absl::Duration QuotaHold(const RateLimitInfo& info, const RetryOptions& options);
 
 // ParseRetryAfter()
 //

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,7 +55,12 @@ namespace sluice {
 // The segment layout's version. A segment of another major version is refused;
 // minor versions only add fields that older readers may ignore. Version 2:
 // a lease set's generation word flags sleepers in its low bit (lease_set.h).
-inline constexpr uint32_t kSegmentAbiMajor = 2;
+// Version 3: a bucket's cell records its provider hold, and its slot the
+// configuration of both cell parameter slots, the configured limit apart
+// from the learned one, and the header the creator's PID namespace. A
+// segment of an older version is refused with both versions named: remove it
+// with `sluice rm --force` (its buckets start full again).
+inline constexpr uint32_t kSegmentAbiMajor = 3;
 inline constexpr uint32_t kSegmentAbiMinor = 0;
 
 // The segment used when a tool is given no --segment.
@@ -86,6 +92,9 @@ struct SegmentOptions {
   // file is sized and half-written, before the header is published. A hook
   // that kills the process simulates a creator dying mid-initialization.
   std::function<void()> init_fault_hook_for_testing;
+  // Tests only: called by a process reconfiguring a bucket right after the
+  // cell takes its new parameters, before anything else is written.
+  std::function<void()> reconfigure_fault_hook_for_testing;
 };
 
 // SharedBucket
@@ -108,6 +117,8 @@ class SharedBucket : private BucketRef {
   // How many times this bucket was the one a request waited on or was
   // refused by: shared by every process, counted off the admit path.
   std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
+  // The limit learned from the provider (LearnBucket) when it was opened.
+  const std::optional<Rate>& learned() const { return learned_; }
   // The bucket as a BucketRef, for code written against the cell API.
   // Reconfigure through Segment::OpenBucket, which serializes across processes.
   const BucketRef& ref() const { return *this; }
@@ -115,12 +126,17 @@ class SharedBucket : private BucketRef {
  private:
   friend class Segment;
   SharedBucket(BucketCell* cell, Clock clock, std::string name, uint32_t slot,
-               std::atomic<uint64_t>* bottlenecks)
-      : BucketRef(cell, clock), name_(std::move(name)), slot_(slot), bottlenecks_(bottlenecks) {}
+               std::atomic<uint64_t>* bottlenecks, std::optional<Rate> learned)
+      : BucketRef(cell, clock),
+        name_(std::move(name)),
+        slot_(slot),
+        bottlenecks_(bottlenecks),
+        learned_(learned) {}
 
   std::string name_;
   uint32_t slot_;
   std::atomic<uint64_t>* bottlenecks_;
+  std::optional<Rate> learned_;
 };
 
 // SharedCounter
@@ -166,7 +182,9 @@ struct SegmentInfo {
   struct Bucket {
     std::string name;
     uint32_t slot;
-    BucketConfig config;  // config.capacity is the burst
+    BucketConfig config;          // what it runs at; config.capacity is the burst
+    BucketConfig configured;      // what the limits file (or a command) said
+    std::optional<Rate> learned;  // a limit learned from the provider
     int64_t available;
     Pressure pressure;
     uint64_t bottlenecks;
@@ -192,7 +210,7 @@ struct SegmentInfo {
   struct Process {
     pid_t pid;
     uint64_t start_time;  // clock ticks after boot, from /proc/PID/stat
-    bool alive;
+    bool alive;           // not known to be dead (unknown counts as alive)
     int64_t attached_unix_ns;
   };
   std::string path;
@@ -228,12 +246,21 @@ class Segment {
   Segment& operator=(const Segment&) = delete;
 
   // The bucket `name`, created with `config` if missing. An existing bucket
-  // with other parameters is FailedPrecondition naming both, unless
-  // `reconfigure` is set: then it is reconfigured live, keeping its fill ratio.
+  // configured otherwise is FailedPrecondition naming both, unless
+  // `reconfigure` is set: then `config` becomes its configuration and it is
+  // reconfigured live, keeping its fill ratio. A bucket runs at its
+  // configuration, or at the lower limit learned from the provider
+  // (LearnBucket): opening never raises a learned limit.
   // ResourceExhausted when the table is full; InvalidArgument for a bad name
   // or config.
   absl::StatusOr<SharedBucket> OpenBucket(absl::string_view name, const BucketConfig& config,
                                           bool reconfigure = false);
+
+  // Records the limit the provider's headers state for bucket `name`
+  // (nullopt: none, run at the configuration), for every process on the
+  // host, and reconfigures the bucket live to the lower of it and its
+  // configuration. NotFound when there is no such bucket.
+  absl::Status LearnBucket(absl::string_view name, std::optional<Rate> learned);
 
   // The existing bucket `name`, or NotFound.
   absl::StatusOr<SharedBucket> FindBucket(absl::string_view name);
@@ -283,7 +310,8 @@ class Segment {
   struct Layout;
   absl::Status Attach();
   absl::Status LockFile(Lock* lock);
-  absl::Status InitializeLocked(uint64_t file_size);
+  absl::Status InitializeLocked(uint64_t file_size, const std::string& boot_id,
+                                uint64_t pid_namespace);
   absl::Status MapAndValidateLocked();
   absl::Status RegisterLocked();
   struct Claim;

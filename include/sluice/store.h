@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -33,6 +34,8 @@ namespace sluice {
 struct StoredBucket {
   BucketRef bucket;
   std::atomic<uint64_t>* bottlenecks;
+  // The limit learned from the provider (Store::Learn) when it was opened.
+  std::optional<Rate> learned;
 };
 
 struct StoredCounter {
@@ -48,12 +51,23 @@ class StoredLeases {
   StoredLeases(LeaseSetRef leases, std::atomic<uint64_t>* bottlenecks)
       : leases_(leases), bottlenecks_(bottlenecks) {}
 
-  // A lease, waiting at most `timeout` (sleeping until one is returned);
-  // DeadlineExceeded if none is.
+  // A lease, waiting at most `timeout` (sleeping until one is returned,
+  // taking back dead holders' leases while it waits); DeadlineExceeded if
+  // none is. Unavailable when this process cannot be identified (its start
+  // time in /proc cannot be read), since a lease must name its holder.
   absl::StatusOr<uint32_t> Acquire(absl::Duration timeout) const;
-  // A lease now, or -1.
-  int32_t TryAcquire() const;
+  // A lease now, or -1 when every lease is held by a process that is alive
+  // (or cannot be checked): when all are held, the leases of dead holders
+  // are taken back first. Unavailable as for Acquire.
+  absl::StatusOr<int32_t> TryAcquire() const;
   void Release(uint32_t index) const;
+  // For event loops that wait for a lease without blocking in Acquire: the
+  // generation every release changes, and a wait until it differs from
+  // `seen` (at most `timeout_ns`; spurious returns are possible).
+  uint32_t Generation() const { return leases_.Generation(); }
+  void WaitForRelease(uint32_t seen, int64_t timeout_ns) const {
+    leases_.WaitForRelease(seen, timeout_ns);
+  }
   uint32_t InFlight() const { return leases_.InFlight(); }
   uint32_t capacity() const { return leases_.capacity(); }
   std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
@@ -67,12 +81,18 @@ class Store {
  public:
   virtual ~Store() = default;
 
-  // The bucket `key` with `config`, created full if missing and reconfigured
-  // live (keeping its fill ratio) if it exists with other parameters: the
-  // configuration is the source of truth. InvalidArgument for a bad key or
-  // config; the segment's errors otherwise.
+  // The bucket `key` configured as `config`, created full if missing and
+  // reconfigured live (keeping its fill ratio) if it was configured
+  // otherwise: the configuration is the source of truth, except that a lower
+  // limit learned from the provider (Learn) stays in force, so a process
+  // starting later never raises it. InvalidArgument for a bad key or config;
+  // the segment's errors otherwise.
   virtual absl::StatusOr<StoredBucket> Bucket(absl::string_view key,
                                               const BucketConfig& config) = 0;
+  // Records the limit the provider's headers state for bucket `key` (nullopt:
+  // none), for every user of the store, and reconfigures the bucket live to
+  // the lower of it and its configuration. NotFound for a bucket never opened.
+  virtual absl::Status Learn(absl::string_view key, std::optional<Rate> learned) = 0;
   // The window counter `key`, created at zero if missing.
   virtual absl::StatusOr<StoredCounter> Counter(absl::string_view key) = 0;
   // The concurrency cap `key` of `count` leases, created if missing.

@@ -70,6 +70,11 @@ struct BucketConfig {
 // span (capacity / rate) longer than about 2.28 years.
 absl::Status ValidateBucketConfig(const BucketConfig& config);
 
+// `config` lowered to `rate` (a limit learned from a provider): that rate,
+// with the burst scaled down by the same factor (at least 1 permit). A rate
+// at or above the config's, or an invalid one, leaves `config` as it is.
+BucketConfig LowerTo(const BucketConfig& config, const Rate& rate);
+
 // Decision
 //
 // The answer to a TryAcquire or Reserve.
@@ -79,6 +84,17 @@ enum class Outcome : uint8_t {
   kNeverFits,  // more permits than the bucket's capacity: no wait will ever do
 };
 
+// Terms
+//
+// What one permit cost when permits were taken, and the bucket's whole span
+// then (both in 1/16 ns). A refund converts back at these terms, scaled to the
+// bucket's span now, so it returns the same share of the capacity that was
+// taken, never more, whatever reconfigured the bucket in between.
+struct Terms {
+  int64_t interval = 0;
+  int64_t tau = 0;
+};
+
 struct Decision {
   Outcome outcome;
   // kGranted: ns from `now` until the caller may proceed (always 0 for
@@ -86,6 +102,8 @@ struct Decision {
   // kRefused: ns from `now` until the permits would be available.
   // kNeverFits: 0.
   int64_t wait_ns;
+  // kGranted: the terms the permits were taken at, for Refund.
+  Terms terms = {};
 
   bool granted() const { return outcome == Outcome::kGranted; }
 };
@@ -122,6 +140,10 @@ class alignas(64) BucketCell {
   // (TAT in 1/16 ns since the epoch) << 1 | parameter slot in use.
   std::atomic<int64_t> word_{0};
   Params params_[2] = {};
+  // The latest HoldUntil deadline (ns on the bucket's clock; 0: none). Off the
+  // admit path: refunds and reconfigurations read it so that neither shortens
+  // a hold.
+  std::atomic<int64_t> hold_until_ns_{0};
 };
 
 static_assert(std::atomic<int64_t>::is_always_lock_free,
@@ -168,11 +190,13 @@ class BucketRef {
   // a zero timeout tries once.
   absl::Status Acquire(uint64_t n, absl::Duration timeout) const;
 
-  // Returns n permits taken by a Reserve or TryAcquire that went unused. The
-  // bucket gets back exactly what was taken, except that it never holds more
-  // than its capacity. Never fails.
-  void Refund(uint64_t n, int64_t now_ns) const;
-  void Refund(uint64_t n) const { Refund(n, clock_.Now()); }
+  // Returns n permits taken by a Reserve or TryAcquire (whose Decision gave
+  // `taken`) that went unused. The bucket gets back the share of its capacity
+  // that n permits were at `taken` (exactly the permits, when it was not
+  // reconfigured since), rounded down, except that it never holds more than
+  // its capacity and never ends a hold (HoldUntil) early. Never fails.
+  void Refund(uint64_t n, const Terms& taken, int64_t now_ns) const;
+  void Refund(uint64_t n, const Terms& taken) const { Refund(n, taken, clock_.Now()); }
 
   // Takes n permits unconditionally, possibly into debt: for settling an
   // estimate against actual usage. Saturates rather than overflowing.
@@ -182,7 +206,8 @@ class BucketRef {
   // Makes nothing available before `until_ns`: the bucket is held empty until
   // then and refills at its rate after (a provider's retry-after, applied to
   // every process sharing the bucket). A hold ending sooner than the bucket's
-  // own debt changes nothing.
+  // own debt changes nothing. Later refunds and reconfigurations keep the
+  // hold: nothing becomes available before `until_ns`.
   void HoldUntil(int64_t until_ns, int64_t now_ns) const;
 
   // Permits available at `now_ns` (0 while in debt), the capacity, and the
@@ -204,10 +229,22 @@ class BucketRef {
   static absl::Status Validate(const BucketCell& cell, const BucketConfig& config);
 
   // Changes rate and capacity live, keeping the fraction of capacity that is
-  // available (a bucket 40% full stays 40% full; debt scales the same way).
-  // REQUIRES: reconfigurations of this cell are serialized by the caller.
-  // Returns InvalidArgument and changes nothing on a bad config.
+  // available (a bucket 40% full stays 40% full; debt scales the same way)
+  // and any hold. REQUIRES: reconfigurations of this cell are serialized by
+  // the caller. Returns InvalidArgument and changes nothing on a bad config.
   absl::Status Reconfigure(const BucketConfig& config, int64_t now_ns) const;
+
+  // Which of the cell's two parameter slots is in use (0 or 1), and so which
+  // one the next Reconfigure writes (the other). For stores that keep a copy
+  // of each slot's configuration beside the cell: writing the copy of the
+  // idle slot before reconfiguring keeps the copy of the slot in use equal to
+  // the cell's parameters at every instant, so a kill at any point leaves
+  // them consistent.
+  static int ParamSlot(const BucketCell& cell);
+  // Checks that parameter slot `slot` (0 or 1) holds what `config` derives;
+  // FailedPrecondition naming both otherwise.
+  static absl::Status ValidateParamSlot(const BucketCell& cell, int slot,
+                                        const BucketConfig& config);
 
   const Clock& clock() const { return clock_; }
 
@@ -295,7 +332,9 @@ inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_
     const int64_t interval = p.interval.load(std::memory_order_relaxed);
     const int64_t tau = p.tau.load(std::memory_order_relaxed);
     int64_t cost;
-    if (__builtin_mul_overflow(n, interval, &cost) || cost > tau) [[unlikely]] {
+    // A cell whose parameters are zero (never initialized, or wiped) grants
+    // nothing: it answers kNeverFits, like a request too large.
+    if (__builtin_mul_overflow(n, interval, &cost) || cost > tau || interval <= 0) [[unlikely]] {
       // Rule out parameters torn by two reconfigurations racing this read:
       // if the word moved, read again.
       std::atomic_thread_fence(std::memory_order_acquire);
@@ -321,7 +360,7 @@ inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_
     }
     if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return {Outcome::kGranted, wait_ns};
+      return {Outcome::kGranted, wait_ns, {interval, tau}};
     }
   }
 }

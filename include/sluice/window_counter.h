@@ -41,9 +41,10 @@ class WindowCounterRef {
   // REQUIRES: `cell` outlives this WindowCounterRef.
   explicit WindowCounterRef(WindowCounterCell* cell) : cell_(cell) {}
 
-  // Adds `amount` to window `window` if the total stays within `limit`.
-  // Returns false, changing nothing, when it would not.
-  // REQUIRES: 0 <= window <= kMaxWindow, 0 <= amount, limit <= kMaxAmount.
+  // Adds `amount` to window `window` if the total stays within `limit` and
+  // within kMaxAmount (a larger `limit` is no larger than kMaxAmount).
+  // Returns false, changing nothing, when it would not, or for a negative
+  // amount. REQUIRES: 0 <= window <= kMaxWindow.
   bool TryAdd(int64_t window, int64_t amount, int64_t limit) const;
 
   // Gives back `amount` taken in `window`, never below zero. Once that window

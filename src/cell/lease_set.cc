@@ -43,32 +43,45 @@ int32_t LeaseSetRef::TryAcquire(uint64_t tag, uint32_t hint) const {
 
 absl::StatusOr<uint32_t> LeaseSetRef::Acquire(uint64_t tag, absl::Duration timeout, uint32_t hint,
                                               const std::function<bool(uint64_t)>& is_dead) const {
+  const int64_t start = Clock::MonotonicNanos();
   const int64_t deadline =
-      Clock::MonotonicNanos() + absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
-  bool reclaimed = false;
+      start + absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
+  const int64_t reclaim_every = absl::ToInt64Nanoseconds(kReclaimInterval);
+  int64_t next_reclaim = start;
   for (;;) {
     // Read the generation before trying, so a release between the try and
     // the wait changes it and the wait returns at once.
-    const uint32_t seen = generation_->load(std::memory_order_acquire);
+    const uint32_t seen = Generation();
     if (const int32_t index = TryAcquire(tag, hint); index >= 0) {
       return static_cast<uint32_t>(index);
     }
-    if (!reclaimed) {
-      reclaimed = true;
+    // A dead holder never releases, so no wake comes for its lease: look for
+    // one now and then while waiting.
+    const int64_t now = Clock::MonotonicNanos();
+    if (now >= next_reclaim) {
+      next_reclaim = now + reclaim_every;
       if (Reclaim(is_dead) > 0) continue;
     }
-    const int64_t left = deadline - Clock::MonotonicNanos();
-    if (left <= 0) {
+    if (now >= deadline) {
       return absl::DeadlineExceededError(
           absl::StrCat("all ", count_, " concurrency leases are held; none was returned within ",
                        absl::FormatDuration(timeout)));
     }
-    // Announce a sleeper, so that releases know to wake. If a release came
-    // since `seen`, try again instead of sleeping.
-    const uint32_t flagged = generation_->fetch_or(kWaiters, std::memory_order_acq_rel);
-    if ((flagged & ~kWaiters) != (seen & ~kWaiters)) continue;
-    FutexWait(generation_, flagged | kWaiters, left);
+    WaitForRelease(seen, std::min(deadline, next_reclaim) - now);
   }
+}
+
+uint32_t LeaseSetRef::Generation() const {
+  return generation_->load(std::memory_order_acquire) & ~kWaiters;
+}
+
+void LeaseSetRef::WaitForRelease(uint32_t seen, int64_t timeout_ns) const {
+  if (timeout_ns <= 0) return;
+  // Announce a sleeper, so that releases know to wake. If a release came
+  // since `seen`, return instead of sleeping.
+  const uint32_t flagged = generation_->fetch_or(kWaiters, std::memory_order_acq_rel);
+  if ((flagged & ~kWaiters) != (seen & ~kWaiters)) return;
+  FutexWait(generation_, flagged | kWaiters, timeout_ns);
 }
 
 void LeaseSetRef::Release(uint32_t index, uint64_t tag) const {

@@ -53,6 +53,19 @@ absl::StatusOr<Derived> Derive(const BucketConfig& config) {
 
 absl::Status ValidateBucketConfig(const BucketConfig& config) { return Derive(config).status(); }
 
+BucketConfig LowerTo(const BucketConfig& config, const Rate& rate) {
+  if (!rate.Validate().ok() || !config.rate.Validate().ok()) return config;
+  // Both rates per nanosecond, cross-multiplied: rate / config.rate.
+  const __int128 num =
+      static_cast<__int128>(rate.permits()) * absl::ToInt64Nanoseconds(config.rate.period());
+  const __int128 den =
+      static_cast<__int128>(config.rate.permits()) * absl::ToInt64Nanoseconds(rate.period());
+  if (num >= den) return config;
+  const __int128 burst = static_cast<__int128>(config.capacity) * num / den;
+  BucketConfig lowered{rate, static_cast<uint64_t>(std::max<__int128>(1, burst))};
+  return ValidateBucketConfig(lowered).ok() ? lowered : config;
+}
+
 const char* PressureName(Pressure p) {
   switch (p) {
     case Pressure::kLow:
@@ -73,6 +86,7 @@ absl::Status BucketRef::Init(BucketCell* cell, const BucketConfig& config, int64
     p.tau.store(d->tau, std::memory_order_relaxed);
     p.epoch_ns.store(now_ns, std::memory_order_relaxed);
   }
+  cell->hold_until_ns_.store(0, std::memory_order_relaxed);
   // TAT = now: full. Release publishes the parameters with the word.
   cell->word_.store(0, std::memory_order_release);
   return absl::OkStatus();
@@ -99,18 +113,43 @@ absl::Status BucketRef::Acquire(uint64_t n, absl::Duration timeout) const {
       absl::StrCat(n, " permits can never fit in a bucket of capacity ", Capacity()));
 }
 
-void BucketRef::Refund(uint64_t n, int64_t now_ns) const {
+namespace {
+
+// The TAT below which a hold that has not ended yet keeps the word: its first
+// permit comes back at `until`, so TAT = until + tau - interval (units since
+// `epoch`). 0 when no hold is in force at `now_ns`.
+int64_t HeldTat(int64_t hold_until_ns, int64_t now_ns, int64_t epoch_ns, int64_t interval,
+                int64_t tau) {
+  if (hold_until_ns <= now_ns) return 0;
+  return std::min(ToUnits(hold_until_ns, epoch_ns) + tau - interval, kMaxTat);
+}
+
+// `cost` units taken at `taken` terms, as units of a bucket whose span is now
+// `tau`: the same share of the span, rounded down.
+int64_t ShareNow(__int128 cost, const Terms& taken, int64_t tau) {
+  if (taken.tau <= 0) return 0;
+  const __int128 now_units = cost * tau / taken.tau;
+  return static_cast<int64_t>(std::min<__int128>(now_units, kMaxTat));
+}
+
+}  // namespace
+
+void BucketRef::Refund(uint64_t n, const Terms& taken, int64_t now_ns) const {
+  const __int128 cost = static_cast<__int128>(n) * std::max<int64_t>(taken.interval, 0);
   int64_t word = cell_->word_.load(std::memory_order_acquire);
   for (;;) {
     const BucketCell::Params& p = cell_->params_[word & 1];
     const int64_t interval = p.interval.load(std::memory_order_relaxed);
-    const int64_t now = ToUnits(now_ns, p.epoch_ns.load(std::memory_order_relaxed));
+    const int64_t tau = p.tau.load(std::memory_order_relaxed);
+    const int64_t epoch = p.epoch_ns.load(std::memory_order_relaxed);
+    const int64_t now = ToUnits(now_ns, epoch);
+    // A full bucket is TAT <= now; a held one stays held: never go below that.
+    const int64_t floor =
+        std::max(now, HeldTat(cell_->hold_until_ns_.load(std::memory_order_acquire), now_ns, epoch,
+                              interval, tau));
     const int64_t tat = word >> 1;
-    if (tat <= now) return;  // already full: nothing to give back
-    int64_t cost;
-    if (__builtin_mul_overflow(n, interval, &cost)) cost = kMaxTat;
-    // A full bucket is TAT <= now; never go below that.
-    const int64_t next = std::max(tat - cost, now);
+    if (tat <= floor) return;  // nothing to give back
+    const int64_t next = std::max(tat - ShareNow(cost, taken, tau), floor);
     if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
       return;
@@ -136,15 +175,19 @@ void BucketRef::Debit(uint64_t n, int64_t now_ns) const {
 }
 
 void BucketRef::HoldUntil(int64_t until_ns, int64_t now_ns) const {
+  // Record the deadline first, so that a refund or reconfiguration racing the
+  // word's update below already respects it.
+  int64_t recorded = cell_->hold_until_ns_.load(std::memory_order_acquire);
+  while (recorded < until_ns && !cell_->hold_until_ns_.compare_exchange_weak(
+                                    recorded, until_ns, std::memory_order_acq_rel)) {
+  }
   int64_t word = cell_->word_.load(std::memory_order_acquire);
   for (;;) {
     const BucketCell::Params& p = cell_->params_[word & 1];
     const int64_t epoch = p.epoch_ns.load(std::memory_order_relaxed);
     const int64_t interval = p.interval.load(std::memory_order_relaxed);
     const int64_t tau = p.tau.load(std::memory_order_relaxed);
-    // The first permit comes back at `until`: TAT = until + tau - interval.
-    const int64_t until = ToUnits(std::max(until_ns, now_ns), epoch);
-    const int64_t held = std::min(until + tau - interval, kMaxTat);
+    const int64_t held = HeldTat(until_ns, now_ns, epoch, interval, tau);
     if ((word >> 1) >= held) return;
     if (cell_->word_.compare_exchange_weak(word, (held << 1) | (word & 1),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
@@ -160,18 +203,22 @@ int64_t BucketRef::Available(int64_t now_ns) const {
   const int64_t tau = p.tau.load(std::memory_order_relaxed);
   const int64_t now = ToUnits(now_ns, p.epoch_ns.load(std::memory_order_relaxed));
   const int64_t ahead = std::max<int64_t>(0, (word >> 1) - now);
+  // A cell with zero parameters (never initialized, or wiped) has nothing.
+  if (interval <= 0) return 0;
   return ahead >= tau ? 0 : (tau - ahead) / interval;
 }
 
 int64_t BucketRef::Capacity() const {
   const int64_t word = cell_->word_.load(std::memory_order_acquire);
   const BucketCell::Params& p = cell_->params_[word & 1];
-  return p.tau.load(std::memory_order_relaxed) / p.interval.load(std::memory_order_relaxed);
+  const int64_t interval = p.interval.load(std::memory_order_relaxed);
+  return interval <= 0 ? 0 : p.tau.load(std::memory_order_relaxed) / interval;
 }
 
 Pressure BucketRef::GetPressure(int64_t now_ns) const {
   const __int128 available = Available(now_ns);
   const __int128 capacity = Capacity();
+  if (capacity <= 0) return Pressure::kHigh;  // a cell with zero parameters
   if (available * 10 >= capacity * 6) return Pressure::kLow;
   if (available * 10 >= capacity * 3) return Pressure::kMedium;
   return Pressure::kHigh;
@@ -185,14 +232,15 @@ int64_t BucketRef::FullForNanos(int64_t now_ns) const {
   return tat >= now ? 0 : (now - tat) >> internal_gcra::kFracBits;
 }
 
-absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& config) {
+int BucketRef::ParamSlot(const BucketCell& cell) {
+  return static_cast<int>(cell.word_.load(std::memory_order_acquire) & 1);
+}
+
+absl::Status BucketRef::ValidateParamSlot(const BucketCell& cell, int slot,
+                                          const BucketConfig& config) {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return absl::FailedPreconditionError(d.status().message());
-  const int64_t word = cell.word_.load(std::memory_order_acquire);
-  if (word < 0) {
-    return absl::FailedPreconditionError(absl::StrCat("bucket word ", word, " is negative"));
-  }
-  const BucketCell::Params& p = cell.params_[word & 1];
+  const BucketCell::Params& p = cell.params_[slot & 1];
   const int64_t interval = p.interval.load(std::memory_order_relaxed);
   const int64_t tau = p.tau.load(std::memory_order_relaxed);
   if (interval != d->interval || tau != d->tau) {
@@ -205,6 +253,14 @@ absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& con
     return absl::FailedPreconditionError("bucket epoch is negative");
   }
   return absl::OkStatus();
+}
+
+absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& config) {
+  const int64_t word = cell.word_.load(std::memory_order_acquire);
+  if (word < 0) {
+    return absl::FailedPreconditionError(absl::StrCat("bucket word ", word, " is negative"));
+  }
+  return ValidateParamSlot(cell, static_cast<int>(word & 1), config);
 }
 
 absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) const {
@@ -230,12 +286,21 @@ absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) 
 
   const int64_t old_now = ToUnits(now_ns, old_epoch);
   const int64_t new_now = ToUnits(now_ns, epoch);
+  // A hold in force keeps its deadline: its part of the TAT becomes the same
+  // hold under the new parameters; only what is owed beyond it is rescaled.
+  const int64_t hold_until = cell_->hold_until_ns_.load(std::memory_order_acquire);
+  const int64_t old_base =
+      std::max(old_now, HeldTat(hold_until, now_ns, old_epoch,
+                                old.interval.load(std::memory_order_relaxed), old_tau));
+  const int64_t new_base =
+      std::max(new_now, HeldTat(hold_until, now_ns, epoch, d->interval, d->tau));
   for (;;) {
-    // How far the TAT is ahead of now, scaled from the old span to the new
-    // one: the same fraction of capacity stays available (or owed).
-    const __int128 ahead = std::max<int64_t>(0, (word >> 1) - old_now);
-    const __int128 scaled = (ahead * d->tau + old_tau - 1) / old_tau;
-    const int64_t next = static_cast<int64_t>(std::min<__int128>(new_now + scaled, kMaxTat));
+    // How far the TAT is ahead of now (or of the hold), scaled from the old
+    // span to the new one: the same fraction of capacity stays available (or
+    // owed). A cell with zero parameters counts as full.
+    const __int128 ahead = std::max<int64_t>(0, (word >> 1) - old_base);
+    const __int128 scaled = old_tau > 0 ? (ahead * d->tau + old_tau - 1) / old_tau : 0;
+    const int64_t next = static_cast<int64_t>(std::min<__int128>(new_base + scaled, kMaxTat));
     if (cell_->word_.compare_exchange_weak(word, (next << 1) | slot, std::memory_order_acq_rel,
                                            std::memory_order_acquire)) {
       return absl::OkStatus();

@@ -20,7 +20,9 @@ bool WindowCounterRef::TryAdd(int64_t window, int64_t amount, int64_t limit) con
     // An older window id counts against the newer window the word holds.
     const int64_t current = std::max(WindowOf(word), window);
     const int64_t used = current == WindowOf(word) ? AmountOf(word) : 0;
-    if (amount > limit - used) return false;
+    // Whatever the caller's limit, the amount field holds at most kMaxAmount:
+    // anything more would carry into the window bits.
+    if (amount < 0 || amount > std::min(limit, kMask) - used) return false;
     if (cell_->word_.compare_exchange_weak(word, Pack(current, used + amount),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
       return true;

@@ -16,9 +16,20 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "src/client/release_watcher.h"
 
 namespace sluice {
 namespace {
+
+// How often requests waiting on a full concurrency cap try again when no
+// lease is released: a holder that died never releases, and a retry takes
+// its lease back.
+constexpr absl::Duration kCapRetryTick = absl::Milliseconds(200);
+
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  int64_t sum;
+  return __builtin_add_overflow(a, b, &sum) ? std::numeric_limits<int64_t>::max() : sum;
+}
 
 // libcurl's global state is set up once for the process, before any thread
 // could race to do it.
@@ -141,6 +152,7 @@ struct Client::Job {
   std::optional<Permit> permit;
   int64_t not_before_ns = 0;      // start (or reserve) no earlier than this
   int64_t waiting_since_ns = -1;  // when the current throttle wait began
+  absl::Status cap_full;          // a full concurrency cap's refusal, while blocked on it
   CallResult result;
   // Transfer state.
   CURL* easy = nullptr;
@@ -228,6 +240,7 @@ Client::Client(ClientOptions options, Policy* policy)
 }
 
 Client::~Client() {
+  watcher_.reset();  // its eventfd is in the epoll set: stop it first
   for (void* easy : idle_easy_) curl_easy_cleanup(static_cast<CURL*>(easy));
   curl_multi_cleanup(static_cast<CURLM*>(multi_));  // may still call OnSocket
   if (epoll_fd_ >= 0) close(epoll_fd_);
@@ -336,15 +349,16 @@ void Client::Feedback(const Job& job, const RateLimitInfo& info, const Classific
   // A quota 429 holds the provider's buckets for every process on the
   // store; an overload (529/503) is not about quota and shrinks nothing.
   if (c.error_class == ErrorClass::kRateLimited) {
-    const absl::Duration wait =
-        info.retry_after.value_or(info.requests.reset_in.value_or(absl::Seconds(1)));
-    policy_->HoldProvider(*job.route, now + absl::ToInt64Nanoseconds(wait), now);
+    // Clamped: whatever the server sent, no longer than max_retry_after.
+    const int64_t hold_ns = absl::ToInt64Nanoseconds(QuotaHold(info, options_.retry));
+    policy_->HoldProvider(*job.route, now > INT64_MAX - hold_ns ? INT64_MAX : now + hold_ns, now);
   }
 }
 
 // Requests waiting to start: for their arrival time, reserved start time or
 // retry delay (a min-heap on that time, FIFO among equals), or, ready but
-// refused by a full concurrency cap, for a transfer to finish.
+// refused by a full concurrency cap, for a lease to come back (until their
+// throttle deadline).
 class Client::Queue {
  public:
   bool empty() const { return heap_.empty() && blocked_.empty(); }
@@ -354,9 +368,11 @@ class Client::Queue {
     heap_.push_back({job->not_before_ns, next_seq_++, std::move(job)});
     std::push_heap(heap_.begin(), heap_.end(), Later);
   }
-  // The earliest start time, or INT64_MAX when none waits for a time.
+  // The earliest start time or blocked deadline, or INT64_MAX when none.
   int64_t NextTime() const {
-    return heap_.empty() ? std::numeric_limits<int64_t>::max() : heap_.front().at;
+    int64_t next = heap_.empty() ? std::numeric_limits<int64_t>::max() : heap_.front().at;
+    for (const Blocked& b : blocked_) next = std::min(next, b.deadline_ns);
+    return next;
   }
   // The first job due at `now`, or null.
   std::unique_ptr<Job> PopDue(int64_t now) {
@@ -366,12 +382,34 @@ class Client::Queue {
     heap_.pop_back();
     return job;
   }
-  void Block(std::unique_ptr<Job> job) { blocked_.push_back(std::move(job)); }
-  // A transfer finished: what a full concurrency cap refused may try again,
-  // ahead of everything due later (their start times have passed).
+  void Block(std::unique_ptr<Job> job, int64_t deadline_ns) {
+    blocked_.push_back({deadline_ns, std::move(job)});
+  }
+  // A lease came back (or may have: a holder may have died): what a full
+  // concurrency cap refused may try again, ahead of everything due later
+  // (their start times have passed).
   void Unblock() {
-    for (std::unique_ptr<Job>& job : blocked_) Push(std::move(job));
+    for (Blocked& b : blocked_) Push(std::move(b.job));
     blocked_.clear();
+  }
+  // Blocked jobs whose deadline has passed at `now`, removed.
+  std::vector<std::unique_ptr<Job>> Expire(int64_t now) {
+    std::vector<std::unique_ptr<Job>> expired;
+    for (Blocked& b : blocked_) {
+      if (b.deadline_ns <= now) expired.push_back(std::move(b.job));
+    }
+    std::erase_if(blocked_, [](const Blocked& b) { return b.job == nullptr; });
+    return expired;
+  }
+  // The keys of the caps blocked jobs wait for, sorted, without repeats.
+  std::vector<std::string> BlockedCaps() const {
+    std::vector<std::string> keys;
+    for (const Blocked& b : blocked_) {
+      keys.push_back(FullConcurrencyCap(b.job->cap_full));
+    }
+    std::sort(keys.begin(), keys.end());
+    keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+    return keys;
   }
 
  private:
@@ -383,8 +421,12 @@ class Client::Queue {
   static bool Later(const Entry& a, const Entry& b) {
     return a.at != b.at ? a.at > b.at : a.seq > b.seq;
   }
+  struct Blocked {
+    int64_t deadline_ns;
+    std::unique_ptr<Job> job;
+  };
   std::vector<Entry> heap_;
-  std::vector<std::unique_ptr<Job>> blocked_;
+  std::vector<Blocked> blocked_;
   uint64_t next_seq_ = 0;
 };
 
@@ -467,9 +509,37 @@ void Client::Finish(std::unique_ptr<Job> owned, int curl_code, Queue& waiting,
   done(job.index, std::move(r));
 }
 
+absl::Status Client::WatchReleases(const Queue& waiting) {
+  std::vector<std::string> caps = waiting.BlockedCaps();
+  if (caps == watched_caps_) return absl::OkStatus();
+  if (watcher_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<ReleaseWatcher>> watcher = ReleaseWatcher::Create(kCapRetryTick);
+    if (!watcher.ok()) return watcher.status();
+    watcher_ = *std::move(watcher);
+    epoll_event event{};
+    event.events = EPOLLIN;
+    event.data.fd = watcher_->fd();
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, watcher_->fd(), &event) != 0) {
+      watcher_.reset();
+      return absl::InternalError(absl::StrCat("epoll_ctl: ", std::strerror(errno)));
+    }
+  }
+  std::vector<StoredLeases> leases;
+  for (const std::string& key : caps) {
+    if (std::optional<StoredLeases> cap = policy_->ConcurrencyCap(key)) leases.push_back(*cap);
+  }
+  watcher_->Watch(std::move(leases));
+  watched_caps_ = std::move(caps);
+  return absl::OkStatus();
+}
+
 void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_flight,
                  const std::function<void(size_t, CallResult)>& done) {
   CURLM* multi = static_cast<CURLM*>(multi_);
+  const int64_t throttle_timeout_ns =
+      options_.throttle_timeout == absl::InfiniteDuration()
+          ? std::numeric_limits<int64_t>::max()
+          : absl::ToInt64Nanoseconds(std::max(options_.throttle_timeout, absl::ZeroDuration()));
   Queue waiting;
   int& in_flight = in_flight_;
   in_flight = 0;
@@ -517,13 +587,17 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
     while (std::unique_ptr<Job> job = waiting.PopDue(now)) {
       if (policy_ != nullptr && !job->permit) {
         if (job->waiting_since_ns < 0) job->waiting_since_ns = now;
-        absl::StatusOr<Permit> permit = policy_->Reserve(
-            *job->route, job->input_estimate, job->max_tokens, options_.throttle_timeout, now);
+        const int64_t deadline = SaturatingAdd(job->waiting_since_ns, throttle_timeout_ns);
+        absl::StatusOr<Permit> permit =
+            policy_->Reserve(*job->route, job->input_estimate, job->max_tokens,
+                             absl::Nanoseconds(std::max<int64_t>(0, deadline - now)), now);
         if (!permit.ok()) {
-          // A full concurrency cap frees up when a request finishes: try
-          // again then. Anything else is final.
-          if (IsConcurrencyFull(permit.status()) && in_flight > 0) {
-            waiting.Block(std::move(job));
+          // A full concurrency cap frees up when a lease comes back, from
+          // this process or any other on the host: wait for that, up to the
+          // throttle deadline. Anything else is final.
+          if (IsConcurrencyFull(permit.status()) && now < deadline) {
+            job->cap_full = permit.status();
+            waiting.Block(std::move(job), deadline);
             continue;
           }
           fail(std::move(job), permit.status());
@@ -543,6 +617,22 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
       StartTransfer(*job);
       job.release();  // owned by its transfer (CURLINFO_PRIVATE) until Finish
       ++in_flight;
+    }
+
+    for (std::unique_ptr<Job>& job : waiting.Expire(now)) {
+      absl::Status timed_out = absl::DeadlineExceededError(
+          absl::StrCat(job->cap_full.message(), "; none came back within ",
+                       absl::FormatDuration(options_.throttle_timeout)));
+      job->cap_full.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+        timed_out.SetPayload(url, payload);  // still names the full cap
+      });
+      fail(std::move(job), std::move(timed_out));
+    }
+    if (absl::Status s = WatchReleases(waiting); !s.ok()) {
+      // Without a way to hear of releases, waiting could only poll: fail.
+      for (std::unique_ptr<Job>& job : waiting.Expire(std::numeric_limits<int64_t>::max())) {
+        fail(std::move(job), s);
+      }
     }
 
     int running = 0;
@@ -578,6 +668,11 @@ void Client::Run(const std::function<bool(CallRequest*)>& next, int max_in_fligh
     epoll_event events[64];
     const int n = epoll_wait(epoll_fd_, events, 64, timeout_ms);
     for (int i = 0; i < n; ++i) {
+      if (watcher_ != nullptr && events[i].data.fd == watcher_->fd()) {
+        watcher_->Drain();
+        waiting.Unblock();  // a lease came back somewhere, or a holder may have died
+        continue;
+      }
       int flags = 0;
       if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
       if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;

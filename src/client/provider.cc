@@ -148,9 +148,12 @@ std::optional<absl::Duration> ParseDecimalDuration(absl::string_view text, int64
 std::optional<int64_t> ParseCount(const std::string* value) {
   if (value == nullptr || value->empty()) return std::nullopt;
   if (!std::all_of(value->begin(), value->end(), IsDigit)) return std::nullopt;
+  // Digits only, so never negative. A count too large for int64_t is
+  // garbage (unknown); one merely absurd is clamped, so that what is computed
+  // from it (remaining + slack, limit x time scale) stays in range.
   int64_t count = 0;
-  if (!absl::SimpleAtoi(*value, &count)) return std::nullopt;  // overflow
-  return count;
+  if (!absl::SimpleAtoi(*value, &count)) return std::nullopt;
+  return std::min(count, kMaxRateLimitCount);
 }
 
 // HTTP-date in the three forms RFC 9110 section 5.6.7 makes recipients accept.
@@ -483,6 +486,12 @@ std::optional<absl::Duration> ParseRetryAfter(const Headers& headers, absl::Time
   return std::max(*date - now, absl::ZeroDuration());
 }
 
+absl::Duration QuotaHold(const RateLimitInfo& info, const RetryOptions& options) {
+  const absl::Duration asked =
+      info.retry_after.value_or(info.requests.reset_in.value_or(absl::Seconds(1)));
+  return std::clamp(asked, absl::ZeroDuration(), options.max_retry_after);
+}
+
 RateLimitInfo ParseRateLimitHeaders(Provider provider, const Headers& headers, absl::Time now) {
   RateLimitInfo info;
   if (provider == Provider::kAnthropic) {
@@ -492,7 +501,7 @@ RateLimitInfo ParseRateLimitHeaders(Provider provider, const Headers& headers, a
       out.remaining = ParseCount(headers.Find(absl::StrCat(prefix, "remaining")));
       if (const std::string* reset = headers.Find(absl::StrCat(prefix, "reset"))) {
         if (absl::StatusOr<absl::Time> at = ParseRfc3339(*reset); at.ok()) {
-          out.reset_in = std::max(*at - now, absl::ZeroDuration());
+          out.reset_in = std::clamp(*at - now, absl::ZeroDuration(), kMaxResetWait);
         }
       }
     };
@@ -506,7 +515,7 @@ RateLimitInfo ParseRateLimitHeaders(Provider provider, const Headers& headers, a
       out.remaining = ParseCount(headers.Find(absl::StrCat("x-ratelimit-remaining-", dimension)));
       if (const std::string* reset = headers.Find(absl::StrCat("x-ratelimit-reset-", dimension))) {
         if (absl::StatusOr<absl::Duration> in = ParseGoDuration(*reset); in.ok()) {
-          out.reset_in = *in;
+          out.reset_in = std::min(*in, kMaxResetWait);
         }
       }
     };

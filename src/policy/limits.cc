@@ -33,6 +33,7 @@
 #include "absl/types/span.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "sluice/window_counter.h"
 #include "toml++/toml.h"
 
 namespace sluice {
@@ -461,9 +462,16 @@ absl::StatusOr<double> Parser::ReadUsd(const toml::node& node, absl::string_view
   absl::StatusOr<double> usd = ReadNumber(node, path);
   if (!usd.ok()) return usd.status();
   if (*usd <= 0) return Error(node, path, absl::StrCat("must be a positive amount, got ", *usd));
-  // Budgets are counted in whole micro-dollars, in 64 bits.
+  // Budgets are counted in whole micro-dollars, in a counter of 2^43 - 1
+  // micro-dollars a window (window_counter.h).
   if (*usd < 1e-6) return Error(node, path, "must be at least 0.000001 (one micro-dollar)");
-  if (*usd > 1e12) return Error(node, path, "must be at most 1e12");
+  constexpr double kMaxUsd = static_cast<double>(WindowCounterRef::kMaxAmount) / 1e6;
+  if (*usd > kMaxUsd) {
+    return Error(node, path,
+                 absl::StrFormat("must be at most %.6f USD, the most a budget counter holds "
+                                 "(2^43 - 1 micro-dollars a day or month); got %.6f",
+                                 kMaxUsd, *usd));
+  }
   return *usd;
 }
 
@@ -1049,7 +1057,18 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope) {
       start = find(scope.substr(0, colon));
     }
     if (start == nullptr) start = find("global");
-    if (start == nullptr) return path;
+    // A file that configures no "global" scope has an implicit one that
+    // limits nothing, so that a file with only provider limits works.
+    if (start == nullptr) {
+      static const ScopeLimits* const kImplicitGlobal = [] {
+        auto* global = new ScopeLimits();
+        global->name = "global";
+        return global;
+      }();
+      path.fell_back = scope != "global";
+      path.scopes.push_back(kImplicitGlobal);
+      return path;
+    }
   }
   // Bounded, so that a hand-built config with a cycle cannot loop forever.
   for (const ScopeLimits* s = start; s != nullptr && path.scopes.size() <= config.scopes.size();

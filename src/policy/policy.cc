@@ -71,6 +71,17 @@ bool IsConcurrencyFull(const absl::Status& status) {
   return status.GetPayload(kConcurrencyFullPayload).has_value();
 }
 
+std::string FullConcurrencyCap(const absl::Status& status) {
+  const absl::optional<absl::Cord> key = status.GetPayload(kConcurrencyFullPayload);
+  return key ? std::string(*key) : std::string();
+}
+
+std::optional<StoredLeases> Policy::ConcurrencyCap(absl::string_view key) const {
+  auto it = leases_.find(key);
+  if (it == leases_.end()) return std::nullopt;
+  return it->second.handle;
+}
+
 uint64_t CharacterEstimator::EstimateInputTokens(absl::string_view provider,
                                                  absl::string_view /*model*/,
                                                  absl::string_view prompt) const {
@@ -91,6 +102,7 @@ Permit& Permit::operator=(Permit&& other) noexcept {
   route_ = other.route_;
   policy_ = other.policy_;
   reserved_ = std::move(other.reserved_);
+  terms_ = std::move(other.terms_);
   windows_ = std::move(other.windows_);
   leases_ = std::move(other.leases_);
   ready_at_ns_ = other.ready_at_ns_;
@@ -160,7 +172,7 @@ void Permit::Settle(const Usage& usage) {
       if (diff < 0) c.counter.Refund(w, -diff);
     } else {
       if (diff > 0) c.bucket.Debit(static_cast<uint64_t>(diff), now);
-      if (diff < 0) c.bucket.Refund(static_cast<uint64_t>(-diff), now);
+      if (diff < 0) c.bucket.Refund(static_cast<uint64_t>(-diff), terms_[i], now);
     }
   }
   ReleaseLeases();
@@ -176,7 +188,7 @@ void Permit::Cancel() {
     if (c.is_budget) {
       c.counter.Refund(windows_[window++], reserved_[i]);
     } else {
-      c.bucket.Refund(static_cast<uint64_t>(reserved_[i]), now);
+      c.bucket.Refund(static_cast<uint64_t>(reserved_[i]), terms_[i], now);
     }
   }
   ReleaseLeases();
@@ -199,8 +211,14 @@ absl::Status Policy::OpenAll() {
     if (buckets_.contains(spec.key)) return absl::OkStatus();
     absl::StatusOr<StoredBucket> handle = store_->Bucket(spec.key, spec.config);
     if (!handle.ok()) return handle.status();
+    // The limit it runs at: the configured one, or one a process learned
+    // from the provider's headers before this one started.
+    const uint64_t applied =
+        handle->learned && handle->learned->period() == spec.config.rate.period()
+            ? std::min(spec.limit, handle->learned->permits())
+            : spec.limit;
     buckets_.emplace(spec.key,
-                     Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(spec.limit)});
+                     Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)});
     order_.push_back(spec.key);
     return absl::OkStatus();
   };
@@ -242,10 +260,6 @@ absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::stri
     if (auto it = routes_.find(key); it != routes_.end()) return it->second.get();
   }
   const ScopePath path = ResolveScope(config_, scope);
-  if (path.scopes.empty()) {
-    return absl::NotFoundError(
-        absl::StrCat("scope '", scope, "' is not configured and there is no global scope"));
-  }
   auto route = std::make_unique<Route>();
   route->scope_ = std::string(scope);
   route->fell_back_ = path.fell_back;
@@ -321,9 +335,14 @@ absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens
   permit.policy_ = this;
   permit.open_ = true;  // so that a failure below returns the leases taken
   for (const Route::Lease& lease : route.leases_) {
-    const int32_t index = lease.leases.TryAcquire();
-    permit.leases_.push_back(index);
-    if (index < 0) {
+    // Takes back the leases of dead holders when all are held.
+    absl::StatusOr<int32_t> index = lease.leases.TryAcquire();
+    if (!index.ok()) {
+      return absl::Status(index.status().code(), absl::StrCat("concurrency cap ", lease.key, ": ",
+                                                              index.status().message()));
+    }
+    permit.leases_.push_back(*index);
+    if (*index < 0) {
       lease.leases.bottlenecks()->fetch_add(1, std::memory_order_relaxed);
       absl::Status full = absl::DeadlineExceededError(absl::StrCat(
           "concurrency cap ", lease.key, ": all ", lease.leases.capacity(), " requests in flight"));
@@ -355,7 +374,7 @@ absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input
       if (c.is_budget) {
         c.counter.Refund(permit.windows_[window++], permit.reserved_[j]);
       } else {
-        c.bucket.Refund(static_cast<uint64_t>(permit.reserved_[j]), now_ns);
+        c.bucket.Refund(static_cast<uint64_t>(permit.reserved_[j]), permit.terms_[j], now_ns);
       }
     }
     rollbacks_.fetch_add(1, std::memory_order_relaxed);
@@ -407,6 +426,7 @@ absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input
       }
       permit.windows_.push_back(window);
       permit.reserved_.push_back(amount);
+      permit.terms_.push_back({});
       continue;
     }
     const Decision d = c.bucket.Reserve(static_cast<uint64_t>(amount), max_wait_ns, now_ns);
@@ -426,6 +446,7 @@ absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input
                        absl::FormatDuration(absl::Nanoseconds(max_wait_ns)), " allowed"));
     }
     permit.reserved_.push_back(amount);
+    permit.terms_.push_back(d.terms);
     if (d.wait_ns > worst) {
       worst = d.wait_ns;
       bottleneck = &c;
@@ -486,21 +507,20 @@ void Policy::LearnProviderRate(const Route& route, LimitKind kind, double per_mi
   for (const Route::Charge& c : route.charges_) {
     if (!c.is_provider || c.kind != kind) continue;
     const Opened& opened = buckets_.at(c.key);
-    const uint64_t target = std::min<uint64_t>(
-        opened.spec.limit,
-        std::max<uint64_t>(1, static_cast<uint64_t>(per_minute * config_.headroom)));
+    const double scaled = std::min(per_minute * config_.headroom, 1e18);
+    const uint64_t target =
+        std::min<uint64_t>(opened.spec.limit, std::max<uint64_t>(1, static_cast<uint64_t>(scaled)));
     const uint64_t applied = opened.applied->load(std::memory_order_relaxed);
-    // Only a clear change (10%) is worth a reconfiguration, which takes the
-    // store's lock; and never above the configured limit.
+    // Only a clear change (10%) is worth recording, which takes the store's
+    // lock; and never above the configured limit.
     if (target * 10 >= applied * 9 && target * 10 <= applied * 11) continue;
     uint64_t expected = applied;
     if (!opened.applied->compare_exchange_strong(expected, target)) continue;  // another won
-    BucketConfig config = opened.spec.config;
-    config.rate = Rate(target, config.rate.period());
-    config.capacity = std::max<uint64_t>(
-        1, std::min<uint64_t>(config.capacity,
-                              target * opened.spec.config.capacity / opened.spec.limit));
-    store_->Bucket(c.key, config).IgnoreError();  // reconfigures the shared cell
+    // Recorded in the store for every process; a limit at the configured one
+    // is no longer a learned limit.
+    std::optional<Rate> learned;
+    if (target < opened.spec.limit) learned = Rate(target, opened.spec.config.rate.period());
+    store_->Learn(c.key, learned).IgnoreError();
   }
 }
 

@@ -20,10 +20,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "src/store/process.h"
+#include "src/store/segment_internal.h"
 #include "src/store/segment_layout.h"
 
 namespace sluice {
 
+using segment_internal::ConfigOf;
+using segment_internal::ErrnoText;
+using segment_internal::SlotName;
+using segment_internal::View;
 using segment_layout::ComputeOffsets;
 using segment_layout::Header;
 using segment_layout::Offsets;
@@ -32,14 +37,21 @@ using segment_layout::Slot;
 
 namespace {
 
-std::string ErrnoText(int err) { return absl::StrCat(strerror(err), " (errno ", err, ")"); }
+constexpr char kBootIdPath[] = "/proc/sys/kernel/random/boot_id";
 
 // The current boot's id: CLOCK_MONOTONIC readings only compare within a boot.
-std::string BootId() {
-  std::ifstream in("/proc/sys/kernel/random/boot_id");
+// Unavailable, naming the file, when it cannot be read: an unknown boot must
+// never be taken for another one (that would wipe a live segment).
+absl::StatusOr<std::string> BootId() {
+  std::ifstream in(kBootIdPath);
   std::string id;
-  std::getline(in, id);
-  return std::string(absl::StripAsciiWhitespace(id)).substr(0, segment_layout::kBootIdBytes - 1);
+  if (!in || !std::getline(in, id)) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot read ", kBootIdPath, ": ", in ? "it is empty" : ErrnoText(errno)));
+  }
+  id = std::string(absl::StripAsciiWhitespace(id)).substr(0, segment_layout::kBootIdBytes - 1);
+  if (id.empty()) return absl::UnavailableError(absl::StrCat(kBootIdPath, " is empty"));
+  return id;
 }
 
 int64_t UnixNanos() { return absl::ToUnixNanos(absl::Now()); }
@@ -51,59 +63,6 @@ absl::StatusOr<std::string> ResolvePath(absl::string_view name) {
     return absl::InvalidArgumentError(absl::StrCat("segment name '", name, "' is not a file name"));
   }
   return absl::StrCat("/dev/shm/", name);
-}
-
-absl::Status CheckBucketName(absl::string_view name) {
-  if (name.empty() || name.size() > kMaxBucketNameLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bucket name '", name, "' must be 1 to ", kMaxBucketNameLength, " bytes"));
-  }
-  for (char c : name) {
-    if (absl::ascii_iscntrl(static_cast<unsigned char>(c))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bucket name '", absl::CHexEscape(name), "' contains a control character"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-uint64_t HashName(absl::string_view name) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : name) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
-BucketConfig SlotConfig(const Slot& slot) {
-  return {Rate(slot.permits, absl::Nanoseconds(slot.period_ns)), slot.capacity};
-}
-
-absl::string_view SlotName(const Slot& slot) {
-  return absl::string_view(slot.name, slot.name_length);
-}
-
-void SetSlotConfig(Slot& slot, const BucketConfig& config) {
-  slot.permits = config.rate.permits();
-  slot.period_ns = absl::ToInt64Nanoseconds(config.rate.period());
-  slot.capacity = config.capacity;
-}
-
-const char* KindName(uint32_t kind) {
-  switch (kind) {
-    case segment_layout::kKindBucket:
-      return "bucket";
-    case segment_layout::kKindCounter:
-      return "counter";
-    case segment_layout::kKindLeases:
-      return "concurrency cap";
-  }
-  return "slot of unknown kind";
-}
-
-std::string Describe(const BucketConfig& c) {
-  return absl::StrCat("rate ", c.rate.ToString(), " burst ", c.capacity);
 }
 
 absl::Status OpenError(int err, const std::string& path, bool creating) {
@@ -160,49 +119,7 @@ absl::Status UnlinkIfSame(const std::string& path, const struct stat& st) {
   return absl::OkStatus();
 }
 
-// The typed views of a mapped segment, computed from validated counts.
-struct View {
-  Header* header;
-  Slot* slots;
-  ProcessEntry* processes;
-  uint64_t* bitmaps;
-  std::atomic<uint64_t>* leases;
-  uint32_t slot_count;
-  uint32_t process_count;
-
-  static View Of(void* base) {
-    auto* header = static_cast<Header*>(base);
-    const Offsets o =
-        ComputeOffsets(header->slot_count, header->process_count, header->lease_count);
-    char* bytes = static_cast<char*>(base);
-    return {header,
-            reinterpret_cast<Slot*>(bytes + o.slots),
-            reinterpret_cast<ProcessEntry*>(bytes + o.processes),
-            reinterpret_cast<uint64_t*>(bytes + o.bitmaps),
-            reinterpret_cast<std::atomic<uint64_t>*>(bytes + o.leases),
-            header->slot_count,
-            header->process_count};
-  }
-  uint64_t* Bitmap(int32_t entry) const {
-    return bitmaps + size_t(entry) * segment_layout::BitmapWords(slot_count);
-  }
-};
-
 }  // namespace
-
-// Holds the segment's flock for a scope; released by the kernel if the
-// process dies, so a crashed holder never wedges the others.
-class Segment::Lock {
- public:
-  Lock() = default;
-  ~Lock() {
-    if (fd_ >= 0) flock(fd_, LOCK_UN);
-  }
-  void Held(int fd) { fd_ = fd; }
-
- private:
-  int fd_ = -1;
-};
 
 absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_view path) {
   using namespace segment_layout;
@@ -273,21 +190,31 @@ absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_vi
     const std::string where =
         absl::StrCat("slot ", i, " ('", absl::CHexEscape(SlotName(slot)), "'): ");
     switch (slot.kind) {
-      case kKindBucket:
-        if (slot.period_ns <= 0) {
-          return fail(where, "period ", slot.period_ns, " ns is not positive");
+      case kKindBucket: {
+        // The configuration, any learned limit, and the record of the cell
+        // parameter slot in use, which must match the cell.
+        if (absl::Status s = ValidateBucketConfig(ConfigOf(slot.configured)); !s.ok()) {
+          return fail(where, "configuration: ", s.message());
         }
-        if (absl::Status s = BucketRef::Validate(BucketCellOf(slot), SlotConfig(slot)); !s.ok()) {
+        if (slot.learned_permits != 0 && slot.learned_period_ns <= 0) {
+          return fail(where, "learned limit period ", slot.learned_period_ns,
+                      " ns is not positive");
+        }
+        const BucketCell& cell = BucketCellOf(slot);
+        const BucketConfig in_use = ConfigOf(slot.params[BucketRef::ParamSlot(cell)]);
+        if (absl::Status s = BucketRef::Validate(cell, in_use); !s.ok()) {
           return fail(where, s.message());
         }
         break;
+      }
       case kKindCounter:
         break;  // every word is a window id and an amount
       case kKindLeases:
-        if (slot.capacity < 1 || slot.permits > header->lease_next ||
-            slot.capacity > header->lease_next - slot.permits) {
-          return fail(where, "lease words [", slot.permits, ", +", slot.capacity,
-                      ") are outside the allocated region of ", header->lease_next);
+        if (slot.configured.capacity < 1 || slot.configured.permits > header->lease_next ||
+            slot.configured.capacity > header->lease_next - slot.configured.permits) {
+          return fail(where, "lease words [", slot.configured.permits, ", +",
+                      slot.configured.capacity, ") are outside the allocated region of ",
+                      header->lease_next);
         }
         break;
       default:
@@ -356,6 +283,16 @@ absl::Status Segment::Attach() {
         absl::StrCat("cannot stat ", path_, ": ", ErrnoText(errno)));
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
+  // Which boot and PID namespace this process runs in. An unreadable boot id
+  // fails the open and leaves the segment as it is: taking a live segment
+  // for one of an earlier boot would wipe it under the processes using it.
+  const absl::StatusOr<std::string> boot = BootId();
+  if (!boot.ok()) {
+    return absl::UnavailableError(absl::StrCat("cannot open segment ", path_, ": ",
+                                               boot.status().message(),
+                                               " (the segment is left as it is)"));
+  }
+  const uint64_t pid_namespace = PidNamespace().value_or(0);
 
   // Read what header there is without mapping: a short file must not be
   // mapped past its end (that would be SIGBUS, not an error).
@@ -381,16 +318,28 @@ absl::Status Segment::Attach() {
                          (state == 0 || state == segment_layout::kHeaderInitializing);
   const bool earlier_boot = ours && state == segment_layout::kHeaderReady &&
                             memchr(header.boot_id, '\0', sizeof(header.boot_id)) != nullptr &&
-                            header.boot_id != BootId();
+                            header.boot_id != *boot;
   if (size == 0 || zeros || abandoned || earlier_boot) {
     if (!options_.create) {
       return absl::NotFoundError(absl::StrCat(
           path_, earlier_boot ? " was created before the last reboot and holds no live state"
                               : " was never initialized"));
     }
-    if (absl::Status s = InitializeLocked(size); !s.ok()) return s;
+    if (absl::Status s = InitializeLocked(size, *boot, pid_namespace); !s.ok()) return s;
   } else if (absl::Status s = MapAndValidateLocked(); !s.ok()) {
     return s;
+  }
+  // Pids in the registry and in lease tags name processes of the creator's
+  // PID namespace; from another one they cannot be checked, so a live
+  // holder would look dead (or a dead one alive).
+  const uint64_t creator_namespace = View::Of(base_).header->pid_namespace;
+  if (creator_namespace != pid_namespace) {
+    Unmap();
+    return absl::FailedPreconditionError(absl::StrCat(
+        path_, " was created in PID namespace ", creator_namespace, " and this process runs in ",
+        pid_namespace,
+        " (/proc/self/ns/pid): processes in different PID namespaces cannot check each "
+        "other's liveness, so they cannot share a segment; give each namespace its own"));
   }
   if (options_.register_process) return RegisterLocked();
   return absl::OkStatus();
@@ -431,7 +380,8 @@ absl::Status Segment::LockFile(Lock* lock) {
   return absl::OkStatus();
 }
 
-absl::Status Segment::InitializeLocked(uint64_t file_size) {
+absl::Status Segment::InitializeLocked(uint64_t file_size, const std::string& boot_id,
+                                       uint64_t pid_namespace) {
   const Offsets o = ComputeOffsets(options_.slots, options_.max_processes, options_.max_leases);
   // Start from an empty file so every byte of the new segment is zero, then
   // reserve the space now: a full /dev/shm must fail here, not as SIGBUS later.
@@ -466,8 +416,8 @@ absl::Status Segment::InitializeLocked(uint64_t file_size) {
   header->lease_count = options_.max_leases;
   header->lease_next = 0;
   header->created_unix_ns = UnixNanos();
-  const std::string boot = BootId();
-  memcpy(header->boot_id, boot.data(), boot.size());
+  memcpy(header->boot_id, boot_id.data(), boot_id.size());
+  header->pid_namespace = pid_namespace;
   // Published last: a reader that sees "ready" sees everything above.
   header->state.store(segment_layout::kHeaderReady, std::memory_order_release);
   initialized_ = true;
@@ -498,15 +448,17 @@ absl::Status Segment::MapAndValidateLocked() {
 absl::Status Segment::RegisterLocked() {
   const View view = View::Of(base_);
   const pid_t pid = getpid();
-  uint64_t start = 0;
-  if (!ReadStartTime(pid, &start)) {
-    return absl::FailedPreconditionError("cannot read this process's start time from /proc");
+  const absl::StatusOr<uint64_t> start = ReadStartTime(pid);
+  if (!start.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, ": cannot register this process: ", start.status().message()));
   }
   for (uint32_t i = 0; i < view.process_count; ++i) {
     ProcessEntry& e = view.processes[i];
-    if (e.pid != 0 && ProcessAlive(e.pid, e.start_time)) continue;
+    // An entry whose process cannot be checked is kept: unknown is not dead.
+    if (e.pid != 0 && MaybeAlive(e.pid, e.start_time)) continue;
     e.pid = pid;
-    e.start_time = start;
+    e.start_time = *start;
     e.attached_unix_ns = UnixNanos();
     memset(view.Bitmap(static_cast<int32_t>(i)), 0,
            segment_layout::BitmapWords(view.slot_count) * sizeof(uint64_t));
@@ -533,241 +485,6 @@ void Segment::Unmap() {
   if (base_ != nullptr) munmap(base_, mapped_size_);
   base_ = nullptr;
   mapped_size_ = 0;
-}
-
-absl::StatusOr<SharedBucket> Segment::OpenBucket(absl::string_view name, const BucketConfig& config,
-                                                 bool reconfigure) {
-  if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
-  return OpenBucketLocked(name, &config, reconfigure);
-}
-
-absl::StatusOr<SharedBucket> Segment::FindBucket(absl::string_view name) {
-  return OpenBucketLocked(name, nullptr, false);
-}
-
-// A slot found or claimed under the lock. A claimed slot is named and kinded
-// but not yet ready: the caller sets up its cell, then publishes it.
-struct Segment::Claim {
-  Slot* slot;
-  uint32_t index;
-  bool created;
-};
-
-absl::StatusOr<Segment::Claim> Segment::FindOrClaimLocked(absl::string_view name, uint32_t kind,
-                                                          bool create) {
-  if (process_entry_ < 0 && options_.register_process) {
-    if (absl::Status s = RegisterLocked(); !s.ok()) return s;
-  }
-  const View view = View::Of(base_);
-  // Open addressing with linear probing. Free ends a probe; tombstones
-  // (reclaimed slots) and claims left by a dead process are reusable but do
-  // not end it. Claims only happen under the lock, so one found here is dead.
-  int64_t found = -1, reusable = -1;
-  const uint64_t start = HashName(name) % view.slot_count;
-  for (uint32_t i = 0; i < view.slot_count; ++i) {
-    const uint32_t index = static_cast<uint32_t>((start + i) % view.slot_count);
-    const uint32_t state = view.slots[index].state.load(std::memory_order_acquire);
-    if (state == segment_layout::kSlotReady) {
-      if (SlotName(view.slots[index]) == name) {
-        found = index;
-        break;
-      }
-      continue;
-    }
-    if (reusable < 0) reusable = index;
-    if (state == segment_layout::kSlotFree) break;
-  }
-  if (found >= 0) {
-    Slot& slot = view.slots[found];
-    if (slot.kind != kind) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path_, ": '", name, "' is a ", KindName(slot.kind), ", not a ", KindName(kind)));
-    }
-    MarkOpenedLocked(static_cast<uint32_t>(found));
-    return Claim{&slot, static_cast<uint32_t>(found), false};
-  }
-  if (!create)
-    return absl::NotFoundError(absl::StrCat(path_, ": no ", KindName(kind), " named '", name, "'"));
-  if (reusable < 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        path_, ": all ", view.slot_count,
-        " slots are in use; reclaim idle buckets or create the segment with more slots"));
-  }
-  Slot& slot = view.slots[reusable];
-  slot.state.store(segment_layout::kSlotClaiming, std::memory_order_relaxed);
-  memset(slot.cell, 0, sizeof(slot.cell));
-  memset(slot.name, 0, sizeof(slot.name));
-  memcpy(slot.name, name.data(), name.size());
-  slot.name_length = static_cast<uint32_t>(name.size());
-  slot.kind = kind;
-  slot.permits = 0;
-  slot.period_ns = 0;
-  slot.capacity = 0;
-  slot.bottlenecks.store(0, std::memory_order_relaxed);
-  MarkOpenedLocked(static_cast<uint32_t>(reusable));
-  return Claim{&slot, static_cast<uint32_t>(reusable), true};
-}
-
-void Segment::MarkOpenedLocked(uint32_t index) {
-  if (process_entry_ < 0) return;
-  View::Of(base_).Bitmap(process_entry_)[index / 64] |= uint64_t{1} << (index % 64);
-}
-
-absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
-                                                       const BucketConfig* config,
-                                                       bool reconfigure) {
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  absl::StatusOr<Claim> claim =
-      FindOrClaimLocked(name, segment_layout::kKindBucket, config != nullptr);
-  if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
-  const int64_t now = options_.clock.Now();
-  if (claim->created) {
-    if (absl::Status s = BucketRef::Init(BucketCellOf(slot), *config, now); !s.ok()) return s;
-    SetSlotConfig(slot, *config);
-    slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
-  } else if (config != nullptr) {
-    const BucketConfig current = SlotConfig(slot);
-    const bool same = current.rate.permits() == config->rate.permits() &&
-                      current.rate.period() == config->rate.period() &&
-                      current.capacity == config->capacity;
-    if (!same && !reconfigure) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(path_, ": bucket '", name, "' exists with ", Describe(current),
-                       "; asked for ", Describe(*config), " (reconfigure to change it)"));
-    }
-    if (!same) {
-      // Under the segment lock, so reconfigurations are serialized host-wide.
-      const BucketRef ref(BucketCellOf(slot), options_.clock);
-      if (absl::Status s = ref.Reconfigure(*config, now); !s.ok()) return s;
-      SetSlotConfig(slot, *config);
-    }
-  }
-  return SharedBucket(BucketCellOf(slot), options_.clock, std::string(name), claim->index,
-                      &slot.bottlenecks);
-}
-
-absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindCounter, true);
-  if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
-  // A zeroed cell is window 0 with nothing used: ready as it is.
-  if (claim->created) slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
-  return SharedCounter(CounterCellOf(slot), &slot.bottlenecks, std::string(name));
-}
-
-absl::StatusOr<SharedLeases> Segment::OpenLeases(absl::string_view name, uint32_t count) {
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  if (count < 1) return absl::InvalidArgumentError("a concurrency cap needs at least 1 lease");
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  const View view = View::Of(base_);
-  if (count > view.header->lease_count - view.header->lease_next) {
-    // Checked before claiming, so a refusal leaves no half-made slot.
-    absl::StatusOr<Claim> existing = FindOrClaimLocked(name, segment_layout::kKindLeases, false);
-    if (!existing.ok() && existing.status().code() == absl::StatusCode::kNotFound) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          path_, ": ", count, " leases for '", name, "' do not fit: ",
-          view.header->lease_count - view.header->lease_next, " of ", view.header->lease_count,
-          " lease words are free (create the segment with more max_leases)"));
-    }
-  }
-  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindLeases, true);
-  if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
-  if (claim->created) {
-    slot.permits = view.header->lease_next;  // first lease word
-    slot.capacity = count;
-    view.header->lease_next += count;
-    slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
-  } else if (slot.capacity != count) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path_, ": concurrency cap '", name, "' exists with ", slot.capacity,
-                     " leases; asked for ", count, " (caps cannot be resized in place)"));
-  }
-  return SharedLeases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
-                      &LeaseHeadOf(slot)->generation, &slot.bottlenecks, std::string(name));
-}
-
-absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  const View view = View::Of(base_);
-  // Slots any live process has opened stay, however idle.
-  std::vector<uint64_t> held(segment_layout::BitmapWords(view.slot_count), 0);
-  for (uint32_t p = 0; p < view.process_count; ++p) {
-    const ProcessEntry& e = view.processes[p];
-    if (e.pid == 0 || !ProcessAlive(e.pid, e.start_time)) continue;
-    const uint64_t* bits = view.Bitmap(static_cast<int32_t>(p));
-    for (size_t w = 0; w < held.size(); ++w) held[w] |= bits[w];
-  }
-  const int64_t now = options_.clock.Now();
-  const int64_t idle_ns = absl::ToInt64Nanoseconds(idle);
-  int freed = 0;
-  for (uint32_t i = 0; i < view.slot_count; ++i) {
-    Slot& slot = view.slots[i];
-    if (slot.state.load(std::memory_order_acquire) != segment_layout::kSlotReady) continue;
-    // Only buckets: a counter holds a budget's spend and a cap holds leases.
-    if (slot.kind != segment_layout::kKindBucket) continue;
-    if ((held[i / 64] >> (i % 64)) & 1) continue;
-    if (BucketRef(BucketCellOf(slot), options_.clock).FullForNanos(now) < idle_ns) continue;
-    slot.state.store(segment_layout::kSlotTombstone, std::memory_order_release);
-    ++freed;
-  }
-  return freed;
-}
-
-absl::StatusOr<SegmentInfo> Segment::Inspect() {
-  absl::MutexLock guard(&mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  const View view = View::Of(base_);
-  SegmentInfo info;
-  info.path = path_;
-  info.abi_major = view.header->abi_major;
-  info.abi_minor = view.header->abi_minor;
-  info.size_bytes = view.header->total_size;
-  info.slots = view.slot_count;
-  info.slots_used = 0;
-  info.max_processes = view.process_count;
-  info.created_unix_ns = view.header->created_unix_ns;
-  const int64_t now = options_.clock.Now();
-  for (uint32_t i = 0; i < view.slot_count; ++i) {
-    Slot& slot = view.slots[i];
-    if (slot.state.load(std::memory_order_acquire) != segment_layout::kSlotReady) continue;
-    ++info.slots_used;
-    std::string name(SlotName(slot));
-    const uint64_t bottlenecks = slot.bottlenecks.load(std::memory_order_relaxed);
-    if (slot.kind == segment_layout::kKindCounter) {
-      const WindowCounterRef::Reading counter = WindowCounterRef(CounterCellOf(slot)).Load();
-      info.counters.push_back({std::move(name), i, counter.window, counter.used, bottlenecks});
-    } else if (slot.kind == segment_layout::kKindLeases) {
-      const LeaseSetRef leases(view.leases + slot.permits, static_cast<uint32_t>(slot.capacity),
-                               &LeaseHeadOf(slot)->generation);
-      info.leases.push_back({std::move(name), i, static_cast<uint32_t>(slot.capacity),
-                             leases.InFlight(), bottlenecks});
-    } else {
-      const BucketRef ref(BucketCellOf(slot), options_.clock);
-      info.buckets.push_back({std::move(name), i, SlotConfig(slot), ref.Available(now),
-                              ref.GetPressure(now), bottlenecks});
-    }
-  }
-  for (uint32_t p = 0; p < view.process_count; ++p) {
-    const ProcessEntry& e = view.processes[p];
-    if (e.pid == 0) continue;
-    info.processes.push_back(
-        {e.pid, e.start_time, ProcessAlive(e.pid, e.start_time), e.attached_unix_ns});
-  }
-  return info;
 }
 
 absl::Status Segment::Unlink() {

@@ -2,8 +2,8 @@
 // to forge or corrupt a segment include it; users go through segment.h.
 //
 //   [0, 4096)            Header (state word published last)
-//   [4096, +256*slots)   Slot table: bucket cell on its own 128 bytes, then
-//                        the slot's name and configuration
+//   [4096, +256*slots)   Slot table: the cell on its own cache line, its
+//                        configuration on the next, then the slot's name
 //   [..., +64*procs)     Process registry: pid, start time, attach time
 //   [..., +8*words*procs) One bitmap per process entry: slots it opened
 //   [..., +8*leases)     Lease words of the concurrency caps (lease_set.h)
@@ -61,6 +61,11 @@ struct Header {
   uint32_t lease_count;        // words in the lease region
   uint32_t lease_next;         // first unallocated lease word (under the lock)
   std::atomic<uint32_t> state;
+  uint32_t reserved;
+  // The PID namespace of the creator (inode of /proc/self/ns/pid; 0 when it
+  // could not be read): pids in the registry and in lease tags mean something
+  // only there.
+  uint64_t pid_namespace;
 };
 
 // The cell of a kKindLeases slot: bumped on every release, slept on by waiters.
@@ -68,19 +73,35 @@ struct LeaseHead {
   std::atomic<uint32_t> generation;
 };
 
+// A bucket's rate and burst as a slot records them.
+struct StoredConfig {
+  uint64_t permits;
+  int64_t period_ns;
+  uint64_t capacity;
+};
+
 struct alignas(128) Slot {
-  // The hot line, alone in its 128-byte pair: a BucketCell, WindowCounterCell
-  // or LeaseHead, by kind.
+  // The hot line: a BucketCell, WindowCounterCell or LeaseHead, by kind.
   alignas(64) unsigned char cell[64];
-  char hot_padding[64];
+  // Buckets, written only under the segment lock, read when opening:
+  //   params[i]  the configuration cell parameter slot i holds, so that the
+  //              one in use always matches the cell (it is written before the
+  //              cell is reconfigured to it: a kill at any moment leaves
+  //              them equal);
+  //   learned_*  a limit the provider's headers taught (0 permits: none).
+  StoredConfig params[2];
+  uint64_t learned_permits;
+  int64_t learned_period_ns;
+  // Cold: state, name and what the slot is.
   std::atomic<uint32_t> state;
   uint32_t name_length;
-  uint64_t permits;   // buckets: rate permits; leases: first lease word
-  int64_t period_ns;  // buckets: rate period
-  uint64_t capacity;  // buckets: burst; leases: lease words
   uint32_t kind;
   uint32_t reserved;
   std::atomic<uint64_t> bottlenecks;  // refusals and waits this slot decided
+  // Buckets: the configuration last given by a limits file or a command (the
+  // bucket runs at it, or at the learned limit when that is lower).
+  // Leases: permits is the first lease word, capacity the number of words.
+  StoredConfig configured;
   char name[kMaxBucketNameLength + 1];
 };
 
@@ -116,11 +137,15 @@ constexpr uint64_t Fingerprint() {
       offsetof(Header, state),
       offsetof(Header, boot_id),
       offsetof(Header, lease_count),
+      offsetof(Header, pid_namespace),
       sizeof(Slot),
       alignof(Slot),
+      offsetof(Slot, params),
+      offsetof(Slot, learned_permits),
       offsetof(Slot, state),
       offsetof(Slot, kind),
       offsetof(Slot, bottlenecks),
+      offsetof(Slot, configured),
       offsetof(Slot, name),
       sizeof(BucketCell),
       alignof(BucketCell),

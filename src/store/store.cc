@@ -14,16 +14,19 @@ namespace sluice {
 namespace {
 
 // Spreads processes and threads over a cap's lease words.
-uint32_t LeaseHint() {
+uint32_t LeaseHint(uint64_t tag) {
   static std::atomic<uint32_t> next{0};
-  return static_cast<uint32_t>(ProcessTag() * 0x9E3779B1u) + next.fetch_add(1);
+  return static_cast<uint32_t>(tag * 0x9E3779B1u) + next.fetch_add(1);
 }
+
+bool HolderDead(uint64_t tag) { return !ProcessTagMaybeAlive(tag); }
 
 class LocalStore final : public Store {
  public:
   explicit LocalStore(Clock clock) : clock_(clock) {}
 
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
+    if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
     absl::MutexLock lock(&mu_);
     auto& entry = buckets_[key];
     if (entry == nullptr) {
@@ -32,16 +35,24 @@ class LocalStore final : public Store {
         buckets_.erase(key);
         return s;
       }
-      entry->config = config;
-    } else if (entry->config.rate != config.rate || entry->config.capacity != config.capacity) {
-      // Serialized by mu_, as BucketRef::Reconfigure requires.
-      if (absl::Status s = BucketRef(&entry->cell, clock_).Reconfigure(config, clock_.Now());
-          !s.ok()) {
-        return s;
-      }
-      entry->config = config;
+      entry->running = config;
     }
-    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks};
+    entry->configured = config;
+    if (absl::Status s = ApplyLocked(*entry); !s.ok()) return s;
+    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks, entry->learned};
+  }
+
+  absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
+    if (learned) {
+      if (absl::Status s = learned->Validate(); !s.ok()) return s;
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = buckets_.find(key);
+    if (it == buckets_.end()) {
+      return absl::NotFoundError(absl::StrCat("no bucket named '", key, "'"));
+    }
+    it->second->learned = learned;
+    return ApplyLocked(*it->second);
   }
 
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override {
@@ -71,9 +82,26 @@ class LocalStore final : public Store {
  private:
   struct BucketEntry {
     BucketCell cell;
-    BucketConfig config;
+    BucketConfig configured;
+    std::optional<Rate> learned;
+    BucketConfig running;  // what the cell runs at
     std::atomic<uint64_t> bottlenecks{0};
   };
+
+  // Serialized by mu_, as BucketRef::Reconfigure requires.
+  absl::Status ApplyLocked(BucketEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const BucketConfig target =
+        entry.learned ? LowerTo(entry.configured, *entry.learned) : entry.configured;
+    if (target.rate == entry.running.rate && target.capacity == entry.running.capacity) {
+      return absl::OkStatus();
+    }
+    if (absl::Status s = BucketRef(&entry.cell, clock_).Reconfigure(target, clock_.Now());
+        !s.ok()) {
+      return s;
+    }
+    entry.running = target;
+    return absl::OkStatus();
+  }
   struct CounterEntry {
     WindowCounterCell cell;
     std::atomic<uint64_t> bottlenecks{0};
@@ -102,7 +130,11 @@ class SegmentStore final : public Store {
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
     absl::StatusOr<SharedBucket> b = segment_->OpenBucket(key, config, /*reconfigure=*/true);
     if (!b.ok()) return b.status();
-    return StoredBucket{BucketRef(b->ref()), b->bottlenecks()};
+    return StoredBucket{BucketRef(b->ref()), b->bottlenecks(), b->learned()};
+  }
+
+  absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
+    return segment_->LearnBucket(key, learned);
   }
 
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override {
@@ -126,13 +158,25 @@ class SegmentStore final : public Store {
 }  // namespace
 
 absl::StatusOr<uint32_t> StoredLeases::Acquire(absl::Duration timeout) const {
-  return leases_.Acquire(ProcessTag(), timeout, LeaseHint(),
-                         [](uint64_t tag) { return !ProcessTagAlive(tag); });
+  absl::StatusOr<uint64_t> tag = ProcessTag();
+  if (!tag.ok()) return tag.status();
+  return leases_.Acquire(*tag, timeout, LeaseHint(*tag), HolderDead);
 }
 
-int32_t StoredLeases::TryAcquire() const { return leases_.TryAcquire(ProcessTag(), LeaseHint()); }
+absl::StatusOr<int32_t> StoredLeases::TryAcquire() const {
+  absl::StatusOr<uint64_t> tag = ProcessTag();
+  if (!tag.ok()) return tag.status();
+  const uint32_t hint = LeaseHint(*tag);
+  if (const int32_t index = leases_.TryAcquire(*tag, hint); index >= 0) return index;
+  // All held: a holder that died never releases, so take those back now.
+  if (leases_.Reclaim(HolderDead) == 0) return -1;
+  return leases_.TryAcquire(*tag, hint);
+}
 
-void StoredLeases::Release(uint32_t index) const { leases_.Release(index, ProcessTag()); }
+void StoredLeases::Release(uint32_t index) const {
+  // The tag was read when the lease was taken, so it is cached now.
+  if (absl::StatusOr<uint64_t> tag = ProcessTag(); tag.ok()) leases_.Release(index, *tag);
+}
 
 std::unique_ptr<Store> NewLocalStore(Clock clock) { return std::make_unique<LocalStore>(clock); }
 

@@ -79,7 +79,7 @@ TEST(TokenBucketPropertyTest, NeverOverAdmitsInAnyWindow) {
         case 0: {  // reserve with a wait, then sometimes give it back
           const Decision d = bucket.Reserve(n, 2 * interval, at);
           if (d.granted() && rng() % 2 == 0) {
-            bucket.Refund(n, at);
+            bucket.Refund(n, d.terms, at);
           } else if (d.granted()) {
             grants.push_back({at + d.wait_ns, static_cast<int64_t>(n)});
           }

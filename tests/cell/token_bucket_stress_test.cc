@@ -31,7 +31,7 @@ int64_t Hammer(const BucketRef& bucket) {
           case 0: {
             const Decision d = bucket.Reserve(n, 20'000, now);
             if (d.granted() && rng() % 2 == 0) {
-              bucket.Refund(n, now);
+              bucket.Refund(n, d.terms, now);
             } else if (d.granted()) {
               mine += static_cast<int64_t>(n);
             }

@@ -118,20 +118,21 @@ TEST(TokenBucketTest, DebtIsRepaidAtTheRefillRate) {
 TEST(TokenBucketTest, RefundReturnsExactlyWhatWasTakenUpToCapacity) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(1), 10}, &clock);
-  ASSERT_TRUE(b->TryAcquire(10, kT0).granted());
-  b->Refund(4, kT0);
+  const Decision all = b->TryAcquire(10, kT0);
+  ASSERT_TRUE(all.granted());
+  b->Refund(4, all.terms, kT0);
   EXPECT_EQ(b->Available(kT0), 4);
-  b->Refund(100, kT0);
+  b->Refund(100, all.terms, kT0);
   EXPECT_EQ(b->Available(kT0), 10);  // never more than it holds
   EXPECT_EQ(Drain(*b, kT0), 10);
   // A reservation into debt, refunded, leaves the bucket as before it.
   const Decision r = b->Reserve(5, 10 * kSec, kT0);
   ASSERT_TRUE(r.granted());
   EXPECT_EQ(r.wait_ns, 5 * kSec);
-  b->Refund(5, kT0);
+  b->Refund(5, r.terms, kT0);
   EXPECT_EQ(b->TryAcquire(1, kT0).wait_ns, kSec);
   // Refunding into a bucket that is already full changes nothing.
-  b->Refund(3, kT0 + 60 * kSec);
+  b->Refund(3, r.terms, kT0 + 60 * kSec);
   EXPECT_EQ(Drain(*b, kT0 + 60 * kSec), 10);
 }
 
@@ -275,6 +276,8 @@ TEST(TokenBucketTest, OverflowEdgesSaturate) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(1'000'000'000), 1000}, &clock);
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const Decision one = b->TryAcquire(1, kT0);
+  ASSERT_TRUE(one.granted());
   b->Debit(std::numeric_limits<uint64_t>::max(), kT0);
   EXPECT_EQ(b->Available(kT0), 0);
   const Decision d = b->Reserve(1, kMax, kT0);
@@ -282,7 +285,7 @@ TEST(TokenBucketTest, OverflowEdgesSaturate) {
   EXPECT_GT(d.wait_ns, 0);
   b->Debit(1000, kT0);  // still saturated, no wrap into a full bucket
   EXPECT_EQ(b->Available(kT0), 0);
-  b->Refund(std::numeric_limits<uint64_t>::max(), kT0);
+  b->Refund(std::numeric_limits<uint64_t>::max(), one.terms, kT0);
   EXPECT_EQ(b->Available(kT0), 1000);
   // A reading far past the epoch saturates instead of wrapping.
   EXPECT_EQ(b->Available(kMax), 1000);

@@ -18,6 +18,22 @@ TEST(WindowCounterTest, AddsWithinTheLimitAndRefusesBeyondIt) {
   EXPECT_EQ(counter.Used(7), 100);
 }
 
+// The amount field holds kMaxAmount; a limit above it must not let a sum
+// carry into the window bits (where a budget of 10 million USD used to admit
+// 1,000 requests of 100,000 USD each).
+TEST(WindowCounterTest, NeverCarriesIntoTheWindowWhateverTheLimit) {
+  WindowCounterCell cell;
+  const WindowCounterRef counter(&cell);
+  constexpr int64_t kHuge = int64_t{10'000'000} * 1'000'000;  // 10 million USD in micro-USD
+  constexpr int64_t kRequest = int64_t{100'000} * 1'000'000;
+  int admitted = 0;
+  for (int i = 0; i < 1'000; ++i) admitted += counter.TryAdd(20'000, kRequest, kHuge);
+  EXPECT_EQ(admitted, WindowCounterRef::kMaxAmount / kRequest);
+  EXPECT_EQ(counter.Load().window, 20'000);
+  EXPECT_LE(counter.Used(20'000), WindowCounterRef::kMaxAmount);
+  EXPECT_FALSE(counter.TryAdd(20'000, -1, kHuge));
+}
+
 TEST(WindowCounterTest, ANewWindowStartsAtZeroAndAnOldOneNeverComesBack) {
   WindowCounterCell cell;
   const WindowCounterRef counter(&cell);

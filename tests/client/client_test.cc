@@ -207,6 +207,126 @@ max_concurrency = 1
   EXPECT_GE((*policy)->Stats().concurrency.at(0).bottlenecks, 2u);
 }
 
+// A child process that takes every lease of the global cap (2) through its
+// own policy on the segment, says so on `ready`, holds them for `hold`, then
+// gives them back, or dies holding them. It starts no threads, and the
+// caller forks it before starting any.
+pid_t HoldGlobalCapInChild(const std::string& segment_path, const LimitsConfig& config,
+                           absl::Duration hold, bool die, int ready) {
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  auto segment = Segment::Open(segment_path);
+  if (!segment.ok()) _exit(1);
+  auto store = NewSegmentStore(segment->get());
+  auto policy = Policy::Create(config, store.get());
+  if (!policy.ok()) _exit(2);
+  auto route = (*policy)->Resolve("global", "anthropic", "m");
+  auto a = (*policy)->Reserve(**route, 1, 1, absl::ZeroDuration(), Clock::MonotonicNanos());
+  auto b = (*policy)->Reserve(**route, 1, 1, absl::ZeroDuration(), Clock::MonotonicNanos());
+  if (!a.ok() || !b.ok()) _exit(3);
+  const char byte = 1;
+  if (write(ready, &byte, 1) != 1) _exit(4);
+  absl::SleepFor(hold);
+  if (die) raise(SIGKILL);
+  a->Cancel();
+  b->Cancel();
+  _exit(0);
+}
+
+constexpr char kSharedCap[] = R"(
+[scopes.global]
+max_concurrency = 2
+)";
+
+// Runs `count` requests through a client on the segment at `path`, after the
+// child holding the cap said it holds it.
+std::vector<CallResult> RunBehindTheCap(const std::string& path, const LimitsConfig& config,
+                                        int ready, absl::Duration throttle_timeout, int count) {
+  char byte = 0;
+  EXPECT_EQ(read(ready, &byte, 1), 1);
+  auto server = StartProvider();
+  auto segment = Segment::Open(path);
+  EXPECT_TRUE(segment.ok()) << segment.status();
+  auto store = NewSegmentStore(segment->get());
+  auto policy = Policy::Create(config, store.get());
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  ClientOptions options = Options(Provider::kAnthropic, *server);
+  options.throttle_timeout = throttle_timeout;
+  auto client = MakeClient(options, policy->get());
+  std::vector<CallResult> results(count);
+  int n = 0;
+  client->Run(
+      [&](CallRequest* r) {
+        *r = CallRequest::Simple("m", "hi", 4);
+        return n++ < count;
+      },
+      count, [&](size_t i, CallResult r) { results[i] = std::move(r); });
+  return results;
+}
+
+// Another process holds the whole cap: requests wait (they used to fail at
+// once when this process had nothing in flight), woken when it releases.
+TEST(ClientTest, AFullCapSharedWithAnotherProcessWaitsForItsRelease) {
+  ScratchSegment scratch;
+  auto config = ParseLimitsConfig(kSharedCap, "cap.toml");
+  ASSERT_TRUE(config.ok());
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t holder =
+      HoldGlobalCapInChild(scratch.path(), *config, absl::Milliseconds(300), false, ready[1]);
+  const auto results = RunBehindTheCap(scratch.path(), *config, ready[0], absl::Seconds(30), 3);
+  int status = 0;
+  waitpid(holder, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (const CallResult& r : results) {
+    EXPECT_TRUE(r.status.ok()) << r.status;
+    EXPECT_GT(r.throttle_wait, absl::ZeroDuration());
+  }
+}
+
+// The holder dies with the leases: a waiter takes them back while it waits,
+// well within the throttle timeout (the watcher retries every 200 ms).
+TEST(ClientTest, AWaiterTakesBackTheLeasesOfAHolderThatDiesWhileItWaits) {
+  ScratchSegment scratch;
+  auto config = ParseLimitsConfig(kSharedCap, "cap.toml");
+  ASSERT_TRUE(config.ok());
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t holder =
+      HoldGlobalCapInChild(scratch.path(), *config, absl::Milliseconds(300), true, ready[1]);
+  const auto results = RunBehindTheCap(scratch.path(), *config, ready[0], absl::Seconds(5), 2);
+  int status = 0;
+  waitpid(holder, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  for (const CallResult& r : results) {
+    EXPECT_TRUE(r.status.ok()) << r.status;
+    EXPECT_GT(r.throttle_wait, absl::ZeroDuration());
+  }
+}
+
+// Held past the throttle timeout: the requests fail then, naming the cap.
+TEST(ClientTest, AWaitOnAFullCapEndsAtTheThrottleTimeout) {
+  ScratchSegment scratch;
+  auto config = ParseLimitsConfig(kSharedCap, "cap.toml");
+  ASSERT_TRUE(config.ok());
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const pid_t holder =
+      HoldGlobalCapInChild(scratch.path(), *config, absl::Seconds(30), false, ready[1]);
+  const auto results =
+      RunBehindTheCap(scratch.path(), *config, ready[0], absl::Milliseconds(300), 2);
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  for (const CallResult& r : results) {
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kDeadlineExceeded) << r.status;
+    EXPECT_THAT(r.status.message(), AllOf(HasSubstr("scope:global:concurrency"),
+                                          HasSubstr("none came back within 300ms")));
+    EXPECT_TRUE(IsConcurrencyFull(r.status));
+    EXPECT_GE(r.throttle_wait, absl::ZeroDuration());
+    EXPECT_EQ(r.attempts, 0);
+  }
+}
+
 // Open-loop load: a request with a start time is neither sent nor charged
 // before it, whatever order it was pulled in.
 TEST(ClientTest, ScheduledRequestsStartNoEarlierThanTheirTime) {

@@ -398,10 +398,52 @@ TEST(ParseRateLimitHeadersTest, MinusOneMissingAndGarbageAreUnknown) {
             std::nullopt);
 }
 
-TEST(ParseRateLimitHeadersTest, LargestCountsFit) {
-  const RateLimitInfo info = ParseRateLimitHeaders(
-      Provider::kOpenAi, {{"x-ratelimit-limit-tokens", "9223372036854775807"}}, absl::UnixEpoch());
-  EXPECT_THAT(info.tokens.limit, Optional(INT64_MAX));
+// Numbers from the network are clamped before anything computes with them:
+// the largest count int64_t holds becomes kMaxRateLimitCount, so remaining +
+// slack or limit x time scale cannot overflow; a reset a century away becomes
+// kMaxResetWait.
+TEST(ParseRateLimitHeadersTest, LargeNumbersAreClamped) {
+  const absl::Time now = Utc(2025, 1, 12, 23, 12, 0);
+  const RateLimitInfo openai =
+      ParseRateLimitHeaders(Provider::kOpenAi,
+                            {{"x-ratelimit-limit-tokens", "9223372036854775807"},
+                             {"x-ratelimit-remaining-tokens", "281474976710657"},
+                             {"x-ratelimit-reset-tokens", "2562047h47m16.854775807s"}},
+                            now);
+  EXPECT_THAT(openai.tokens.limit, Optional(kMaxRateLimitCount));
+  EXPECT_THAT(openai.tokens.remaining, Optional(kMaxRateLimitCount));
+  EXPECT_THAT(openai.tokens.reset_in, Optional(kMaxResetWait));
+  const RateLimitInfo anthropic =
+      ParseRateLimitHeaders(Provider::kAnthropic,
+                            {{"anthropic-ratelimit-requests-remaining", "281474976710655"},
+                             {"anthropic-ratelimit-requests-reset", "2999-01-01T00:00:00Z"}},
+                            now);
+  EXPECT_THAT(anthropic.requests.remaining, Optional(int64_t{281474976710655}));
+  EXPECT_THAT(anthropic.requests.reset_in, Optional(kMaxResetWait));
+}
+
+// A quota 429's hold is what the server asked, clamped to max_retry_after:
+// an infinite or absurd retry-after (which used to overflow now + wait) holds
+// no longer than a request would wait; a negative or missing one falls back.
+TEST(QuotaHoldTest, IsClampedToMaxRetryAfter) {
+  RetryOptions options;
+  options.max_retry_after = absl::Seconds(60);
+  RateLimitInfo info;
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(1));
+  info.requests.reset_in = absl::Seconds(7);
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(7));
+  info.retry_after = absl::Seconds(3);
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(3));
+  info.retry_after = absl::InfiniteDuration();
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(60));
+  info.retry_after = absl::Hours(5);
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(60));
+  info.retry_after = -absl::Seconds(5);
+  EXPECT_EQ(QuotaHold(info, options), absl::ZeroDuration());
+  const Headers huge{{"retry-after", "99999999999999999999999"}};
+  info = ParseRateLimitHeaders(Provider::kAnthropic, huge, absl::UnixEpoch());
+  EXPECT_EQ(info.retry_after, absl::InfiniteDuration());
+  EXPECT_EQ(QuotaHold(info, options), absl::Seconds(60));
 }
 
 // ---- Classification --------------------------------------------------------

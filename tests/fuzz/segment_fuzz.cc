@@ -75,8 +75,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                    sluice::Clock::Monotonic());
     for (int64_t now : {int64_t{0}, int64_t{1} << 40, INT64_MAX}) {
       bucket.TryAcquire(1, now);
-      bucket.Reserve(5, 1'000'000'000, now);
-      bucket.Refund(2, now);
+      const sluice::Decision d = bucket.Reserve(5, 1'000'000'000, now);
+      bucket.Refund(2, d.terms, now);
       bucket.Debit(UINT64_MAX, now);
       (void)bucket.Available(now);
       (void)bucket.GetPressure(now);

@@ -481,6 +481,11 @@ TEST(LimitsErrorTest, NonPositiveAndOutOfRangeValues) {
   ExpectError("[scopes.s]\nusd_per_day = 1e-9\n", "2:15: scopes.s.usd_per_day", "one micro-dollar");
   ExpectError("[scopes.s]\nusd_per_day = inf\n", "2:15: scopes.s.usd_per_day",
               "must be a finite number");
+  // A budget counter holds 2^43 - 1 micro-dollars a window: a budget above it
+  // would carry into the window bits and stop being enforced.
+  ExpectError("[scopes.s]\nusd_per_month = 10000000\n", "2:17: scopes.s.usd_per_month",
+              "must be at most 8796093.022207 USD");
+  EXPECT_TRUE(ParseLimitsConfig("[scopes.s]\nusd_per_month = 8796093.022207\n", "t").ok());
   ExpectError("[prices.x]\ninput = 1\noutput = -0.5\n", "3:10: prices.x.output",
               "must not be negative");
   // 1e12 per minute is faster than a bucket can go (16e9/s).
@@ -677,12 +682,17 @@ TEST(ResolveScopeTest, NoPrefixFallsBackToGlobal) {
   EXPECT_THAT(Names(ResolveScope(config, "")), ElementsAre("global"));
 }
 
-TEST(ResolveScopeTest, NothingMatchesWithoutGlobal) {
+// Without a configured "global", what matches nothing runs under an implicit
+// "global" that limits nothing (a file of provider limits alone must work).
+TEST(ResolveScopeTest, WithoutGlobalTheRootIsAnImplicitUnlimitedGlobal) {
   const LimitsConfig config = MustParse("[scopes.team]\n[scopes.\"team:a\"]\nparent = \"team\"\n");
   EXPECT_THAT(Names(ResolveScope(config, "team:a:b")), ElementsAre("team:a", "team"));
   const ScopePath path = ResolveScope(config, "other");
-  EXPECT_THAT(path.scopes, IsEmpty());
+  EXPECT_THAT(Names(path), ElementsAre("global"));
   EXPECT_TRUE(path.fell_back);
+  EXPECT_TRUE(path.scopes[0]->limits.per_period.empty());
+  EXPECT_FALSE(path.scopes[0]->max_concurrency.has_value());
+  EXPECT_FALSE(ResolveScope(config, "global").fell_back);
 }
 
 TEST(ResolveScopeTest, AHandBuiltCycleStillEnds) {

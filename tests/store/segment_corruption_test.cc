@@ -42,8 +42,8 @@ void Exercise(Segment& segment) {
     auto bucket = segment.FindBucket(name);
     if (!bucket.ok()) continue;
     bucket->TryAcquire(1);
-    bucket->Reserve(2, 1'000'000);
-    bucket->Refund(1);
+    const sluice::Decision d = bucket->Reserve(2, 1'000'000);
+    bucket->Refund(1, d.terms);
     bucket->Debit(1);
     (void)bucket->Available();
     (void)bucket->GetPressure();
@@ -98,7 +98,10 @@ TEST(SegmentCorruptionTest, ValidatorNamesTheDamagedSlot) {
   for (size_t i = 0; i < 16; ++i) {
     auto* slot = reinterpret_cast<segment_layout::Slot*>(image.get() + slots + i * 256);
     if (slot->state.load() != segment_layout::kSlotReady) continue;
-    slot->capacity = 11;  // the cell was derived from capacity 10
+    // The cell was derived from capacity 10; so must the record of its
+    // parameters be.
+    slot->params[0].capacity = 11;
+    slot->params[1].capacity = 11;
     const absl::Status s = ValidateSegmentImage(image.get(), bytes.size(), "img");
     EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("img: slot ", i, " ('")));

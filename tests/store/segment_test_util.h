@@ -1,9 +1,10 @@
 // Helpers shared by the segment tests: unique segment paths that clean up
-// after themselves, and raw access to a segment file's bytes.
+// after themselves, raw access to a segment file's bytes, forked children.
 #ifndef SLUICE_TESTS_STORE_SEGMENT_TEST_UTIL_H_
 #define SLUICE_TESTS_STORE_SEGMENT_TEST_UTIL_H_
 
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -58,6 +59,17 @@ bool PatchFile(const std::string& path, size_t offset, const T& value) {
       pwrite(fd, &value, sizeof(T), static_cast<off_t>(offset)) == static_cast<ssize_t>(sizeof(T));
   close(fd);
   return ok;
+}
+
+// Runs `body` in a forked child and returns its exit status (0 = passed), or
+// 128 + the signal that ended it.
+template <typename F>
+int InChild(F body) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(body());
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace sluice

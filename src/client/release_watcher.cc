@@ -1,0 +1,94 @@
+#include "src/client/release_watcher.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "sluice/clock.h"
+
+namespace sluice {
+namespace {
+
+constexpr int64_t kSliceNs = 20'000'000;  // 20 ms
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ReleaseWatcher>> ReleaseWatcher::Create(absl::Duration tick) {
+  const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
+  return std::unique_ptr<ReleaseWatcher>(new ReleaseWatcher(fd, tick));
+}
+
+ReleaseWatcher::ReleaseWatcher(int fd, absl::Duration tick)
+    : fd_(fd),
+      tick_ns_(std::max<int64_t>(1'000'000, absl::ToInt64Nanoseconds(tick))),
+      thread_([this] { Loop(); }) {}
+
+ReleaseWatcher::~ReleaseWatcher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
+  close(fd_);
+}
+
+void ReleaseWatcher::Watch(std::vector<StoredLeases> caps) {
+  absl::MutexLock lock(&mu_);
+  caps_ = std::move(caps);
+}
+
+void ReleaseWatcher::Drain() {
+  uint64_t count = 0;
+  while (read(fd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+  }
+}
+
+void ReleaseWatcher::Signal() {
+  const uint64_t one = 1;
+  while (write(fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+  }
+}
+
+void ReleaseWatcher::Loop() {
+  for (;;) {
+    std::vector<StoredLeases> caps;
+    {
+      absl::MutexLock lock(&mu_);
+      // Idle until something is watched (checking for stop now and then).
+      mu_.AwaitWithTimeout(absl::Condition(
+                               +[](ReleaseWatcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
+                                 return w->stop_ || !w->caps_.empty();
+                               },
+                               this),
+                           absl::Nanoseconds(tick_ns_));
+      if (stop_) return;
+      caps = caps_;
+    }
+    if (caps.empty()) continue;
+    std::vector<uint32_t> seen;
+    for (const StoredLeases& cap : caps) seen.push_back(cap.Generation());
+    // Sleep on the first cap's futex in short slices: a release on another
+    // cap, or a request to stop, is then noticed within one slice.
+    const int64_t slice = std::min<int64_t>(tick_ns_, kSliceNs);
+    const int64_t until = Clock::MonotonicNanos() + tick_ns_;
+    bool released = false;
+    for (int64_t now = Clock::MonotonicNanos(); !released && now < until;
+         now = Clock::MonotonicNanos()) {
+      caps[0].WaitForRelease(seen[0], std::min(slice, until - now));
+      for (size_t i = 0; i < caps.size() && !released; ++i) {
+        released = caps[i].Generation() != seen[i];
+      }
+      absl::MutexLock lock(&mu_);
+      if (stop_) return;
+    }
+    Signal();  // a release, or a tick: either way the loop tries again
+  }
+}
+
+}  // namespace sluice

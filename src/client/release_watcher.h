@@ -1,0 +1,63 @@
+// ReleaseWatcher: hears of concurrency leases returned anywhere on the host,
+// for an event loop.
+//
+// A release bumps the cap's generation word in shared memory and wakes
+// sleepers with a futex, which epoll cannot watch. The watcher's thread
+// sleeps on that futex for the loop and turns each release into readability
+// of an eventfd the loop does watch. It also signals every `tick` while it
+// watches anything, because a holder that dies never releases: the loop then
+// retries, and the retry takes the dead holder's lease back.
+//
+// Thread safety: Watch, Drain and fd may be called from one thread (the
+// loop's) while the watcher's own thread runs. Internal to the client.
+#ifndef SLUICE_SRC_CLIENT_RELEASE_WATCHER_H_
+#define SLUICE_SRC_CLIENT_RELEASE_WATCHER_H_
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+class ReleaseWatcher {
+ public:
+  // InternalError when no eventfd can be made.
+  static absl::StatusOr<std::unique_ptr<ReleaseWatcher>> Create(absl::Duration tick);
+  // Stops the thread (within one tick) and closes the eventfd.
+  ~ReleaseWatcher();
+  ReleaseWatcher(const ReleaseWatcher&) = delete;
+  ReleaseWatcher& operator=(const ReleaseWatcher&) = delete;
+
+  // The eventfd: readable after a release on a watched cap, and every tick
+  // while any cap is watched.
+  int fd() const { return fd_; }
+
+  // Watches `caps` from now on (replacing what was watched); none: idle, no
+  // ticks.
+  void Watch(std::vector<StoredLeases> caps);
+
+  // Consumes what made fd() readable.
+  void Drain();
+
+ private:
+  ReleaseWatcher(int fd, absl::Duration tick);
+  void Loop();
+  void Signal();
+
+  const int fd_;
+  const int64_t tick_ns_;
+  absl::Mutex mu_;
+  std::vector<StoredLeases> caps_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_SRC_CLIENT_RELEASE_WATCHER_H_
