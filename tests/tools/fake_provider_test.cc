@@ -606,6 +606,42 @@ TEST_F(FakeProviderTest, ConcurrentBurstAdmitsExactlyTheLimit) {
   EXPECT_EQ(key.rate_limited, 20u);
 }
 
+// The limit stays per minute; the span says how much of it one bucket holds.
+// time_scale 0.01 slows refill to a permit per 100 s, so nothing comes back
+// during a burst however slowly the test runs.
+TEST_F(FakeProviderTest, BucketSpanBoundsTheBurst) {
+  FakeProviderOptions options;
+  options.rpm = 60;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);  // 60 * 1 s / 1 min: capacity 1
+  Start(options);
+  const Reply first = Anthropic(AnthropicBody());
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(first.header("anthropic-ratelimit-requests-limit"), "60");
+  EXPECT_EQ(first.header("anthropic-ratelimit-requests-remaining"), "0");
+  for (int i = 0; i < 5; ++i) {
+    const Reply r = Anthropic(AnthropicBody());
+    EXPECT_EQ(r.status, 429) << r.body;
+    EXPECT_EQ(r.header("retry-after"), "100");  // one permit: 1 s simulated, 100 s real
+  }
+
+  // The default span holds the whole minute: 60 admitted, then 429s.
+  options.bucket_span = FakeProviderOptions().bucket_span;
+  Start(options);
+  for (int i = 0; i < 60; ++i) ASSERT_EQ(OpenAi(OpenAiBody()).status, 200) << "request " << i;
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 429);
+
+  // A span that does not divide the limit rounds down: 1000 * 1 s / 1 min
+  // holds 16 permits.
+  options.rpm = 1000;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply r = OpenAi(OpenAiBody());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-ratelimit-limit-requests"), "1000");
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "15");
+}
+
 TEST_F(FakeProviderTest, KeepAliveConnectionsServeManyRequests) {
   Start();
   client_->set_keep_alive(true);
@@ -860,6 +896,10 @@ TEST(FakeProviderOptionsTest, BadOptionsAreInvalidArgumentNamingTheOption) {
               HasSubstr("reset_rate"));
   EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.port = 70000; }), HasSubstr("port"));
   EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.threads = 0; }), HasSubstr("threads"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.bucket_span = absl::ZeroDuration(); }),
+              HasSubstr("bucket_span"));
+  EXPECT_THAT(error_for([](FakeProviderOptions& o) { o.bucket_span = absl::Minutes(2); }),
+              HasSubstr("bucket_span"));
 }
 
 TEST(FakeProviderOptionsTest, BusyPortIsUnavailable) {
@@ -968,11 +1008,31 @@ TEST(FakeProviderCliTest, ServesUntilSigtermThenExitsZero) {
   EXPECT_EQ(cli.Wait(), 0);
 }
 
+TEST(FakeProviderCliTest, BucketSpanFlagSetsTheBurst) {
+  CliProcess cli({"fake-provider", "--port", "0", "--rpm", "60", "--bucket_span", "1s"});
+  ASSERT_TRUE(cli.started());
+  const std::string line = cli.ReadLine();
+  const std::string prefix = "fake-provider listening on http://127.0.0.1:";
+  ASSERT_THAT(line, StartsWith(prefix));
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(line.substr(prefix.size()), &port)) << line;
+  httplib::Client client("127.0.0.1", port);
+  const auto post = [&client] {
+    return ToReply(client.Post("/v1/chat/completions", OpenAiHeaders(), OpenAiBody().dump(),
+                               "application/json"));
+  };
+  EXPECT_EQ(post().status, 200);
+  EXPECT_EQ(post().status, 429);  // capacity 1, not 60
+  ASSERT_EQ(kill(cli.pid(), SIGTERM), 0);
+  EXPECT_EQ(cli.Wait(), 0);
+}
+
 TEST(FakeProviderCliTest, BadFlagValuesAreUsageErrors) {
   EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--reset_rate", "2"}).Wait(), 64);
   EXPECT_EQ(CliProcess({"fake-provider", "--rpm", "5"}).Wait(), 64);  // --port is required
   EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--time_scale", "fast"}).Wait(), 64);
   EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--threads", "0"}).Wait(), 64);
+  EXPECT_EQ(CliProcess({"fake-provider", "--port", "0", "--bucket_span", "0s"}).Wait(), 64);
 }
 
 }  // namespace

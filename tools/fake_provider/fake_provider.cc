@@ -40,8 +40,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "sluice/clock.h"
-#include "sluice/rate.h"
-#include "sluice/token_bucket.h"
+#include "tools/judge/exact_bucket.h"
 
 namespace sluice {
 namespace {
@@ -72,6 +71,17 @@ std::string Dump(const Json& doc) {
 
 bool ValidRate(double rate) { return rate >= 0 && rate <= 1; }  // false for NaN too
 
+// The bucket behind a limit of `per_minute` permits per simulated minute: it
+// refills per_minute every simulated minute (in real ns, so time_scale
+// applies) and holds bucket_span's share of them, at least one.
+ExactBucketConfig LimitBucket(uint64_t per_minute, const FakeProviderOptions& o) {
+  const __int128 span_ns = absl::ToInt64Nanoseconds(o.bucket_span);
+  const __int128 held = per_minute * span_ns / absl::ToInt64Nanoseconds(absl::Minutes(1));
+  return {.permits = per_minute,
+          .period_ns = absl::ToInt64Nanoseconds(absl::Minutes(1) / o.time_scale),
+          .capacity = static_cast<uint64_t>(std::max<__int128>(held, 1))};
+}
+
 absl::Status ValidateOptions(const FakeProviderOptions& o) {
   if (o.port < 0 || o.port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("port must be in [0, 65535], got ", o.port));
@@ -79,6 +89,10 @@ absl::Status ValidateOptions(const FakeProviderOptions& o) {
   if (!(o.time_scale > 0) || !std::isfinite(o.time_scale)) {
     return absl::InvalidArgumentError(
         absl::StrCat("time_scale must be positive and finite, got ", o.time_scale));
+  }
+  if (o.bucket_span <= absl::ZeroDuration() || o.bucket_span > absl::Minutes(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bucket_span must be in (0, 1m], got ", absl::FormatDuration(o.bucket_span)));
   }
   if (!o.unlimited) {
     const std::pair<const char*, uint64_t> limits[] = {
@@ -88,10 +102,10 @@ absl::Status ValidateOptions(const FakeProviderOptions& o) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, " must be at least 1 (or pass unlimited)"));
       }
-      // The bucket each key will get: an extreme time_scale can make it
-      // faster or longer than a bucket can be.
-      const absl::Status s = ValidateBucketConfig(
-          {.rate = Rate(limit, absl::Minutes(1) / o.time_scale), .capacity = limit});
+      // The bucket each key will get: an extreme time_scale can make a
+      // simulated minute shorter than a nanosecond or longer than a bucket
+      // can count.
+      const absl::Status s = ExactBucket::Validate(LimitBucket(limit, o));
       if (!s.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, " ", limit, " at time_scale ", o.time_scale, ": ", s.message()));
@@ -392,9 +406,10 @@ bool DropConnection(const httplib::Request& req) {
 // Rate-limit headers ----------------------------------------------------------------
 
 // Anthropic rounds token counts in its headers to the nearest thousand. A
-// limit under 1000 would then show more remaining than the limit: clamp.
-int64_t RoundToThousand(int64_t n, uint64_t limit) {
-  return std::min<int64_t>((n + 500) / 1000 * 1000, static_cast<int64_t>(limit));
+// bucket holding under 1000 would then show more remaining than it can
+// hold: clamp to its capacity.
+int64_t RoundToThousand(int64_t n, uint64_t capacity) {
+  return std::min<int64_t>((n + 500) / 1000 * 1000, static_cast<int64_t>(capacity));
 }
 
 // "2025-01-12T23:12:21Z", rounded up to the second so that it never claims
@@ -484,9 +499,7 @@ FakeProviderStats::Counts FakeProviderStats::ForKey(FakeApi api, absl::string_vi
 class FakeProvider::Impl {
  public:
   explicit Impl(FakeProviderOptions options)
-      : options_(std::move(options)),
-        minute_(absl::Minutes(1) / options_.time_scale),
-        generator_(options_.seed) {}
+      : options_(std::move(options)), generator_(options_.seed) {}
 
   ~Impl() { Stop(); }
 
@@ -497,14 +510,14 @@ class FakeProvider::Impl {
   FakeProviderStats stats() const;
 
  private:
-  // One bucket of a key: its limit per simulated minute, what it is called
-  // in headers and messages, and the bucket.
+  // One bucket of a key: its limit per simulated minute (what headers and
+  // messages call the limit), and the bucket enforcing it (null: unlimited).
   struct Limit {
     uint64_t per_minute = 0;
-    std::unique_ptr<TokenBucket> bucket;
+    std::unique_ptr<ExactBucket> bucket;
   };
 
-  // An API key's limits and counters. The buckets are lock-free; counts are
+  // An API key's limits and counters. Each bucket guards itself; counts are
   // guarded by Impl::mu_.
   struct KeyState {
     FakeApi api;
@@ -592,7 +605,6 @@ class FakeProvider::Impl {
   std::string NextId(absl::string_view prefix);
 
   const FakeProviderOptions options_;
-  const absl::Duration minute_;  // one simulated minute of real time
   Generator generator_;
   std::atomic<uint64_t> next_id_{1};
   absl::Notification stopping_;  // cuts latency and slow bodies short
@@ -699,9 +711,9 @@ FakeProvider::Impl::Limit FakeProvider::Impl::MakeLimit(uint64_t per_minute) con
   Limit limit;
   limit.per_minute = per_minute;
   if (options_.unlimited) return limit;
-  // One minute's worth, refilled continuously: the providers' model. The
-  // options were validated with this very config, so Create cannot fail.
-  auto bucket = TokenBucket::Create({.rate = Rate(per_minute, minute_), .capacity = per_minute});
+  // Refilled continuously: the providers' model. The options were validated
+  // with this very config, so Create cannot fail.
+  auto bucket = ExactBucket::Create(LimitBucket(per_minute, options_), Clock::MonotonicNanos());
   if (bucket.ok()) limit.bucket = *std::move(bucket);
   return limit;
 }
@@ -731,28 +743,24 @@ std::optional<FakeProvider::Impl::Refusal> FakeProvider::Impl::Admit(
   for (size_t i = 0; i < charges.size(); ++i) {
     const Charge& charge = charges[i];
     if (charge.limit->bucket == nullptr) continue;  // unlimited
-    const Decision d = charge.limit->bucket->TryAcquire(charge.n, now_ns);
-    if (d.granted()) continue;
+    const ExactBucket::TakeResult taken = charge.limit->bucket->TryTake(charge.n, now_ns);
+    if (taken.taken) continue;
     // All or nothing: give back what this request already took.
     for (size_t j = 0; j < i; ++j) {
       if (charges[j].limit->bucket != nullptr) {
         charges[j].limit->bucket->Refund(charges[j].n, now_ns);
       }
     }
-    if (d.outcome == Outcome::kNeverFits) return Refusal{&charge, std::nullopt};
-    return Refusal{&charge, absl::Nanoseconds(d.wait_ns)};
+    if (taken.never_fits) return Refusal{&charge, std::nullopt};
+    return Refusal{&charge, absl::Nanoseconds(taken.wait_ns)};
   }
   return std::nullopt;
 }
 
-// Real time until the bucket is full again. Available() counts whole permits
-// and reads 0 in debt, so this is at most one permit's refill late, or early
-// by the debt: close enough for a header.
+// Real time until the bucket is full again, exactly (debt included): the
+// buckets count real nanoseconds.
 absl::Duration FakeProvider::Impl::TimeToFull(const Limit& limit, int64_t now_ns) const {
-  const int64_t available = limit.bucket->Available(now_ns);
-  const int64_t missing = std::max<int64_t>(0, static_cast<int64_t>(limit.per_minute) - available);
-  const absl::Duration per_permit = minute_ / static_cast<int64_t>(limit.per_minute);
-  return per_permit * missing;
+  return absl::Nanoseconds(limit.bucket->NanosUntilFull(now_ns));
 }
 
 FakeProvider::Impl::Fault FakeProvider::Impl::PreAdmissionFault(const Draws& d) const {
@@ -790,8 +798,9 @@ void FakeProvider::Impl::AddAnthropicHeaders(const KeyState& key, httplib::Respo
     const int64_t available = limit.bucket->Available(now_ns);
     res.set_header(absl::StrCat("anthropic-ratelimit-", name, "-limit"),
                    absl::StrCat(limit.per_minute));
-    res.set_header(absl::StrCat("anthropic-ratelimit-", name, "-remaining"),
-                   absl::StrCat(round ? RoundToThousand(available, limit.per_minute) : available));
+    res.set_header(
+        absl::StrCat("anthropic-ratelimit-", name, "-remaining"),
+        absl::StrCat(round ? RoundToThousand(available, limit.bucket->Capacity()) : available));
     res.set_header(absl::StrCat("anthropic-ratelimit-", name, "-reset"),
                    Rfc3339Ceil(now + TimeToFull(limit, now_ns)));
   };
@@ -1020,7 +1029,7 @@ void FakeProvider::Impl::Messages(const httplib::Request& req, httplib::Response
   // Output is pre-charged at max_tokens; settle to what was produced.
   const uint64_t output_tokens = OutputTokens(draws, chat.max_tokens);
   if (ex.key->output_tokens.bucket != nullptr) {
-    ex.key->output_tokens.bucket->Refund(chat.max_tokens - output_tokens);
+    ex.key->output_tokens.bucket->Refund(chat.max_tokens - output_tokens, Clock::MonotonicNanos());
   }
   CountAdmitted(ex, chat.input_tokens, output_tokens);
 
@@ -1147,8 +1156,10 @@ void FakeProvider::Impl::ChatCompletions(const httplib::Request& req, httplib::R
                        "successfully."),
           requests ? "requests" : "tokens", "", "rate_limit_exceeded");
     }
-    const int64_t used = static_cast<int64_t>(c.limit->per_minute) -
-                         std::max<int64_t>(0, c.limit->bucket->Available(now_ns));
+    // What the bucket holds that is spoken for: its whole capacity less
+    // what is available (the per-minute limit when the bucket spans a minute).
+    const int64_t used =
+        static_cast<int64_t>(c.limit->bucket->Capacity()) - c.limit->bucket->Available(now_ns);
     return OpenAiError(
         res, 429,
         absl::StrCat("Rate limit reached for ", chat.model, " in organization org-fake on ", unit,
@@ -1161,10 +1172,11 @@ void FakeProvider::Impl::ChatCompletions(const httplib::Request& req, httplib::R
   const uint64_t completion_tokens = OutputTokens(draws, chat.max_tokens);
   const uint64_t used = chat.input_tokens + completion_tokens;
   if (ex.key->tokens.bucket != nullptr) {
+    const int64_t settled_ns = Clock::MonotonicNanos();
     if (used < charged) {
-      ex.key->tokens.bucket->Refund(charged - used);
+      ex.key->tokens.bucket->Refund(charged - used, settled_ns);
     } else {
-      ex.key->tokens.bucket->Debit(used - charged);
+      ex.key->tokens.bucket->Debit(used - charged, settled_ns);
     }
   }
   CountAdmitted(ex, chat.input_tokens, completion_tokens);

@@ -27,19 +27,25 @@
 // in a fixed order, so a given seed and request order always give the same
 // outputs and the same injected faults.
 //
-// Limits are kept per API key and per provider as continuous token buckets
-// (sluice::TokenBucket) holding one minute's worth, as the providers
-// replenish continuously up to the limit:
+// Limits are kept per API key and per provider as continuous token buckets,
+// as the providers replenish continuously: each refills at its limit per
+// minute and holds limit * bucket_span / 1 minute permits (at least 1), so
+// one minute's worth by default and less for a shorter span, the way real
+// providers enforce a per-minute limit at sub-minute granularity:
 //   Anthropic: RPM (1 per request), ITPM (input tokens), OTPM (pre-charged
 //              max_tokens, settled to the actual output);
 //   OpenAI:    RPM, TPM (pre-charged max(max_tokens, input tokens), settled to
 //              prompt + completion tokens).
-// A request takes from all of its buckets or none; a refused request costs
-// nothing. One that exceeds a bucket's capacity can never fit: a 429 with no
-// retry-after. Rate-limit headers are on every response once the key is
-// known. With time_scale X every bucket refills X times faster and every time
-// told to clients (retry-after, resets, "try again in") is real time, i.e. the
-// simulated time divided by X.
+// The buckets are exact integer token buckets (tools/judge/exact_bucket.h)
+// that share no code with sluice's own bucket, so that the provider is an
+// independent judge of the clients it refuses. A request takes from all of
+// its buckets or none; a refused request costs nothing. One that exceeds a
+// bucket's capacity can never fit: a 429 with no retry-after. Rate-limit
+// headers are on every response once the key is known: the limit per minute,
+// what the bucket holds now, and when it is full again. With time_scale X
+// every bucket refills X times faster and every time told to clients
+// (retry-after, resets, "try again in") is real time, i.e. the simulated time
+// divided by X.
 //
 // Faults are drawn per request after authentication and validation. Before
 // the limits: overloaded (Anthropic 529 overloaded_error, OpenAI 503),
@@ -99,6 +105,11 @@ struct FakeProviderOptions {
   uint64_t tpm = 100000;
   // No limits at all: nothing is refused and no rate-limit headers are sent.
   bool unlimited = false;
+
+  // How much of its limit each bucket holds, in simulated time: capacity =
+  // limit * bucket_span / 1 minute permits, at least 1 (60 rpm with a 1 s
+  // span admits a burst of one). Must be in (0, 1 minute].
+  absl::Duration bucket_span = absl::Minutes(1);
 
   // When non-empty, only these API keys authenticate (401 otherwise); when
   // empty, any non-empty key does.

@@ -238,13 +238,18 @@ absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const L
 
 // Simulation ------------------------------------------------------------------------
 
-ProviderModel::ProviderModel(const Rate& limit) : bucket_(&cell_, Clock::Monotonic()) {
-  // The lab validated the limit; an invalid one leaves a zero cell, which
+ProviderModel::ProviderModel(const Rate& limit) {
+  // The lab validated the limit; an invalid one leaves no bucket, which
   // refuses everything.
-  BucketRef::Init(&cell_, {.rate = limit, .capacity = limit.permits()}, 0).IgnoreError();
+  auto bucket = ExactBucket::Create(
+      {.permits = limit.permits(), .period_ns = Nanos(limit.period()), .capacity = limit.permits()},
+      /*now_ns=*/0);
+  if (bucket.ok()) bucket_ = *std::move(bucket);
 }
 
-bool ProviderModel::Accept(int64_t now_ns) { return bucket_.TryAcquire(1, now_ns).granted(); }
+bool ProviderModel::Accept(int64_t now_ns) {
+  return bucket_ != nullptr && bucket_->TryTake(1, now_ns).taken;
+}
 
 Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabConfig& config) {
   const int64_t end = Nanos(config.duration);

@@ -34,6 +34,7 @@
 #define SLUICE_TOOLS_LAB_LAB_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,7 +46,7 @@
 #include "nlohmann/json.hpp"
 #include "sluice/algorithms.h"
 #include "sluice/rate.h"
-#include "sluice/token_bucket.h"
+#include "tools/judge/exact_bucket.h"
 
 namespace sluice::lab {
 
@@ -103,7 +104,8 @@ struct Request {
 absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const LabConfig& config);
 
 // What the simulated provider enforces: a continuous token bucket of rate
-// `limit` and capacity limit.permits(), full at time 0.
+// `limit` and capacity limit.permits(), full at time 0. An exact bucket that
+// shares no code with the algorithms it judges (see ExactBucket).
 class ProviderModel {
  public:
   explicit ProviderModel(const Rate& limit);
@@ -114,8 +116,7 @@ class ProviderModel {
   bool Accept(int64_t now_ns);
 
  private:
-  BucketCell cell_;
-  BucketRef bucket_;
+  std::unique_ptr<ExactBucket> bucket_;  // null for an invalid limit: refuses all
 };
 
 struct Admitted {

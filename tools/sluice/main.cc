@@ -71,6 +71,9 @@ ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
 ABSL_FLAG(int, threads, sluice::FakeProviderOptions().threads,
           "worker threads: connections served at once (a keep-alive connection holds one)");
 ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
+ABSL_FLAG(absl::Duration, bucket_span, sluice::FakeProviderOptions().bucket_span,
+          "each limit's bucket holds this much of it (1s: a 60 rpm key bursts at most 1), "
+          "in (0, 1m]");
 ABSL_FLAG(absl::Duration, latency_jitter, absl::ZeroDuration(),
           "latency varies uniformly by up to this much either way");
 ABSL_FLAG(double, overloaded_rate, 0,
@@ -519,6 +522,7 @@ FakeProviderOptions FakeProviderOptionsFromFlags() {
   options.otpm = absl::GetFlag(FLAGS_otpm);
   options.tpm = absl::GetFlag(FLAGS_tpm);
   options.unlimited = absl::GetFlag(FLAGS_unlimited);
+  options.bucket_span = absl::GetFlag(FLAGS_bucket_span);
   options.latency_mean = absl::GetFlag(FLAGS_latency);
   options.latency_jitter = absl::GetFlag(FLAGS_latency_jitter);
   options.time_scale = absl::GetFlag(FLAGS_time_scale);
@@ -566,7 +570,8 @@ constexpr absl::string_view kCallFlags[] = {
     "provider", "base_url", "model", "max_tokens", "scope", "config", "segment", "timeout", "json"};
 constexpr absl::string_view kCallArgs[] = {"PROMPT"};
 constexpr absl::string_view kFakeProviderFlags[] = {
-    "port", "rpm", "itpm", "otpm", "tpm", "unlimited", "latency", "latency_jitter", "time_scale",
+    "port", "rpm", "itpm", "otpm", "tpm", "unlimited", "bucket_span", "latency", "latency_jitter",
+    "time_scale",
     // The fault rates, then what draws them.
     "overloaded_rate", "server_error_rate", "insufficient_quota_rate", "spend_limit_rate",
     "malformed_json_rate", "truncated_body_rate", "slow_body_rate", "reset_rate", "seed",
@@ -674,10 +679,10 @@ const Verb kFakeProviderVerb = {
     .name = "fake-provider",
     .usage =
         "fake-provider --port N [--rpm N] [--itpm N] [--otpm N] [--tpm N] [--unlimited] "
-        "[--latency DURATION] [--latency_jitter DURATION] [--time_scale X] "
-        "[--overloaded_rate F] [--server_error_rate F] [--insufficient_quota_rate F] "
-        "[--spend_limit_rate F] [--malformed_json_rate F] [--truncated_body_rate F] "
-        "[--slow_body_rate F] [--reset_rate F] [--seed N] [--threads N]",
+        "[--bucket_span DURATION] [--latency DURATION] [--latency_jitter DURATION] "
+        "[--time_scale X] [--overloaded_rate F] [--server_error_rate F] "
+        "[--insufficient_quota_rate F] [--spend_limit_rate F] [--malformed_json_rate F] "
+        "[--truncated_body_rate F] [--slow_body_rate F] [--reset_rate F] [--seed N] [--threads N]",
     .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
     .description =
         "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
@@ -815,6 +820,26 @@ FlagScan ScanFlags(const Verb& verb, absl::Span<char* const> args) {
   return scan;
 }
 
+// Flags take both spellings, git and curl's (--base-url) and absl's
+// (--base_url): the name of every flag before "--" is rewritten in place to
+// the underscore form absl knows. Values are left as they are, including a
+// value given as the next argument (which may start with '-').
+void NormalizeFlagNames(const Verb& verb, int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    char* arg = argv[i];
+    if (std::strcmp(arg, "--") == 0) break;
+    if (arg[0] != '-' || arg[1] == '\0') continue;
+    char* name = arg + (arg[1] == '-' ? 2 : 1);
+    char* end = name;
+    for (; *end != '\0' && *end != '='; ++end) {
+      if (*end == '-') *end = '_';
+    }
+    const absl::CommandLineFlag* flag =
+        VerbFlag(verb, absl::string_view(name, static_cast<size_t>(end - name)));
+    if (flag != nullptr && *end != '=' && !flag->IsOfType<bool>()) ++i;  // its value
+  }
+}
+
 // Set while absl::ParseCommandLine runs. absl reports a malformed value
 // itself ("ERROR: Illegal value ...") and then calls std::exit(1); a bad value
 // is a usage error here, so an exit handler turns that exit into EX_USAGE.
@@ -856,6 +881,7 @@ int Main(int argc, char** argv) {
     return kExitUsage;
   }
 
+  NormalizeFlagNames(*verb, argc, argv);
   const FlagScan scan = ScanFlags(*verb, absl::MakeConstSpan(argv + 2, argc - 2));
   if (scan.help) {
     PrintVerbHelp(*verb);
