@@ -112,8 +112,8 @@ class BatchTest : public ::testing::Test {
 
 TEST_F(BatchTest, EveryLineGetsOneResultAnthropicShape) {
   WriteFile(Path("in.jsonl"), Lines(40, AnthropicLine));
-  const CliResult r =
-      RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--time_scale=60", "--json"});
+  const CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--simulate",
+                              "--time_scale=60", "--json"});
   ASSERT_EQ(r.status, 0) << testing::PrintToString(r);
   const std::vector<Json> results = ReadResults(Path("out.jsonl"));
   ASSERT_EQ(results.size(), 40u);
@@ -127,9 +127,11 @@ TEST_F(BatchTest, EveryLineGetsOneResultAnthropicShape) {
     EXPECT_GT(result["usage"]["input_tokens"].get<int>(), 0);
     EXPECT_EQ(result["attempts"], 1);
     EXPECT_TRUE(result.contains("throttle_wait_ms"));
+    EXPECT_EQ(result["simulated"], true);
   }
   EXPECT_EQ(lines.size(), 40u);
   const Json summary = Json::parse(r.out);
+  EXPECT_EQ(summary["simulated"], true);
   EXPECT_EQ(summary["requests"], 40);
   EXPECT_EQ(summary["succeeded"], 40);
   EXPECT_EQ(summary["rate_limit_errors"], 0);
@@ -142,8 +144,8 @@ TEST_F(BatchTest, EveryLineGetsOneResultAnthropicShape) {
 
 TEST_F(BatchTest, EveryLineGetsOneResultOpenAiShape) {
   WriteFile(Path("in.jsonl"), Lines(25, OpenAiLine));
-  const CliResult r =
-      RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--time_scale=60"});
+  const CliResult r = RunCli(
+      {"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--simulate", "--time_scale=60"});
   ASSERT_EQ(r.status, 0) << testing::PrintToString(r);
   const std::vector<Json> results = ReadResults(Path("out.jsonl"));
   ASSERT_EQ(results.size(), 25u);
@@ -152,6 +154,110 @@ TEST_F(BatchTest, EveryLineGetsOneResultOpenAiShape) {
     EXPECT_EQ(result["response"]["object"], "chat.completion");
   }
   EXPECT_THAT(r.out, HasSubstr("succeeded      25"));
+  EXPECT_THAT(r.out, HasSubstr("SIMULATED provider"));
+}
+
+// Without --simulate a batch is for the real API: with no key it stops (it
+// used to run against the simulator and write "succeeded" results of
+// "tok tok tok"), and against a provider it names, nothing says simulated.
+TEST_F(BatchTest, TheRealApiIsTheDefaultAndTheSimulatorRunsOnlyWhenAsked) {
+  WriteFile(Path("in.jsonl"), Lines(3, AnthropicLine));
+  unsetenv("ANTHROPIC_API_KEY");
+  CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"),
+                        absl::StrCat("--segment=", Path("segment"))});
+  EXPECT_EQ(r.status, 1) << testing::PrintToString(r);
+  EXPECT_THAT(r.err, HasSubstr("ANTHROPIC_API_KEY"));
+  EXPECT_TRUE(ReadResults(Path("out.jsonl")).empty());
+
+  CliProcess provider({"fake-provider", "--port=0", "--unlimited"});
+  const std::string base_url = ProviderUrl(provider);
+  ASSERT_FALSE(base_url.empty());
+  setenv("ANTHROPIC_API_KEY", "sk-test-batch", 1);
+  r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--base-url", base_url,
+              absl::StrCat("--segment=", Path("segment")), "--json"});
+  ASSERT_EQ(r.status, 0) << testing::PrintToString(r);
+  for (const Json& result : ReadResults(Path("out.jsonl"))) {
+    EXPECT_EQ(result["status"], "succeeded");
+    EXPECT_FALSE(result.contains("simulated")) << result.dump();
+  }
+  EXPECT_EQ(Json::parse(r.out)["simulated"], false);
+  r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out2.jsonl"), "--simulate", "--base-url",
+              base_url});
+  EXPECT_EQ(r.status, 64);
+  EXPECT_THAT(r.err, HasSubstr("--simulate and --base-url"));
+}
+
+// A file with provider limits and no scopes works (it used to fail every
+// line); a configuration that cannot route the batch (a budget without a
+// price for its model) stops it with exit 78 before anything is sent or
+// written, instead of writing a "failed" result for every line.
+TEST_F(BatchTest, AConfigurationProblemStopsTheBatchAndMarksNoLineDone) {
+  std::string input = Lines(5, AnthropicLine);
+  input += "{not json\n";
+  WriteFile(Path("in.jsonl"), input);
+  WriteFile(Path("providers.toml"), "[providers.anthropic]\nrequests_per_minute = 1000\n");
+  CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path("ok.jsonl"), "--simulate",
+                        "--time_scale=60", "--config", Path("providers.toml")});
+  EXPECT_EQ(r.status, 1) << testing::PrintToString(r);  // the bad line
+  int succeeded = 0;
+  for (const Json& result : ReadResults(Path("ok.jsonl")))
+    succeeded += result["status"] == "succeeded";
+  EXPECT_EQ(succeeded, 5);
+
+  WriteFile(Path("budget.toml"), "[scopes.global]\nusd_per_day = 5.0\n");
+  r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--simulate",
+              "--time_scale=60", "--config", Path("budget.toml")});
+  EXPECT_EQ(r.status, 78) << testing::PrintToString(r);
+  EXPECT_THAT(r.err, HasSubstr("[prices]"));
+  EXPECT_THAT(r.err, HasSubstr("nothing was sent"));
+  EXPECT_EQ(ReadFile(Path("out.jsonl")), "");
+}
+
+// Failed lines are final on resume unless --retry-failed (--retry_failed)
+// sends them again; the newer result line supersedes the older one.
+TEST_F(BatchTest, RetryFailedSendsFailedLinesAgainAndTheNewerResultCounts) {
+  WriteFile(Path("in.jsonl"), Lines(6, AnthropicLine));
+  setenv("ANTHROPIC_API_KEY", "sk-test-batch", 1);
+  const auto run = [&](const std::string& base_url, const std::vector<std::string>& more) {
+    std::vector<std::string> args = {"batch",
+                                     Path("in.jsonl"),
+                                     "--out",
+                                     Path("out.jsonl"),
+                                     absl::StrCat("--base-url=", base_url),
+                                     absl::StrCat("--segment=", Path("segment")),
+                                     "--json"};
+    args.insert(args.end(), more.begin(), more.end());
+    return RunCli(args);
+  };
+  {
+    // The money ran out: every line fails, and is not retried.
+    CliProcess broke({"fake-provider", "--port=0", "--spend_limit_rate=1"});
+    const std::string url = ProviderUrl(broke);
+    ASSERT_FALSE(url.empty());
+    const CliResult r = run(url, {});
+    EXPECT_EQ(r.status, 1) << testing::PrintToString(r);
+    EXPECT_EQ(Json::parse(r.out)["failed"], 6);
+    // Resumed as it is, nothing is sent: failed lines are done.
+    const CliResult again = run(url, {});
+    EXPECT_EQ(Json::parse(again.out)["this_run"], 0) << again.out;
+  }
+  CliProcess paid({"fake-provider", "--port=0", "--unlimited"});
+  const std::string url = ProviderUrl(paid);
+  ASSERT_FALSE(url.empty());
+  const CliResult r = run(url, {"--retry-failed"});
+  ASSERT_EQ(r.status, 0) << testing::PrintToString(r);
+  const Json summary = Json::parse(r.out);
+  EXPECT_EQ(summary["retried_failed"], 6);
+  EXPECT_EQ(summary["succeeded"], 6);
+  std::map<int, std::string> last;
+  for (const Json& result : ReadResults(Path("out.jsonl"))) {
+    last[result["line"].get<int>()] = result["status"];
+  }
+  ASSERT_EQ(last.size(), 6u);
+  for (const auto& [line, status] : last) EXPECT_EQ(status, "succeeded") << line;
+  EXPECT_EQ(ReadResults(Path("out.jsonl")).size(), 12u);
+  // Every line now ends in success: a further --retry_failed sends nothing.
+  EXPECT_EQ(Json::parse(run(url, {"--retry_failed"}).out)["this_run"], 0);
 }
 
 // Bad lines are answered as results naming the line and what is wrong; the
@@ -170,8 +276,8 @@ TEST_F(BatchTest, MalformedLinesAreErrorResultsWithTheirLineNumbers) {
   text += "\n";               // 10: empty
   text += AnthropicLine(11);  // 11, no final newline
   WriteFile(Path("in.jsonl"), text);
-  const CliResult r =
-      RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--time_scale=60"});
+  const CliResult r = RunCli(
+      {"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--simulate", "--time_scale=60"});
   EXPECT_EQ(r.status, 1) << testing::PrintToString(r);
   std::map<int, Json> by_line;
   for (const Json& result : ReadResults(Path("out.jsonl"))) {
@@ -296,14 +402,48 @@ requests_per_minute = 50
   EXPECT_GT(rate_limited[false], 0);
 }
 
+// The shell reproduction of a dead process's leases: a batch holding both
+// leases of a cap of 2 is killed with SIGKILL; the next batch on the segment
+// takes them back and sends every line (it used to fail all four in 20 ms as
+// throttle_timeout, and resuming never sent them).
+TEST_F(BatchTest, ANewBatchTakesBackTheLeasesOfAKilledOne) {
+  WriteFile(Path("cap.toml"), "[scopes.global]\nmax_concurrency = 2\n");
+  WriteFile(Path("in.jsonl"), Lines(4, AnthropicLine));
+  setenv("ANTHROPIC_API_KEY", "sk-test-batch", 1);
+  CliProcess slow({"fake-provider", "--port=0", "--unlimited", "--latency=60s"});
+  const std::string slow_url = ProviderUrl(slow);
+  ASSERT_FALSE(slow_url.empty());
+  const auto batch = [&](const std::string& url, const std::string& out) {
+    return std::vector<std::string>{
+        "batch",         Path("in.jsonl"), "--out",
+        Path(out),       "--base-url",     url,
+        "--config",      Path("cap.toml"), absl::StrCat("--segment=", Path("segment")),
+        "--timeout=10s", "--json"};
+  };
+  CliProcess holder(batch(slow_url, "held.jsonl"));
+  for (int i = 0; i < 500 && ProviderStats(slow_url)["totals"]["requests"] != 2; ++i) {
+    usleep(10'000);
+  }
+  ASSERT_EQ(ProviderStats(slow_url)["totals"]["requests"], 2) << "both leases taken";
+  holder.Kill(SIGKILL);
+  EXPECT_EQ(holder.Wait().status, 128 + SIGKILL);
+
+  CliProcess fast({"fake-provider", "--port=0", "--unlimited"});
+  const std::string fast_url = ProviderUrl(fast);
+  ASSERT_FALSE(fast_url.empty());
+  const CliResult r = RunCli(batch(fast_url, "out.jsonl"));
+  ASSERT_EQ(r.status, 0) << testing::PrintToString(r);
+  EXPECT_EQ(Json::parse(r.out)["succeeded"], 4);
+}
+
 // Results from another input are refused, not appended to.
 TEST_F(BatchTest, ResultsOfAnotherInputAreRefused) {
   WriteFile(Path("in.jsonl"), Lines(3, AnthropicLine));
   const std::string other = R"({"line": 2, "custom_id": "other-2", "status": "succeeded"})"
                             "\n";
   WriteFile(Path("out.jsonl"), other);
-  const CliResult r =
-      RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--time_scale=60"});
+  const CliResult r = RunCli(
+      {"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--simulate", "--time_scale=60"});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, HasSubstr("out.jsonl:1: result for line 2 has custom_id 'other-2'"));
   EXPECT_THAT(r.err, HasSubstr("in.jsonl:2 has 'req-1'"));

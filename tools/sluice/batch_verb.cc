@@ -1,10 +1,18 @@
 // sluice batch INPUT.jsonl --out RESULTS.jsonl: the throttled batch runner.
 //
-// Every input line ends with exactly one result line, written (and flushed to
-// the kernel) as soon as its request is done, so that a run killed at any
-// moment -- kill -9 included -- resumes where it stopped: a restart with the
-// same arguments reads RESULTS.jsonl, drops a torn last line, and sends only
-// the lines without a result (the ones in flight at the crash among them).
+// Every input line ends with a result line, written (and flushed to the
+// kernel) as soon as its request is done, so that a run killed at any moment
+// -- kill -9 included -- resumes where it stopped: a restart with the same
+// arguments reads RESULTS.jsonl, drops a torn last line, and sends only the
+// lines without a result (the ones in flight at the crash among them), and,
+// with --retry-failed, the lines whose result is "failed". A line's newer
+// result supersedes its older one: readers count the last result per line.
+//
+// It calls the real API unless told --simulate, which runs the simulated
+// provider in process (and marks every result line and the summary so). A
+// problem of the whole batch -- the configuration cannot route its requests
+// (a budget without a price for the model) -- stops it before anything is
+// sent, with exit status 78 (EX_CONFIG), and marks no line done.
 //
 // Input lines take either shape, one per file in practice:
 //   OpenAI Batch API:      {"custom_id", "method": "POST",
@@ -16,7 +24,7 @@
 //   {"line", "custom_id", "status": "succeeded" | "failed" | "invalid",
 //    "response" (succeeded) | "error": {"class", "type", "http_status",
 //    "message", "request_id"}, "usage", "attempts", "rate_limited",
-//    "throttle_wait_ms", "request_id"}
+//    "throttle_wait_ms", "request_id", "simulated" (only with --simulate)}
 // in the order requests finish; "line" (1-based) ties each to its input line.
 
 #include <fcntl.h>
@@ -33,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,6 +68,10 @@ ABSL_FLAG(std::string, out, "",
 ABSL_FLAG(int, max_in_flight, 64, "requests sent or waiting for permits at once (batch)");
 ABSL_FLAG(absl::Duration, progress_interval, absl::Seconds(10),
           "how often to print a progress line when stderr is not a terminal (batch)");
+ABSL_FLAG(bool, simulate, false,
+          "run against the simulated provider in this process, not the real API (batch)");
+ABSL_FLAG(bool, retry_failed, false,
+          "on resume, send again the lines whose last result is \"failed\" (batch)");
 
 namespace sluice {
 namespace {
@@ -185,8 +198,9 @@ std::vector<absl::string_view> SplitLines(absl::string_view text) {
 // it already holds.
 struct Results {
   int fd = -1;
-  std::vector<bool> done;  // by input line number
+  std::vector<bool> done;  // by input line number: its last result is final
   size_t done_count = 0;
+  size_t retried = 0;  // lines whose last result failed, sent again (--retry-failed)
   bool dropped_torn_line = false;
   ~Results() {
     if (fd >= 0) close(fd);
@@ -195,7 +209,8 @@ struct Results {
 
 absl::StatusOr<std::unique_ptr<Results>> OpenResults(const std::string& path,
                                                      const std::vector<InputLine>& input,
-                                                     const std::string& input_path) {
+                                                     const std::string& input_path,
+                                                     bool retry_failed) {
   auto results = std::make_unique<Results>();
   results->fd = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
   if (results->fd < 0) {
@@ -218,6 +233,7 @@ absl::StatusOr<std::unique_ptr<Results>> OpenResults(const std::string& path,
     results->dropped_torn_line = true;
   }
   results->done.assign(input.size() + 1, false);
+  std::vector<bool> failed(input.size() + 1, false);  // by line: its last result failed
   size_t k = 0;
   for (absl::string_view line : SplitLines(*text)) {
     ++k;
@@ -241,8 +257,16 @@ absl::StatusOr<std::unique_ptr<Results>> OpenResults(const std::string& path,
           path, ":", k, ": result for line ", n, " has custom_id '", found, "' but ", input_path,
           ":", n, " has '", expected, "'; are these the results of another input?"));
     }
-    if (!results->done[n]) ++results->done_count;
+    // The last result of a line is the one that counts.
     results->done[n] = true;
+    failed[n] = doc.value("status", "") == "failed";
+  }
+  for (size_t n = 1; n <= input.size(); ++n) {
+    if (retry_failed && failed[n]) {
+      results->done[n] = false;
+      ++results->retried;
+    }
+    results->done_count += results->done[n];
   }
   return results;
 }
@@ -262,7 +286,7 @@ absl::Status AppendLine(int fd, const Json& doc, const std::string& path) {
   return absl::OkStatus();
 }
 
-Json ResultJson(const InputLine& line, const CallResult& r) {
+Json ResultJson(const InputLine& line, const CallResult& r, bool simulated) {
   Json doc;
   doc["line"] = line.number;
   doc["custom_id"] = line.custom_id;
@@ -281,6 +305,7 @@ Json ResultJson(const InputLine& line, const CallResult& r) {
   doc["rate_limited"] = r.rate_limited;
   doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
   doc["request_id"] = r.request_id;
+  if (simulated) doc["simulated"] = true;
   return doc;
 }
 
@@ -297,10 +322,12 @@ Json InvalidJson(const InputLine& line, const std::string& input_path) {
 // Progress and summary --------------------------------------------------------------
 
 struct Tally {
-  size_t total = 0;     // input lines
-  size_t already = 0;   // finished by an earlier run
-  size_t this_run = 0;  // to finish in this run
-  size_t finished = 0;  // finished in this run
+  bool simulated = false;  // against the simulated provider (--simulate)
+  size_t total = 0;        // input lines
+  size_t retried = 0;      // lines failed before, sent again (--retry-failed)
+  size_t already = 0;      // finished by an earlier run
+  size_t this_run = 0;     // to finish in this run
+  size_t finished = 0;     // finished in this run
   size_t succeeded = 0;
   size_t invalid = 0;
   std::map<std::string, size_t> failed;  // by class
@@ -413,8 +440,10 @@ Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
                              : 0.0;
   return {
       {"requests", t.total},
+      {"simulated", t.simulated},
       {"already_done", t.already},
       {"this_run", t.this_run},
+      {"retried_failed", t.retried},
       {"succeeded", t.succeeded},
       {"failed", FailedCount(t)},
       {"failed_by_class", failed},
@@ -438,8 +467,10 @@ Json SummaryJson(const Tally& t, RpmLimit configured, double time_scale) {
 void PrintSummary(const Json& s, const std::string& input, const std::string& out) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back(
-      {"requests", absl::StrFormat("%d (%d this run, %d done before)", s["requests"].get<size_t>(),
-                                   s["this_run"].get<size_t>(), s["already_done"].get<size_t>())});
+      {"requests",
+       absl::StrFormat("%d (%d this run, %d done before, %d failed before and sent again)",
+                       s["requests"].get<size_t>(), s["this_run"].get<size_t>(),
+                       s["already_done"].get<size_t>(), s["retried_failed"].get<size_t>())});
   rows.push_back({"succeeded", absl::StrCat(s["succeeded"].get<size_t>())});
   std::string failed = absl::StrCat(s["failed"].get<size_t>());
   if (!s["failed_by_class"].empty()) {
@@ -467,11 +498,30 @@ void PrintSummary(const Json& s, const std::string& input, const std::string& ou
       {"throttle wait",
        absl::StrFormat("p50 %.3fs  p90 %.3fs  p99 %.3fs  max %.3fs", w["p50"].get<double>(),
                        w["p90"].get<double>(), w["p99"].get<double>(), w["max"].get<double>())});
-  absl::PrintF("sluice batch: %s -> %s\n", input, out);
+  absl::PrintF("sluice batch: %s -> %s%s\n", input, out,
+               s["simulated"].get<bool>() ? " (SIMULATED provider, not the real API)" : "");
   PrintTable(rows);
 }
 
 // The verb ----------------------------------------------------------------------------
+
+// Resolves the route of every line still to send, before anything is sent or
+// written: a route that cannot be resolved (a budget with no price for the
+// model) is a problem of the configuration, the same for every such line, so
+// it stops the whole batch rather than failing line after line.
+absl::Status CheckRoutes(Policy& policy, const std::string& scope, Provider provider,
+                         const std::vector<InputLine>& input, const Results& results) {
+  std::set<std::string> models;
+  for (const InputLine& line : input) {
+    if (results.done[line.number] || !line.error.empty()) continue;
+    models.insert(ParseLine(line.text).body.value("model", ""));
+  }
+  for (const std::string& model : models) {
+    absl::StatusOr<const Route*> route = policy.Resolve(scope, ProviderName(provider), model);
+    if (!route.ok()) return route.status();
+  }
+  return absl::OkStatus();
+}
 
 int RunBatch(const Command& cmd) {
   const Verb& verb = *cmd.verb;
@@ -494,7 +544,12 @@ int RunBatch(const Command& cmd) {
       return UsageError(verb, absl::StrCat("--provider: ", parsed.status().message()));
     provider = *parsed;
   }
-  const bool simulated = !cmd.Given("provider") && !cmd.Given("base_url");
+  // The real API unless asked otherwise: a batch meant for it must never
+  // quietly run against the simulator.
+  const bool simulated = absl::GetFlag(FLAGS_simulate);
+  if (simulated && cmd.Given("base_url")) {
+    return UsageError(verb, "--simulate and --base-url: give one (the simulator has its own URL)");
+  }
 
   // Read and check every line first: the total, the shape, and the invalid
   // lines' messages.
@@ -530,7 +585,8 @@ int RunBatch(const Command& cmd) {
     }
   }
 
-  absl::StatusOr<std::unique_ptr<Results>> results = OpenResults(out_path, input, input_path);
+  absl::StatusOr<std::unique_ptr<Results>> results =
+      OpenResults(out_path, input, input_path, absl::GetFlag(FLAGS_retry_failed));
   if (!results.ok()) return Fail(cmd, results.status());
   Results& res = **results;
 
@@ -574,12 +630,18 @@ int RunBatch(const Command& cmd) {
   absl::StatusOr<std::unique_ptr<Policy>> policy =
       Policy::Create(TimeScaled(*limits, time_scale), store.get());
   if (!policy.ok()) return Fail(cmd, policy.status());
+  if (absl::Status s = CheckRoutes(**policy, options.scope, *provider, input, res); !s.ok()) {
+    return Report(verb, kExitConfig,
+                  absl::StrCat(s.message(), " (nothing was sent; no line is marked done)"));
+  }
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options, policy->get());
   if (!client.ok()) return Fail(cmd, client.status());
 
   Tally tally;
+  tally.simulated = simulated;
   tally.total = input.size();
   tally.already = res.done_count;
+  tally.retried = res.retried;
   tally.start_ns = Clock::MonotonicNanos();
   if (res.dropped_torn_line) {
     absl::FPrintF(stderr, "sluice batch: %s: dropped a torn last line (a crash mid-write)\n",
@@ -624,7 +686,7 @@ int RunBatch(const Command& cmd) {
       max_in_flight,
       [&](size_t index, CallResult r) {
         const InputLine& line = input[by_index[index]];
-        write_status.Update(AppendLine(res.fd, ResultJson(line, r), out_path));
+        write_status.Update(AppendLine(res.fd, ResultJson(line, r, simulated), out_path));
         last_done = Clock::MonotonicNanos();
         ++tally.finished;
         tally.rate_limited += static_cast<uint64_t>(r.rate_limited);
@@ -660,8 +722,9 @@ int RunBatch(const Command& cmd) {
 }
 
 constexpr absl::string_view kBatchFlags[] = {
-    "out",     "config", "provider",      "base_url",          "scope", "segment",
-    "timeout", "json",   "max_in_flight", "progress_interval", "seed",  "time_scale"};
+    "out",     "config",     "provider", "base_url",      "scope",
+    "segment", "timeout",    "json",     "max_in_flight", "progress_interval",
+    "seed",    "time_scale", "simulate", "retry_failed"};
 constexpr absl::string_view kBatchRequired[] = {"out"};
 constexpr absl::string_view kBatchArgs[] = {"INPUT.jsonl"};
 
@@ -670,20 +733,24 @@ const Verb kBatchVerb = {
     .name = "batch",
     .usage =
         "batch INPUT.jsonl --out RESULTS.jsonl [--config FILE] [--provider anthropic|openai] "
-        "[--base_url URL] [--scope S] [--max_in_flight N] [--timeout D] [--json]",
+        "[--base-url URL | --simulate] [--scope S] [--max-in-flight N] [--timeout D] "
+        "[--retry-failed] [--json]",
     .summary = "run a JSONL file of requests through the throttle, resumably",
     .description =
         "Sends every request of INPUT.jsonl (OpenAI Batch lines {custom_id, method, url,\n"
         "body} or Anthropic Message Batches lines {custom_id, params}) through the limits\n"
-        "of --config, with up to --max_in_flight at once, and appends one result line per\n"
+        "of --config, with up to --max-in-flight at once, and appends one result line per\n"
         "input line to --out: custom_id, status, the response or a classified error,\n"
         "usage, attempts, 429s and time waited in the throttle. Killed at any moment and\n"
-        "run again with the same arguments, it sends only the lines without a result.\n"
-        "Without --provider or --base_url it runs against the simulated provider, in\n"
-        "process, under the demo limits (or --config); with them, against the real API\n"
-        "(key from ANTHROPIC_API_KEY / OPENAI_API_KEY), sharing limits with every process\n"
-        "on the host through --segment. --timeout bounds one attempt's wait in the\n"
-        "throttle (default, 0: an hour). Exits 0 when every line succeeded, 1 otherwise.",
+        "run again with the same arguments, it sends only the lines without a result\n"
+        "(with --retry-failed, also those whose last result failed; a newer result line\n"
+        "supersedes an older one). It calls the real API (--base-url, default the\n"
+        "provider's public one; key from ANTHROPIC_API_KEY / OPENAI_API_KEY), sharing\n"
+        "limits with every process on the host through --segment. --simulate runs the\n"
+        "simulated provider in process instead, under the demo limits (or --config), and\n"
+        "marks every result and the summary as simulated. --timeout bounds one attempt's\n"
+        "wait in the throttle (default, 0: an hour). Exits 0 when every line succeeded,\n"
+        "1 otherwise, 78 when the configuration cannot route the batch (nothing sent).",
     .flags = kBatchFlags,
     .required = kBatchRequired,
     .args = kBatchArgs,

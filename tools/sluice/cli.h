@@ -46,6 +46,7 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;
 inline constexpr int kExitUsage = 64;     // EX_USAGE
 inline constexpr int kExitTempFail = 75;  // EX_TEMPFAIL
+inline constexpr int kExitConfig = 78;    // EX_CONFIG
 
 struct Verb;
 
