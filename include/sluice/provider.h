@@ -53,6 +53,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "sluice/policy.h"
 
 namespace sluice {
 
@@ -312,6 +314,32 @@ struct Classification {
 // Never fails: any status, body and headers yield a Classification.
 Classification ClassifyResponse(Provider provider, int http_status, absl::string_view body,
                                 const Headers& headers);
+
+// Reply
+//
+// What a successful response body says: the reply's text and the usage to
+// settle with.
+struct Reply {
+  std::string text;
+  Usage usage;
+};
+
+// The most tokens a usage field is believed: larger counts are clamped to it,
+// so that settling (sums, differences) never overflows.
+inline constexpr uint64_t kMaxUsageTokens = uint64_t{1} << 40;
+
+// ParseReply()
+//
+// Reads a 2xx body, already parsed as JSON, as the provider's reply: an
+// Anthropic Message ({content: [{type: "text", text}], usage: {input_tokens,
+// output_tokens, cache_creation_input_tokens, cache_read_input_tokens}}) or
+// an OpenAI Chat Completion ({choices: [{message: {content}}], usage:
+// {prompt_tokens, completion_tokens, prompt_tokens_details.cached_tokens}},
+// mapped to Usage with cached tokens apart). Fields of the wrong type count
+// as absent; token counts are clamped to kMaxUsageTokens. std::nullopt when
+// the body is not that shape (no usage object; no content array or no
+// choices). Never throws, whatever the JSON.
+std::optional<Reply> ParseReply(Provider provider, const nlohmann::json& response);
 
 // ClassifyTransportError()
 //

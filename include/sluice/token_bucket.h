@@ -44,6 +44,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
@@ -140,10 +141,11 @@ class alignas(64) BucketCell {
   // (TAT in 1/16 ns since the epoch) << 1 | parameter slot in use.
   std::atomic<int64_t> word_{0};
   Params params_[2] = {};
-  // The latest HoldUntil deadline (ns on the bucket's clock; 0: none). Off the
+  // The latest HoldUntil deadline (ns on the bucket's clock; INT64_MIN: none,
+  // so that any clock reading, negative ones included, is past it). Off the
   // admit path: refunds and reconfigurations read it so that neither shortens
   // a hold.
-  std::atomic<int64_t> hold_until_ns_{0};
+  std::atomic<int64_t> hold_until_ns_{std::numeric_limits<int64_t>::min()};
 };
 
 static_assert(std::atomic<int64_t>::is_always_lock_free,

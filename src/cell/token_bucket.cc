@@ -86,7 +86,7 @@ absl::Status BucketRef::Init(BucketCell* cell, const BucketConfig& config, int64
     p.tau.store(d->tau, std::memory_order_relaxed);
     p.epoch_ns.store(now_ns, std::memory_order_relaxed);
   }
-  cell->hold_until_ns_.store(0, std::memory_order_relaxed);
+  cell->hold_until_ns_.store(std::numeric_limits<int64_t>::min(), std::memory_order_relaxed);
   // TAT = now: full. Release publishes the parameters with the word.
   cell->word_.store(0, std::memory_order_release);
   return absl::OkStatus();

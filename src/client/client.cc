@@ -80,54 +80,6 @@ uint64_t MaxTokens(const nlohmann::json& body) {
   return 0;
 }
 
-uint64_t JsonCount(const nlohmann::json& obj, const char* key) {
-  return obj.is_object() && obj.contains(key) && obj[key].is_number_unsigned()
-             ? obj[key].get<uint64_t>()
-             : 0;
-}
-
-// The reply text and usage of a successful response; false when the body is
-// not the provider's shape.
-bool ParseSuccess(Provider provider, const nlohmann::json& response, std::string* text,
-                  Usage* usage) {
-  if (!response.is_object() || !response.contains("usage") || !response["usage"].is_object()) {
-    return false;
-  }
-  const nlohmann::json& u = response["usage"];
-  if (provider == Provider::kAnthropic) {
-    if (!response.contains("content") || !response["content"].is_array()) return false;
-    for (const auto& block : response["content"]) {
-      if (block.is_object() && block.value("type", "") == "text" && block.contains("text") &&
-          block["text"].is_string()) {
-        *text += block["text"].get<std::string>();
-      }
-    }
-    usage->input_tokens = JsonCount(u, "input_tokens");
-    usage->output_tokens = JsonCount(u, "output_tokens");
-    usage->cache_creation_input_tokens = JsonCount(u, "cache_creation_input_tokens");
-    usage->cache_read_input_tokens = JsonCount(u, "cache_read_input_tokens");
-    return true;
-  }
-  if (!response.contains("choices") || !response["choices"].is_array() ||
-      response["choices"].empty()) {
-    return false;
-  }
-  const nlohmann::json& message = response["choices"][0].value("message", nlohmann::json());
-  if (message.is_object() && message.contains("content") && message["content"].is_string()) {
-    *text = message["content"].get<std::string>();
-  }
-  // OpenAI's prompt_tokens include cached ones; sluice's Usage keeps them apart.
-  const uint64_t prompt = JsonCount(u, "prompt_tokens");
-  const uint64_t cached =
-      std::min(prompt, u.contains("prompt_tokens_details")
-                           ? JsonCount(u["prompt_tokens_details"], "cached_tokens")
-                           : uint64_t{0});
-  usage->input_tokens = prompt - cached;
-  usage->cache_read_input_tokens = cached;
-  usage->output_tokens = JsonCount(u, "completion_tokens");
-  return true;
-}
-
 }  // namespace
 
 CallRequest CallRequest::Simple(absl::string_view model, absl::string_view prompt,
@@ -446,8 +398,7 @@ void Client::Finish(std::unique_ptr<Job> owned, int curl_code, Queue& waiting,
   if (!info.request_id.empty()) r.request_id = info.request_id;
 
   Classification c;
-  Usage usage;
-  std::string text;
+  std::optional<Reply> reply;  // a 2xx in the provider's reply shape
   nlohmann::json response;
   if (curl_code != CURLE_OK) {
     c = ClassifyTransportError(
@@ -461,9 +412,11 @@ void Client::Finish(std::unique_ptr<Job> owned, int curl_code, Queue& waiting,
     const bool success = r.http_status >= 200 && r.http_status < 300;
     if (success) {
       response = nlohmann::json::parse(job.response, nullptr, /*allow_exceptions=*/false);
+      if (!response.is_discarded() && !response.contains("error")) {
+        reply = ParseReply(options_.provider, response);
+      }
     }
-    if (!success || response.is_discarded() || response.contains("error") ||
-        !ParseSuccess(options_.provider, response, &text, &usage)) {
+    if (!reply) {
       c = ClassifyResponse(options_.provider, r.http_status, job.response, job.headers_in);
       if (c.error_class == ErrorClass::kNone) {
         // Well-formed JSON, but not a reply: processed (and charged), so not retried.
@@ -478,11 +431,11 @@ void Client::Finish(std::unique_ptr<Job> owned, int curl_code, Queue& waiting,
   Feedback(job, info, c);
 
   if (c.error_class == ErrorClass::kNone) {
-    if (job.permit) job.permit->Settle(usage);
+    if (job.permit) job.permit->Settle(reply->usage);
     r.status = absl::OkStatus();
-    r.text = std::move(text);
+    r.text = std::move(reply->text);
     r.response = std::move(response);
-    r.usage = usage;
+    r.usage = reply->usage;
     done(job.index, std::move(r));
     return;
   }

@@ -528,6 +528,61 @@ RateLimitInfo ParseRateLimitHeaders(Provider provider, const Headers& headers, a
   return info;
 }
 
+// ---- Replies ---------------------------------------------------------------
+
+namespace {
+
+uint64_t JsonCount(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return 0;
+  const auto it = obj.find(key);
+  if (it == obj.end() || !it->is_number_unsigned()) return 0;
+  return std::min(it->get<uint64_t>(), kMaxUsageTokens);
+}
+
+std::string JsonString(const nlohmann::json& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+}  // namespace
+
+std::optional<Reply> ParseReply(Provider provider, const nlohmann::json& response) {
+  if (!response.is_object()) return std::nullopt;
+  const auto usage = response.find("usage");
+  if (usage == response.end() || !usage->is_object()) return std::nullopt;
+  const nlohmann::json& u = *usage;
+  Reply reply;
+  if (provider == Provider::kAnthropic) {
+    const auto content = response.find("content");
+    if (content == response.end() || !content->is_array()) return std::nullopt;
+    for (const nlohmann::json& block : *content) {
+      if (JsonString(block, "type") == "text") reply.text += JsonString(block, "text");
+    }
+    reply.usage.input_tokens = JsonCount(u, "input_tokens");
+    reply.usage.output_tokens = JsonCount(u, "output_tokens");
+    reply.usage.cache_creation_input_tokens = JsonCount(u, "cache_creation_input_tokens");
+    reply.usage.cache_read_input_tokens = JsonCount(u, "cache_read_input_tokens");
+    return reply;
+  }
+  const auto choices = response.find("choices");
+  if (choices == response.end() || !choices->is_array() || choices->empty()) return std::nullopt;
+  const nlohmann::json& first = choices->front();
+  if (first.is_object()) {
+    const auto message = first.find("message");
+    if (message != first.end()) reply.text = JsonString(*message, "content");
+  }
+  // OpenAI's prompt_tokens include cached ones; sluice's Usage keeps them apart.
+  const uint64_t prompt = JsonCount(u, "prompt_tokens");
+  const auto details = u.find("prompt_tokens_details");
+  const uint64_t cached =
+      std::min(prompt, details != u.end() ? JsonCount(*details, "cached_tokens") : uint64_t{0});
+  reply.usage.input_tokens = prompt - cached;
+  reply.usage.cache_read_input_tokens = cached;
+  reply.usage.output_tokens = JsonCount(u, "completion_tokens");
+  return reply;
+}
+
 // ---- Classification --------------------------------------------------------
 
 absl::string_view ErrorClassName(ErrorClass error_class) {

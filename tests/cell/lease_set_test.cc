@@ -6,6 +6,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sluice/clock.h"
+#include "tests/cell/stress_duration.h"
 
 namespace sluice {
 namespace {
@@ -106,6 +108,53 @@ TEST(LeaseSetTest, ThreadsNeverHoldMoreThanTheCap) {
   for (auto& t : threads) t.join();
   EXPECT_LE(peak.load(), 4);
   EXPECT_GE(peak.load(), 1);
+  EXPECT_EQ(leases.InFlight(), 0u);
+}
+
+// Holders that die (abandon a lease under a tag that is then dead) while
+// others wait and take back: at no moment do more than the cap's leases have
+// a living holder, and every abandoned lease comes back. Waiters reclaim
+// while they sleep, since a dead holder never releases.
+TEST(LeaseSetTest, ThreadsDyingWhileOthersWaitNeverBreakTheCap) {
+  constexpr int kCap = 3;
+  Leases l(kCap);
+  const LeaseSetRef leases = l.Ref();
+  // A holder's tag is (sequence << 3) | thread. Every seventh holder of a
+  // thread dies holding its lease: its tag is dead once the thread has moved
+  // past it (died_upto), and never used again.
+  constexpr int kThreads = 6;
+  std::vector<std::atomic<uint64_t>> died_upto(kThreads);
+  const auto is_dead = [&](uint64_t tag) {
+    const uint64_t seq = tag >> 3;
+    return seq % 7 == 0 && seq < died_upto[tag & 7].load();
+  };
+  std::atomic<int> living{0}, peak{0}, abandoned{0};
+  std::vector<std::thread> threads;
+  const int64_t deadline = Clock::MonotonicNanos() + StressNanos(300'000'000);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t seq = 1; Clock::MonotonicNanos() < deadline; ++seq) {
+        const uint64_t tag = (seq << 3) | static_cast<uint64_t>(t);
+        auto index = leases.Acquire(tag, absl::Seconds(30), t, is_dead);
+        ASSERT_TRUE(index.ok()) << index.status();
+        const int now = living.fetch_add(1) + 1;
+        int seen = peak.load();
+        while (now > seen && !peak.compare_exchange_weak(seen, now)) {
+        }
+        living.fetch_sub(1);
+        if (seq % 7 == 0) {
+          died_upto[t].store(seq + 1);  // dies holding it
+          abandoned.fetch_add(1);
+        } else {
+          leases.Release(*index, tag);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_LE(peak.load(), kCap);
+  EXPECT_GT(abandoned.load(), 0);
+  leases.Reclaim(is_dead);
   EXPECT_EQ(leases.InFlight(), 0u);
 }
 

@@ -125,6 +125,18 @@ TEST(HoldTest, AReconfigurationKeepsAHoldsDeadline) {
   }
 }
 
+// "No hold" must be before every clock reading, negative ones included (a
+// cell whose "no hold" was 0 silently dropped every refund before time 0).
+TEST(HoldTest, NoHoldMeansNoHoldAtNegativeTimes) {
+  BucketCell cell;
+  ASSERT_TRUE(BucketRef::Init(&cell, {Rate::PerSecond(1), 10}, -kSec).ok());
+  const BucketRef b(&cell, Clock::Monotonic());
+  const Decision d = b.TryAcquire(10, -kSec);
+  ASSERT_TRUE(d.granted());
+  b.Refund(10, d.terms, -kSec);
+  EXPECT_EQ(b.Available(-kSec), 10);
+}
+
 TEST(HoldTest, AHoldThatHasEndedChangesNothing) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(1), 5}, &clock);

@@ -1049,5 +1049,55 @@ TEST(DecideRetryTest, WorksThroughAbslGenerators) {
   EXPECT_LE(decision.delay, absl::Seconds(1));
 }
 
+// ---- Replies ----------------------------------------------------------------
+
+TEST(ParseReplyTest, ReadsBothProvidersShapes) {
+  const auto anthropic = ParseReply(Provider::kAnthropic, nlohmann::json::parse(R"({
+    "content": [{"type": "text", "text": "Hi"}, {"type": "tool_use"}, {"type": "text", "text": "!"}],
+    "usage": {"input_tokens": 12, "output_tokens": 3, "cache_creation_input_tokens": 4,
+              "cache_read_input_tokens": 5}})"));
+  ASSERT_TRUE(anthropic.has_value());
+  EXPECT_EQ(anthropic->text, "Hi!");
+  EXPECT_EQ(anthropic->usage.input_tokens, 12u);
+  EXPECT_EQ(anthropic->usage.output_tokens, 3u);
+  EXPECT_EQ(anthropic->usage.cache_creation_input_tokens, 4u);
+  EXPECT_EQ(anthropic->usage.cache_read_input_tokens, 5u);
+  const auto openai = ParseReply(Provider::kOpenAi, nlohmann::json::parse(R"({
+    "choices": [{"message": {"content": "Hello"}}],
+    "usage": {"prompt_tokens": 10, "completion_tokens": 2,
+              "prompt_tokens_details": {"cached_tokens": 4}}})"));
+  ASSERT_TRUE(openai.has_value());
+  EXPECT_EQ(openai->text, "Hello");
+  EXPECT_EQ(openai->usage.input_tokens, 6u);
+  EXPECT_EQ(openai->usage.cache_read_input_tokens, 4u);
+  EXPECT_EQ(openai->usage.output_tokens, 2u);
+}
+
+// Whatever JSON a server sends, the parser answers without throwing (a
+// non-object choice used to throw out of the client's loop), and token
+// counts are clamped before settling does arithmetic with them.
+TEST(ParseReplyTest, HostileJsonIsNotAReplyOrIsClamped) {
+  for (const char* body : {R"([])", R"("x")", R"({"usage": 5})", R"({"usage": {}})",
+                           R"({"usage": {}, "choices": []})", R"({"usage": {}, "content": {}})"}) {
+    EXPECT_EQ(ParseReply(Provider::kOpenAi, nlohmann::json::parse(body)), std::nullopt) << body;
+    EXPECT_EQ(ParseReply(Provider::kAnthropic, nlohmann::json::parse(body)), std::nullopt) << body;
+  }
+  const auto odd = ParseReply(Provider::kOpenAi, nlohmann::json::parse(R"({
+    "choices": [1, {"message": {"content": "later"}}],
+    "usage": {"prompt_tokens": 18446744073709551615, "completion_tokens": -3,
+              "prompt_tokens_details": []}})"));
+  ASSERT_TRUE(odd.has_value());
+  EXPECT_EQ(odd->text, "");
+  EXPECT_EQ(odd->usage.input_tokens, kMaxUsageTokens);
+  EXPECT_EQ(odd->usage.output_tokens, 0u);
+  const auto blocks = ParseReply(Provider::kAnthropic, nlohmann::json::parse(R"({
+    "content": [3, {"type": "text", "text": 7}, {"type": 1}],
+    "usage": {"input_tokens": "12", "output_tokens": 1e300}})"));
+  ASSERT_TRUE(blocks.has_value());
+  EXPECT_EQ(blocks->text, "");
+  EXPECT_EQ(blocks->usage.input_tokens, 0u);
+  EXPECT_EQ(blocks->usage.output_tokens, 0u);
+}
+
 }  // namespace
 }  // namespace sluice
