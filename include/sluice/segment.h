@@ -279,7 +279,12 @@ class Segment {
   // Frees the slots of buckets that have been full (untouched) for at least
   // `idle` and that no live process has opened, like a Redis key expiring.
   // A full bucket is indistinguishable from a new one, so nothing is lost.
-  // Returns how many slots were freed.
+  // Returns how many slots were freed. No live handle can point at a freed
+  // slot: every process that opens a handle is registered with the slot
+  // marked (a forked child that registers marks its parent's handles too),
+  // and while any process maps the segment without being registered (a
+  // forked child using its parent's handles after the parent died), nothing
+  // is freed: FailedPrecondition naming it.
   absl::StatusOr<int> ReclaimIdle(absl::Duration idle);
 
   // Header, buckets, budgets (counters), concurrency caps and attached
@@ -331,6 +336,12 @@ class Segment {
   size_t mapped_size_ = 0;
   bool initialized_ = false;
   int32_t process_entry_ = -1;
+  // After a fork, the parent's descriptor (and with it the parent's entry
+  // lock), closed once this child has registered.
+  int inherited_fd_ = -1;
+  // The slots this Segment has handed out handles to, kept in process memory:
+  // a forked child has copies of them, and marks them all when it registers.
+  std::vector<uint64_t> opened_;
   absl::Mutex mu_;  // excludes this process's threads; flock excludes processes
 };
 

@@ -356,10 +356,16 @@ absl::Status Segment::LockFile(Lock* lock) {
       return absl::FailedPreconditionError(
           absl::StrCat(path_, " was removed or replaced since this process opened it"));
     }
-    close(fd_);
+    // The parent's descriptor stays open until this child registers: it
+    // holds the parent's entry lock, which keeps the handles this child
+    // inherited from being reclaimed meanwhile.
+    if (inherited_fd_ >= 0) close(inherited_fd_);
+    inherited_fd_ = fd_;
     fd_ = fd;
     lock_pid_ = getpid();
-    process_entry_ = -1;  // the parent's registration is the parent's
+    // The parent's registration is the parent's; when this child registers,
+    // it marks the handles it inherited (opened_).
+    process_entry_ = -1;
   }
   const absl::Time deadline = absl::Now() + options_.lock_timeout;
   while (flock(fd_, LOCK_EX | LOCK_NB) != 0) {
@@ -457,16 +463,32 @@ absl::Status Segment::RegisterLocked() {
     ProcessEntry& e = view.processes[i];
     // An entry whose process cannot be checked is kept: unknown is not dead.
     if (e.pid != 0 && MaybeAlive(e.pid, e.start_time)) continue;
+    // An entry whose process died but whose heir (a forked child) still uses
+    // its handles is kept too: the heir holds the entry's lock.
+    if (!segment_internal::LockEntry(fd_, static_cast<int32_t>(i))) continue;
     e.pid = pid;
     e.start_time = *start;
     e.attached_unix_ns = UnixNanos();
-    memset(view.Bitmap(static_cast<int32_t>(i)), 0,
-           segment_layout::BitmapWords(view.slot_count) * sizeof(uint64_t));
+    uint64_t* bits = view.Bitmap(static_cast<int32_t>(i));
+    const size_t words = segment_layout::BitmapWords(view.slot_count);
+    memset(bits, 0, words * sizeof(uint64_t));
+    // Handles this process holds already (a forked child has its parent's).
+    for (size_t w = 0; w < words && w < opened_.size(); ++w) bits[w] = opened_[w];
     process_entry_ = static_cast<int32_t>(i);
+    // Registered with the inherited handles marked, the parent's file can go:
+    // map the segment through this process's own file instead, at the same
+    // address (so every handle stays valid), and close the parent's, whose
+    // entry lock then lives only as long as the parent does.
+    if (inherited_fd_ >= 0 && mmap(base_, mapped_size_, PROT_READ | PROT_WRITE,
+                                   MAP_SHARED | MAP_FIXED, fd_, 0) != MAP_FAILED) {
+      close(inherited_fd_);
+      inherited_fd_ = -1;
+    }
     return absl::OkStatus();
   }
-  return absl::ResourceExhaustedError(absl::StrCat(path_, ": all ", view.process_count,
-                                                   " process entries belong to live processes"));
+  return absl::ResourceExhaustedError(
+      absl::StrCat(path_, ": all ", view.process_count,
+                   " process entries belong to live processes (or to children they left behind)"));
 }
 
 Segment::~Segment() {
@@ -479,6 +501,7 @@ Segment::~Segment() {
   }
   Unmap();
   if (fd_ >= 0) close(fd_);
+  if (inherited_fd_ >= 0) close(inherited_fd_);
 }
 
 void Segment::Unmap() {

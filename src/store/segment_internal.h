@@ -5,6 +5,7 @@
 #ifndef SLUICE_SRC_STORE_SEGMENT_INTERNAL_H_
 #define SLUICE_SRC_STORE_SEGMENT_INTERNAL_H_
 
+#include <fcntl.h>
 #include <sys/file.h>
 
 #include <atomic>
@@ -99,6 +100,38 @@ inline const char* KindName(uint32_t kind) {
 
 inline std::string Describe(const BucketConfig& c) {
   return absl::StrCat("rate ", c.rate.ToString(), " burst ", c.capacity);
+}
+
+// Every registered process holds an exclusive open-file-description lock
+// (fcntl F_OFD_SETLK) on its registry entry's byte, far past the end of the
+// file, through the file its mapping came from. The lock lasts as long as
+// that open file does, and a mapping keeps its file open: a forked child,
+// which shares the parent's mapping, keeps the parent's lock after the
+// parent dies, until it registers (and maps through a file of its own) or
+// exits. So an entry whose process is dead but whose byte is still locked
+// has an heir that is not registered.
+inline constexpr off_t kEntryLockBase = off_t{1} << 40;
+
+inline struct flock EntryLockRange(int32_t entry, short type) {
+  struct flock range {};
+  range.l_type = type;
+  range.l_whence = SEEK_SET;
+  range.l_start = kEntryLockBase + entry;
+  range.l_len = 1;
+  return range;
+}
+
+// Takes entry `entry`'s lock through `fd`; false when another descriptor holds it.
+inline bool LockEntry(int fd, int32_t entry) {
+  struct flock range = EntryLockRange(entry, F_WRLCK);
+  return fcntl(fd, F_OFD_SETLK, &range) == 0;
+}
+
+// Whether a descriptor other than `fd`'s holds entry `entry`'s lock.
+inline bool EntryLockHeldElsewhere(int fd, int32_t entry) {
+  struct flock range = EntryLockRange(entry, F_WRLCK);
+  if (fcntl(fd, F_OFD_GETLK, &range) != 0) return true;  // cannot tell: assume held
+  return range.l_type != F_UNLCK;
 }
 
 }  // namespace segment_internal

@@ -91,7 +91,9 @@ struct Segment::Claim {
 
 absl::StatusOr<Segment::Claim> Segment::FindOrClaimLocked(absl::string_view name, uint32_t kind,
                                                           bool create) {
-  if (process_entry_ < 0 && options_.register_process) {
+  // Whoever holds a handle is registered, with the slot marked in its bitmap
+  // (register_process = false only spares processes that merely look).
+  if (process_entry_ < 0) {
     if (absl::Status s = RegisterLocked(); !s.ok()) return s;
   }
   const View view = View::Of(base_);
@@ -146,6 +148,9 @@ absl::StatusOr<Segment::Claim> Segment::FindOrClaimLocked(absl::string_view name
 }
 
 void Segment::MarkOpenedLocked(uint32_t index) {
+  const size_t words = segment_layout::BitmapWords(View::Of(base_).slot_count);
+  if (opened_.size() < words) opened_.resize(words, 0);
+  opened_[index / 64] |= uint64_t{1} << (index % 64);
   if (process_entry_ < 0) return;
   View::Of(base_).Bitmap(process_entry_)[index / 64] |= uint64_t{1} << (index % 64);
 }
@@ -260,9 +265,23 @@ absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
   for (uint32_t p = 0; p < view.process_count; ++p) {
     const ProcessEntry& e = view.processes[p];
     // Slots of a process that cannot be checked stay too: unknown is not dead.
-    if (e.pid == 0 || !MaybeAlive(e.pid, e.start_time)) continue;
-    const uint64_t* bits = view.Bitmap(static_cast<int32_t>(p));
-    for (size_t w = 0; w < held.size(); ++w) held[w] |= bits[w];
+    if (e.pid != 0 && MaybeAlive(e.pid, e.start_time)) {
+      const uint64_t* bits = view.Bitmap(static_cast<int32_t>(p));
+      for (size_t w = 0; w < held.size(); ++w) held[w] |= bits[w];
+      continue;
+    }
+    // Every process that opens a handle is registered with its slot marked,
+    // and a forked child that registers marks what it inherited. A handle
+    // outside the marks of the living can only be a dead process's, copied
+    // into a child that has not registered: the dead process's entry lock,
+    // which the child shares, says so. It may hold any slot: free nothing.
+    if (segment_internal::EntryLockHeldElsewhere(fd_, static_cast<int32_t>(p))) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path_, ": process ", e.pid,
+          " died, but a process it forked still uses the segment without being registered in "
+          "it, and may hold a handle to any slot; nothing is reclaimed until it registers "
+          "(opens anything) or exits"));
+    }
   }
   const int64_t now = options_.clock.Now();
   const int64_t idle_ns = absl::ToInt64Nanoseconds(idle);

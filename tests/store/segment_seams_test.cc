@@ -132,6 +132,81 @@ TEST(SegmentSeamsTest, AWaiterNoticesAHolderThatDiesWhileItSleeps) {
   std::cout << "noticed the dead holder after " << absl::FormatDuration(waited) << "\n";
 }
 
+// Whether the segment has a bucket `name`, looked up without opening it
+// (opening would mark it as this process's).
+bool HasBucket(Segment& segment, absl::string_view name) {
+  absl::StatusOr<SegmentInfo> info = segment.Inspect();
+  if (!info.ok()) return false;
+  for (const SegmentInfo::Bucket& b : info->buckets) {
+    if (b.name == name) return true;
+  }
+  return false;
+}
+
+// A forked child keeps using its parent's handles after the parent died: no
+// slot it may hold is reclaimed while it is unregistered, and once it
+// registers (by opening anything) the handles it inherited are marked as its
+// own. (It used to be invisible, and the parent's slots were freed under it.)
+TEST(SegmentSeamsTest, NoLiveHandleCanPointAtAReclaimedSlot) {
+  ScratchSegment scratch;
+  auto segment = MustOpen(scratch.path());
+  ASSERT_NE(segment, nullptr);
+  int to_grandchild[2], from_grandchild[2];
+  ASSERT_EQ(pipe(to_grandchild), 0);
+  ASSERT_EQ(pipe(from_grandchild), 0);
+  const pid_t parent = fork();
+  if (parent == 0) {
+    auto mine = Segment::Open(scratch.path());
+    if (!mine.ok()) _exit(1);
+    auto x = (*mine)->OpenBucket("x", {Rate::PerSecond(10), 5});
+    if (!x.ok()) _exit(2);
+    if (fork() == 0) {  // the grandchild: uses the inherited handle, then registers
+      close(from_grandchild[0]);
+      close(to_grandchild[1]);
+      char byte = 0;
+      if (read(to_grandchild[0], &byte, 1) != 1) _exit(3);
+      const Decision taken = x->TryAcquire(1);
+      x->Refund(1, taken.terms);
+      // Says 'R' when it registered with the handle working, else why not.
+      char said = 'R';
+      if (!taken.granted()) said = 'T';
+      if (!(*mine)->OpenBucket("y", {Rate::PerSecond(10), 5}).ok()) said = 'O';
+      if (write(from_grandchild[1], &said, 1) != 1) _exit(5);
+      if (read(to_grandchild[0], &byte, 1) != 1) _exit(6);
+      _exit(0);
+    }
+    _exit(0);  // the parent dies; the grandchild lives on with its handle
+  }
+  close(to_grandchild[0]);
+  close(from_grandchild[1]);
+  int status = 0;
+  waitpid(parent, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // The grandchild maps the segment unregistered: nothing is reclaimed.
+  auto refused = segment->ReclaimIdle(absl::ZeroDuration());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused.status().message(), HasSubstr("without being registered"));
+  EXPECT_TRUE(HasBucket(*segment, "x"));
+  // It registers (opening "y"), marking "x", which it holds, as its own.
+  char byte = 1;
+  ASSERT_EQ(write(to_grandchild[1], &byte, 1), 1);
+  ASSERT_EQ(read(from_grandchild[0], &byte, 1), 1);
+  ASSERT_EQ(byte, 'R');
+  auto none = segment->ReclaimIdle(absl::ZeroDuration());
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  EXPECT_TRUE(HasBucket(*segment, "x"));
+  // Once it is gone, both are idle and nobody's.
+  ASSERT_EQ(write(to_grandchild[1], &byte, 1), 1);
+  for (int i = 0; i < 500; ++i) {
+    auto freed = segment->ReclaimIdle(absl::ZeroDuration());
+    if (freed.ok() && *freed == 2) break;
+    absl::SleepFor(absl::Milliseconds(10));  // until the grandchild has exited
+  }
+  EXPECT_FALSE(HasBucket(*segment, "x"));
+  EXPECT_FALSE(HasBucket(*segment, "y"));
+}
+
 TEST(SegmentSeamsTest, ASegmentOfAnotherPidNamespaceIsRefused) {
   ScratchSegment scratch;
   ASSERT_NE(MustOpen(scratch.path()), nullptr);
