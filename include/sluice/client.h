@@ -38,6 +38,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/random/random.h"
@@ -51,6 +52,11 @@
 namespace sluice {
 
 class ReleaseWatcher;
+
+// The header `sluice batch` sends with each request, naming its input line's
+// custom_id: providers ignore it; the simulated provider counts requests by
+// it, so tests can tell what was sent twice.
+inline constexpr char kCustomIdHeader[] = "x-sluice-custom-id";
 
 struct ClientOptions {
   Provider provider = Provider::kAnthropic;
@@ -99,6 +105,9 @@ struct CallRequest {
   // (the policy store's; Clock::MonotonicNanos() without a policy): a request
   // that "arrives" later, for open-loop load such as the demo's. 0: at once.
   int64_t not_before_ns = 0;
+  // Extra request headers (name, value), sent with this request only, after
+  // the client's own. REQUIRES: no CR or LF in either.
+  std::vector<std::pair<std::string, std::string>> headers;
 
   // {"model", "max_tokens", "messages": [{"role": "user", "content": prompt}]}.
   static CallRequest Simple(absl::string_view model, absl::string_view prompt, uint64_t max_tokens);

@@ -272,7 +272,8 @@ std::string FullConcurrencyCap(const absl::Status& status);
 class Policy {
  public:
   // Opens every bucket, budget and cap the configuration names in `store`
-  // (creating or reconfiguring them). REQUIRES: `store` outlives the Policy.
+  // (creating or reconfiguring them), and takes back the leases that dead
+  // processes hold in its caps. REQUIRES: `store` outlives the Policy.
   static absl::StatusOr<std::unique_ptr<Policy>> Create(const LimitsConfig& config, Store* store,
                                                         PolicyOptions options = {});
 

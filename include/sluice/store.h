@@ -61,6 +61,8 @@ class StoredLeases {
   // are taken back first. Unavailable as for Acquire.
   absl::StatusOr<int32_t> TryAcquire() const;
   void Release(uint32_t index) const;
+  // Takes back every lease whose holder is known to be dead; how many.
+  uint32_t Reclaim() const;
   // For event loops that wait for a lease without blocking in Acquire: the
   // generation every release changes, and a wait until it differs from
   // `seen` (at most `timeout_ns`; spurious returns are possible).

@@ -102,9 +102,11 @@ struct Client::Job {
   std::string body;
   int attempt = 0;
   std::optional<Permit> permit;
-  int64_t not_before_ns = 0;      // start (or reserve) no earlier than this
-  int64_t waiting_since_ns = -1;  // when the current throttle wait began
-  absl::Status cap_full;          // a full concurrency cap's refusal, while blocked on it
+  int64_t not_before_ns = 0;          // start (or reserve) no earlier than this
+  int64_t waiting_since_ns = -1;      // when the current throttle wait began
+  absl::Status cap_full;              // a full concurrency cap's refusal, while blocked on it
+  curl_slist* headers_out = nullptr;  // the client's headers plus the request's own, if any
+  ~Job() { curl_slist_free_all(headers_out); }
   CallResult result;
   // Transfer state.
   CURL* easy = nullptr;
@@ -234,7 +236,6 @@ void Client::StartTransfer(Job& job) {
     // with it the multi handle's connections, is reused for later requests.
     easy = curl_easy_init();
     curl_easy_setopt(easy, CURLOPT_URL, url_.c_str());
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, static_cast<curl_slist*>(headers_out_));
     curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, OnBody);
     curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, OnHeader);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -257,6 +258,18 @@ void Client::StartTransfer(Job& job) {
   job.error[0] = '\0';
   ++job.attempt;
   ++job.result.attempts;
+  // The client's header list, or a copy of it with this request's headers.
+  curl_slist* headers = static_cast<curl_slist*>(headers_out_);
+  if (!job.request.headers.empty() && job.headers_out == nullptr) {
+    for (curl_slist* h = headers; h != nullptr; h = h->next) {
+      job.headers_out = curl_slist_append(job.headers_out, h->data);
+    }
+    for (const auto& [name, value] : job.request.headers) {
+      job.headers_out = curl_slist_append(job.headers_out, absl::StrCat(name, ": ", value).c_str());
+    }
+  }
+  if (job.headers_out != nullptr) headers = job.headers_out;
+  curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job.body.c_str());
   curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(job.body.size()));
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, &job);

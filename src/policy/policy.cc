@@ -245,6 +245,9 @@ absl::Status Policy::OpenAll() {
     if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
       absl::StatusOr<StoredLeases> handle = store_->Leases(spec->key, spec->max_in_flight);
       if (!handle.ok()) return handle.status();
+      // A process starting after one that died cleans up after it, whether
+      // or not the cap is ever full again.
+      handle->Reclaim();
       leases_.emplace(spec->key, OpenedLeases{*spec, *handle});
       order_.push_back(spec->key);
     }

@@ -173,6 +173,8 @@ absl::StatusOr<int32_t> StoredLeases::TryAcquire() const {
   return leases_.TryAcquire(*tag, hint);
 }
 
+uint32_t StoredLeases::Reclaim() const { return leases_.Reclaim(HolderDead); }
+
 void StoredLeases::Release(uint32_t index) const {
   // The tag was read when the lease was taken, so it is cached now.
   if (absl::StatusOr<uint64_t> tag = ProcessTag(); tag.ok()) leases_.Release(index, *tag);

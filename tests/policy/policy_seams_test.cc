@@ -77,6 +77,7 @@ TEST(PolicySeamsTest, ReserveTakesBackTheLeasesOfAKilledProcess) {
               return 4;
             }),
             128 + SIGKILL);
+  EXPECT_EQ(parent->policy->Stats().concurrency[0].in_flight, 2u);  // the dead child's
   auto route = parent->policy->Resolve("global", "anthropic", "m");
   ASSERT_TRUE(route.ok());
   for (int i = 0; i < 2; ++i) {
@@ -85,6 +86,26 @@ TEST(PolicySeamsTest, ReserveTakesBackTheLeasesOfAKilledProcess) {
     permit->Cancel();
   }
   EXPECT_EQ(parent->policy->Stats().concurrency[0].in_flight, 0u);
+}
+
+// A process that starts after one died holding leases cleans up after it at
+// once, whether or not the cap is ever full again.
+TEST(PolicySeamsTest, ANewPolicyTakesBackTheLeasesOfDeadProcesses) {
+  ScratchSegment scratch;
+  const LimitsConfig config = MustParse("[scopes.global]\nmax_concurrency = 5\n");
+  EXPECT_EQ(InChild([&] {
+              auto child = Attach(scratch.path(), config, nullptr);
+              if (!child.ok()) return 1;
+              auto route = child->policy->Resolve("global", "anthropic", "m");
+              auto a = child->policy->Reserve(**route, 1, 1, absl::ZeroDuration(), 0);
+              if (!a.ok()) return 2;
+              raise(SIGKILL);
+              return 3;
+            }),
+            128 + SIGKILL);
+  auto later = Attach(scratch.path(), config, nullptr);
+  ASSERT_TRUE(later.ok()) << later.status();
+  EXPECT_EQ(later->policy->Stats().concurrency[0].in_flight, 0u);
 }
 
 // Header feedback lowers the output bucket while a request is in flight; its

@@ -22,6 +22,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "tests/tools/cli_runner.h"
+#include "tests/tools/provider_process.h"
 
 namespace sluice {
 namespace {
@@ -71,30 +72,6 @@ std::string Lines(int n, std::string (*line)(int)) {
   std::string text;
   for (int i = 0; i < n; ++i) absl::StrAppend(&text, line(i), "\n");
   return text;
-}
-
-// The URL `sluice fake-provider` prints once it listens, read from its
-// stdout (a temporary file) through /proc; empty if it never does.
-std::string ProviderUrl(const CliProcess& provider) {
-  for (int i = 0; i < 250; ++i) {
-    std::ifstream out(absl::StrCat("/proc/", provider.pid(), "/fd/1"));
-    std::string line;
-    if (std::getline(out, line) && line.find("http://") != std::string::npos) {
-      return line.substr(line.find("http://"));
-    }
-    usleep(20'000);
-  }
-  return "";
-}
-
-Json ProviderStats(const std::string& base_url) {
-  httplib::Client client(base_url);
-  const httplib::Result res = client.Get("/stats");
-  if (!res || res->status != 200) {
-    ADD_FAILURE() << "GET " << base_url << "/stats failed";
-    return Json::object();
-  }
-  return Json::parse(res->body);
 }
 
 class BatchTest : public ::testing::Test {

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -39,6 +40,7 @@
 #include "absl/time/time.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "sluice/client.h"
 #include "sluice/clock.h"
 #include "tools/judge/exact_bucket.h"
 
@@ -594,7 +596,7 @@ class FakeProvider::Impl {
   void AddOpenAiHeaders(const KeyState& key, httplib::Response& res) const;
 
   // Counting.
-  void CountRequest();
+  void CountRequest(const httplib::Request& req);
   void CountFault(Exchange& ex);
   void CountRateLimited(Exchange& ex);
   void CountAdmitted(Exchange& ex, uint64_t input_tokens, uint64_t output_tokens);
@@ -620,6 +622,7 @@ class FakeProvider::Impl {
   // By API, then by the key itself (kept only here, never shown).
   absl::flat_hash_map<std::string, std::unique_ptr<KeyState>> keys_[2] ABSL_GUARDED_BY(mu_);
   FakeProviderStats::Counts totals_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> custom_ids_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::Status FakeProvider::Impl::Listen() {
@@ -829,9 +832,10 @@ void FakeProvider::Impl::AddOpenAiHeaders(const KeyState& key, httplib::Response
 
 // Counting ----------------------------------------------------------------------------
 
-void FakeProvider::Impl::CountRequest() {
+void FakeProvider::Impl::CountRequest(const httplib::Request& req) {
   absl::MutexLock lock(&mu_);
   ++totals_.requests;
+  if (req.has_header(kCustomIdHeader)) ++custom_ids_[req.get_header_value(kCustomIdHeader)];
 }
 
 void FakeProvider::Impl::CountFault(Exchange& ex) {
@@ -860,6 +864,7 @@ FakeProviderStats FakeProvider::Impl::stats() const {
   FakeProviderStats stats;
   absl::MutexLock lock(&mu_);
   stats.totals = totals_;
+  stats.custom_ids = custom_ids_;
   for (const auto& keys : keys_) {
     for (const auto& [key, state] : keys) {
       stats.keys.push_back({state->api, state->label, state->counts});
@@ -954,7 +959,7 @@ httplib::Server::HandlerResponse FakeProvider::Impl::ServeError(const httplib::R
 void FakeProvider::Impl::ServeMessages(const httplib::Request& req, httplib::Response& res) {
   Exchange ex{.api = FakeApi::kAnthropic, .request_id = NextId("req_")};
   res.set_header("request-id", ex.request_id);
-  CountRequest();
+  CountRequest(req);
   Messages(req, res, ex);
   if (ex.key != nullptr) AddAnthropicHeaders(*ex.key, res);
 }
@@ -1083,7 +1088,7 @@ void FakeProvider::Impl::ServeCountTokens(const httplib::Request& req, httplib::
 void FakeProvider::Impl::ServeChatCompletions(const httplib::Request& req, httplib::Response& res) {
   Exchange ex{.api = FakeApi::kOpenAi, .request_id = NextId("req_")};
   res.set_header("x-request-id", ex.request_id);
-  CountRequest();
+  CountRequest(req);
   ChatCompletions(req, res, ex);
   if (ex.key != nullptr) AddOpenAiHeaders(*ex.key, res);
 }
@@ -1272,7 +1277,9 @@ void FakeProvider::Impl::ServeStats(const httplib::Request&, httplib::Response& 
     entry.update(counts(key.counts));
     keys.push_back(std::move(entry));
   }
-  res.set_content(Dump({{"totals", counts(s.totals)}, {"keys", std::move(keys)}}), kJson);
+  res.set_content(
+      Dump({{"totals", counts(s.totals)}, {"keys", std::move(keys)}, {"custom_ids", s.custom_ids}}),
+      kJson);
 }
 
 // FakeProvider ---------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 //   POST /v1/messages/count_tokens   Anthropic: {"input_tokens": N}, unlimited
 //   POST /v1/chat/completions        OpenAI: Authorization: Bearer KEY
 //   GET  /stats                      counters per API key (never the key itself)
+//                                    and per x-sluice-custom-id header value
 // Anything else is a 404 in the shape of the provider the path belongs to.
 // Streaming ("stream": true) is refused with a 400 naming the field.
 //
@@ -77,6 +78,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -178,6 +180,9 @@ struct FakeProviderStats {
   // over keys).
   Counts totals;
   std::vector<Key> keys;  // ordered by api, then label
+  // Requests per value of their x-sluice-custom-id header (which `sluice
+  // batch` sends), so that a test can count what was sent twice.
+  std::map<std::string, uint64_t> custom_ids;
 
   // The counts of one key, zero when it has not been seen.
   Counts ForKey(FakeApi api, absl::string_view api_key) const;

@@ -679,6 +679,7 @@ int RunBatch(const Command& cmd) {
         const size_t i = pending[next++];
         request->body = ParseLine(input[i].text).body;
         request->scope = "";
+        request->headers = {{kCustomIdHeader, input[i].custom_id}};
         by_index.push_back(i);
         if (first_sent == 0) first_sent = Clock::MonotonicNanos();
         return true;
