@@ -1,0 +1,224 @@
+// sluice config check FILE [--json]: validates a limits file and prints the
+// limits it sets (every provider model class bucket after headroom, every
+// scope's buckets, budgets and concurrency cap, each scope's path).
+
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "sluice/limits.h"
+#include "tools/sluice/cli.h"
+
+namespace sluice {
+namespace {
+
+// sluice config check -----------------------------------------------------------
+
+using Json = nlohmann::ordered_json;
+
+std::string ScopePathText(const ScopePath& path) {
+  return absl::StrJoin(path.scopes, " -> ", [](std::string* out, const ScopeLimits* scope) {
+    absl::StrAppend(out, scope->name);
+  });
+}
+
+absl::string_view PrechargeName(OutputPrecharge precharge) {
+  return precharge == OutputPrecharge::kMaxTokens ? "max_tokens" : "none";
+}
+
+// The provider's default class, then each [models] class.
+std::vector<const ModelClass*> ClassesOf(const ProviderLimits& provider) {
+  std::vector<const ModelClass*> classes = {nullptr};
+  for (const ModelClass& model_class : provider.models) classes.push_back(&model_class);
+  return classes;
+}
+
+std::vector<std::string> BucketRow(const BucketSpec& spec) {
+  return {spec.key, spec.config.rate.ToString(), absl::StrCat(spec.config.capacity)};
+}
+
+void PrintConfigText(const LimitsConfig& config) {
+  absl::FPrintF(stdout, "%s: valid\n", config.source);
+  absl::FPrintF(stdout, "headroom %g: provider limits are scaled by it, scope limits are not\n",
+                config.headroom);
+  absl::FPrintF(stdout, "default bursts: %s of a per-minute limit, %s of a per-day limit\n",
+                absl::FormatDuration(config.minute_burst), absl::FormatDuration(config.day_burst));
+
+  for (const auto& [name, provider] : config.providers) {
+    absl::FPrintF(stdout, "\nprovider %s (output precharge %s, cache reads %s)\n", name,
+                  PrechargeName(provider.output_precharge),
+                  provider.count_cache_reads ? "counted" : "not counted");
+    std::vector<std::vector<std::string>> rows = {{"BUCKET", "LIMIT", "BURST", "MODELS"}};
+    for (const ModelClass* model_class : ClassesOf(provider)) {
+      std::string models = provider.models.empty() ? "(any model)" : "(any other model)";
+      if (model_class != nullptr) models = absl::StrJoin(model_class->match, ", ");
+      for (const BucketSpec& spec : ProviderBuckets(config, provider, model_class)) {
+        rows.push_back(BucketRow(spec));
+        rows.back().push_back(models);
+      }
+    }
+    if (rows.size() == 1) {
+      absl::FPrintF(stdout, "  no limits\n");
+    } else {
+      PrintTable(rows);
+    }
+  }
+
+  if (config.scopes.empty()) {
+    absl::FPrintF(stdout, "\nscopes: none\n");
+  } else {
+    absl::FPrintF(stdout, "\nscopes\n");
+    std::vector<std::vector<std::string>> paths = {{"SCOPE", "PATH"}};
+    std::vector<std::vector<std::string>> rows = {{"BUCKET", "LIMIT", "BURST"}};
+    for (const auto& [name, scope] : config.scopes) {
+      paths.push_back({name, ScopePathText(ResolveScope(config, name))});
+      for (const BucketSpec& spec : ScopeBuckets(config, scope)) rows.push_back(BucketRow(spec));
+      for (const BudgetSpec& spec : ScopeBudgets(scope)) {
+        rows.push_back({spec.key,
+                        absl::StrFormat("%g USD/%s", spec.limit_micro_usd / 1e6,
+                                        spec.period == BudgetPeriod::kDay ? "day" : "month"),
+                        "-"});
+      }
+      if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
+        rows.push_back({spec->key, absl::StrCat(spec->max_in_flight, " in flight"), "-"});
+      }
+    }
+    PrintTable(paths);
+    absl::FPrintF(stdout, "\n");
+    PrintTable(rows);
+  }
+
+  if (!config.prices.empty()) {
+    absl::FPrintF(stdout, "\nprices (USD per million tokens)\n");
+    std::vector<std::vector<std::string>> rows = {
+        {"MODEL", "INPUT", "OUTPUT", "CACHE WRITE", "CACHE READ"}};
+    for (const auto& [pattern, price] : config.prices) {
+      rows.push_back({pattern, absl::StrFormat("%g", price.input),
+                      absl::StrFormat("%g", price.output), absl::StrFormat("%g", price.cache_write),
+                      absl::StrFormat("%g", price.cache_read)});
+    }
+    PrintTable(rows);
+  }
+}
+
+Json BucketJson(const BucketSpec& spec) {
+  return {{"key", spec.key},
+          {"kind", LimitKindKey(spec.kind)},
+          {"limit", spec.limit},
+          {"rate", spec.config.rate.ToString()},
+          {"burst", spec.config.capacity}};
+}
+
+void PrintConfigJson(const LimitsConfig& config) {
+  Json doc;
+  doc["source"] = config.source;
+  doc["valid"] = true;
+  doc["headroom"] = config.headroom;
+  doc["minute_burst"] = absl::FormatDuration(config.minute_burst);
+  doc["day_burst"] = absl::FormatDuration(config.day_burst);
+  doc["providers"] = Json::array();
+  for (const auto& [name, provider] : config.providers) {
+    Json classes = Json::array();
+    for (const ModelClass* model_class : ClassesOf(provider)) {
+      Json buckets = Json::array();
+      for (const BucketSpec& spec : ProviderBuckets(config, provider, model_class)) {
+        buckets.push_back(BucketJson(spec));
+      }
+      classes.push_back({
+          {"name", model_class == nullptr ? "default" : model_class->name},
+          {"match", model_class == nullptr ? std::vector<std::string>{} : model_class->match},
+          {"count_cache_reads", model_class != nullptr && model_class->count_cache_reads
+                                    ? *model_class->count_cache_reads
+                                    : provider.count_cache_reads},
+          {"buckets", std::move(buckets)},
+      });
+    }
+    doc["providers"].push_back({
+        {"name", name},
+        {"output_precharge", PrechargeName(provider.output_precharge)},
+        {"count_cache_reads", provider.count_cache_reads},
+        {"classes", std::move(classes)},
+    });
+  }
+  doc["scopes"] = Json::array();
+  for (const auto& [name, scope] : config.scopes) {
+    Json path = Json::array();
+    for (const ScopeLimits* s : ResolveScope(config, name).scopes) path.push_back(s->name);
+    Json buckets = Json::array();
+    for (const BucketSpec& spec : ScopeBuckets(config, scope)) buckets.push_back(BucketJson(spec));
+    Json budgets = Json::array();
+    for (const BudgetSpec& spec : ScopeBudgets(scope)) {
+      budgets.push_back({{"key", spec.key},
+                         {"period", spec.period == BudgetPeriod::kDay ? "day" : "month"},
+                         {"limit_micro_usd", spec.limit_micro_usd}});
+    }
+    Json concurrency = nullptr;
+    if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
+      concurrency = {{"key", spec->key}, {"max_in_flight", spec->max_in_flight}};
+    }
+    doc["scopes"].push_back({
+        {"name", name},
+        {"parent", scope.parent.empty() ? Json(nullptr) : Json(scope.parent)},
+        {"path", std::move(path)},
+        {"buckets", std::move(buckets)},
+        {"budgets", std::move(budgets)},
+        {"concurrency", std::move(concurrency)},
+    });
+  }
+  doc["prices"] = Json::array();
+  for (const auto& [pattern, price] : config.prices) {
+    doc["prices"].push_back({{"model", pattern},
+                             {"input", price.input},
+                             {"output", price.output},
+                             {"cache_write", price.cache_write},
+                             {"cache_read", price.cache_read}});
+  }
+  // Names come from the file and need not be valid UTF-8 (see PrintJson).
+  absl::FPrintF(stdout, "%s\n", doc.dump(2, ' ', false, Json::error_handler_t::replace));
+}
+
+int RunConfig(const Command& cmd) {
+  if (cmd.args[0] != "check") {
+    return UsageError(
+        *cmd.verb, absl::StrCat("unknown config verb '", cmd.args[0], "'; the one verb is check"));
+  }
+  absl::StatusOr<LimitsConfig> config = LoadLimitsConfig(cmd.args[1]);
+  if (!config.ok()) return Fail(cmd, config.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintConfigJson(*config);
+  } else {
+    PrintConfigText(*config);
+  }
+  return kExitOk;
+}
+
+constexpr absl::string_view kConfigFlags[] = {"json"};
+constexpr absl::string_view kConfigArgs[] = {"check", "FILE"};
+
+const Verb kConfigVerb = {
+    .order = 40,
+    .name = "config",
+    .usage = "config check FILE [--json]",
+    .summary = "check a limits file and show the limits it sets",
+    .description =
+        "Parses and validates the limits file FILE (TOML; see examples/seed-limits.toml)\n"
+        "and prints the effective limits: every provider model class bucket after\n"
+        "headroom, every scope's buckets, budgets and concurrency cap, and each scope's\n"
+        "path to its root. Exits 0 when the file is valid, 1 with the first error as\n"
+        "FILE:LINE:COLUMN: KEY: message otherwise. Touches no segment.",
+    .flags = kConfigFlags,
+    .required = {},
+    .args = kConfigArgs,
+    .run = RunConfig,
+};
+SLUICE_VERB(kConfigVerb);
+
+}  // namespace
+}  // namespace sluice
