@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -50,11 +51,12 @@ absl::StatusOr<Attached> Attach(const std::string& path, const LimitsConfig& con
   return a;
 }
 
-const PolicyStats::Bucket* FindBucket(const PolicyStats& stats, absl::string_view key) {
+// A copy: the stats are usually a temporary.
+std::optional<PolicyStats::Bucket> FindBucket(const PolicyStats& stats, absl::string_view key) {
   for (const auto& b : stats.buckets) {
-    if (b.key == key) return &b;
+    if (b.key == key) return b;
   }
-  return nullptr;
+  return std::nullopt;
 }
 
 // `sluice batch` killed while holding both leases of a cap of 2: the next
@@ -131,9 +133,9 @@ output_tokens_per_minute = 80000
   ASSERT_TRUE(permit.ok()) << permit.status();
   (*policy)->LearnProviderRate(**route, LimitKind::kOutputTokensPerMinute, 7'200);
   permit->Settle({.input_tokens = 0, .output_tokens = 200});
-  const PolicyStats::Bucket* otpm =
+  const std::optional<PolicyStats::Bucket> otpm =
       FindBucket((*policy)->Stats(), "provider:anthropic:default:otpm");
-  ASSERT_NE(otpm, nullptr);
+  ASSERT_TRUE(otpm.has_value());
   EXPECT_EQ(otpm->capacity, 7'200);
   EXPECT_NEAR(otpm->percent_available, 49.75, 0.05);  // it used to be 99.0
 }
