@@ -316,7 +316,7 @@ void Client::Feedback(const Job& job, const RateLimitInfo& info, const Classific
   if (c.error_class == ErrorClass::kRateLimited) {
     // Clamped: whatever the server sent, no longer than max_retry_after.
     const int64_t hold_ns = absl::ToInt64Nanoseconds(QuotaHold(info, options_.retry));
-    policy_->HoldProvider(*job.route, now > INT64_MAX - hold_ns ? INT64_MAX : now + hold_ns, now);
+    policy_->HoldProvider(*job.route, SaturatingAdd(now, hold_ns), now);
   }
 }
 
