@@ -31,16 +31,20 @@ ReleaseWatcher::ReleaseWatcher(int fd, absl::Duration tick)
 
 ReleaseWatcher::~ReleaseWatcher() {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
+  changed_.notify_all();
   thread_.join();
   close(fd_);
 }
 
 void ReleaseWatcher::Watch(std::vector<StoredLeases> caps) {
-  absl::MutexLock lock(&mu_);
-  caps_ = std::move(caps);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    caps_ = std::move(caps);
+  }
+  changed_.notify_all();
 }
 
 void ReleaseWatcher::Drain() {
@@ -59,18 +63,12 @@ void ReleaseWatcher::Loop() {
   for (;;) {
     std::vector<StoredLeases> caps;
     {
-      absl::MutexLock lock(&mu_);
-      // Idle until something is watched (checking for stop now and then).
-      mu_.AwaitWithTimeout(absl::Condition(
-                               +[](ReleaseWatcher* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) {
-                                 return w->stop_ || !w->caps_.empty();
-                               },
-                               this),
-                           absl::Nanoseconds(tick_ns_));
+      // Idle until something is watched or the watcher stops.
+      std::unique_lock<std::mutex> lock(mu_);
+      changed_.wait(lock, [this] { return stop_ || !caps_.empty(); });
       if (stop_) return;
       caps = caps_;
     }
-    if (caps.empty()) continue;
     std::vector<uint32_t> seen;
     for (const StoredLeases& cap : caps) seen.push_back(cap.Generation());
     // Sleep on the first cap's futex in short slices: a release on another
@@ -84,7 +82,7 @@ void ReleaseWatcher::Loop() {
       for (size_t i = 0; i < caps.size() && !released; ++i) {
         released = caps[i].Generation() != seen[i];
       }
-      absl::MutexLock lock(&mu_);
+      std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
     Signal();  // a release, or a tick: either way the loop tries again
