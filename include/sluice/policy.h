@@ -17,7 +17,7 @@
 // The result is a Permit. After the call the caller settles it with the usage
 // the provider reported; the difference from the estimate is refunded or
 // debited in every token and cost bucket, counting tokens the way each
-// provider does (PROVIDERS.md):
+// provider does:
 //   * input-token limits count input_tokens + cache_creation_input_tokens,
 //     plus cache_read_input_tokens when the model class counts cache reads
 //     (count_cache_reads) and always for a provider named "openai" (its TPM

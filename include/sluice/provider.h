@@ -7,7 +7,7 @@
 // The transport (sluice/client.h) feeds responses in; everything here is a
 // pure function of its arguments, so every rule is tested exhaustively.
 //
-// The rules are the providers' own, collected in PROVIDERS.md:
+// The rules are the providers' own, from their documentation and official SDKs:
 //   * Anthropic sends `anthropic-ratelimit-<dimension>-{limit,remaining,reset}`
 //     with `-reset` an RFC 3339 timestamp; OpenAI sends
 //     `x-ratelimit-{limit,remaining,reset}-<dimension>` with `-reset` a Go

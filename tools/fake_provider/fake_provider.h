@@ -2,7 +2,7 @@
 // -----------------------------------------------------------------------------
 // A simulated AI model provider: a real HTTP server on a loopback port that
 // answers like Anthropic's Messages API and OpenAI's Chat Completions API
-// (shapes, headers, limits and errors as in PROVIDERS.md), so that the sluice
+// (shapes, headers, limits and errors as the providers document them), so that the sluice
 // client, the batch runner, the demo and users' launch rehearsals have
 // something faithful to hit without spending money or quota.
 //
