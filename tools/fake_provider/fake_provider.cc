@@ -6,70 +6,52 @@
 
 #include "tools/fake_provider/fake_provider.h"
 
-#include <dirent.h>
-#include <netdb.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <map>
 #include <memory>
-#include <optional>
-#include <random>
 #include <string>
-#include <thread>
-#include <tuple>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "sluice/client.h"
 #include "sluice/clock.h"
+#include "tools/fake_provider/fake_provider_impl.h"
 #include "tools/judge/exact_bucket.h"
 
 namespace sluice {
-namespace {
-
-// ordered_json keeps fields in the order the providers send them.
-using Json = nlohmann::ordered_json;
-
-constexpr char kJson[] = "application/json";
-
-// Request bodies nested deeper than this are refused. A chat body needs
-// about 6 levels; without a cap a 4 MiB body of "[[[[..." would build a
-// tree of millions of nodes before failing.
-constexpr int kMaxJsonDepth = 64;
-
-// Requests served on one connection before it is closed.
-constexpr size_t kKeepAliveMaxRequests = 100;
-
-// The slow_body fault: the body goes out in this many pieces, each after a
-// pause, about 400 ms in all (real time: time_scale does not apply).
-constexpr int kSlowBodyPieces = 8;
-constexpr absl::Duration kSlowBodyPause = absl::Milliseconds(50);
+namespace fake_provider_internal {
 
 // Serializes a reply. Strings echoed from requests (the model name) were
 // valid UTF-8 when parsed, but `replace` keeps dump() from ever throwing.
 std::string Dump(const Json& doc) {
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
+
+// Go-style, rounded up to the millisecond as OpenAI's values are.
+std::string GoDurationMillisCeil(absl::Duration d) {
+  return FormatGoDuration(absl::Ceil(d, absl::Milliseconds(1)));
+}
+
+}  // namespace fake_provider_internal
+
+namespace {
+
+using fake_provider_internal::Dump;
+using fake_provider_internal::GoDurationMillisCeil;
+using fake_provider_internal::kJson;
+using fake_provider_internal::kKeepAliveMaxRequests;
 
 bool ValidRate(double rate) { return rate >= 0 && rate <= 1; }  // false for NaN too
 
@@ -142,269 +124,6 @@ absl::Status ValidateOptions(const FakeProviderOptions& o) {
   return absl::OkStatus();
 }
 
-// Draws -----------------------------------------------------------------------
-
-// The random values one request may need, all drawn at once so that every
-// authenticated request consumes the same amount of the sequence whatever
-// happens to it. Each is uniform in [0, 1).
-struct Draws {
-  double overloaded;
-  double server_error;
-  double insufficient_quota;
-  double spend_limit;
-  double reset;
-  double truncated_body;
-  double malformed_json;
-  double slow_body;
-  double output;   // picks the output length in [1, max_tokens]
-  double latency;  // picks the latency in mean +- jitter
-};
-
-// mt19937_64 rather than absl::BitGen: its sequence is fixed by the standard,
-// so a seed means the same run on every platform and Abseil version.
-class Generator {
- public:
-  explicit Generator(uint64_t seed) : engine_(seed) {}
-
-  Draws Next() {
-    absl::MutexLock lock(&mu_);
-    return {Uniform(), Uniform(), Uniform(), Uniform(), Uniform(),
-            Uniform(), Uniform(), Uniform(), Uniform(), Uniform()};
-  }
-
- private:
-  // 53 random bits as a double in [0, 1), exactly, without relying on a
-  // library distribution whose algorithm may differ between implementations.
-  double Uniform() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return static_cast<double>(engine_() >> 11) * 0x1.0p-53;
-  }
-
-  absl::Mutex mu_;
-  std::mt19937_64 engine_ ABSL_GUARDED_BY(mu_);
-};
-
-// Request bodies -------------------------------------------------------------------
-
-// A chat request reduced to what the simulation needs.
-struct ChatRequest {
-  std::string model;
-  uint64_t max_tokens = 0;  // as given, or the default for OpenAI
-  uint64_t input_tokens = 0;
-};
-
-// Why a body was refused: the field (a JSON path such as "messages.0.content")
-// and what is wrong with it. `code` is OpenAI's error code for it.
-struct BadRequest {
-  std::string param;
-  std::string problem;
-  std::string code;
-};
-
-BadRequest Missing(std::string param) {
-  return {std::move(param), "Field required", "missing_required_parameter"};
-}
-
-BadRequest WrongType(std::string param, absl::string_view expected) {
-  return {std::move(param), absl::StrCat("Input should be ", expected), "invalid_type"};
-}
-
-// Adds the UTF-8 bytes of a content value (a string, or an array of parts
-// whose "text" counts) to *bytes. Parts without text (images, tool calls)
-// count nothing: the simulation counts text only.
-std::optional<BadRequest> AddContentBytes(const Json& content, const std::string& param,
-                                          uint64_t* bytes) {
-  if (content.is_string()) {
-    *bytes += content.get_ref<const std::string&>().size();
-    return std::nullopt;
-  }
-  if (!content.is_array()) return WrongType(param, "a valid string or list of content blocks");
-  for (size_t i = 0; i < content.size(); ++i) {
-    const Json& part = content[i];
-    if (!part.is_object()) return WrongType(absl::StrCat(param, ".", i), "a valid object");
-    const auto text = part.find("text");
-    if (text == part.end()) continue;
-    if (!text->is_string()) {
-      return WrongType(absl::StrCat(param, ".", i, ".text"), "a valid string");
-    }
-    *bytes += text->get_ref<const std::string&>().size();
-  }
-  return std::nullopt;
-}
-
-// Reads an optional integer field that must be >= 1. Absent (or null): 0.
-std::optional<BadRequest> ReadMaxTokens(const Json& body, const char* field, uint64_t* out) {
-  const auto it = body.find(field);
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number_integer()) return WrongType(field, "a valid integer");
-  if (!it->is_number_unsigned() || it->get<uint64_t>() == 0) {
-    return BadRequest{field, "Input should be greater than or equal to 1",
-                      "integer_below_min_value"};
-  }
-  *out = it->get<uint64_t>();
-  return std::nullopt;
-}
-
-// What the two APIs' bodies have in common; they differ in the details.
-struct BodyRules {
-  bool max_tokens_required;  // Anthropic: max_tokens; OpenAI: optional, two names
-  bool null_content_ok;      // OpenAI assistant messages may carry no content
-  bool system_field;         // Anthropic: a top-level "system"
-};
-
-constexpr BodyRules kAnthropicRules = {true, false, true};
-constexpr BodyRules kOpenAiRules = {false, true, false};
-
-// Validates a chat body and counts its input tokens (see the header). On a
-// bad body, returns what is wrong; `*out` is then unspecified.
-std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
-                                    const FakeProviderOptions& options, ChatRequest* out) {
-  bool too_deep = false;
-  const Json body = Json::parse(
-      text,
-      [&too_deep](int depth, Json::parse_event_t, Json&) {
-        if (depth <= kMaxJsonDepth) return true;
-        too_deep = true;
-        return false;  // keep nothing below the cap
-      },
-      /*allow_exceptions=*/false);
-  if (too_deep) {
-    return BadRequest{
-        "", absl::StrCat("the body is nested more than ", kMaxJsonDepth, " levels deep"), ""};
-  }
-  if (body.is_discarded()) return BadRequest{"", "the body is not valid JSON", ""};
-  if (!body.is_object()) return BadRequest{"", "the body must be a JSON object", ""};
-
-  const auto model = body.find("model");
-  if (model == body.end()) return Missing("model");
-  if (!model->is_string()) return WrongType("model", "a valid string");
-  out->model = model->get<std::string>();
-
-  const auto stream = body.find("stream");
-  if (stream != body.end() && stream->is_boolean() && stream->get<bool>()) {
-    return BadRequest{"stream", "streaming is not supported by the simulated provider",
-                      "unsupported_value"};
-  }
-
-  uint64_t max_tokens = 0;
-  if (rules.max_tokens_required) {
-    if (!body.contains("max_tokens")) return Missing("max_tokens");
-    if (auto bad = ReadMaxTokens(body, "max_tokens", &max_tokens)) return bad;
-    if (max_tokens == 0) return WrongType("max_tokens", "a valid integer");  // it was null
-  } else {
-    // max_completion_tokens replaced max_tokens; the newer name wins.
-    if (auto bad = ReadMaxTokens(body, "max_tokens", &max_tokens)) return bad;
-    if (auto bad = ReadMaxTokens(body, "max_completion_tokens", &max_tokens)) return bad;
-    if (max_tokens == 0) max_tokens = options.default_max_tokens;
-  }
-  if (max_tokens > options.max_output_tokens) {
-    return BadRequest{
-        "max_tokens",
-        absl::StrCat(max_tokens, " > ", options.max_output_tokens,
-                     ", which is the maximum allowed number of output tokens for ", out->model),
-        "invalid_value"};
-  }
-  out->max_tokens = max_tokens;
-
-  uint64_t bytes = 0;
-  if (rules.system_field) {
-    const auto system = body.find("system");
-    if (system != body.end() && !system->is_null()) {
-      if (auto bad = AddContentBytes(*system, "system", &bytes)) return bad;
-    }
-  }
-  const auto messages = body.find("messages");
-  if (messages == body.end()) return Missing("messages");
-  if (!messages->is_array()) return WrongType("messages", "a valid list");
-  if (messages->empty()) {
-    return BadRequest{"messages", "at least one message is required", "empty_array"};
-  }
-  for (size_t i = 0; i < messages->size(); ++i) {
-    const Json& message = (*messages)[i];
-    const std::string param = absl::StrCat("messages.", i);
-    if (!message.is_object()) return WrongType(param, "a valid object");
-    const auto role = message.find("role");
-    if (role == message.end()) return Missing(param + ".role");
-    if (!role->is_string()) return WrongType(param + ".role", "a valid string");
-    const auto content = message.find("content");
-    if (content == message.end() || content->is_null()) {
-      if (rules.null_content_ok) continue;
-      return Missing(param + ".content");
-    }
-    if (auto bad = AddContentBytes(*content, param + ".content", &bytes)) return bad;
-  }
-  out->input_tokens = (bytes + 3) / 4 + 4 * uint64_t{messages->size()};
-  return std::nullopt;
-}
-
-std::string ReplyText(uint64_t words) {
-  std::string text;
-  text.reserve(words * 4);
-  for (uint64_t i = 0; i < words; ++i) text.append(i == 0 ? "tok" : " tok");
-  return text;
-}
-
-// The reset fault -------------------------------------------------------------------
-
-std::string NumericHost(const sockaddr_storage& addr, socklen_t len) {
-  char host[NI_MAXHOST];
-  if (getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, host, sizeof(host), nullptr, 0,
-                  NI_NUMERICHOST) != 0) {
-    return "";
-  }
-  return host;
-}
-
-int Port(const sockaddr_storage& addr) {
-  if (addr.ss_family == AF_INET) {
-    return ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
-  }
-  if (addr.ss_family == AF_INET6) {
-    return ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
-  }
-  return -1;
-}
-
-// Whether `fd` is the connection `req` arrived on.
-bool IsConnectionOf(int fd, const httplib::Request& req) {
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) return false;
-  sockaddr_storage local{}, peer{};
-  socklen_t local_len = sizeof(local), peer_len = sizeof(peer);
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
-      getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) {
-    return false;
-  }
-  return Port(local) == req.local_port && Port(peer) == req.remote_port &&
-         NumericHost(peer, peer_len) == req.remote_addr &&
-         NumericHost(local, local_len) == req.local_addr;
-}
-
-// Drops the connection `req` arrived on, without a response: a reset.
-// httplib does not hand a handler its connection, so the socket is found
-// among this process's descriptors by the addresses httplib recorded in the
-// request. It stays open (httplib closes it); shutting it down makes every
-// write fail, and a zero linger makes the close send RST. The connection is
-// served by the calling thread, so it cannot be closed while this runs.
-// Returns false if the socket was not found.
-bool DropConnection(const httplib::Request& req) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return false;
-  bool dropped = false;
-  while (const dirent* entry = readdir(dir)) {
-    int fd;
-    if (!absl::SimpleAtoi(entry->d_name, &fd) || fd == dirfd(dir) || !IsConnectionOf(fd, req)) {
-      continue;
-    }
-    const linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close));
-    shutdown(fd, SHUT_RDWR);
-    dropped = true;
-    break;
-  }
-  closedir(dir);
-  return dropped;
-}
-
 // Rate-limit headers ----------------------------------------------------------------
 
 // Anthropic rounds token counts in its headers to the nearest thousand. A
@@ -422,11 +141,6 @@ std::string Rfc3339Ceil(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", ceil, absl::UTCTimeZone());
 }
 
-// Go-style, rounded up to the millisecond as OpenAI's values are.
-std::string GoDurationMillisCeil(absl::Duration d) {
-  return FormatGoDuration(absl::Ceil(d, absl::Milliseconds(1)));
-}
-
 // The digits of `n` / 10^`scale` with the fraction's trailing zeros dropped:
 // (4172, 3) -> "4.172", (1500, 3) -> "1.5", (2000, 3) -> "2".
 std::string Decimal(uint64_t n, int scale) {
@@ -441,15 +155,6 @@ std::string Decimal(uint64_t n, int scale) {
   }
   return absl::StrFormat("%s.%0*d", text, scale, frac);
 }
-
-// httplib listens with a backlog of 5 (fixed when the library was built):
-// a burst of new connections overflows it and the kernel drops their SYNs,
-// which clients retry only after a second. Listening again on the bound
-// socket raises the backlog; svr_sock_ is only reachable from a subclass.
-class HttpServer : public httplib::Server {
- public:
-  void RaiseListenBacklog() { ::listen(svr_sock_, SOMAXCONN); }
-};
 
 }  // namespace
 
@@ -495,135 +200,6 @@ FakeProviderStats::Counts FakeProviderStats::ForKey(FakeApi api, absl::string_vi
   }
   return {};
 }
-
-// The server ---------------------------------------------------------------------------
-
-class FakeProvider::Impl {
- public:
-  explicit Impl(FakeProviderOptions options)
-      : options_(std::move(options)), generator_(options_.seed) {}
-
-  ~Impl() { Stop(); }
-
-  absl::Status Listen();
-  void Stop();
-  int port() const { return port_; }
-  const std::string& host() const { return options_.host; }
-  FakeProviderStats stats() const;
-
- private:
-  // One bucket of a key: its limit per simulated minute (what headers and
-  // messages call the limit), and the bucket enforcing it (null: unlimited).
-  struct Limit {
-    uint64_t per_minute = 0;
-    std::unique_ptr<ExactBucket> bucket;
-  };
-
-  // An API key's limits and counters. Each bucket guards itself; counts are
-  // guarded by Impl::mu_.
-  struct KeyState {
-    FakeApi api;
-    std::string label;
-    Limit requests;
-    Limit input_tokens;   // Anthropic ITPM
-    Limit output_tokens;  // Anthropic OTPM
-    Limit tokens;         // OpenAI TPM
-    FakeProviderStats::Counts counts;
-  };
-
-  // One charge of an all-or-nothing admission.
-  struct Charge {
-    const Limit* limit;
-    uint64_t n;
-    const char* what;  // "requests", "input tokens", ...
-  };
-
-  // Why admission failed: the charge refused, and the real time until it
-  // would fit (nullopt when it never can).
-  struct Refusal {
-    const Charge* charge;
-    std::optional<absl::Duration> wait;
-  };
-
-  enum class Fault {
-    kNone,
-    kOverloaded,
-    kServerError,
-    kQuota,
-    kReset,
-    kTruncated,
-    kMalformed,
-    kSlow
-  };
-
-  // What one API exchange came to know, for the headers and the counters.
-  struct Exchange {
-    FakeApi api;
-    std::string request_id;
-    KeyState* key = nullptr;
-  };
-
-  // Routing.
-  void ServeMessages(const httplib::Request& req, httplib::Response& res);
-  void ServeCountTokens(const httplib::Request& req, httplib::Response& res);
-  void ServeChatCompletions(const httplib::Request& req, httplib::Response& res);
-  void ServeStats(const httplib::Request& req, httplib::Response& res);
-  httplib::Server::HandlerResponse ServeError(const httplib::Request& req, httplib::Response& res);
-
-  // The two APIs, once the request id is set.
-  void Messages(const httplib::Request& req, httplib::Response& res, Exchange& ex);
-  void ChatCompletions(const httplib::Request& req, httplib::Response& res, Exchange& ex);
-
-  // Errors in each provider's shape.
-  void AnthropicError(httplib::Response& res, const Exchange& ex, int status,
-                      absl::string_view type, absl::string_view message, Json details = nullptr);
-  void OpenAiError(httplib::Response& res, int status, absl::string_view message,
-                   absl::string_view type, absl::string_view param, absl::string_view code);
-  void AnthropicBadRequest(httplib::Response& res, const Exchange& ex, const BadRequest& bad);
-  void OpenAiBadRequest(httplib::Response& res, const BadRequest& bad);
-
-  // Keys, limits, faults.
-  bool KeyAllowed(const std::string& key) const;
-  KeyState* FindOrAddKey(FakeApi api, const std::string& key);
-  Limit MakeLimit(uint64_t per_minute) const;
-  std::optional<Refusal> Admit(const std::vector<Charge>& charges, int64_t now_ns) const;
-  absl::Duration TimeToFull(const Limit& limit, int64_t now_ns) const;
-  Fault PreAdmissionFault(const Draws& d) const;
-  Fault DeliveryFault(const Draws& d) const;
-  uint64_t OutputTokens(const Draws& d, uint64_t max_tokens) const;
-  absl::Duration Latency(const Draws& d) const;
-  void AddAnthropicHeaders(const KeyState& key, httplib::Response& res) const;
-  void AddOpenAiHeaders(const KeyState& key, httplib::Response& res) const;
-
-  // Counting.
-  void CountRequest(const httplib::Request& req);
-  void CountFault(Exchange& ex);
-  void CountRateLimited(Exchange& ex);
-  void CountAdmitted(Exchange& ex, uint64_t input_tokens, uint64_t output_tokens);
-
-  // Sends an admitted request's reply, damaged as `fault` says.
-  void Deliver(const httplib::Request& req, httplib::Response& res, Fault fault, std::string body);
-
-  std::string NextId(absl::string_view prefix);
-
-  const FakeProviderOptions options_;
-  Generator generator_;
-  std::atomic<uint64_t> next_id_{1};
-  absl::Notification stopping_;  // cuts latency and slow bodies short
-
-  HttpServer server_;
-  std::thread listener_;
-  std::atomic<bool> listener_done_{false};
-  int port_ = 0;
-  absl::Mutex stop_mu_;
-  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
-
-  mutable absl::Mutex mu_;
-  // By API, then by the key itself (kept only here, never shown).
-  absl::flat_hash_map<std::string, std::unique_ptr<KeyState>> keys_[2] ABSL_GUARDED_BY(mu_);
-  FakeProviderStats::Counts totals_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, uint64_t> custom_ids_ ABSL_GUARDED_BY(mu_);
-};
 
 absl::Status FakeProvider::Impl::Listen() {
   const int threads = options_.threads;
@@ -952,314 +528,6 @@ httplib::Server::HandlerResponse FakeProvider::Impl::ServeError(const httplib::R
     AnthropicError(res, ex, res.status, "api_error", "Internal server error");
   }
   return httplib::Server::HandlerResponse::Handled;
-}
-
-// Anthropic -----------------------------------------------------------------------------
-
-void FakeProvider::Impl::ServeMessages(const httplib::Request& req, httplib::Response& res) {
-  Exchange ex{.api = FakeApi::kAnthropic, .request_id = NextId("req_")};
-  res.set_header("request-id", ex.request_id);
-  CountRequest(req);
-  Messages(req, res, ex);
-  if (ex.key != nullptr) AddAnthropicHeaders(*ex.key, res);
-}
-
-void FakeProvider::Impl::Messages(const httplib::Request& req, httplib::Response& res,
-                                  Exchange& ex) {
-  const std::string api_key = req.get_header_value("x-api-key");
-  if (api_key.empty()) {
-    return AnthropicError(res, ex, 401, "authentication_error", "x-api-key header is required");
-  }
-  if (!KeyAllowed(api_key)) {
-    return AnthropicError(res, ex, 401, "authentication_error", "invalid x-api-key");
-  }
-  ex.key = FindOrAddKey(FakeApi::kAnthropic, api_key);
-  if (req.get_header_value("anthropic-version").empty()) {
-    return AnthropicError(res, ex, 400, "invalid_request_error",
-                          "anthropic-version: header is required");
-  }
-  const Draws draws = generator_.Next();
-
-  ChatRequest chat;
-  if (auto bad = ParseChat(req.body, kAnthropicRules, options_, &chat)) {
-    return AnthropicBadRequest(res, ex, *bad);
-  }
-
-  switch (PreAdmissionFault(draws)) {
-    case Fault::kOverloaded:
-      CountFault(ex);
-      return AnthropicError(res, ex, 529, "overloaded_error", "Overloaded");
-    case Fault::kServerError:
-      CountFault(ex);
-      return AnthropicError(res, ex, 500, "api_error", "Internal server error");
-    case Fault::kQuota:
-      // Anthropic's way of saying the money ran out: no retry-after, since
-      // no retry can succeed before the next month.
-      CountFault(ex);
-      return AnthropicError(res, ex, 429, "rate_limit_error",
-                            "You have reached your specified API usage limits. You will regain "
-                            "access on the first day of next month at 00:00 UTC.",
-                            {{"error_code", "enforced_spend_limit_reached"}});
-    default:
-      break;
-  }
-
-  const int64_t now_ns = Clock::MonotonicNanos();
-  const std::vector<Charge> charges = {
-      {&ex.key->requests, 1, "requests"},
-      {&ex.key->input_tokens, chat.input_tokens, "input tokens"},
-      {&ex.key->output_tokens, chat.max_tokens, "output tokens"},
-  };
-  if (std::optional<Refusal> refusal = Admit(charges, now_ns)) {
-    CountRateLimited(ex);
-    const Charge& c = *refusal->charge;
-    if (!refusal->wait.has_value()) {
-      return AnthropicError(
-          res, ex, 429, "rate_limit_error",
-          absl::StrCat("This request would exceed your organization's rate limit of ",
-                       c.limit->per_minute, " ", c.what, " per minute on its own (it needs ", c.n,
-                       "); it cannot succeed at this limit."));
-    }
-    const int64_t seconds =
-        std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(*refusal->wait, absl::Seconds(1))));
-    res.set_header("retry-after", absl::StrCat(seconds));
-    return AnthropicError(
-        res, ex, 429, "rate_limit_error",
-        absl::StrCat("This request would exceed your organization's rate limit of ",
-                     c.limit->per_minute, " ", c.what,
-                     " per minute. For details, refer to the response headers and "
-                     "https://docs.anthropic.com/en/api/rate-limits."));
-  }
-
-  // Output is pre-charged at max_tokens; settle to what was produced.
-  const uint64_t output_tokens = OutputTokens(draws, chat.max_tokens);
-  if (ex.key->output_tokens.bucket != nullptr) {
-    ex.key->output_tokens.bucket->Refund(chat.max_tokens - output_tokens, Clock::MonotonicNanos());
-  }
-  CountAdmitted(ex, chat.input_tokens, output_tokens);
-
-  if (stopping_.WaitForNotificationWithTimeout(Latency(draws))) {
-    return AnthropicError(res, ex, 500, "api_error", "The server is shutting down");
-  }
-  Json reply = {
-      {"id", NextId("msg_")},
-      {"type", "message"},
-      {"role", "assistant"},
-      {"model", chat.model},
-      {"content", Json::array({{{"type", "text"}, {"text", ReplyText(output_tokens)}}})},
-      {"stop_reason", output_tokens == chat.max_tokens ? "max_tokens" : "end_turn"},
-      {"stop_sequence", nullptr},
-      {"usage",
-       {{"input_tokens", chat.input_tokens},
-        {"output_tokens", output_tokens},
-        {"cache_creation_input_tokens", 0},
-        {"cache_read_input_tokens", 0}}},
-  };
-  const Fault fault = DeliveryFault(draws);
-  if (fault != Fault::kNone) CountFault(ex);
-  Deliver(req, res, fault, Dump(reply));
-}
-
-// count_tokens answers from the same deterministic count, without limits.
-void FakeProvider::Impl::ServeCountTokens(const httplib::Request& req, httplib::Response& res) {
-  const Exchange ex{.api = FakeApi::kAnthropic, .request_id = NextId("req_")};
-  res.set_header("request-id", ex.request_id);
-  const std::string api_key = req.get_header_value("x-api-key");
-  if (api_key.empty() || !KeyAllowed(api_key)) {
-    return AnthropicError(res, ex, 401, "authentication_error",
-                          api_key.empty() ? "x-api-key header is required" : "invalid x-api-key");
-  }
-  if (req.get_header_value("anthropic-version").empty()) {
-    return AnthropicError(res, ex, 400, "invalid_request_error",
-                          "anthropic-version: header is required");
-  }
-  // The same body minus max_tokens: parse it with OpenAI's optional rule.
-  BodyRules rules = kAnthropicRules;
-  rules.max_tokens_required = false;
-  ChatRequest chat;
-  if (auto bad = ParseChat(req.body, rules, options_, &chat)) {
-    return AnthropicBadRequest(res, ex, *bad);
-  }
-  res.set_content(Dump({{"input_tokens", chat.input_tokens}}), kJson);
-}
-
-// OpenAI ---------------------------------------------------------------------------------
-
-void FakeProvider::Impl::ServeChatCompletions(const httplib::Request& req, httplib::Response& res) {
-  Exchange ex{.api = FakeApi::kOpenAi, .request_id = NextId("req_")};
-  res.set_header("x-request-id", ex.request_id);
-  CountRequest(req);
-  ChatCompletions(req, res, ex);
-  if (ex.key != nullptr) AddOpenAiHeaders(*ex.key, res);
-}
-
-void FakeProvider::Impl::ChatCompletions(const httplib::Request& req, httplib::Response& res,
-                                         Exchange& ex) {
-  const std::string authorization = req.get_header_value("Authorization");
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (!absl::StartsWith(authorization, kBearer) || authorization.size() == kBearer.size()) {
-    return OpenAiError(res, 401,
-                       "You didn't provide an API key. You need to provide your API key in an "
-                       "Authorization header using Bearer auth (i.e. Authorization: Bearer "
-                       "YOUR_KEY).",
-                       "invalid_request_error", "", "");
-  }
-  const std::string api_key = authorization.substr(kBearer.size());
-  if (!KeyAllowed(api_key)) {
-    return OpenAiError(res, 401, "Incorrect API key provided.", "invalid_request_error", "",
-                       "invalid_api_key");
-  }
-  ex.key = FindOrAddKey(FakeApi::kOpenAi, api_key);
-  const Draws draws = generator_.Next();
-
-  ChatRequest chat;
-  if (auto bad = ParseChat(req.body, kOpenAiRules, options_, &chat)) {
-    return OpenAiBadRequest(res, *bad);
-  }
-
-  switch (PreAdmissionFault(draws)) {
-    case Fault::kOverloaded:
-      CountFault(ex);
-      return OpenAiError(res, 503,
-                         "That model is currently overloaded with other requests. You can retry "
-                         "your request.",
-                         "server_error", "", "");
-    case Fault::kServerError:
-      CountFault(ex);
-      return OpenAiError(res, 500,
-                         "The server had an error while processing your request. Sorry about that!",
-                         "server_error", "", "");
-    case Fault::kQuota:
-      CountFault(ex);
-      return OpenAiError(res, 429,
-                         "You exceeded your current quota, please check your plan and billing "
-                         "details.",
-                         "insufficient_quota", "", "insufficient_quota");
-    default:
-      break;
-  }
-
-  // TPM is pre-charged max(max_tokens, prompt estimate); the fake's estimate
-  // is exact, so it is the prompt itself.
-  const uint64_t charged = std::max(chat.max_tokens, chat.input_tokens);
-  const int64_t now_ns = Clock::MonotonicNanos();
-  const std::vector<Charge> charges = {
-      {&ex.key->requests, 1, "requests"},
-      {&ex.key->tokens, charged, "tokens"},
-  };
-  if (std::optional<Refusal> refusal = Admit(charges, now_ns)) {
-    CountRateLimited(ex);
-    const Charge& c = *refusal->charge;
-    const bool requests = c.limit == &ex.key->requests;
-    const char* unit = requests ? "requests per min (RPM)" : "tokens per min (TPM)";
-    if (!refusal->wait.has_value()) {
-      return OpenAiError(
-          res, 429,
-          absl::StrCat("Request too large for ", chat.model, " in organization org-fake on ", unit,
-                       ": Limit ", c.limit->per_minute, ", Requested ", c.n,
-                       ". The input or output tokens must be reduced in order to run "
-                       "successfully."),
-          requests ? "requests" : "tokens", "", "rate_limit_exceeded");
-    }
-    // What the bucket holds that is spoken for: its whole capacity less
-    // what is available (the per-minute limit when the bucket spans a minute).
-    const int64_t used =
-        static_cast<int64_t>(c.limit->bucket->Capacity()) - c.limit->bucket->Available(now_ns);
-    return OpenAiError(
-        res, 429,
-        absl::StrCat("Rate limit reached for ", chat.model, " in organization org-fake on ", unit,
-                     ": Limit ", c.limit->per_minute, ", Used ", used, ", Requested ", c.n,
-                     ". Please try again in ", GoDurationMillisCeil(*refusal->wait),
-                     ". Visit https://platform.openai.com/account/rate-limits to learn more."),
-        requests ? "requests" : "tokens", "", "rate_limit_exceeded");
-  }
-
-  const uint64_t completion_tokens = OutputTokens(draws, chat.max_tokens);
-  const uint64_t used = chat.input_tokens + completion_tokens;
-  if (ex.key->tokens.bucket != nullptr) {
-    const int64_t settled_ns = Clock::MonotonicNanos();
-    if (used < charged) {
-      ex.key->tokens.bucket->Refund(charged - used, settled_ns);
-    } else {
-      ex.key->tokens.bucket->Debit(used - charged, settled_ns);
-    }
-  }
-  CountAdmitted(ex, chat.input_tokens, completion_tokens);
-
-  if (stopping_.WaitForNotificationWithTimeout(Latency(draws))) {
-    return OpenAiError(res, 500, "The server is shutting down.", "server_error", "", "");
-  }
-  Json reply = {
-      {"id", NextId("chatcmpl-")},
-      {"object", "chat.completion"},
-      {"created", absl::ToUnixSeconds(absl::Now())},
-      {"model", chat.model},
-      {"choices", Json::array({{
-                      {"index", 0},
-                      {"message",
-                       {{"role", "assistant"},
-                        {"content", ReplyText(completion_tokens)},
-                        {"refusal", nullptr}}},
-                      {"logprobs", nullptr},
-                      {"finish_reason", completion_tokens == chat.max_tokens ? "length" : "stop"},
-                  }})},
-      {"usage",
-       {{"prompt_tokens", chat.input_tokens},
-        {"completion_tokens", completion_tokens},
-        {"total_tokens", used},
-        {"prompt_tokens_details", {{"cached_tokens", 0}}}}},
-  };
-  const Fault fault = DeliveryFault(draws);
-  if (fault != Fault::kNone) CountFault(ex);
-  Deliver(req, res, fault, Dump(reply));
-}
-
-// Delivery --------------------------------------------------------------------------------
-
-void FakeProvider::Impl::Deliver(const httplib::Request& req, httplib::Response& res, Fault fault,
-                                 std::string body) {
-  res.status = 200;
-  switch (fault) {
-    case Fault::kReset:
-      if (DropConnection(req)) return;
-      // Not found (it cannot happen on Linux): fall back to promising a
-      // body and sending none, the nearest thing httplib can do.
-      res.set_content_provider(body.size(), kJson,
-                               [](size_t, size_t, httplib::DataSink&) { return false; });
-      return;
-    case Fault::kTruncated: {
-      // Content-Length says the whole body; half of it is sent, then the
-      // provider fails, and httplib closes the connection.
-      auto shared = std::make_shared<const std::string>(std::move(body));
-      const size_t cut = shared->size() / 2;
-      res.set_content_provider(shared->size(), kJson,
-                               [shared, cut](size_t offset, size_t, httplib::DataSink& sink) {
-                                 if (offset >= cut) return false;
-                                 return sink.write(shared->data() + offset, cut - offset);
-                               });
-      return;
-    }
-    case Fault::kMalformed:
-      // What a misbehaving proxy might pass on: the reply cut short and
-      // followed by junk, under a 200 and a JSON content type.
-      body.resize(body.size() / 2);
-      body.append("<!-- upstream connection reset -->");
-      res.set_content(body, kJson);
-      return;
-    case Fault::kSlow: {
-      auto shared = std::make_shared<const std::string>(std::move(body));
-      const size_t piece = (shared->size() + kSlowBodyPieces - 1) / kSlowBodyPieces;
-      res.set_content_provider(
-          shared->size(), kJson,
-          [this, shared, piece](size_t offset, size_t length, httplib::DataSink& sink) {
-            if (stopping_.WaitForNotificationWithTimeout(kSlowBodyPause)) return false;
-            return sink.write(shared->data() + offset, std::min(piece, length));
-          });
-      return;
-    }
-    default:
-      res.set_content(body, kJson);
-  }
 }
 
 // Stats -----------------------------------------------------------------------------------

@@ -1,0 +1,53 @@
+// The simulated provider's reading of a chat request body, both APIs: the
+// model, max_tokens and the deterministic input-token count (see
+// fake_provider.h), or the field that is wrong and why, as the providers
+// report it. Internal to the simulated provider.
+#ifndef SLUICE_TOOLS_FAKE_PROVIDER_CHAT_BODY_H_
+#define SLUICE_TOOLS_FAKE_PROVIDER_CHAT_BODY_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "tools/fake_provider/fake_provider.h"
+
+namespace sluice {
+namespace fake_provider_internal {
+
+// A chat request reduced to what the simulation needs.
+struct ChatRequest {
+  std::string model;
+  uint64_t max_tokens = 0;  // as given, or the default for OpenAI
+  uint64_t input_tokens = 0;
+};
+
+// Why a body was refused: the field (a JSON path such as "messages.0.content")
+// and what is wrong with it. `code` is OpenAI's error code for it.
+struct BadRequest {
+  std::string param;
+  std::string problem;
+  std::string code;
+};
+
+// What the two APIs' bodies have in common; they differ in the details.
+struct BodyRules {
+  bool max_tokens_required;  // Anthropic: max_tokens; OpenAI: optional, two names
+  bool null_content_ok;      // OpenAI assistant messages may carry no content
+  bool system_field;         // Anthropic: a top-level "system"
+};
+
+inline constexpr BodyRules kAnthropicRules = {true, false, true};
+inline constexpr BodyRules kOpenAiRules = {false, true, false};
+
+// Validates a chat body and counts its input tokens (see the header). On a
+// bad body, returns what is wrong; `*out` is then unspecified.
+std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
+                                    const FakeProviderOptions& options, ChatRequest* out);
+
+// "tok tok tok ...": `words` of them.
+std::string ReplyText(uint64_t words);
+
+}  // namespace fake_provider_internal
+}  // namespace sluice
+
+#endif  // SLUICE_TOOLS_FAKE_PROVIDER_CHAT_BODY_H_
