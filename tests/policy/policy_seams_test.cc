@@ -51,6 +51,28 @@ absl::StatusOr<Attached> Attach(const std::string& path, const LimitsConfig& con
   return a;
 }
 
+// A policy over process memory on `clock`, and the route of an Anthropic
+// request in the global scope (null route when either fails).
+struct LocalRoute {
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Policy> policy;
+  const Route* route = nullptr;
+};
+
+LocalRoute MakeLocalRoute(const LimitsConfig& config, FakeClock* clock) {
+  LocalRoute local;
+  local.store = NewLocalStore(Clock::Fake(clock));
+  absl::StatusOr<std::unique_ptr<Policy>> policy = Policy::Create(config, local.store.get());
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  if (!policy.ok()) return local;
+  local.policy = *std::move(policy);
+  absl::StatusOr<const Route*> route =
+      local.policy->Resolve("global", "anthropic", "claude-sonnet-4");
+  EXPECT_TRUE(route.ok()) << route.status();
+  if (route.ok()) local.route = *route;
+  return local;
+}
+
 // A copy: the stats are usually a temporary.
 std::optional<PolicyStats::Bucket> FindBucket(const PolicyStats& stats, absl::string_view key) {
   for (const auto& b : stats.buckets) {
@@ -122,19 +144,18 @@ output_tokens_per_minute = 80000
 output_tokens_per_minute = 80000
 )");
   FakeClock clock(1'000 * kSec);
-  auto store = NewLocalStore(Clock::Fake(&clock));
-  auto policy = Policy::Create(config, store.get());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  auto route = (*policy)->Resolve("global", "anthropic", "claude-sonnet-4");
-  ASSERT_TRUE(route.ok());
-  auto half = (*policy)->Reserve(**route, 0, 40'000, absl::ZeroDuration(), clock.Now());
+  LocalRoute local = MakeLocalRoute(config, &clock);
+  ASSERT_NE(local.route, nullptr);
+  Policy* policy = local.policy.get();
+  const Route& route = *local.route;
+  auto half = policy->Reserve(route, 0, 40'000, absl::ZeroDuration(), clock.Now());
   ASSERT_TRUE(half.ok()) << half.status();
-  auto permit = (*policy)->Reserve(**route, 0, 4'096, absl::ZeroDuration(), clock.Now());
+  auto permit = policy->Reserve(route, 0, 4'096, absl::ZeroDuration(), clock.Now());
   ASSERT_TRUE(permit.ok()) << permit.status();
-  (*policy)->LearnProviderRate(**route, LimitKind::kOutputTokensPerMinute, 7'200);
+  policy->LearnProviderRate(route, LimitKind::kOutputTokensPerMinute, 7'200);
   permit->Settle({.input_tokens = 0, .output_tokens = 200});
   const std::optional<PolicyStats::Bucket> otpm =
-      FindBucket((*policy)->Stats(), "provider:anthropic:default:otpm");
+      FindBucket(policy->Stats(), "provider:anthropic:default:otpm");
   ASSERT_TRUE(otpm.has_value());
   EXPECT_EQ(otpm->capacity, 7'200);
   EXPECT_NEAR(otpm->percent_available, 49.75, 0.05);  // it used to be 99.0
@@ -192,16 +213,15 @@ input_tokens_per_minute = 60000
 output_tokens_per_minute = 60000
 )");
   FakeClock clock(1'000 * kSec);
-  auto store = NewLocalStore(Clock::Fake(&clock));
-  auto policy = Policy::Create(config, store.get());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  auto route = (*policy)->Resolve("global", "anthropic", "claude-sonnet-4");
-  ASSERT_TRUE(route.ok());
-  auto permit = (*policy)->Reserve(**route, 1'000, 30'000, absl::ZeroDuration(), clock.Now());
+  LocalRoute local = MakeLocalRoute(config, &clock);
+  ASSERT_NE(local.route, nullptr);
+  Policy* policy = local.policy.get();
+  const Route& route = *local.route;
+  auto permit = policy->Reserve(route, 1'000, 30'000, absl::ZeroDuration(), clock.Now());
   ASSERT_TRUE(permit.ok()) << permit.status();
-  (*policy)->HoldProvider(**route, clock.Now() + 20 * kSec, clock.Now());
+  policy->HoldProvider(route, clock.Now() + 20 * kSec, clock.Now());
   permit->Settle({.input_tokens = 1'000});  // the request failed: no output came
-  auto next = (*policy)->Reserve(**route, 1, 1, absl::Seconds(60), clock.Now());
+  auto next = policy->Reserve(route, 1, 1, absl::Seconds(60), clock.Now());
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_GE(next->wait_ns(), 20 * kSec);
 }
