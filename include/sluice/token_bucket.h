@@ -230,11 +230,14 @@ class BucketRef {
   // saying which value is wrong.
   static absl::Status Validate(const BucketCell& cell, const BucketConfig& config);
 
-  // Changes rate and capacity live, keeping the fraction of capacity that is
-  // available (a bucket 40% full stays 40% full; debt scales the same way)
-  // and any hold. REQUIRES: reconfigurations of this cell are serialized by
-  // the caller. Returns InvalidArgument and changes nothing on a bad config.
-  absl::Status Reconfigure(const BucketConfig& config, int64_t now_ns) const;
+  // Changes `cell`'s rate and capacity live, keeping the fraction of capacity
+  // that is available (a bucket 40% full stays 40% full; debt scales the same
+  // way) and any hold. Returns InvalidArgument and changes nothing on a bad
+  // config. REQUIRES: reconfigurations of this cell are serialized by the
+  // caller. A static function on the cell, not a member: whoever holds a
+  // BucketRef may admit through it but cannot reconfigure past the owner's
+  // serialization (TokenBucket's mutex, the segment lock).
+  static absl::Status Reconfigure(BucketCell* cell, const BucketConfig& config, int64_t now_ns);
 
   // Which of the cell's two parameter slots is in use (0 or 1), and so which
   // one the next Reconfigure writes (the other). For stores that keep a copy
@@ -257,15 +260,48 @@ class BucketRef {
 
 // TokenBucket
 //
-// A bucket in process memory: a BucketRef that owns its cell and serializes
-// its own reconfigurations.
-class TokenBucket final : public BucketRef {
+// A bucket in process memory: it owns its cell, admits through a BucketRef
+// over it, and serializes its own reconfigurations. Not copyable or movable
+// (the BucketRef points into it); Create returns it on the heap.
+class TokenBucket final {
  public:
   // Returns InvalidArgument on a bad config (see ValidateBucketConfig).
   static absl::StatusOr<std::unique_ptr<TokenBucket>> Create(const BucketConfig& config,
                                                              Clock clock = Clock::Monotonic());
+  TokenBucket(const TokenBucket&) = delete;
+  TokenBucket& operator=(const TokenBucket&) = delete;
 
-  // As BucketRef::Reconfigure, safe to call from any thread.
+  // The bucket operations, as BucketRef's.
+  Decision TryAcquire(uint64_t n, int64_t now_ns) const { return ref_.TryAcquire(n, now_ns); }
+  Decision TryAcquire(uint64_t n) const { return ref_.TryAcquire(n); }
+  Decision Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_ns) const {
+    return ref_.Reserve(n, max_wait_ns, now_ns);
+  }
+  Decision Reserve(uint64_t n, int64_t max_wait_ns) const { return ref_.Reserve(n, max_wait_ns); }
+  absl::Status Acquire(uint64_t n, absl::Duration timeout) const {
+    return ref_.Acquire(n, timeout);
+  }
+  void Refund(uint64_t n, const Terms& taken, int64_t now_ns) const {
+    ref_.Refund(n, taken, now_ns);
+  }
+  void Refund(uint64_t n, const Terms& taken) const { ref_.Refund(n, taken); }
+  void Debit(uint64_t n, int64_t now_ns) const { ref_.Debit(n, now_ns); }
+  void Debit(uint64_t n) const { ref_.Debit(n); }
+  void HoldUntil(int64_t until_ns, int64_t now_ns) const { ref_.HoldUntil(until_ns, now_ns); }
+  int64_t Available(int64_t now_ns) const { return ref_.Available(now_ns); }
+  int64_t Available() const { return ref_.Available(); }
+  int64_t Capacity() const { return ref_.Capacity(); }
+  Pressure GetPressure(int64_t now_ns) const { return ref_.GetPressure(now_ns); }
+  Pressure GetPressure() const { return ref_.GetPressure(); }
+  int64_t FullForNanos(int64_t now_ns) const { return ref_.FullForNanos(now_ns); }
+  const Clock& clock() const { return ref_.clock(); }
+
+  // The bucket as a BucketRef, for code written against the cell API. It
+  // cannot reconfigure: that goes through Reconfigure below.
+  const BucketRef& ref() const { return ref_; }
+
+  // As BucketRef::Reconfigure, serialized by the bucket's mutex: safe to call
+  // from any thread.
   absl::Status Reconfigure(const BucketConfig& config, int64_t now_ns);
   absl::Status Reconfigure(const BucketConfig& config) {
     return Reconfigure(config, clock().Now());
@@ -278,6 +314,7 @@ class TokenBucket final : public BucketRef {
   TokenBucket(const BucketConfig& config, Clock clock);
 
   BucketCell cell_;
+  const BucketRef ref_;
   mutable absl::Mutex mu_;
   BucketConfig config_ ABSL_GUARDED_BY(mu_);
 };

@@ -263,12 +263,13 @@ absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& con
   return ValidateParamSlot(cell, static_cast<int>(word & 1), config);
 }
 
-absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) const {
+absl::Status BucketRef::Reconfigure(BucketCell* cell, const BucketConfig& config,
+                                    int64_t now_ns) {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();
-  int64_t word = cell_->word_.load(std::memory_order_acquire);
+  int64_t word = cell->word_.load(std::memory_order_acquire);
   const int slot = static_cast<int>(word & 1) ^ 1;
-  const BucketCell::Params& old = cell_->params_[word & 1];
+  const BucketCell::Params& old = cell->params_[word & 1];
   const int64_t old_tau = old.tau.load(std::memory_order_relaxed);
   const int64_t old_epoch = old.epoch_ns.load(std::memory_order_relaxed);
   // Move the epoch forward once half the word's range is used, so a bucket
@@ -279,7 +280,7 @@ absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) 
   // generations old; the release fence pairs with its acquire fence so that
   // it sees the word move and retries rather than trusting a torn read.
   std::atomic_thread_fence(std::memory_order_release);
-  BucketCell::Params& next_params = cell_->params_[slot];
+  BucketCell::Params& next_params = cell->params_[slot];
   next_params.interval.store(d->interval, std::memory_order_relaxed);
   next_params.tau.store(d->tau, std::memory_order_relaxed);
   next_params.epoch_ns.store(epoch, std::memory_order_relaxed);
@@ -288,7 +289,7 @@ absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) 
   const int64_t new_now = ToUnits(now_ns, epoch);
   // A hold in force keeps its deadline: its part of the TAT becomes the same
   // hold under the new parameters; only what is owed beyond it is rescaled.
-  const int64_t hold_until = cell_->hold_until_ns_.load(std::memory_order_acquire);
+  const int64_t hold_until = cell->hold_until_ns_.load(std::memory_order_acquire);
   const int64_t old_base =
       std::max(old_now, HeldTat(hold_until, now_ns, old_epoch,
                                 old.interval.load(std::memory_order_relaxed), old_tau));
@@ -301,7 +302,7 @@ absl::Status BucketRef::Reconfigure(const BucketConfig& config, int64_t now_ns) 
     const __int128 ahead = std::max<int64_t>(0, (word >> 1) - old_base);
     const __int128 scaled = old_tau > 0 ? (ahead * d->tau + old_tau - 1) / old_tau : 0;
     const int64_t next = static_cast<int64_t>(std::min<__int128>(new_base + scaled, kMaxTat));
-    if (cell_->word_.compare_exchange_weak(word, (next << 1) | slot, std::memory_order_acq_rel,
+    if (cell->word_.compare_exchange_weak(word, (next << 1) | slot, std::memory_order_acq_rel,
                                            std::memory_order_acquire)) {
       return absl::OkStatus();
     }
@@ -315,14 +316,14 @@ absl::StatusOr<std::unique_ptr<TokenBucket>> TokenBucket::Create(const BucketCon
 }
 
 TokenBucket::TokenBucket(const BucketConfig& config, Clock clock)
-    : BucketRef(&cell_, clock), config_(config) {
+    : ref_(&cell_, clock), config_(config) {
   // Validated by Create, so Init cannot fail.
   BucketRef::Init(&cell_, config, clock.Now()).IgnoreError();
 }
 
 absl::Status TokenBucket::Reconfigure(const BucketConfig& config, int64_t now_ns) {
   absl::MutexLock lock(&mu_);
-  absl::Status s = BucketRef::Reconfigure(config, now_ns);
+  absl::Status s = BucketRef::Reconfigure(&cell_, config, now_ns);
   if (s.ok()) config_ = config;
   return s;
 }

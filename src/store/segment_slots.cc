@@ -64,8 +64,8 @@ absl::Status ApplyLocked(Slot& slot, const SegmentOptions& options) {
   const int in_use = BucketRef::ParamSlot(*cell);
   if (SameConfig(ConfigOf(slot.params[in_use]), target)) return absl::OkStatus();
   segment_internal::Store(slot.params[in_use ^ 1], target);
-  absl::Status s = BucketRef(cell, options.clock).Reconfigure(target, options.clock.Now());
-  if (options.reconfigure_fault_hook_for_testing) options.reconfigure_fault_hook_for_testing();
+  absl::Status s = BucketRef::Reconfigure(cell, target, options.clock.Now());
+  if (const auto& hook = segment_testing::ReconfigureFaultHook()) hook();
   return s;
 }
 

@@ -95,7 +95,7 @@ class LocalStore final : public Store {
     if (target.rate == entry.running.rate && target.capacity == entry.running.capacity) {
       return absl::OkStatus();
     }
-    if (absl::Status s = BucketRef(&entry.cell, clock_).Reconfigure(target, clock_.Now());
+    if (absl::Status s = BucketRef::Reconfigure(&entry.cell, target, clock_.Now());
         !s.ok()) {
       return s;
     }

@@ -45,7 +45,7 @@ TEST(RefundTest, ReturnsTheShareTakenAcrossAReconfiguration) {
       ASSERT_TRUE(b->Reconfigure(low, kT0).ok());
     }
     b->Refund(3'896, d.terms, kT0);
-    EXPECT_NEAR(Fill(*b, kT0), 0.4975, 0.0005) << "reconfigured: " << reconfigure;
+    EXPECT_NEAR(Fill(b->ref(), kT0), 0.4975, 0.0005) << "reconfigured: " << reconfigure;
   }
 }
 
@@ -173,7 +173,7 @@ TEST(ZeroCellTest, NeverGrantsAndNeverCrashes) {
   h.HoldUntil(kT0 + kSec, kT0);
   EXPECT_FALSE(h.TryAcquire(1, kT0 + 2 * kSec).granted());
   // Reconfiguring a zero cell makes it a working, full bucket.
-  ASSERT_TRUE(b.Reconfigure({Rate::PerSecond(1), 3}, kT0).ok());
+  ASSERT_TRUE(BucketRef::Reconfigure(&cell, {Rate::PerSecond(1), 3}, kT0).ok());
   EXPECT_EQ(b.Available(kT0), 3);
 }
 

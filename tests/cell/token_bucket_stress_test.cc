@@ -80,7 +80,7 @@ TEST(TokenBucketStressTest, ReconfiguringWhileAcquiringKeepsTheBound) {
       flips.fetch_add(1);
     }
   });
-  const int64_t kept = Hammer(bucket);
+  const int64_t kept = Hammer(bucket.ref());
   stop.store(true);
   reconfigurer.join();
   const int64_t elapsed = Clock::MonotonicNanos() + 20'000 - start;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,12 +30,26 @@ int64_t Drain(const BucketRef& b, int64_t now) {
   return n;
 }
 
+// Whoever holds a BucketRef (a TokenBucket's ref(), a SharedBucket's) may
+// admit through it but cannot reconfigure it: reconfiguring goes through the
+// owner, which serializes it (TokenBucket's mutex, the segment lock). These
+// fail to compile if a reconfiguration path around the owner comes back.
+template <typename Ref>
+concept ReconfigurableThrough = requires(Ref ref, const BucketConfig& config) {
+  ref.Reconfigure(config, int64_t{0});
+};
+static_assert(!ReconfigurableThrough<const BucketRef&>);
+static_assert(!ReconfigurableThrough<BucketRef&>);
+static_assert(ReconfigurableThrough<TokenBucket&>);
+static_assert(!std::is_base_of_v<BucketRef, TokenBucket>,
+              "a TokenBucket holds its BucketRef; it is not one");
+
 TEST(TokenBucketTest, NewBucketIsFullAndAdmitsExactlyItsCapacity) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerMinute(1000), 50}, &clock);
   EXPECT_EQ(b->Available(kT0), 50);
   EXPECT_EQ(b->Capacity(), 50);
-  EXPECT_EQ(Drain(*b, kT0), 50);
+  EXPECT_EQ(Drain(b->ref(), kT0), 50);
   const Decision d = b->TryAcquire(1, kT0);
   EXPECT_EQ(d.outcome, Outcome::kRefused);
   EXPECT_EQ(d.wait_ns, 60 * kMs);  // 60 s / 1000
@@ -43,18 +58,18 @@ TEST(TokenBucketTest, NewBucketIsFullAndAdmitsExactlyItsCapacity) {
 TEST(TokenBucketTest, RefillsExactlyOnePermitPerInterval) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerMinute(1000), 5}, &clock);
-  ASSERT_EQ(Drain(*b, kT0), 5);
+  ASSERT_EQ(Drain(b->ref(), kT0), 5);
   EXPECT_EQ(b->TryAcquire(1, kT0 + 60 * kMs - 1).wait_ns, 1);
   EXPECT_TRUE(b->TryAcquire(1, kT0 + 60 * kMs).granted());
   EXPECT_FALSE(b->TryAcquire(1, kT0 + 60 * kMs).granted());
   // Three intervals later, exactly three more.
-  EXPECT_EQ(Drain(*b, kT0 + 4 * 60 * kMs), 3);
+  EXPECT_EQ(Drain(b->ref(), kT0 + 4 * 60 * kMs), 3);
 }
 
 TEST(TokenBucketTest, PartialRefillReportsTheRemainingWait) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(10), 10}, &clock);
-  ASSERT_EQ(Drain(*b, kT0), 10);
+  ASSERT_EQ(Drain(b->ref(), kT0), 10);
   EXPECT_EQ(b->Available(kT0 + 30 * kMs), 0);
   EXPECT_EQ(b->TryAcquire(1, kT0 + 30 * kMs).wait_ns, 70 * kMs);
   EXPECT_EQ(b->TryAcquire(3, kT0 + 30 * kMs).wait_ns, 270 * kMs);
@@ -124,7 +139,7 @@ TEST(TokenBucketTest, RefundReturnsExactlyWhatWasTakenUpToCapacity) {
   EXPECT_EQ(b->Available(kT0), 4);
   b->Refund(100, all.terms, kT0);
   EXPECT_EQ(b->Available(kT0), 10);  // never more than it holds
-  EXPECT_EQ(Drain(*b, kT0), 10);
+  EXPECT_EQ(Drain(b->ref(), kT0), 10);
   // A reservation into debt, refunded, leaves the bucket as before it.
   const Decision r = b->Reserve(5, 10 * kSec, kT0);
   ASSERT_TRUE(r.granted());
@@ -133,7 +148,7 @@ TEST(TokenBucketTest, RefundReturnsExactlyWhatWasTakenUpToCapacity) {
   EXPECT_EQ(b->TryAcquire(1, kT0).wait_ns, kSec);
   // Refunding into a bucket that is already full changes nothing.
   b->Refund(3, r.terms, kT0 + 60 * kSec);
-  EXPECT_EQ(Drain(*b, kT0 + 60 * kSec), 10);
+  EXPECT_EQ(Drain(b->ref(), kT0 + 60 * kSec), 10);
 }
 
 TEST(TokenBucketTest, ReservationsAreServedInOrder) {
@@ -180,7 +195,7 @@ TEST(TokenBucketTest, StaleNowNeverRewindsTheBucket) {
   FakeClock clock(kT0);
   auto b = MakeBucket({Rate::PerSecond(1), 5}, &clock);
   const int64_t later = kT0 + 100 * kSec;
-  ASSERT_EQ(Drain(*b, later), 5);
+  ASSERT_EQ(Drain(b->ref(), later), 5);
   EXPECT_FALSE(b->TryAcquire(1, kT0).granted());
   EXPECT_EQ(b->Available(kT0), 0);
   EXPECT_TRUE(b->TryAcquire(1, later + kSec).granted());
@@ -267,7 +282,7 @@ TEST(TokenBucketTest, InexactIntervalsRoundTowardsAdmittingLess) {
   // 1 s / 7 is not a whole number of 1/16 ns: the interval rounds up, so seven
   // permits take a fraction of a nanosecond more than a second to come back.
   auto b = MakeBucket({Rate::PerSecond(7), 7}, &clock);
-  ASSERT_EQ(Drain(*b, kT0), 7);
+  ASSERT_EQ(Drain(b->ref(), kT0), 7);
   EXPECT_EQ(b->Available(kT0 + kSec), 6);
   EXPECT_EQ(b->Available(kT0 + kSec + 1), 7);
 }
