@@ -88,13 +88,6 @@ struct SegmentOptions {
   absl::Duration lock_timeout = absl::Seconds(10);
   // The clock handles read. The real clocks are host-wide, so processes agree.
   Clock clock = Clock::Monotonic();
-  // Tests only: called by the process initializing the segment after the
-  // file is sized and half-written, before the header is published. A hook
-  // that kills the process simulates a creator dying mid-initialization.
-  std::function<void()> init_fault_hook_for_testing;
-  // Tests only: called by a process reconfiguring a bucket right after the
-  // cell takes its new parameters, before anything else is written.
-  std::function<void()> reconfigure_fault_hook_for_testing;
 };
 
 // SharedBucket
@@ -177,53 +170,8 @@ class SharedLeases : public LeaseSetRef {
   std::atomic<uint64_t>* bottlenecks_;
 };
 
-// What `sluice inspect` shows.
-struct SegmentInfo {
-  struct Bucket {
-    std::string name;
-    uint32_t slot;
-    BucketConfig config;          // what it runs at; config.capacity is the burst
-    BucketConfig configured;      // what the limits file (or a command) said
-    std::optional<Rate> learned;  // a limit learned from the provider
-    int64_t available;
-    Pressure pressure;
-    uint64_t bottlenecks;
-  };
-  struct Leases {
-    std::string name;
-    uint32_t slot;
-    uint32_t capacity;
-    uint32_t in_flight;
-    uint64_t bottlenecks;
-  };
-  // A window counter (a budget), read as it is: the window the counter last
-  // counted in and the amount used in it. The caller decides whether that
-  // window is still the current one (a UTC day or month for budgets); an
-  // older one means nothing is used in the current window yet.
-  struct Counter {
-    std::string name;
-    uint32_t slot;
-    int64_t window;
-    int64_t used;  // micro-USD for budgets
-    uint64_t bottlenecks;
-  };
-  struct Process {
-    pid_t pid;
-    uint64_t start_time;  // clock ticks after boot, from /proc/PID/stat
-    bool alive;           // not known to be dead (unknown counts as alive)
-    int64_t attached_unix_ns;
-  };
-  std::string path;
-  uint32_t abi_major, abi_minor;
-  uint64_t size_bytes;
-  uint32_t slots, slots_used;
-  uint32_t max_processes;
-  int64_t created_unix_ns;
-  std::vector<Bucket> buckets;
-  std::vector<Leases> leases;
-  std::vector<Counter> counters;  // window counters (budgets)
-  std::vector<Process> processes;
-};
+// What Inspect reports (segment_info.h).
+struct SegmentInfo;
 
 class Segment {
  public:

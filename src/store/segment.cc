@@ -22,6 +22,7 @@
 #include "src/store/process.h"
 #include "src/store/segment_internal.h"
 #include "src/store/segment_layout.h"
+#include "src/store/segment_testing.h"
 
 namespace sluice {
 
@@ -414,7 +415,7 @@ absl::Status Segment::InitializeLocked(uint64_t file_size, const std::string& bo
   header->abi_major = kSegmentAbiMajor;
   header->abi_minor = kSegmentAbiMinor;
   header->state.store(segment_layout::kHeaderInitializing, std::memory_order_relaxed);
-  if (options_.init_fault_hook_for_testing) options_.init_fault_hook_for_testing();
+  if (const auto& hook = segment_testing::InitFaultHook()) hook();
   header->fingerprint = segment_layout::Fingerprint();
   header->total_size = o.total;
   header->slot_count = options_.slots;
@@ -529,4 +530,24 @@ absl::Status Segment::Remove(absl::string_view name_or_path) {
   return UnlinkIfSame(*path, st);
 }
 
+namespace segment_testing {
+namespace {
+
+std::function<void()>& InitHook() {
+  static auto* hook = new std::function<void()>;
+  return *hook;
+}
+std::function<void()>& ReconfigureHook() {
+  static auto* hook = new std::function<void()>;
+  return *hook;
+}
+
+}  // namespace
+
+void SetInitFaultHook(std::function<void()> hook) { InitHook() = std::move(hook); }
+void SetReconfigureFaultHook(std::function<void()> hook) { ReconfigureHook() = std::move(hook); }
+const std::function<void()>& InitFaultHook() { return InitHook(); }
+const std::function<void()>& ReconfigureFaultHook() { return ReconfigureHook(); }
+
+}  // namespace segment_testing
 }  // namespace sluice

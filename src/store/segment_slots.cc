@@ -10,9 +10,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "src/store/process.h"
 #include "src/store/segment_internal.h"
 #include "src/store/segment_layout.h"
+#include "src/store/segment_testing.h"
 
 namespace sluice {
 

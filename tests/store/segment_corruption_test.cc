@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "src/store/segment_layout.h"
 #include "tests/store/segment_test_util.h"
 

@@ -13,6 +13,8 @@
 
 #include "gtest/gtest.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
+#include "src/store/segment_testing.h"
 #include "tests/store/segment_test_util.h"
 
 namespace sluice {
@@ -194,13 +196,12 @@ TEST(SegmentProcessTest, ACreatorKilledDuringInitializationIsRecoveredFrom) {
   ASSERT_EQ(pipe(go), 0);
   const pid_t creator = fork();
   if (creator == 0) {
-    SegmentOptions options;
-    options.init_fault_hook_for_testing = [&] {
+    segment_testing::SetInitFaultHook([&] {
       close(go[1]);  // let the others start while this one holds the lock
       usleep(100'000);
       raise(SIGKILL);
-    };
-    (void)Segment::Open(scratch.path(), options);
+    });
+    (void)Segment::Open(scratch.path());
     _exit(1);  // not reached
   }
   close(go[1]);

@@ -15,8 +15,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "src/store/process.h"
 #include "src/store/segment_layout.h"
+#include "src/store/segment_testing.h"
 #include "tests/store/segment_test_util.h"
 
 namespace sluice {
@@ -230,9 +232,8 @@ TEST(SegmentSeamsTest, AKillDuringAReconfigurationLeavesASegmentThatOpens) {
   ASSERT_TRUE(segment->OpenBucket("b", {Rate::PerSecond(10), 10}).ok());
   const BucketConfig next{Rate::PerSecond(100), 40};
   EXPECT_EQ(InChild([&] {
-              SegmentOptions options;
-              options.reconfigure_fault_hook_for_testing = [] { raise(SIGKILL); };
-              auto child = Segment::Open(scratch.path(), options);
+              segment_testing::SetReconfigureFaultHook([] { raise(SIGKILL); });
+              auto child = Segment::Open(scratch.path());
               if (!child.ok()) return 1;
               (*child)->OpenBucket("b", next, /*reconfigure=*/true).IgnoreError();
               return 2;

@@ -2,6 +2,7 @@
 // second process is the point): creation, permissions, the bucket table,
 // reclaiming, layout checks, recovery and removal.
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 
 #include <signal.h>
 #include <sys/resource.h>

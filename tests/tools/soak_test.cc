@@ -35,6 +35,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "tests/tools/cli_runner.h"
 #include "tests/tools/provider_process.h"
 

@@ -46,6 +46,7 @@
 #include "sluice/policy.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "sluice/store.h"
 #include "sluice/token_bucket.h"
 #include "tools/fake_provider/fake_provider.h"

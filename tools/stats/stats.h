@@ -41,6 +41,7 @@
 #include "sluice/limits.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "sluice/segment_info.h"
 #include "sluice/token_bucket.h"
 
 namespace sluice {
