@@ -72,12 +72,12 @@ struct RunnerOptions {
 // Where a run stands: what the input holds, what earlier runs answered, and
 // what this run has answered so far.
 struct Progress {
-  size_t total = 0;         // input lines
-  size_t already_done = 0;  // answered by an earlier run
-  size_t retried = 0;       // failed in an earlier run, sent again (retry_failed)
-  size_t this_run = 0;      // lines this run is to answer
-  size_t invalid = 0;       // answered as invalid by this run
-  Tally calls;              // the requests this run sent and had answered
+  size_t total = 0;             // input lines
+  size_t already_done = 0;      // answered by an earlier run
+  size_t retried = 0;           // failed in an earlier run, sent again (retry_failed)
+  size_t this_run = 0;          // lines this run is to answer
+  size_t invalid = 0;           // answered as invalid by this run
+  Tally calls;                  // the requests this run sent and had answered
   absl::Duration sent_elapsed;  // from the first request sent to the last answer
   bool stopped = false;         // the stop token ended the run with lines unanswered
 
@@ -98,8 +98,7 @@ class Runner {
   // `next` until it returns false, at most `max_in_flight` at once, and call
   // `done(index, result)` on this thread as each finishes, index = order
   // pulled; return when all are done).
-  using Send = std::function<void(const std::function<bool(CallRequest*)>& next,
-                                  int max_in_flight,
+  using Send = std::function<void(const std::function<bool(CallRequest*)>& next, int max_in_flight,
                                   const std::function<void(size_t, CallResult)>& done)>;
 
   // Reads and checks the input (ReadInput), then opens the results file

@@ -29,9 +29,9 @@ namespace batch {
 struct Tally {
   uint64_t succeeded = 0;
   std::map<std::string, uint64_t> failed_by_class;  // FailureClass -> calls
-  uint64_t rate_limited = 0;  // attempts the provider answered 429
-  uint64_t retries = 0;       // attempts after each call's first
-  uint64_t attempts = 0;      // requests the provider was sent, retries included
+  uint64_t rate_limited = 0;                        // attempts the provider answered 429
+  uint64_t retries = 0;                             // attempts after each call's first
+  uint64_t attempts = 0;                       // requests the provider was sent, retries included
   std::vector<absl::Duration> throttle_waits;  // per call, in the order added
 
   // Counts one finished call.

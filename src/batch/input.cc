@@ -1,13 +1,12 @@
 // The batch input: each line read on its own, then against the others
 // (sluice/batch_input.h).
 
-#include "sluice/batch_input.h"
-
 #include <cstdint>
 #include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "sluice/batch_input.h"
 #include "src/batch/file_text.h"
 
 namespace sluice {

@@ -1,8 +1,6 @@
 // The results file of a batch: lock, torn-line repair, resume, appends
 // (sluice/batch_journal.h).
 
-#include "sluice/batch_journal.h"
-
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "sluice/batch_journal.h"
 #include "src/batch/file_text.h"
 
 namespace sluice {
@@ -72,14 +71,15 @@ absl::StatusOr<ResumePoint> ResultsJournal::Resume(const Input& input, bool retr
     const Record& r = records_[k - 1];
     if (r.line == 0 || r.line > lines) {
       return absl::FailedPreconditionError(
-          absl::StrCat(path_, ":", k, ": result for line ", r.line, ", but ", input.path(),
-                       " has ", lines, " lines; are these the results of another input?"));
+          absl::StrCat(path_, ":", k, ": result for line ", r.line, ", but ", input.path(), " has ",
+                       lines, " lines; are these the results of another input?"));
     }
     const std::string& expected = input.lines()[r.line - 1].custom_id;
     if (r.custom_id != expected) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          path_, ":", k, ": result for line ", r.line, " has custom_id '", r.custom_id, "' but ",
-          input.path(), ":", r.line, " has '", expected, "'; are these the results of another input?"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(path_, ":", k, ": result for line ", r.line, " has custom_id '", r.custom_id,
+                       "' but ", input.path(), ":", r.line, " has '", expected,
+                       "'; are these the results of another input?"));
     }
     // The last result of a line is the one that counts.
     resume.done[r.line] = true;
@@ -96,8 +96,7 @@ absl::StatusOr<ResumePoint> ResultsJournal::Resume(const Input& input, bool retr
 }
 
 absl::Status ResultsJournal::Append(const nlohmann::ordered_json& result) {
-  std::string line =
-      result.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  std::string line = result.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
   line.push_back('\n');
   absl::string_view rest = line;
   while (!rest.empty()) {

@@ -1,10 +1,9 @@
 // The result lines of a batch and the class of a failed call
 // (sluice/batch_result.h).
 
-#include "sluice/batch_result.h"
-
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "sluice/batch_result.h"
 
 namespace sluice {
 namespace batch {

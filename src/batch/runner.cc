@@ -1,12 +1,11 @@
 // The resumable batch runner (sluice/batch.h).
 
-#include "sluice/batch.h"
-
 #include <set>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "sluice/batch.h"
 
 namespace sluice {
 namespace batch {
@@ -60,7 +59,8 @@ class Sending {
   // The run is over: sync, and say how it ended.
   absl::Status Finish() {
     journal_.Sync().IgnoreError();
-    if (first_sent_ns_ >= 0) progress_.sent_elapsed = absl::Nanoseconds(last_done_ns_ - first_sent_ns_);
+    if (first_sent_ns_ >= 0)
+      progress_.sent_elapsed = absl::Nanoseconds(last_done_ns_ - first_sent_ns_);
     progress_.stopped = next_ < pending_.size() && stop_.stop_requested();
     return write_status_;
   }
@@ -100,8 +100,8 @@ absl::StatusOr<std::unique_ptr<Runner>> Runner::Open(RunnerOptions options) {
   if (!journal.ok()) return journal.status();
   absl::StatusOr<ResumePoint> resume = (*journal)->Resume(*input, options.retry_failed);
   if (!resume.ok()) return resume.status();
-  return std::unique_ptr<Runner>(new Runner(std::move(options), *std::move(input),
-                                            *std::move(journal), *std::move(resume)));
+  return std::unique_ptr<Runner>(
+      new Runner(std::move(options), *std::move(input), *std::move(journal), *std::move(resume)));
 }
 
 absl::Status Runner::CheckRoutes(Policy& policy, absl::string_view scope) const {
@@ -111,7 +111,8 @@ absl::Status Runner::CheckRoutes(Policy& policy, absl::string_view scope) const 
     models.insert(input_.Body(line).value("model", ""));
   }
   for (const std::string& model : models) {
-    absl::StatusOr<const Route*> route = policy.Resolve(scope, ProviderName(input_.provider()), model);
+    absl::StatusOr<const Route*> route =
+        policy.Resolve(scope, ProviderName(input_.provider()), model);
     if (!route.ok()) return route.status();
   }
   return absl::OkStatus();

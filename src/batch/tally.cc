@@ -1,8 +1,7 @@
 // Counting finished calls (sluice/batch_tally.h).
 
-#include "sluice/batch_tally.h"
-
 #include "sluice/batch_result.h"
+#include "sluice/batch_tally.h"
 
 namespace sluice {
 namespace batch {

@@ -1,12 +1,11 @@
 // The batch input: each line of both shapes on its own (ParseLine) and the
 // file as a whole (ParseInput, ReadInput): errors name the file, the line and
 // the field.
-#include "sluice/batch_input.h"
-
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sluice/batch_input.h"
 #include "tests/batch/batch_test_util.h"
 
 namespace sluice {
@@ -62,7 +61,8 @@ TEST(ParseLineTest, ErrorsNameTheField) {
       {R"({"custom_id": "a", "url": "/v1/embeddings", "body": {}})",
        "url: must be \"/v1/chat/completions\""},
       {R"({"custom_id": "a", "params": []})", "params: must be a JSON object"},
-      {R"({"custom_id": "a", "params": {"messages": []}})", "params.model: must be a non-empty string"},
+      {R"({"custom_id": "a", "params": {"messages": []}})",
+       "params.model: must be a non-empty string"},
       {R"({"custom_id": "a", "body": {"model": "", "messages": []}})",
        "body.model: must be a non-empty string"},
       {R"({"custom_id": "a", "body": {"model": "m"}})", "body.messages: must be an array"},
@@ -86,8 +86,7 @@ TEST(ParseLineTest, ErrorsNameTheField) {
 
 TEST(ParseInputTest, LinesAreNumberedFromOneAcrossEndings) {
   // CRLF endings, an empty line, and a last line without a newline.
-  const Input input =
-      ParseInput(AnthropicLine(0) + "\r\n\n" + AnthropicLine(2), "in.jsonl");
+  const Input input = ParseInput(AnthropicLine(0) + "\r\n\n" + AnthropicLine(2), "in.jsonl");
   ASSERT_EQ(input.size(), 3u);
   EXPECT_EQ(input.path(), "in.jsonl");
   EXPECT_EQ(input.provider(), Provider::kAnthropic);
@@ -102,16 +101,16 @@ TEST(ParseInputTest, LinesAreNumberedFromOneAcrossEndings) {
 }
 
 TEST(ParseInputTest, RepeatedCustomIdIsInvalidAfterItsFirstLine) {
-  const Input input = ParseInput(
-      batch_test::Lines(3, AnthropicLine) + AnthropicLine(1) + "\n", "in.jsonl");
+  const Input input =
+      ParseInput(batch_test::Lines(3, AnthropicLine) + AnthropicLine(1) + "\n", "in.jsonl");
   ASSERT_EQ(input.size(), 4u);
   EXPECT_TRUE(input.lines()[1].valid());
   EXPECT_EQ(input.Error(input.lines()[3]), "in.jsonl:4: custom_id: 'req-1' repeats line 2");
 }
 
 TEST(ParseInputTest, TheFirstValidLineSetsTheProviderAndTheOtherShapeIsInvalid) {
-  const Input input = ParseInput(
-      "{bad\n" + OpenAiLine(1) + "\n" + AnthropicLine(2) + "\n", "in.jsonl");
+  const Input input =
+      ParseInput("{bad\n" + OpenAiLine(1) + "\n" + AnthropicLine(2) + "\n", "in.jsonl");
   EXPECT_EQ(input.provider(), Provider::kOpenAi);
   EXPECT_EQ(input.Error(input.lines()[2]),
             "in.jsonl:3: an Anthropic line (params) in a batch for openai (the shape of its "
@@ -119,8 +118,8 @@ TEST(ParseInputTest, TheFirstValidLineSetsTheProviderAndTheOtherShapeIsInvalid) 
 }
 
 TEST(ParseInputTest, AProviderAskedForMakesTheOtherShapeInvalid) {
-  const Input input = ParseInput(OpenAiLine(0) + "\n" + AnthropicLine(1) + "\n", "in.jsonl",
-                                 Provider::kAnthropic);
+  const Input input =
+      ParseInput(OpenAiLine(0) + "\n" + AnthropicLine(1) + "\n", "in.jsonl", Provider::kAnthropic);
   EXPECT_EQ(input.provider(), Provider::kAnthropic);
   EXPECT_THAT(input.Error(input.lines()[0]),
               HasSubstr("an OpenAI line (body) in a batch for anthropic (the provider asked for)"));

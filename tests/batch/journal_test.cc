@@ -2,14 +2,13 @@
 // a torn last line cut off, and resuming: the last result of a line counts,
 // failed ones are sent again only with retry_failed, and the results of
 // another input are refused.
-#include "sluice/batch_journal.h"
-
 #include <memory>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "sluice/batch_journal.h"
 #include "tests/batch/batch_test_util.h"
 
 namespace sluice {
@@ -28,8 +27,7 @@ std::string Result(int line, const std::string& custom_id, const std::string& st
 
 class JournalTest : public ::testing::Test {
  protected:
-  JournalTest()
-      : input_(ParseInput(batch_test::Lines(4, batch_test::AnthropicLine), "in.jsonl")) {}
+  JournalTest() : input_(ParseInput(batch_test::Lines(4, batch_test::AnthropicLine), "in.jsonl")) {}
   std::string Path() const { return dir_.Path("out.jsonl"); }
 
   batch_test::ScratchDir dir_;
@@ -85,8 +83,7 @@ TEST_F(JournalTest, ALineThatIsNoResultIsRefusedAndTheFileLeftAlone) {
   WriteFile(Path(), text);
   absl::StatusOr<std::unique_ptr<ResultsJournal>> journal = ResultsJournal::Open(Path());
   EXPECT_EQ(journal.status().code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_THAT(journal.status().message(),
-              HasSubstr("out.jsonl:2: not a sluice batch result line"));
+  EXPECT_THAT(journal.status().message(), HasSubstr("out.jsonl:2: not a sluice batch result line"));
   EXPECT_EQ(ReadFile(Path()), text);
 }
 
@@ -137,8 +134,7 @@ TEST_F(JournalTest, ResultsOfAnotherInputAreRefused) {
   WriteFile(Path(), Result(0, "req-0", "succeeded"));
   journal = ResultsJournal::Open(Path());
   ASSERT_TRUE(journal.ok()) << journal.status();
-  EXPECT_THAT((*journal)->Resume(input_, false).status().message(),
-              HasSubstr("result for line 0"));
+  EXPECT_THAT((*journal)->Resume(input_, false).status().message(), HasSubstr("result for line 0"));
 }
 
 TEST_F(JournalTest, AnUnopenableFileIsAnError) {

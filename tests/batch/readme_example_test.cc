@@ -53,7 +53,8 @@ std::string Between(const std::string& text, const std::string& from, const std:
 }
 
 TEST(ReadmeExampleTest, TheReadmeShowsThisCode) {
-  const std::string self = batch_test::ReadFile(SLUICE_SOURCE_DIR "/tests/batch/readme_example_test.cc");
+  const std::string self =
+      batch_test::ReadFile(SLUICE_SOURCE_DIR "/tests/batch/readme_example_test.cc");
   const std::string code = Between(self, "// README snippet begins\n", "// README snippet ends\n");
   ASSERT_THAT(code, ::testing::StartsWith("int main() {"));
   const std::string readme = batch_test::ReadFile(SLUICE_SOURCE_DIR "/README.md");

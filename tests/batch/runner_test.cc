@@ -2,8 +2,6 @@
 // a fake clock, with no network: what it sends (only the lines without a
 // final result, with their custom_id header), what it writes, how it counts,
 // and that a stop token stops it and a later run resumes after it.
-#include "sluice/batch.h"
-
 #include <deque>
 #include <functional>
 #include <memory>
@@ -15,6 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sluice/batch.h"
 #include "sluice/limits.h"
 #include "sluice/store.h"
 #include "tests/batch/batch_test_util.h"
@@ -306,13 +305,11 @@ TEST_F(RunnerTest, CheckRoutesRefusesAConfigThatCannotRouteTheLinesToSend) {
   ASSERT_NE(done, nullptr);
   EXPECT_TRUE(done->CheckRoutes(**policy, "global").ok());
 
-  absl::StatusOr<LimitsConfig> plain =
-      ParseLimitsConfig("[providers.anthropic]\nrequests_per_minute = 60\n[scopes.global]\n",
-                        "plain.toml");
+  absl::StatusOr<LimitsConfig> plain = ParseLimitsConfig(
+      "[providers.anthropic]\nrequests_per_minute = 60\n[scopes.global]\n", "plain.toml");
   ASSERT_TRUE(plain.ok()) << plain.status();
   auto plain_store = NewLocalStore(Clock::Fake(&clock_));
-  absl::StatusOr<std::unique_ptr<Policy>> plain_policy =
-      Policy::Create(*plain, plain_store.get());
+  absl::StatusOr<std::unique_ptr<Policy>> plain_policy = Policy::Create(*plain, plain_store.get());
   ASSERT_TRUE(plain_policy.ok()) << plain_policy.status();
   done.reset();
   WriteFile(options_.results, "");

@@ -1,13 +1,12 @@
 // Counting finished calls (Tally) and what a result line says about one
 // (FailureClass, ResultLine, InvalidResultLine).
-#include "sluice/batch_tally.h"
-
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "sluice/batch_result.h"
+#include "sluice/batch_tally.h"
 #include "tests/batch/batch_test_util.h"
 
 namespace sluice {
@@ -92,8 +91,8 @@ TEST(ResultLineTest, SucceededFailedAndInvalid) {
   EXPECT_EQ(ok["request_id"], "req_1");
   EXPECT_FALSE(ok.contains("simulated"));
 
-  CallResult overloaded = Failed(absl::UnavailableError("overloaded_error: busy"),
-                                 ErrorClass::kOverloaded);
+  CallResult overloaded =
+      Failed(absl::UnavailableError("overloaded_error: busy"), ErrorClass::kOverloaded);
   overloaded.http_status = 529;
   overloaded.error.provider_type = "overloaded_error";
   const nlohmann::ordered_json failed = ResultLine(input.lines()[0], overloaded, true);

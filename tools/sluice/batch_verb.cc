@@ -144,8 +144,7 @@ RpmLimit ConfiguredRpm(const LimitsConfig& limits, Provider provider, const std:
   return rpm;
 }
 
-Json SummaryJson(const batch::Progress& p, bool simulated, RpmLimit configured,
-                 double time_scale) {
+Json SummaryJson(const batch::Progress& p, bool simulated, RpmLimit configured, double time_scale) {
   const double elapsed_s = absl::ToDoubleSeconds(p.sent_elapsed);
   const double minutes = elapsed_s * time_scale / 60;
   const double rpm = minutes > 0 ? static_cast<double>(p.calls.finished()) / minutes : 0;
@@ -237,7 +236,8 @@ int ReadFlags(const Command& cmd, BatchFlags* flags) {
   flags->runner.results = absl::GetFlag(FLAGS_out);
   if (flags->runner.results.empty()) return UsageError(verb, "--out: the results file is required");
   flags->runner.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
-  if (flags->runner.max_in_flight < 1) return UsageError(verb, "--max_in_flight must be at least 1");
+  if (flags->runner.max_in_flight < 1)
+    return UsageError(verb, "--max_in_flight must be at least 1");
   flags->time_scale = cmd.Given("time_scale") ? absl::GetFlag(FLAGS_time_scale) : 1.0;
   if (!(flags->time_scale > 0) || flags->time_scale > 1e6) {
     return UsageError(verb, "--time_scale must be in (0, 1e6]");
@@ -351,8 +351,8 @@ int RunBatch(const Command& cmd) {
     absl::FPrintF(stderr, "sluice batch: %s: dropped a torn last line (a crash mid-write)\n",
                   flags.runner.results);
   }
-  const RpmLimit configured = ConfiguredRpm(t.limits, (*runner)->input().provider(),
-                                            FirstModel(**runner), t.client.scope);
+  const RpmLimit configured =
+      ConfiguredRpm(t.limits, (*runner)->input().provider(), FirstModel(**runner), t.client.scope);
 
   ProgressDisplay display(absl::GetFlag(FLAGS_progress_interval));
   batch::Callbacks callbacks;
