@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -22,6 +21,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/batch_tally.h"
 #include "sluice/client.h"
 #include "sluice/clock.h"
 #include "sluice/limits.h"
@@ -94,15 +94,11 @@ struct Scenario {
 struct RunReport {
   std::string name;
   uint64_t offered = 0;
-  uint64_t succeeded = 0;
-  uint64_t failed = 0;
-  std::map<std::string, uint64_t> failed_by_class;
+  batch::Tally calls;              // waits in real time; reports scale them
   uint64_t rate_limit_errors = 0;  // 429s the provider sent
-  uint64_t retries = 0;
-  double elapsed_minutes = 0;  // simulated, first arrival to last answer
+  double elapsed_minutes = 0;      // simulated, first arrival to last answer
   double goodput_rpm = 0;
   double goodput_ratio = 0;
-  std::vector<double> waits_s;  // simulated seconds in the throttle, per request
 };
 
 absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
@@ -158,19 +154,12 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
       static_cast<int>(std::min<uint64_t>(n, 1'000'000)),
       [&](size_t, CallResult r) {
         last_done = std::max(last_done, Clock::MonotonicNanos());
-        report.retries += r.attempts > 0 ? r.attempts - 1 : 0;
-        report.waits_s.push_back(absl::ToDoubleSeconds(r.throttle_wait) * sc.time_scale);
-        if (r.status.ok()) {
-          ++report.succeeded;
-        } else {
-          ++report.failed;
-          ++report.failed_by_class[FailureClass(r)];
-        }
+        report.calls.Add(r);
       });
   report.rate_limit_errors = (*provider)->stats().totals.rate_limited;
   report.elapsed_minutes = static_cast<double>(last_done - t0) * sc.time_scale / 60e9;
   if (report.elapsed_minutes > 0) {
-    report.goodput_rpm = static_cast<double>(report.succeeded) / report.elapsed_minutes;
+    report.goodput_rpm = static_cast<double>(report.calls.succeeded) / report.elapsed_minutes;
   }
   report.goodput_ratio = report.goodput_rpm / static_cast<double>(sc.provider_rpm);
   return report;
@@ -179,17 +168,17 @@ absl::StatusOr<RunReport> RunOnce(const Scenario& sc, bool throttled) {
 nlohmann::ordered_json RunJson(const RunReport& r, const Scenario& sc) {
   return {
       {"offered", r.offered},
-      {"succeeded", r.succeeded},
-      {"failed", r.failed},
-      {"failed_by_class", r.failed_by_class},
+      {"succeeded", r.calls.succeeded},
+      {"failed", r.calls.failed()},
+      {"failed_by_class", r.calls.failed_by_class},
       {"rate_limit_errors", r.rate_limit_errors},
-      {"retries", r.retries},
+      {"retries", r.calls.retries},
       {"elapsed_minutes", r.elapsed_minutes},
       {"offered_rpm", sc.offered_rpm},
       {"goodput_rpm", r.goodput_rpm},
       {"provider_rpm_limit", sc.provider_rpm},
       {"goodput_ratio", r.goodput_ratio},
-      {"throttle_wait_seconds", WaitPercentilesJson(r.waits_s)},
+      {"throttle_wait_seconds", WaitPercentilesJson(r.calls.ThrottleWaitSeconds(sc.time_scale))},
   };
 }
 
@@ -207,21 +196,21 @@ void PrintComparison(const Scenario& sc, const RunReport& plain, const RunReport
   std::vector<std::vector<std::string>> rows = {{"", "unthrottled", "through sluice"}};
   auto row = [&](std::string name, auto f) { rows.push_back({name, f(plain), f(sluice)}); };
   row("requests offered", [](const RunReport& r) { return absl::StrCat(r.offered); });
-  row("succeeded", [](const RunReport& r) { return absl::StrCat(r.succeeded); });
+  row("succeeded", [](const RunReport& r) { return absl::StrCat(r.calls.succeeded); });
   row("429s from the provider",
       [](const RunReport& r) { return absl::StrCat(r.rate_limit_errors); });
-  row("failed answers", [](const RunReport& r) { return absl::StrCat(r.failed); });
-  row("retries", [](const RunReport& r) { return absl::StrCat(r.retries); });
+  row("failed answers", [](const RunReport& r) { return absl::StrCat(r.calls.failed()); });
+  row("retries", [](const RunReport& r) { return absl::StrCat(r.calls.retries); });
   row("goodput (requests/min)",
       [](const RunReport& r) { return absl::StrFormat("%.0f", r.goodput_rpm); });
   row("goodput / provider limit",
       [](const RunReport& r) { return absl::StrFormat("%.3f", r.goodput_ratio); });
-  row("throttle wait p50", [](const RunReport& r) {
-    std::vector<double> w = r.waits_s;
+  row("throttle wait p50", [&sc](const RunReport& r) {
+    std::vector<double> w = r.calls.ThrottleWaitSeconds(sc.time_scale);
     return Seconds(Percentile(w, 0.5));
   });
-  row("throttle wait p99", [](const RunReport& r) {
-    std::vector<double> w = r.waits_s;
+  row("throttle wait p99", [&sc](const RunReport& r) {
+    std::vector<double> w = r.calls.ThrottleWaitSeconds(sc.time_scale);
     return Seconds(Percentile(w, 0.99));
   });
   PrintTable(rows);
