@@ -26,13 +26,12 @@ tokens_per_day = 2400000
 match = ["claude-opus-*", "claude-3-opus"]
 input_tokens_per_minute = 20000
 [scopes.global]
-requests_per_minute = 800
-max_concurrency = 4
-usd_per_month = 100
+requests_per_minute = 600
+max_concurrency = 3
+usd_per_month = 40
 [scopes."team:marketing"]
-parent = "global"
-requests_per_minute = 100
 usd_per_day = 5
+requests_per_minute = 100
 [scopes.empty]
 )";
 
@@ -90,13 +89,13 @@ TEST_F(EffectiveLimitsTest, EveryOwnerInOrderWithItsBuckets) {
   EXPECT_EQ(global.type, BucketKey::Owner::kScope);
   EXPECT_EQ(global.scope, &config_.scopes.at("global"));
   ASSERT_EQ(global.buckets.size(), 1u);
-  EXPECT_EQ(global.buckets[0].config.rate, Rate::PerMinute(800));  // scopes: no headroom
+  EXPECT_EQ(global.buckets[0].config.rate, Rate::PerMinute(600));  // scopes: no headroom
   ASSERT_EQ(global.budgets.size(), 1u);
   EXPECT_EQ(global.budgets[0].key, "scope:global:usd_month");
-  EXPECT_EQ(global.budgets[0].limit_micro_usd, 100'000'000u);
+  EXPECT_EQ(global.budgets[0].limit_micro_usd, 40'000'000u);
   ASSERT_TRUE(global.concurrency.has_value());
   EXPECT_EQ(global.concurrency->key, "scope:global:concurrency");
-  EXPECT_EQ(global.concurrency->max_in_flight, 4u);
+  EXPECT_EQ(global.concurrency->max_in_flight, 3u);
 
   const OwnerLimits& empty = limits.owners()[3];
   EXPECT_TRUE(empty.buckets.empty() && empty.budgets.empty() && !empty.concurrency);
