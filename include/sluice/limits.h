@@ -6,8 +6,9 @@
 // unknown keys are errors so that a typo never silently disables a limit.
 //
 // The configuration is turned into bucket specifications (BucketSpec,
-// BudgetSpec, ConcurrencySpec) with stable keys; the policy (policy.h) opens
-// those keys in a store and charges them.
+// BudgetSpec, ConcurrencySpec) with stable keys (BucketKey, bucket_key.h);
+// EffectiveLimits (effective_limits.h) lists all of a config's at once, and
+// the policy (policy.h) opens them in a store and charges them.
 //
 // Thread safety: LimitsConfig and the specs are plain values; the functions
 // here are pure.
@@ -165,7 +166,7 @@ absl::StatusOr<LimitsConfig> LoadLimitsConfig(const std::string& path);
 
 // One token bucket the configuration asks for, with its effective limit.
 struct BucketSpec {
-  // Stable store key: "provider:anthropic:default:rpm",
+  // Stable store key, BucketKey::ToString(): "provider:anthropic:default:rpm",
   // "provider:anthropic:claude-opus:itpm", "scope:team:marketing:rpm".
   std::string key;
   std::string owner;  // scope name, or "provider/class"
@@ -190,6 +191,10 @@ struct ConcurrencySpec {
   uint32_t max_in_flight = 0;
 };
 
+// The building blocks of EffectiveLimits, which callers that want every
+// bucket of a config (or of a route) should use instead of walking the
+// config themselves.
+//
 // The buckets of one provider model class: the provider's limits with the
 // class's overrides, after headroom, with bursts, in kAllLimitKinds order.
 // "default" (model_class == nullptr) is the class of models no [models]

@@ -56,7 +56,6 @@
 #ifndef SLUICE_POLICY_H_
 #define SLUICE_POLICY_H_
 
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -65,12 +64,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "sluice/limits.h"
 #include "sluice/store.h"
@@ -120,63 +117,39 @@ class CharacterEstimator final : public TokenEstimator {
 
 class Policy;
 
-// What a request is metered in, per charge.
-enum class Meter : uint8_t {
-  kRequests,      // 1 per request
-  kInputTokens,   // ITPM
-  kOutputTokens,  // OTPM
-  kTotalTokens,   // TPM / TPD: input + output pre-charge
-  kOpenAiTokens,  // OpenAI TPM / TPD: max(max_tokens, input estimate)
-  kMicroUsd,      // a budget: worst-case cost in micro-dollars
-};
+// Implementation details, defined in src/policy/policy_internal.h.
+namespace internal_policy {
+struct RouteRep;
+struct PermitState;
+class PolicyImpl;
+}  // namespace internal_policy
 
 // Route
 //
 // The resolved charges of one (scope, provider, model). Opaque to callers;
-// obtained from Policy::Resolve and reused.
+// obtained from Policy::Resolve and reused. Lives as long as its Policy.
 class Route {
  public:
-  const std::string& scope() const { return scope_; }
+  ~Route();
+  Route(const Route&) = delete;
+  Route& operator=(const Route&) = delete;
+
+  const std::string& scope() const;
   // The scope path actually used, requested (or fallback) first.
-  const std::vector<std::string>& path() const { return path_; }
-  bool fell_back() const { return fell_back_; }
+  const std::vector<std::string>& path() const;
+  bool fell_back() const;
 
  private:
-  friend class Policy;
-  friend class Permit;
-
-  struct Charge {
-    std::string key;
-    Meter meter;
-    bool is_provider;  // a provider bucket (fed back from response headers)
-    LimitKind kind;
-    bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
-    BudgetPeriod period;
-    int64_t limit;  // budgets: micro-USD per period
-    BucketRef bucket{nullptr, Clock::Monotonic()};
-    WindowCounterRef counter{nullptr};
-    std::atomic<uint64_t>* bottlenecks;
-  };
-  struct Lease {
-    std::string key;
-    StoredLeases leases;
-  };
-
-  std::string scope_;
-  std::vector<std::string> path_;
-  bool fell_back_ = false;
-  std::vector<Charge> charges_;
-  std::vector<Lease> leases_;
-  bool count_cache_reads_ = false;
-  bool precharge_output_ = true;
-  const Price* price_ = nullptr;
-  mutable std::atomic<uint64_t> uses_{0};  // reservations made while fallen back
+  friend class internal_policy::PolicyImpl;
+  explicit Route(std::unique_ptr<internal_policy::RouteRep> rep);
+  std::unique_ptr<internal_policy::RouteRep> rep_;
 };
 
 // Permit
 //
-// Everything one request reserved. Move-only. Settle, Cancel, or let it go
-// (see the file comment for what dropping an unsettled permit does).
+// Everything one request reserved. Move-only; a moved-from Permit may only be
+// assigned to or destroyed. Settle, Cancel, or let it go (see the file
+// comment for what dropping an unsettled permit does).
 class Permit {
  public:
   Permit(Permit&& other) noexcept;
@@ -185,14 +158,13 @@ class Permit {
   Permit& operator=(const Permit&) = delete;
   ~Permit();
 
-  // When the request may start (ns on the store's clock), and how long after
-  // the reservation that is.
-  int64_t ready_at_ns() const { return ready_at_ns_; }
-  int64_t wait_ns() const { return wait_ns_; }
+  // When the request may start (ns on the store's clock, as `now_ns`), and
+  // how long after the reservation that is.
+  int64_t ready_at_ns() const;
+  absl::Duration wait() const;
+  int64_t wait_ns() const;  // wait() in ns, for callers doing clock arithmetic
   // The bucket whose wait was the longest ("" when nothing waited).
-  absl::string_view bottleneck() const {
-    return bottleneck_ == nullptr ? absl::string_view() : *bottleneck_;
-  }
+  absl::string_view bottleneck() const;
 
   // Reconciles every charge with what the provider reported, and returns the
   // concurrency lease. At most once; later calls do nothing.
@@ -201,23 +173,12 @@ class Permit {
   void Cancel();
 
   // The amounts reserved, in route order (for tests and stats).
-  const absl::InlinedVector<int64_t, 16>& reserved() const { return reserved_; }
+  const absl::InlinedVector<int64_t, 16>& reserved() const;
 
  private:
-  friend class Policy;
-  Permit() = default;
-  void ReleaseLeases();
-
-  const Route* route_ = nullptr;
-  const Policy* policy_ = nullptr;
-  absl::InlinedVector<int64_t, 16> reserved_;
-  absl::InlinedVector<Terms, 16> terms_;     // per charge: what its permits cost when taken
-  absl::InlinedVector<int64_t, 4> windows_;  // per budget charge, in order
-  absl::InlinedVector<int32_t, 2> leases_;   // lease index per route lease
-  int64_t ready_at_ns_ = 0;
-  int64_t wait_ns_ = 0;
-  const std::string* bottleneck_ = nullptr;  // a key in the route
-  bool open_ = false;
+  friend class internal_policy::PolicyImpl;
+  explicit Permit(std::unique_ptr<internal_policy::PermitState> state);
+  std::unique_ptr<internal_policy::PermitState> state_;
 };
 
 struct PolicyOptions {
@@ -324,48 +285,16 @@ class Policy {
   // configured limit.
   void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
 
-  Store* store() const { return store_; }
-  const LimitsConfig& config() const { return config_; }
+  Store* store() const;
+  const LimitsConfig& config() const;
+
+  ~Policy();
+  Policy(const Policy&) = delete;
+  Policy& operator=(const Policy&) = delete;
 
  private:
-  Policy(const LimitsConfig& config, Store* store, PolicyOptions options);
-  absl::Status OpenAll();
-  absl::StatusOr<Permit> ReserveCharges(const Route& route, uint64_t input_tokens,
-                                        uint64_t max_output_tokens, absl::Duration max_wait,
-                                        int64_t now_ns, Permit permit);
-  int64_t WindowId(BudgetPeriod period) const;
-  absl::Time NextWindowStart(BudgetPeriod period) const;
-
-  friend class Permit;
-
-  const LimitsConfig config_;
-  Store* const store_;
-  const PolicyOptions options_;
-
-  struct Opened {
-    BucketSpec spec;
-    StoredBucket handle;
-    // The per-minute (or per-day) limit the bucket runs at now: the spec's,
-    // or a lower one learned from the provider.
-    std::unique_ptr<std::atomic<uint64_t>> applied;
-  };
-  struct OpenedBudget {
-    BudgetSpec spec;
-    StoredCounter handle;
-  };
-  struct OpenedLeases {
-    ConcurrencySpec spec;
-    StoredLeases handle;
-  };
-  absl::flat_hash_map<std::string, Opened> buckets_;
-  absl::flat_hash_map<std::string, OpenedBudget> budgets_;
-  absl::flat_hash_map<std::string, OpenedLeases> leases_;
-  std::vector<std::string> order_;  // keys in configuration order, for stats
-
-  mutable absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Route>> routes_ ABSL_GUARDED_BY(mu_);
-  mutable std::atomic<uint64_t> rollbacks_{0};
-  mutable std::atomic<uint64_t> never_fits_{0};
+  explicit Policy(std::unique_ptr<internal_policy::PolicyImpl> impl);
+  std::unique_ptr<internal_policy::PolicyImpl> impl_;
 };
 
 }  // namespace sluice

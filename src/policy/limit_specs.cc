@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/civil_time.h"
+#include "sluice/bucket_key.h"
 #include "sluice/limits.h"
 
 namespace sluice {
@@ -140,15 +141,6 @@ BucketSpec MakeBucket(const LimitsConfig& config, std::string key, std::string o
   return spec;
 }
 
-std::string ProviderKey(absl::string_view provider, absl::string_view model_class,
-                        absl::string_view suffix) {
-  return absl::StrCat("provider:", provider, ":", model_class, ":", suffix);
-}
-
-std::string ScopeKey(absl::string_view scope, absl::string_view suffix) {
-  return absl::StrCat("scope:", scope, ":", suffix);
-}
-
 // Patterns -------------------------------------------------------------------------
 
 bool IsPrefixPattern(absl::string_view pattern) { return absl::EndsWith(pattern, "*"); }
@@ -176,9 +168,8 @@ std::vector<BucketSpec> ProviderBuckets(const LimitsConfig& config, const Provid
   for (LimitKind kind : kAllLimitKinds) {
     const std::optional<KindLimit> merged = Merge(own, base, kind);
     if (!merged) continue;
-    specs.push_back(MakeBucket(config,
-                               ProviderKey(provider.name, class_name, LimitKindSuffix(kind)),
-                               absl::StrCat(provider.name, "/", class_name), kind,
+    const BucketKey key = BucketKey::ProviderLimit(provider.name, class_name, kind);
+    specs.push_back(MakeBucket(config, key.ToString(), key.OwnerName(), kind,
                                ApplyHeadroom(merged->limit, config.headroom), merged->burst));
   }
   return specs;
@@ -189,30 +180,30 @@ std::vector<BucketSpec> ScopeBuckets(const LimitsConfig& config, const ScopeLimi
   for (LimitKind kind : kAllLimitKinds) {
     const std::optional<KindLimit> own = Merge(scope.limits, nullptr, kind);
     if (!own) continue;
-    specs.push_back(MakeBucket(config, ScopeKey(scope.name, LimitKindSuffix(kind)), scope.name,
-                               kind, own->limit, own->burst));
+    specs.push_back(MakeBucket(config, BucketKey::ScopeLimit(scope.name, kind).ToString(),
+                               scope.name, kind, own->limit, own->burst));
   }
   return specs;
 }
 
 std::vector<BudgetSpec> ScopeBudgets(const ScopeLimits& scope) {
   std::vector<BudgetSpec> specs;
-  auto add = [&](const std::optional<double>& usd, BudgetPeriod period, absl::string_view suffix) {
+  auto add = [&](const std::optional<double>& usd, BudgetPeriod period) {
     if (!usd) return;
     specs.push_back(
-        {.key = ScopeKey(scope.name, suffix),
+        {.key = BucketKey::ScopeBudget(scope.name, period).ToString(),
          .scope = scope.name,
          .period = period,
          .limit_micro_usd = static_cast<uint64_t>(std::max(0LL, std::llround(*usd * 1e6)))});
   };
-  add(scope.usd_per_day, BudgetPeriod::kDay, "usd_day");
-  add(scope.usd_per_month, BudgetPeriod::kMonth, "usd_month");
+  add(scope.usd_per_day, BudgetPeriod::kDay);
+  add(scope.usd_per_month, BudgetPeriod::kMonth);
   return specs;
 }
 
 std::optional<ConcurrencySpec> ScopeConcurrency(const ScopeLimits& scope) {
   if (!scope.max_concurrency) return std::nullopt;
-  return ConcurrencySpec{.key = ScopeKey(scope.name, "concurrency"),
+  return ConcurrencySpec{.key = BucketKey::ScopeConcurrency(scope.name).ToString(),
                          .scope = scope.name,
                          .max_in_flight = *scope.max_concurrency};
 }

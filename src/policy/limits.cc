@@ -24,13 +24,14 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "sluice/bucket_key.h"
+#include "sluice/effective_limits.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
 #include "sluice/window_counter.h"
@@ -71,11 +72,6 @@ std::optional<std::string> PatternProblem(absl::string_view pattern) {
                         "\" has a '*' before its end; only a trailing '*' (a prefix) is supported");
   }
   return std::nullopt;
-}
-
-bool HasSpaceOrControl(absl::string_view name) {
-  return std::any_of(name.begin(), name.end(),
-                     [](char c) { return absl::ascii_isspace(c) || absl::ascii_iscntrl(c); });
 }
 
 // The keys each table may hold.
@@ -145,9 +141,7 @@ class Parser {
   absl::StatusOr<absl::Duration> ReadBurstDuration(const toml::node& node, absl::string_view path,
                                                    absl::Duration below) const;
   absl::StatusOr<double> ReadUsd(const toml::node& node, absl::string_view path) const;
-  absl::Status CheckName(const toml::key& key, absl::string_view path,
-                         absl::string_view what) const;
-  absl::Status CheckScopeName(const toml::key& key, absl::string_view path) const;
+  absl::Status CheckName(const toml::key& key, absl::string_view path, BucketKey::Part part) const;
 
   absl::Status ParseTop(const toml::table& root);
   absl::Status ParseLimitSet(const toml::table& table, absl::string_view path, LimitSet* set,
@@ -251,31 +245,11 @@ absl::StatusOr<double> Parser::ReadUsd(const toml::node& node, absl::string_view
   return *usd;
 }
 
-// Provider and class names become one ':'-separated part of a bucket key.
+// Names become parts of bucket keys; BucketKey says which it can hold.
 absl::Status Parser::CheckName(const toml::key& key, absl::string_view path,
-                               absl::string_view what) const {
-  const std::string name = Text(key);
-  if (name.empty()) return Error(key.source(), path, absl::StrCat(what, " name is empty"));
-  if (name.find(':') != std::string::npos || HasSpaceOrControl(name)) {
-    return Error(key.source(), path,
-                 absl::StrCat(what, " name must not hold ':', spaces or control characters"));
-  }
-  return absl::OkStatus();
-}
-
-// Scope names are ':'-separated paths ("team:marketing:campaign-7"), which
-// ResolveScope falls back along: no part may be empty.
-absl::Status Parser::CheckScopeName(const toml::key& key, absl::string_view path) const {
-  const std::string name = Text(key);
-  if (name.empty()) return Error(key.source(), path, "scope name is empty");
-  if (HasSpaceOrControl(name)) {
-    return Error(key.source(), path, "scope name must not hold spaces or control characters");
-  }
-  if (absl::StartsWith(name, ":") || absl::EndsWith(name, ":") ||
-      name.find("::") != std::string::npos) {
-    return Error(key.source(), path, "scope name has an empty ':'-separated part");
-  }
-  return absl::OkStatus();
+                               BucketKey::Part part) const {
+  absl::Status s = BucketKey::ValidateName(part, Text(key));
+  return s.ok() ? s : Error(key.source(), path, s.message());
 }
 
 absl::StatusOr<LimitsConfig> Parser::Parse(absl::string_view text) {
@@ -419,7 +393,7 @@ absl::Status Parser::CheckLimitSet(const LimitSet& set, const LimitSetSource& so
 
 absl::Status Parser::ParseProvider(const toml::key& name, const toml::node& node,
                                    absl::string_view path) {
-  if (absl::Status s = CheckName(name, path, "provider"); !s.ok()) return s;
+  if (absl::Status s = CheckName(name, path, BucketKey::Part::kProvider); !s.ok()) return s;
   absl::StatusOr<const toml::table*> table = ReadTable(node, path);
   if (!table.ok()) return table.status();
   if (absl::Status s = CheckKeys(
@@ -473,7 +447,7 @@ absl::Status Parser::ParseProvider(const toml::key& name, const toml::node& node
 absl::Status Parser::ParseModelClass(const toml::key& name, const toml::node& node,
                                      absl::string_view path, ProviderLimits* provider,
                                      std::map<std::string, std::string>* pattern_owner) const {
-  if (absl::Status s = CheckName(name, path, "model class"); !s.ok()) return s;
+  if (absl::Status s = CheckName(name, path, BucketKey::Part::kModelClass); !s.ok()) return s;
   // "default" is the key part of the models no class matches.
   if (Text(name) == "default") {
     return Error(name.source(), path,
@@ -541,7 +515,7 @@ absl::Status Parser::ParseModelClass(const toml::key& name, const toml::node& no
 
 absl::Status Parser::ParseScope(const toml::key& name, const toml::node& node,
                                 absl::string_view path) {
-  if (absl::Status s = CheckScopeName(name, path); !s.ok()) return s;
+  if (absl::Status s = CheckName(name, path, BucketKey::Part::kScope); !s.ok()) return s;
   absl::StatusOr<const toml::table*> table = ReadTable(node, path);
   if (!table.ok()) return table.status();
   if (absl::Status s = CheckKeys(
@@ -682,26 +656,19 @@ absl::Status Parser::CheckKeyLengths() const {
                  absl::StrCat("the name makes bucket key \"", key, "\" ", key.size(),
                               " bytes long; keys are at most ", kMaxBucketNameLength, " bytes"));
   };
-  for (const auto& [name, provider] : config_.providers) {
-    const std::string path = Child("providers", name);
-    for (const BucketSpec& spec : ProviderBuckets(config_, provider, nullptr)) {
-      if (too_long(spec.key)) return error(provider.where, path, spec.key);
-    }
-    for (const ModelClass& model_class : provider.models) {
-      for (const BucketSpec& spec : ProviderBuckets(config_, provider, &model_class)) {
-        if (too_long(spec.key)) {
-          return error(model_class.where, Child(Child(path, "models"), model_class.name), spec.key);
-        }
-      }
-    }
-  }
-  for (const auto& [name, scope] : config_.scopes) {
-    std::vector<std::string> keys;
-    for (const BucketSpec& spec : ScopeBuckets(config_, scope)) keys.push_back(spec.key);
-    for (const BudgetSpec& spec : ScopeBudgets(scope)) keys.push_back(spec.key);
-    if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) keys.push_back(spec->key);
-    for (const std::string& key : keys) {
-      if (too_long(key)) return error(scope.where, Child("scopes", name), key);
+  const EffectiveLimits limits(config_);
+  for (const OwnerLimits& owner : limits.owners()) {
+    std::vector<absl::string_view> keys;
+    for (const BucketSpec& spec : owner.buckets) keys.push_back(spec.key);
+    for (const BudgetSpec& spec : owner.budgets) keys.push_back(spec.key);
+    if (owner.concurrency) keys.push_back(owner.concurrency->key);
+    for (absl::string_view key : keys) {
+      if (!too_long(key)) continue;
+      if (owner.scope != nullptr) return error(owner.scope->where, Child("scopes", owner.name), key);
+      const std::string path = Child("providers", owner.provider->name);
+      if (owner.model_class == nullptr) return error(owner.provider->where, path, key);
+      return error(owner.model_class->where,
+                   Child(Child(path, "models"), owner.model_class->name), key);
     }
   }
   return absl::OkStatus();

@@ -1,3 +1,7 @@
+// The policy: opens every bucket, budget and cap of a configuration, resolves
+// and caches routes, reserves all-or-nothing, feeds provider headers back,
+// and reports stats. (Settling a permit is permit.cc.)
+
 #include "sluice/policy.h"
 
 #include <algorithm>
@@ -10,28 +14,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/civil_time.h"
+#include "src/policy/policy_internal.h"
 
 namespace sluice {
+namespace internal_policy {
 namespace {
 
 constexpr int64_t kDaySeconds = 86'400;
-
-// Cost in micro-dollars of `tokens` at `usd_per_million` (USD per million
-// tokens is exactly micro-dollars per token), rounded up.
-double MicroUsd(uint64_t tokens, double usd_per_million) {
-  return static_cast<double>(tokens) * usd_per_million;
-}
-
-int64_t CeilMicroUsd(double micro_usd) {
-  const double c = std::ceil(micro_usd);
-  return c >= 9.0e18 ? std::numeric_limits<int64_t>::max() : static_cast<int64_t>(c);
-}
-
-int64_t Saturate(uint64_t v) {
-  return v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
-             ? std::numeric_limits<int64_t>::max()
-             : static_cast<int64_t>(v);
-}
 
 Meter MeterOf(LimitKind kind, bool openai_provider_bucket) {
   switch (kind) {
@@ -65,264 +54,157 @@ std::string Usd(int64_t micro_usd) {
 
 constexpr absl::string_view kConcurrencyFullPayload = "type.sluice/concurrency-full";
 
+// Amount of a charge of `meter` reserved for a request's estimate.
+int64_t ReservedAmount(const RouteRep& route, Meter meter, uint64_t input_tokens,
+                       uint64_t max_output_tokens) {
+  const uint64_t output_precharge = route.precharge_output ? max_output_tokens : 0;
+  switch (meter) {
+    case Meter::kRequests:
+      return 1;
+    case Meter::kInputTokens:
+      return Saturate(input_tokens);
+    case Meter::kOutputTokens:
+      return Saturate(output_precharge);
+    case Meter::kTotalTokens:
+      return Saturate(input_tokens + output_precharge);
+    case Meter::kOpenAiTokens:
+      return Saturate(std::max(max_output_tokens, input_tokens));
+    case Meter::kMicroUsd: {
+      const Price& p = *route.price;
+      return CeilMicroUsd(MicroUsd(input_tokens, std::max(p.input, p.cache_write)) +
+                          MicroUsd(max_output_tokens, p.output));
+    }
+  }
+  return 0;
+}
+
+int64_t MaxWaitNs(absl::Duration max_wait) {
+  return max_wait == absl::InfiniteDuration()
+             ? std::numeric_limits<int64_t>::max()
+             : absl::ToInt64Nanoseconds(std::max(max_wait, absl::ZeroDuration()));
+}
+
 }  // namespace
 
-bool IsConcurrencyFull(const absl::Status& status) {
-  return status.GetPayload(kConcurrencyFullPayload).has_value();
-}
+PolicyImpl::PolicyImpl(const LimitsConfig& config, Store* store, PolicyOptions options)
+    : config_(config), limits_(config_), store_(store), options_(std::move(options)) {}
 
-std::string FullConcurrencyCap(const absl::Status& status) {
-  const absl::optional<absl::Cord> key = status.GetPayload(kConcurrencyFullPayload);
-  return key ? std::string(*key) : std::string();
-}
-
-std::optional<StoredLeases> Policy::ConcurrencyCap(absl::string_view key) const {
+std::optional<StoredLeases> PolicyImpl::ConcurrencyCap(absl::string_view key) const {
   auto it = leases_.find(key);
   if (it == leases_.end()) return std::nullopt;
   return it->second.handle;
 }
 
-uint64_t CharacterEstimator::EstimateInputTokens(absl::string_view provider,
-                                                 absl::string_view /*model*/,
-                                                 absl::string_view prompt) const {
-  constexpr uint64_t kFraming = 8;
-  const uint64_t bytes = prompt.size();
-  // 3.5 bytes a token is 2 tokens per 7 bytes; both rounded up.
-  const uint64_t tokens = provider == "anthropic" ? (2 * bytes + 6) / 7 : (bytes + 3) / 4;
-  return tokens + kFraming;
+absl::Status PolicyImpl::OpenBucket(const BucketSpec& spec) {
+  if (buckets_.contains(spec.key)) return absl::OkStatus();
+  absl::StatusOr<StoredBucket> handle = store_->Bucket(spec.key, spec.config);
+  if (!handle.ok()) return handle.status();
+  // The limit it runs at: the configured one, or one a process learned
+  // from the provider's headers before this one started.
+  const uint64_t applied = handle->learned && handle->learned->period() == spec.config.rate.period()
+                               ? std::min(spec.limit, handle->learned->permits())
+                               : spec.limit;
+  buckets_.emplace(spec.key,
+                   Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)});
+  order_.push_back(spec.key);
+  return absl::OkStatus();
 }
 
-// Permit ------------------------------------------------------------------------
-
-Permit::Permit(Permit&& other) noexcept { *this = std::move(other); }
-
-Permit& Permit::operator=(Permit&& other) noexcept {
-  if (this == &other) return *this;
-  if (open_) ReleaseLeases();
-  route_ = other.route_;
-  policy_ = other.policy_;
-  reserved_ = std::move(other.reserved_);
-  terms_ = std::move(other.terms_);
-  windows_ = std::move(other.windows_);
-  leases_ = std::move(other.leases_);
-  ready_at_ns_ = other.ready_at_ns_;
-  wait_ns_ = other.wait_ns_;
-  bottleneck_ = other.bottleneck_;
-  open_ = other.open_;
-  other.open_ = false;
-  other.leases_.clear();
-  return *this;
-}
-
-Permit::~Permit() {
-  // Unsettled: the charges stand (the provider counts failed requests too);
-  // the concurrency lease always comes back.
-  if (open_) ReleaseLeases();
-}
-
-void Permit::ReleaseLeases() {
-  for (size_t i = 0; i < leases_.size(); ++i) {
-    if (leases_[i] >= 0) route_->leases_[i].leases.Release(static_cast<uint32_t>(leases_[i]));
+absl::Status PolicyImpl::OpenOwner(const OwnerLimits& owner) {
+  for (const BucketSpec& spec : owner.buckets) {
+    if (absl::Status s = OpenBucket(spec); !s.ok()) return s;
   }
-  leases_.clear();
-}
-
-void Permit::Settle(const Usage& usage) {
-  if (!open_) return;
-  open_ = false;
-  const Route& route = *route_;
-  const int64_t now = policy_->store_->clock().Now();
-  const uint64_t counted_input = usage.input_tokens + usage.cache_creation_input_tokens +
-                                 (route.count_cache_reads_ ? usage.cache_read_input_tokens : 0);
-  const uint64_t all_input =
-      usage.input_tokens + usage.cache_creation_input_tokens + usage.cache_read_input_tokens;
-  size_t window = 0;
-  for (size_t i = 0; i < route.charges_.size(); ++i) {
-    const Route::Charge& c = route.charges_[i];
-    int64_t actual = 0;
-    switch (c.meter) {
-      case Meter::kRequests:
-        actual = 1;
-        break;
-      case Meter::kInputTokens:
-        actual = Saturate(counted_input);
-        break;
-      case Meter::kOutputTokens:
-        actual = Saturate(usage.output_tokens);
-        break;
-      case Meter::kTotalTokens:
-        actual = Saturate(counted_input + usage.output_tokens);
-        break;
-      case Meter::kOpenAiTokens:
-        actual = Saturate(all_input + usage.output_tokens);
-        break;
-      case Meter::kMicroUsd: {
-        const Price& p = *route.price_;
-        actual = CeilMicroUsd(MicroUsd(usage.input_tokens, p.input) +
-                              MicroUsd(usage.output_tokens, p.output) +
-                              MicroUsd(usage.cache_creation_input_tokens, p.cache_write) +
-                              MicroUsd(usage.cache_read_input_tokens, p.cache_read));
-        break;
-      }
-    }
-    const int64_t diff = actual - reserved_[i];
-    if (c.is_budget) {
-      const int64_t w = windows_[window++];
-      if (diff > 0) c.counter.Debit(w, diff);
-      if (diff < 0) c.counter.Refund(w, -diff);
-    } else {
-      if (diff > 0) c.bucket.Debit(static_cast<uint64_t>(diff), now);
-      if (diff < 0) c.bucket.Refund(static_cast<uint64_t>(-diff), terms_[i], now);
-    }
-  }
-  ReleaseLeases();
-}
-
-void Permit::Cancel() {
-  if (!open_) return;
-  open_ = false;
-  const int64_t now = policy_->store_->clock().Now();
-  size_t window = 0;
-  for (size_t i = 0; i < route_->charges_.size(); ++i) {
-    const Route::Charge& c = route_->charges_[i];
-    if (c.is_budget) {
-      c.counter.Refund(windows_[window++], reserved_[i]);
-    } else {
-      c.bucket.Refund(static_cast<uint64_t>(reserved_[i]), terms_[i], now);
-    }
-  }
-  ReleaseLeases();
-}
-
-// Policy ------------------------------------------------------------------------
-
-Policy::Policy(const LimitsConfig& config, Store* store, PolicyOptions options)
-    : config_(config), store_(store), options_(std::move(options)) {}
-
-absl::StatusOr<std::unique_ptr<Policy>> Policy::Create(const LimitsConfig& config, Store* store,
-                                                       PolicyOptions options) {
-  std::unique_ptr<Policy> policy(new Policy(config, store, std::move(options)));
-  if (absl::Status s = policy->OpenAll(); !s.ok()) return s;
-  return policy;
-}
-
-absl::Status Policy::OpenAll() {
-  auto open_bucket = [&](const BucketSpec& spec) -> absl::Status {
-    if (buckets_.contains(spec.key)) return absl::OkStatus();
-    absl::StatusOr<StoredBucket> handle = store_->Bucket(spec.key, spec.config);
+  for (const BudgetSpec& spec : owner.budgets) {
+    absl::StatusOr<StoredCounter> handle = store_->Counter(spec.key);
     if (!handle.ok()) return handle.status();
-    // The limit it runs at: the configured one, or one a process learned
-    // from the provider's headers before this one started.
-    const uint64_t applied =
-        handle->learned && handle->learned->period() == spec.config.rate.period()
-            ? std::min(spec.limit, handle->learned->permits())
-            : spec.limit;
-    buckets_.emplace(spec.key,
-                     Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)});
+    budgets_.emplace(spec.key, OpenedBudget{spec, *handle});
     order_.push_back(spec.key);
-    return absl::OkStatus();
-  };
-  for (const auto& [name, provider] : config_.providers) {
-    for (const BucketSpec& spec : ProviderBuckets(config_, provider, nullptr)) {
-      if (absl::Status s = open_bucket(spec); !s.ok()) return s;
-    }
-    for (const ModelClass& model_class : provider.models) {
-      for (const BucketSpec& spec : ProviderBuckets(config_, provider, &model_class)) {
-        if (absl::Status s = open_bucket(spec); !s.ok()) return s;
-      }
-    }
   }
-  for (const auto& [name, scope] : config_.scopes) {
-    for (const BucketSpec& spec : ScopeBuckets(config_, scope)) {
-      if (absl::Status s = open_bucket(spec); !s.ok()) return s;
-    }
-    for (const BudgetSpec& spec : ScopeBudgets(scope)) {
-      absl::StatusOr<StoredCounter> handle = store_->Counter(spec.key);
-      if (!handle.ok()) return handle.status();
-      budgets_.emplace(spec.key, OpenedBudget{spec, *handle});
-      order_.push_back(spec.key);
-    }
-    if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
-      absl::StatusOr<StoredLeases> handle = store_->Leases(spec->key, spec->max_in_flight);
-      if (!handle.ok()) return handle.status();
-      // A process starting after one that died cleans up after it, whether
-      // or not the cap is ever full again.
-      handle->Reclaim();
-      leases_.emplace(spec->key, OpenedLeases{*spec, *handle});
-      order_.push_back(spec->key);
-    }
+  if (const std::optional<ConcurrencySpec>& spec = owner.concurrency) {
+    absl::StatusOr<StoredLeases> handle = store_->Leases(spec->key, spec->max_in_flight);
+    if (!handle.ok()) return handle.status();
+    // A process starting after one that died cleans up after it, whether
+    // or not the cap is ever full again.
+    handle->Reclaim();
+    leases_.emplace(spec->key, OpenedLeases{*spec, *handle});
+    order_.push_back(spec->key);
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::string_view provider,
-                                             absl::string_view model) {
+absl::Status PolicyImpl::OpenAll() {
+  for (const OwnerLimits& owner : limits_.owners()) {
+    if (absl::Status s = OpenOwner(owner); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// Appends what `owner` charges, in order: buckets, budgets; and its cap.
+void PolicyImpl::AddCharges(const OwnerLimits& owner, absl::string_view provider,
+                            RouteRep* route) const {
+  const bool is_provider = owner.type == BucketKey::Owner::kProvider;
+  for (const BucketSpec& spec : owner.buckets) {
+    const Opened& opened = buckets_.at(spec.key);
+    route->charges.push_back({spec.key, MeterOf(spec.kind, is_provider && provider == "openai"),
+                              is_provider, spec.kind, false, BudgetPeriod::kDay, 0,
+                              opened.handle.bucket, WindowCounterRef(nullptr),
+                              opened.handle.bottlenecks});
+  }
+  for (const BudgetSpec& spec : owner.budgets) {
+    const OpenedBudget& opened = budgets_.at(spec.key);
+    route->charges.push_back({spec.key, Meter::kMicroUsd, false, LimitKind::kRequestsPerMinute,
+                              true, spec.period, static_cast<int64_t>(spec.limit_micro_usd),
+                              BucketRef(nullptr, Clock::Monotonic()), opened.handle.counter,
+                              opened.handle.bottlenecks});
+  }
+  if (owner.concurrency) {
+    route->leases.push_back({owner.concurrency->key, leases_.at(owner.concurrency->key).handle});
+  }
+}
+
+absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
+                                                 absl::string_view provider,
+                                                 absl::string_view model) {
   const std::string key = absl::StrCat(scope, "\n", provider, "\n", model);
   {
     absl::ReaderMutexLock lock(&mu_);
     if (auto it = routes_.find(key); it != routes_.end()) return it->second.get();
   }
-  const ScopePath path = ResolveScope(config_, scope);
-  auto route = std::make_unique<Route>();
-  route->scope_ = std::string(scope);
-  route->fell_back_ = path.fell_back;
+  const RouteLimits limits = limits_.Route(scope, provider, model);
+  auto route = std::make_unique<RouteRep>();
+  route->scope = std::string(scope);
+  route->fell_back = limits.path.fell_back;
+  for (const ScopeLimits* s : limits.path.scopes) route->path.push_back(s->name);
   bool has_budget = false;
-  auto add_bucket = [&](const BucketSpec& spec, bool is_provider, bool openai) {
-    const Opened& opened = buckets_.at(spec.key);
-    Route::Charge c{spec.key,
-                    MeterOf(spec.kind, openai),
-                    is_provider,
-                    spec.kind,
-                    false,
-                    BudgetPeriod::kDay,
-                    0,
-                    opened.handle.bucket,
-                    WindowCounterRef(nullptr),
-                    opened.handle.bottlenecks};
-    route->charges_.push_back(std::move(c));
-  };
-  for (const ScopeLimits* s : path.scopes) {
-    route->path_.push_back(s->name);
-    for (const BucketSpec& spec : ScopeBuckets(config_, *s)) add_bucket(spec, false, false);
-    for (const BudgetSpec& spec : ScopeBudgets(*s)) {
-      const OpenedBudget& opened = budgets_.at(spec.key);
-      route->charges_.push_back({spec.key, Meter::kMicroUsd, false, LimitKind::kRequestsPerMinute,
-                                 true, spec.period, static_cast<int64_t>(spec.limit_micro_usd),
-                                 BucketRef(nullptr, Clock::Monotonic()), opened.handle.counter,
-                                 opened.handle.bottlenecks});
-      has_budget = true;
-    }
-    if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(*s)) {
-      route->leases_.push_back({spec->key, leases_.at(spec->key).handle});
-    }
+  for (const OwnerLimits* owner : limits.owners) {
+    AddCharges(*owner, provider, route.get());
+    has_budget |= !owner->budgets.empty();
   }
-  if (auto it = config_.providers.find(std::string(provider)); it != config_.providers.end()) {
-    const ProviderLimits& p = it->second;
-    const ModelClass* model_class = FindModelClass(p, model);
-    for (const BucketSpec& spec : ProviderBuckets(config_, p, model_class)) {
-      add_bucket(spec, true, provider == "openai");
-    }
-    route->count_cache_reads_ = model_class != nullptr && model_class->count_cache_reads
-                                    ? *model_class->count_cache_reads
-                                    : p.count_cache_reads;
-    route->precharge_output_ = p.output_precharge == OutputPrecharge::kMaxTokens;
+  if (const OwnerLimits* model_class = limits.model_class) {
+    route->count_cache_reads = model_class->model_class != nullptr &&
+                                       model_class->model_class->count_cache_reads
+                                   ? *model_class->model_class->count_cache_reads
+                                   : model_class->provider->count_cache_reads;
+    route->precharge_output =
+        model_class->provider->output_precharge == OutputPrecharge::kMaxTokens;
   }
-  route->price_ = FindPrice(config_, model);
-  if (has_budget && route->price_ == nullptr) {
+  route->price = FindPrice(config_, model);
+  if (has_budget && route->price == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("scope path of '", scope, "' has a USD budget, but model '", model,
                      "' has no entry in [prices]: its cost cannot be bounded"));
   }
   absl::MutexLock lock(&mu_);
-  auto [it, inserted] = routes_.emplace(key, std::move(route));
+  auto [it, inserted] =
+      routes_.emplace(key, std::unique_ptr<Route>(new Route(std::move(route))));
   return it->second.get();
 }
 
-int64_t Policy::WindowId(BudgetPeriod period) const {
+int64_t PolicyImpl::WindowId(BudgetPeriod period) const {
   return BudgetWindowId(period, options_.wall_clock());
 }
 
-absl::Time Policy::NextWindowStart(BudgetPeriod period) const {
+absl::Time PolicyImpl::NextWindowStart(BudgetPeriod period) const {
   const absl::Time now = options_.wall_clock();
   if (period == BudgetPeriod::kDay) {
     return absl::FromUnixSeconds((absl::ToUnixSeconds(now) / kDaySeconds + 1) * kDaySeconds);
@@ -330,22 +212,29 @@ absl::Time Policy::NextWindowStart(BudgetPeriod period) const {
   return absl::FromCivil(absl::ToCivilMonth(now, absl::UTCTimeZone()) + 1, absl::UTCTimeZone());
 }
 
-absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens,
-                                       uint64_t max_output_tokens, absl::Duration max_wait,
-                                       int64_t now_ns) {
-  Permit permit;
-  permit.route_ = &route;
-  permit.policy_ = this;
-  permit.open_ = true;  // so that a failure below returns the leases taken
-  for (const Route::Lease& lease : route.leases_) {
+std::unique_ptr<PermitState> PolicyImpl::NewPermit(const RouteRep& route) const {
+  auto permit = std::make_unique<PermitState>();
+  permit->route = &route;
+  permit->store = store_;
+  permit->open = true;  // so that a failure returns the leases taken
+  return permit;
+}
+
+absl::StatusOr<Permit> PolicyImpl::Reserve(const Route& route, uint64_t input_tokens,
+                                           uint64_t max_output_tokens, absl::Duration max_wait,
+                                           int64_t now_ns) {
+  std::unique_ptr<PermitState> permit = NewPermit(*route.rep_);
+  for (const RouteLease& lease : route.rep_->leases) {
     // Takes back the leases of dead holders when all are held.
     absl::StatusOr<int32_t> index = lease.leases.TryAcquire();
     if (!index.ok()) {
+      permit->ReleaseLeases();
       return absl::Status(index.status().code(), absl::StrCat("concurrency cap ", lease.key, ": ",
                                                               index.status().message()));
     }
-    permit.leases_.push_back(*index);
+    permit->leases.push_back(*index);
     if (*index < 0) {
+      permit->ReleaseLeases();
       lease.leases.bottlenecks()->fetch_add(1, std::memory_order_relaxed);
       absl::Status full = absl::DeadlineExceededError(absl::StrCat(
           "concurrency cap ", lease.key, ": all ", lease.leases.capacity(), " requests in flight"));
@@ -353,89 +242,61 @@ absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens
       return full;
     }
   }
-  return ReserveCharges(route, input_tokens, max_output_tokens, max_wait, now_ns,
+  return ReserveCharges(*route.rep_, input_tokens, max_output_tokens, max_wait, now_ns,
                         std::move(permit));
 }
 
-absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input_tokens,
-                                              uint64_t max_output_tokens, absl::Duration max_wait,
-                                              int64_t now_ns, Permit permit) {
-  if (route.fell_back_) route.uses_.fetch_add(1, std::memory_order_relaxed);
-  const int64_t max_wait_ns =
-      max_wait == absl::InfiniteDuration()
-          ? std::numeric_limits<int64_t>::max()
-          : absl::ToInt64Nanoseconds(std::max(max_wait, absl::ZeroDuration()));
-  const uint64_t output_precharge = route.precharge_output_ ? max_output_tokens : 0;
+// Takes `amount` micro-USD from budget `c` for this window, or says why not.
+absl::Status PolicyImpl::TakeBudget(const Charge& c, int64_t amount, PermitState* permit) {
+  const int64_t window = WindowId(c.period);
+  if (c.counter.TryAdd(window, amount, c.limit)) {
+    permit->windows.push_back(window);
+    permit->reserved.push_back(amount);
+    permit->terms.push_back({});
+    return absl::OkStatus();
+  }
+  if (amount > c.limit) {
+    never_fits_.fetch_add(1, std::memory_order_relaxed);
+    return absl::OutOfRangeError(absl::StrCat("budget ", c.key, ": this request may cost up to ",
+                                              Usd(amount), ", more than the whole budget of ",
+                                              Usd(c.limit), ": it can never fit"));
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit), " spent this ",
+      c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month", "; this request may cost up to ",
+      Usd(amount), "; it resets in ",
+      absl::FormatDuration(
+          absl::Trunc(NextWindowStart(c.period) - options_.wall_clock(), absl::Seconds(1)))));
+}
+
+absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_t input_tokens,
+                                                  uint64_t max_output_tokens,
+                                                  absl::Duration max_wait, int64_t now_ns,
+                                                  std::unique_ptr<PermitState> permit) {
+  if (route.fell_back) route.uses.fetch_add(1, std::memory_order_relaxed);
+  const int64_t max_wait_ns = MaxWaitNs(max_wait);
   int64_t worst = 0;
-  const Route::Charge* bottleneck = nullptr;
-
+  const Charge* bottleneck = nullptr;
   // Undoes charges [0, taken) exactly, and the leases.
-  auto roll_back = [&](size_t taken) {
-    size_t window = 0;
-    for (size_t j = 0; j < taken; ++j) {
-      const Route::Charge& c = route.charges_[j];
-      if (c.is_budget) {
-        c.counter.Refund(permit.windows_[window++], permit.reserved_[j]);
-      } else {
-        c.bucket.Refund(static_cast<uint64_t>(permit.reserved_[j]), permit.terms_[j], now_ns);
-      }
-    }
+  auto roll_back = [&](size_t taken, const Charge& refused) {
+    permit->Refund(taken, now_ns);
     rollbacks_.fetch_add(1, std::memory_order_relaxed);
+    refused.bottlenecks->fetch_add(1, std::memory_order_relaxed);
+    permit->ReleaseLeases();
   };
-
-  for (size_t i = 0; i < route.charges_.size(); ++i) {
-    const Route::Charge& c = route.charges_[i];
-    int64_t amount = 0;
-    switch (c.meter) {
-      case Meter::kRequests:
-        amount = 1;
-        break;
-      case Meter::kInputTokens:
-        amount = Saturate(input_tokens);
-        break;
-      case Meter::kOutputTokens:
-        amount = Saturate(output_precharge);
-        break;
-      case Meter::kTotalTokens:
-        amount = Saturate(input_tokens + output_precharge);
-        break;
-      case Meter::kOpenAiTokens:
-        amount = Saturate(std::max(max_output_tokens, input_tokens));
-        break;
-      case Meter::kMicroUsd: {
-        const Price& p = *route.price_;
-        amount = CeilMicroUsd(MicroUsd(input_tokens, std::max(p.input, p.cache_write)) +
-                              MicroUsd(max_output_tokens, p.output));
-        break;
-      }
-    }
+  for (size_t i = 0; i < route.charges.size(); ++i) {
+    const Charge& c = route.charges[i];
+    const int64_t amount = ReservedAmount(route, c.meter, input_tokens, max_output_tokens);
     if (c.is_budget) {
-      const int64_t window = WindowId(c.period);
-      if (!c.counter.TryAdd(window, amount, c.limit)) {
-        roll_back(i);
-        c.bottlenecks->fetch_add(1, std::memory_order_relaxed);
-        if (amount > c.limit) {
-          never_fits_.fetch_add(1, std::memory_order_relaxed);
-          return absl::OutOfRangeError(
-              absl::StrCat("budget ", c.key, ": this request may cost up to ", Usd(amount),
-                           ", more than the whole budget of ", Usd(c.limit), ": it can never fit"));
-        }
-        return absl::ResourceExhaustedError(absl::StrCat(
-            "budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit),
-            " spent this ", c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month",
-            "; this request may cost up to ", Usd(amount), "; it resets in ",
-            absl::FormatDuration(
-                absl::Trunc(NextWindowStart(c.period) - options_.wall_clock(), absl::Seconds(1)))));
+      if (absl::Status s = TakeBudget(c, amount, permit.get()); !s.ok()) {
+        roll_back(i, c);
+        return s;
       }
-      permit.windows_.push_back(window);
-      permit.reserved_.push_back(amount);
-      permit.terms_.push_back({});
       continue;
     }
     const Decision d = c.bucket.Reserve(static_cast<uint64_t>(amount), max_wait_ns, now_ns);
     if (!d.granted()) {
-      roll_back(i);
-      c.bottlenecks->fetch_add(1, std::memory_order_relaxed);
+      roll_back(i, c);
       if (d.outcome == Outcome::kNeverFits) {
         never_fits_.fetch_add(1, std::memory_order_relaxed);
         return absl::OutOfRangeError(
@@ -448,8 +309,8 @@ absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input
                        absl::FormatDuration(absl::Nanoseconds(d.wait_ns)), ", over the ",
                        absl::FormatDuration(absl::Nanoseconds(max_wait_ns)), " allowed"));
     }
-    permit.reserved_.push_back(amount);
-    permit.terms_.push_back(d.terms);
+    permit->reserved.push_back(amount);
+    permit->terms.push_back(d.terms);
     if (d.wait_ns > worst) {
       worst = d.wait_ns;
       bottleneck = &c;
@@ -457,57 +318,56 @@ absl::StatusOr<Permit> Policy::ReserveCharges(const Route& route, uint64_t input
   }
   if (bottleneck != nullptr) {
     bottleneck->bottlenecks->fetch_add(1, std::memory_order_relaxed);
-    permit.bottleneck_ = &bottleneck->key;
+    permit->bottleneck = &bottleneck->key;
   }
-  permit.wait_ns_ = worst;
-  permit.ready_at_ns_ = now_ns + worst;
-  return permit;
+  permit->wait_ns = worst;
+  permit->ready_at_ns = now_ns + worst;
+  return Permit(std::move(permit));
 }
 
-absl::StatusOr<Permit> Policy::Acquire(const Request& request, absl::Duration timeout) {
+absl::StatusOr<Permit> PolicyImpl::Acquire(const Request& request, absl::Duration timeout) {
   absl::StatusOr<const Route*> route = Resolve(request.scope, request.provider, request.model);
   if (!route.ok()) return route.status();
+  const RouteRep& rep = *(*route)->rep_;
   const Clock clock = store_->clock();
   const int64_t start = clock.Now();
   const int64_t timeout_ns =
       timeout == absl::InfiniteDuration()
           ? std::numeric_limits<int64_t>::max() / 2
           : absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
-  Permit permit;
-  permit.route_ = *route;
-  permit.policy_ = this;
-  permit.open_ = true;
-  for (const Route::Lease& lease : (*route)->leases_) {
+  std::unique_ptr<PermitState> permit = NewPermit(rep);
+  for (const RouteLease& lease : rep.leases) {
     const int64_t left = std::max<int64_t>(0, start + timeout_ns - clock.Now());
     absl::StatusOr<uint32_t> index = lease.leases.Acquire(absl::Nanoseconds(left));
     if (!index.ok()) {
+      permit->ReleaseLeases();
       lease.leases.bottlenecks()->fetch_add(1, std::memory_order_relaxed);
       return absl::Status(index.status().code(), absl::StrCat("concurrency cap ", lease.key, ": ",
                                                               index.status().message()));
     }
-    permit.leases_.push_back(static_cast<int32_t>(*index));
+    permit->leases.push_back(static_cast<int32_t>(*index));
   }
   const int64_t now = clock.Now();
   absl::StatusOr<Permit> reserved = ReserveCharges(
-      **route, request.input_tokens, request.max_output_tokens,
+      rep, request.input_tokens, request.max_output_tokens,
       absl::Nanoseconds(std::max<int64_t>(0, start + timeout_ns - now)), now, std::move(permit));
   if (!reserved.ok()) return reserved.status();
   if (reserved->wait_ns() > 0) clock.SleepUntil(reserved->ready_at_ns());
   return reserved;
 }
 
-void Policy::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
-                           int64_t now_ns) const {
-  for (const Route::Charge& c : route.charges_) {
+void PolicyImpl::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
+                               int64_t now_ns) const {
+  for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider || c.kind != kind) continue;
     const int64_t excess = c.bucket.Available(now_ns) - std::max<int64_t>(remaining, 0);
     if (excess > 0) c.bucket.Debit(static_cast<uint64_t>(excess), now_ns);
   }
 }
 
-void Policy::LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const {
+void PolicyImpl::LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const {
   if (!(per_minute > 0) || kind == LimitKind::kTokensPerDay) return;
-  for (const Route::Charge& c : route.charges_) {
+  for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider || c.kind != kind) continue;
     const Opened& opened = buckets_.at(c.key);
     const double scaled = std::min(per_minute * config_.headroom, 1e18);
@@ -527,21 +387,21 @@ void Policy::LearnProviderRate(const Route& route, LimitKind kind, double per_mi
   }
 }
 
-void Policy::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {
+void PolicyImpl::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {
   // Every request pays the request bucket, so holding it holds them all;
   // without one, hold whatever the provider meters.
   bool has_requests = false;
-  for (const Route::Charge& c : route.charges_) {
+  for (const Charge& c : route.rep_->charges) {
     has_requests |= c.is_provider && c.kind == LimitKind::kRequestsPerMinute;
   }
-  for (const Route::Charge& c : route.charges_) {
+  for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider) continue;
     if (has_requests && c.kind != LimitKind::kRequestsPerMinute) continue;
     c.bucket.HoldUntil(until_ns, now_ns);
   }
 }
 
-PolicyStats Policy::Stats() const {
+PolicyStats PolicyImpl::Stats() const {
   PolicyStats stats;
   const int64_t now = store_->clock().Now();
   for (const std::string& key : order_) {
@@ -568,14 +428,88 @@ PolicyStats Policy::Stats() const {
   }
   absl::ReaderMutexLock lock(&mu_);
   for (const auto& [key, route] : routes_) {
-    const uint64_t uses = route->uses_.load(std::memory_order_relaxed);
-    if (route->fell_back_ && uses > 0) {
-      stats.fallbacks[absl::StrCat(route->scope_, " -> ", route->path_.front())] += uses;
+    const RouteRep& rep = *route->rep_;
+    const uint64_t uses = rep.uses.load(std::memory_order_relaxed);
+    if (rep.fell_back && uses > 0) {
+      stats.fallbacks[absl::StrCat(rep.scope, " -> ", rep.path.front())] += uses;
     }
   }
   stats.rollbacks = rollbacks_.load(std::memory_order_relaxed);
   stats.never_fits = never_fits_.load(std::memory_order_relaxed);
   return stats;
 }
+
+}  // namespace internal_policy
+
+using internal_policy::kConcurrencyFullPayload;
+using internal_policy::PolicyImpl;
+
+bool IsConcurrencyFull(const absl::Status& status) {
+  return status.GetPayload(kConcurrencyFullPayload).has_value();
+}
+
+std::string FullConcurrencyCap(const absl::Status& status) {
+  const absl::optional<absl::Cord> key = status.GetPayload(kConcurrencyFullPayload);
+  return key ? std::string(*key) : std::string();
+}
+
+uint64_t CharacterEstimator::EstimateInputTokens(absl::string_view provider,
+                                                 absl::string_view /*model*/,
+                                                 absl::string_view prompt) const {
+  constexpr uint64_t kFraming = 8;
+  const uint64_t bytes = prompt.size();
+  // 3.5 bytes a token is 2 tokens per 7 bytes; both rounded up.
+  const uint64_t tokens = provider == "anthropic" ? (2 * bytes + 6) / 7 : (bytes + 3) / 4;
+  return tokens + kFraming;
+}
+
+// Policy ------------------------------------------------------------------------
+
+Policy::Policy(std::unique_ptr<PolicyImpl> impl) : impl_(std::move(impl)) {}
+Policy::~Policy() = default;
+
+absl::StatusOr<std::unique_ptr<Policy>> Policy::Create(const LimitsConfig& config, Store* store,
+                                                       PolicyOptions options) {
+  auto impl = std::make_unique<PolicyImpl>(config, store, std::move(options));
+  if (absl::Status s = impl->OpenAll(); !s.ok()) return s;
+  return std::unique_ptr<Policy>(new Policy(std::move(impl)));
+}
+
+absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::string_view provider,
+                                             absl::string_view model) {
+  return impl_->Resolve(scope, provider, model);
+}
+
+absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens,
+                                       uint64_t max_output_tokens, absl::Duration max_wait,
+                                       int64_t now_ns) {
+  return impl_->Reserve(route, input_tokens, max_output_tokens, max_wait, now_ns);
+}
+
+absl::StatusOr<Permit> Policy::Acquire(const Request& request, absl::Duration timeout) {
+  return impl_->Acquire(request, timeout);
+}
+
+PolicyStats Policy::Stats() const { return impl_->Stats(); }
+
+std::optional<StoredLeases> Policy::ConcurrencyCap(absl::string_view key) const {
+  return impl_->ConcurrencyCap(key);
+}
+
+void Policy::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
+                           int64_t now_ns) const {
+  impl_->ClampProvider(route, kind, remaining, now_ns);
+}
+
+void Policy::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {
+  impl_->HoldProvider(route, until_ns, now_ns);
+}
+
+void Policy::LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const {
+  impl_->LearnProviderRate(route, kind, per_minute);
+}
+
+Store* Policy::store() const { return impl_->store(); }
+const LimitsConfig& Policy::config() const { return impl_->config(); }
 
 }  // namespace sluice

@@ -1,34 +1,47 @@
 // libFuzzer target for the TOML limits parser and what is built from a
-// config it accepts: every provider's and scope's bucket specs, scope
-// resolution, and a policy over a process-local store (which opens every
-// bucket, budget and cap the config names). Seeds: tests/fuzz/corpus/limits.
+// config it accepts: its effective limits (every key of which must parse back
+// as a BucketKey naming its owner), scope resolution, and a policy over a
+// process-local store (which opens every bucket, budget and cap the config
+// names). Seeds: tests/fuzz/corpus/limits.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/strings/string_view.h"
+#include "sluice/bucket_key.h"
+#include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
 #include "sluice/store.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
+  // Any text that parses as a key formats back to itself.
+  if (absl::StatusOr<sluice::BucketKey> key = sluice::BucketKey::Parse(text);
+      key.ok() && key->ToString() != text) {
+    __builtin_trap();
+  }
   absl::StatusOr<sluice::LimitsConfig> config = sluice::ParseLimitsConfig(text, "fuzz.toml");
   if (!config.ok()) {
     // Every refusal names where: "fuzz.toml:line:column: ...".
     if (config.status().message().find("fuzz.toml") == absl::string_view::npos) __builtin_trap();
     return 0;
   }
-  for (const auto& [name, provider] : config->providers) {
-    sluice::ProviderBuckets(*config, provider, nullptr);
-    for (const sluice::ModelClass& model_class : provider.models) {
-      sluice::ProviderBuckets(*config, provider, &model_class);
+  const sluice::EffectiveLimits limits(*config);
+  for (const sluice::OwnerLimits& owner : limits.owners()) {
+    std::vector<std::string> keys;
+    for (const sluice::BucketSpec& spec : owner.buckets) keys.push_back(spec.key);
+    for (const sluice::BudgetSpec& spec : owner.budgets) keys.push_back(spec.key);
+    if (owner.concurrency) keys.push_back(owner.concurrency->key);
+    // Every key of an accepted config round-trips and names its owner.
+    for (const std::string& key : keys) {
+      absl::StatusOr<sluice::BucketKey> parsed = sluice::BucketKey::Parse(key);
+      if (!parsed.ok() || parsed->ToString() != key || parsed->OwnerName() != owner.name) {
+        __builtin_trap();
+      }
     }
   }
-  for (const auto& [name, scope] : config->scopes) {
-    sluice::ScopeBuckets(*config, scope);
-    sluice::ScopeBudgets(scope);
-    sluice::ResolveScope(*config, name);
-  }
+  for (const auto& [name, scope] : config->scopes) sluice::ResolveScope(*config, name);
   sluice::ResolveScope(*config, "team:unknown:x");
   auto store = sluice::NewLocalStore(sluice::Clock::Monotonic());
   auto policy = sluice::Policy::Create(*config, store.get());

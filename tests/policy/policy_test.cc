@@ -202,6 +202,7 @@ TEST_P(PolicyTest, TheWaitIsTheLongestAndItsBucketIsTheBottleneck) {
   auto waiting = Reserve(route, 10, 10, absl::Seconds(5));
   ASSERT_TRUE(waiting.ok()) << waiting.status();
   EXPECT_EQ(waiting->wait_ns(), kSec);
+  EXPECT_EQ(waiting->wait(), absl::Seconds(1));
   EXPECT_EQ(waiting->ready_at_ns(), clock_.Now() + kSec);
   EXPECT_EQ(waiting->bottleneck(), "scope:workflow:nightly:rpm");
   waiting->Cancel();

@@ -1,8 +1,10 @@
 // sluice stats, sluice top, sluice metrics: what a segment's buckets, budgets,
 // concurrency caps and processes look like now, as a table (once or every
 // --watch), a live full-screen view, or a Prometheus /metrics endpoint. The
-// snapshots and their formats live in tools/stats; this file wires flags,
-// signals and the terminal to them.
+// snapshots and their JSON and Prometheus forms live in the library
+// (sluice/stats.h, sluice/stats_exposition.h), the text view and the /metrics
+// server in tools/stats; this file wires flags, signals and the terminal to
+// them.
 //
 // Every report opens the segment afresh (read-only, unregistered), so that a
 // segment removed and created again is followed, and looking never shows up

@@ -1,0 +1,167 @@
+// What policy.h keeps out of sight: a route's charges, a permit's
+// reservations, and the policy's opened buckets and route cache. Internal to
+// src/policy (policy.cc builds routes and reserves; permit.cc settles).
+//
+// Thread safety: as policy.h says. A RouteRep is immutable once published
+// (apart from its atomic counter); PolicyImpl's route cache is guarded by
+// its mutex.
+#ifndef SLUICE_SRC_POLICY_POLICY_INTERNAL_H_
+#define SLUICE_SRC_POLICY_POLICY_INTERNAL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "sluice/effective_limits.h"
+#include "sluice/limits.h"
+#include "sluice/policy.h"
+#include "sluice/store.h"
+
+namespace sluice {
+namespace internal_policy {
+
+// What a request is metered in, per charge.
+enum class Meter : uint8_t {
+  kRequests,      // 1 per request
+  kInputTokens,   // ITPM
+  kOutputTokens,  // OTPM
+  kTotalTokens,   // TPM / TPD: input + output pre-charge
+  kOpenAiTokens,  // OpenAI TPM / TPD: max(max_tokens, input estimate)
+  kMicroUsd,      // a budget: worst-case cost in micro-dollars
+};
+
+// One bucket or budget a route pays into.
+struct Charge {
+  std::string key;
+  Meter meter;
+  bool is_provider;  // a provider bucket (fed back from response headers)
+  LimitKind kind;
+  bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
+  BudgetPeriod period;
+  int64_t limit;  // budgets: micro-USD per period
+  BucketRef bucket{nullptr, Clock::Monotonic()};
+  WindowCounterRef counter{nullptr};
+  std::atomic<uint64_t>* bottlenecks;
+};
+
+struct RouteLease {
+  std::string key;
+  StoredLeases leases;
+};
+
+struct RouteRep {
+  std::string scope;
+  std::vector<std::string> path;
+  bool fell_back = false;
+  std::vector<Charge> charges;
+  std::vector<RouteLease> leases;
+  bool count_cache_reads = false;
+  bool precharge_output = true;
+  const Price* price = nullptr;
+  mutable std::atomic<uint64_t> uses{0};  // reservations made while fallen back
+};
+
+struct PermitState {
+  const RouteRep* route = nullptr;
+  Store* store = nullptr;
+  absl::InlinedVector<int64_t, 16> reserved;
+  absl::InlinedVector<Terms, 16> terms;     // per charge: what its permits cost when taken
+  absl::InlinedVector<int64_t, 4> windows;  // per budget charge, in order
+  absl::InlinedVector<int32_t, 2> leases;   // lease index per route lease
+  int64_t ready_at_ns = 0;
+  int64_t wait_ns = 0;
+  const std::string* bottleneck = nullptr;  // a key in the route
+  bool open = false;
+
+  // Returns the concurrency leases held.
+  void ReleaseLeases();
+  // Gives back charges [0, taken) exactly, at `now_ns`.
+  void Refund(size_t taken, int64_t now_ns) const;
+};
+
+// Micro-dollars of `tokens` at `usd_per_million` (USD per million tokens is
+// exactly micro-dollars per token), and the ceiling of a sum of them.
+double MicroUsd(uint64_t tokens, double usd_per_million);
+int64_t CeilMicroUsd(double micro_usd);
+// `v`, or INT64_MAX when it does not fit.
+int64_t Saturate(uint64_t v);
+
+class PolicyImpl {
+ public:
+  PolicyImpl(const LimitsConfig& config, Store* store, PolicyOptions options);
+
+  absl::Status OpenAll();
+  absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
+                                       absl::string_view model);
+  absl::StatusOr<Permit> Reserve(const Route& route, uint64_t input_tokens,
+                                 uint64_t max_output_tokens, absl::Duration max_wait,
+                                 int64_t now_ns);
+  absl::StatusOr<Permit> Acquire(const Request& request, absl::Duration timeout);
+  PolicyStats Stats() const;
+  std::optional<StoredLeases> ConcurrencyCap(absl::string_view key) const;
+  void ClampProvider(const Route& route, LimitKind kind, int64_t remaining, int64_t now_ns) const;
+  void HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const;
+  void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
+
+  Store* store() const { return store_; }
+  const LimitsConfig& config() const { return config_; }
+
+ private:
+  struct Opened {
+    BucketSpec spec;
+    StoredBucket handle;
+    // The per-minute (or per-day) limit the bucket runs at now: the spec's,
+    // or a lower one learned from the provider.
+    std::unique_ptr<std::atomic<uint64_t>> applied;
+  };
+  struct OpenedBudget {
+    BudgetSpec spec;
+    StoredCounter handle;
+  };
+  struct OpenedLeases {
+    ConcurrencySpec spec;
+    StoredLeases handle;
+  };
+
+  absl::Status OpenBucket(const BucketSpec& spec);
+  absl::Status OpenOwner(const OwnerLimits& owner);
+  void AddCharges(const OwnerLimits& owner, absl::string_view provider, RouteRep* route) const;
+  std::unique_ptr<PermitState> NewPermit(const RouteRep& route) const;
+  absl::StatusOr<Permit> ReserveCharges(const RouteRep& route, uint64_t input_tokens,
+                                        uint64_t max_output_tokens, absl::Duration max_wait,
+                                        int64_t now_ns, std::unique_ptr<PermitState> permit);
+  absl::Status TakeBudget(const Charge& c, int64_t amount, PermitState* permit);
+  int64_t WindowId(BudgetPeriod period) const;
+  absl::Time NextWindowStart(BudgetPeriod period) const;
+
+  const LimitsConfig config_;
+  const EffectiveLimits limits_;  // of config_
+  Store* const store_;
+  const PolicyOptions options_;
+
+  absl::flat_hash_map<std::string, Opened> buckets_;
+  absl::flat_hash_map<std::string, OpenedBudget> budgets_;
+  absl::flat_hash_map<std::string, OpenedLeases> leases_;
+  std::vector<std::string> order_;  // keys in configuration order, for stats
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Route>> routes_ ABSL_GUARDED_BY(mu_);
+  mutable std::atomic<uint64_t> rollbacks_{0};
+  mutable std::atomic<uint64_t> never_fits_{0};
+};
+
+}  // namespace internal_policy
+}  // namespace sluice
+
+#endif  // SLUICE_SRC_POLICY_POLICY_INTERNAL_H_
