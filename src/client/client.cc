@@ -82,8 +82,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(ClientOptions options, Po
   if (absl::Status s = Resolve(options); !s.ok()) return s;
   if (transport == nullptr) return absl::InvalidArgumentError("no transport");
   if (policy != nullptr) clock = policy->store()->clock();
-  return std::unique_ptr<Client>(new Client(
-      std::make_unique<Impl>(std::move(options), policy, std::move(transport), clock)));
+  return std::unique_ptr<Client>(
+      new Client(std::make_unique<Impl>(std::move(options), policy, std::move(transport), clock)));
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -255,7 +255,8 @@ void CurlTransport::Poll(absl::Duration timeout) {
 absl::StatusOr<std::unique_ptr<Transport>> NewCurlTransport(const TransportOptions& options) {
   if (!InitCurlOnce()) return absl::InternalError("curl_global_init failed");
   const int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) return absl::InternalError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
+  if (epoll_fd < 0)
+    return absl::InternalError(absl::StrCat("epoll_create1: ", std::strerror(errno)));
   const int wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd < 0) {
     close(epoll_fd);

@@ -51,10 +51,10 @@ struct Scheduler::Job final : TransportSink {
   // The current attempt's response.
   int http_status = 0;
   Headers headers_in;
-  std::string response;     // the body, up to the cap
-  bool too_large = false;   // the body passed the cap (and the attempt was aborted)
-  bool streaming = false;   // a 2xx passed on to request.on_chunk
-  bool delivered = false;   // some of it went out: never retried
+  std::string response;    // the body, up to the cap
+  bool too_large = false;  // the body passed the cap (and the attempt was aborted)
+  bool streaming = false;  // a 2xx passed on to request.on_chunk
+  bool delivered = false;  // some of it went out: never retried
   absl::Status outcome;
 
   void OnResponse(int status, const Headers& headers) override {
@@ -186,8 +186,8 @@ Scheduler::Scheduler(ClientOptions options, Policy* policy, Transport* transport
       clock_(clock),
       throttle_timeout_ns_(options_.throttle_timeout == absl::InfiniteDuration()
                                ? std::numeric_limits<int64_t>::max()
-                               : absl::ToInt64Nanoseconds(std::max(options_.throttle_timeout,
-                                                                   absl::ZeroDuration()))),
+                               : absl::ToInt64Nanoseconds(
+                                     std::max(options_.throttle_timeout, absl::ZeroDuration()))),
       rng_(options_.seed != 0 ? options_.seed : std::random_device()()),
       waiting_(std::make_unique<Queue>()) {}
 
@@ -494,8 +494,8 @@ struct Attempt {
   nlohmann::json response;
 };
 
-Attempt Classify(Provider provider, int http_status, absl::string_view body,
-                 const Headers& headers, bool streamed) {
+Attempt Classify(Provider provider, int http_status, absl::string_view body, const Headers& headers,
+                 bool streamed) {
   Attempt a;
   if (Is2xx(http_status)) {
     a.response = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
@@ -565,18 +565,18 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
     return;
   }
   r.error_body = std::move(job.response);
-  Deliver(std::move(owned),
-          absl::Status(
-              c.error_class == ErrorClass::kRequestTooLarge ? absl::StatusCode::kOutOfRange
-                                                            : absl::StatusCode::kUnavailable,
-              absl::StrCat(ProviderName(options_.provider), " ", ErrorClassName(c.error_class),
-                           c.http_status ? absl::StrCat(" (HTTP ", c.http_status, ")") : "",
-                           c.provider_type.empty() ? "" : absl::StrCat(" ", c.provider_type),
-                           ": ", c.message,
-                           c.request_id.empty() ? ""
-                                                : absl::StrCat(" [request-id ", c.request_id, "]"),
-                           " after ", job.attempt, job.attempt == 1 ? " attempt; " : " attempts; ",
-                           next.reason)));
+  Deliver(
+      std::move(owned),
+      absl::Status(
+          c.error_class == ErrorClass::kRequestTooLarge ? absl::StatusCode::kOutOfRange
+                                                        : absl::StatusCode::kUnavailable,
+          absl::StrCat(ProviderName(options_.provider), " ", ErrorClassName(c.error_class),
+                       c.http_status ? absl::StrCat(" (HTTP ", c.http_status, ")") : "",
+                       c.provider_type.empty() ? "" : absl::StrCat(" ", c.provider_type), ": ",
+                       c.message,
+                       c.request_id.empty() ? "" : absl::StrCat(" [request-id ", c.request_id, "]"),
+                       " after ", job.attempt, job.attempt == 1 ? " attempt; " : " attempts; ",
+                       next.reason)));
 }
 
 }  // namespace sluice

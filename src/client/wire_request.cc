@@ -38,16 +38,16 @@ absl::StatusOr<TransportRequest> WireRequest(const ClientOptions& options,
         absl::StrCat("request path '", request.path, "' must start with '/'"));
   }
   TransportRequest wire;
-  wire.url = options.base_url + (request.path.empty() ? EndpointPath(options.provider)
-                                                      : request.path);
+  wire.url =
+      options.base_url + (request.path.empty() ? EndpointPath(options.provider) : request.path);
   if (!Carries(request, "content-type")) wire.headers.push_back("content-type: application/json");
   const bool own_credential = Carries(request, "x-api-key") || Carries(request, "authorization");
   const std::string& key = request.api_key.empty() ? options.api_key : request.api_key;
   if (!own_credential) {
     if (key.empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "no API key: set ", ApiKeyVariable(options.provider),
-          ", give one in the client's options, or send one with the request"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("no API key: set ", ApiKeyVariable(options.provider),
+                       ", give one in the client's options, or send one with the request"));
     }
     wire.headers.push_back(options.provider == Provider::kAnthropic
                                ? absl::StrCat("x-api-key: ", key)

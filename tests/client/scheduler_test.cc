@@ -53,8 +53,8 @@ ScriptedReply AnthropicError(int status, absl::string_view type, Headers headers
   ScriptedReply r;
   r.http_status = status;
   r.headers = std::move(headers);
-  r.chunks = {absl::StrCat(R"({"type":"error","error":{"type":")", type,
-                           R"(","message":"scripted"}})")};
+  r.chunks = {
+      absl::StrCat(R"({"type":"error","error":{"type":")", type, R"(","message":"scripted"}})")};
   return r;
 }
 
@@ -291,9 +291,9 @@ class ScriptedLimit {
                            absl::UTCTimeZone()));
     if (admitted) {
       ScriptedReply ok = AnthropicOk(absl::Milliseconds(50));
-      for (const char* name : {"anthropic-ratelimit-requests-limit",
-                               "anthropic-ratelimit-requests-remaining",
-                               "anthropic-ratelimit-requests-reset"}) {
+      for (const char* name :
+           {"anthropic-ratelimit-requests-limit", "anthropic-ratelimit-requests-remaining",
+            "anthropic-ratelimit-requests-reset"}) {
         ok.headers.Set(name, *h.Find(name));
       }
       return ok;
@@ -338,11 +338,11 @@ requests_per_minute = 100000
     options.header_feedback = feedback == 1;
     options.provider_time_scale = 60;
     options.retry.max_attempts = 10;
-    auto client = Client::Create(
-        options, policy.get(),
-        std::make_unique<ScriptedTransport>(
-            &clock, [&](const TransportRequest&) { return provider.Answer(); }),
-        Clock::Monotonic());
+    auto client =
+        Client::Create(options, policy.get(),
+                       std::make_unique<ScriptedTransport>(
+                           &clock, [&](const TransportRequest&) { return provider.Answer(); }),
+                       Clock::Monotonic());
     ASSERT_TRUE(client.ok());
     int n = 0, succeeded = 0;
     (*client)->Run(
@@ -380,10 +380,10 @@ TEST(SchedulerTest, EachRequestCarriesItsOwnCredentialsAndPath) {
   EXPECT_THAT(SentHeaders(t, 0), Contains("x-api-key: sk-per-request"));
   EXPECT_THAT(SentHeaders(t, 0), Not(Contains(absl::StrCat("x-api-key: ", kSecret))));
   EXPECT_EQ(t.sent()[0].request.url, "http://scripted.invalid/v1/messages");
-  EXPECT_THAT(SentHeaders(t, 1), AllOf(Contains("Authorization: Bearer sk-sdk"),
-                                       Contains("anthropic-version: 2026-10-21"),
-                                       Not(Contains("anthropic-version: 2023-06-01")),
-                                       Not(Contains(HasSubstr("x-api-key")))));
+  EXPECT_THAT(
+      SentHeaders(t, 1),
+      AllOf(Contains("Authorization: Bearer sk-sdk"), Contains("anthropic-version: 2026-10-21"),
+            Not(Contains("anthropic-version: 2023-06-01")), Not(Contains(HasSubstr("x-api-key")))));
   EXPECT_EQ(t.sent()[1].request.url, "http://scripted.invalid/v1/messages/count_tokens");
   EXPECT_THAT(SentHeaders(t, 2), Contains(absl::StrCat("x-api-key: ", kSecret)));
 }
@@ -437,8 +437,9 @@ TEST(SchedulerTest, AStreamedResponseIsPassedOnAsItArrives) {
   ASSERT_TRUE(r.status.ok()) << r.status;
   EXPECT_EQ(r.attempts, 2);
   EXPECT_EQ(r.http_status, 200);
-  EXPECT_THAT(seen, ElementsAre("status 200 text/event-stream", "event: message_start\ndata: {}\n\n",
-                                "event: message_stop\ndata: {}\n\n"));
+  EXPECT_THAT(seen,
+              ElementsAre("status 200 text/event-stream", "event: message_start\ndata: {}\n\n",
+                          "event: message_stop\ndata: {}\n\n"));
 }
 
 // Once part of a stream went out, a failure is final: a retry would repeat it.

@@ -27,7 +27,7 @@ namespace sluice {
 struct ScriptedReply {
   int http_status = 200;
   Headers headers;
-  std::vector<std::string> chunks;  // the body, in the pieces it arrives in
+  std::vector<std::string> chunks;                 // the body, in the pieces it arrives in
   absl::Duration latency = absl::Milliseconds(1);  // start to the end of the reply
   // Not OK: the connection fails after the chunks (none: before a response).
   absl::Status error;
@@ -43,8 +43,7 @@ class ScriptedTransport final : public Transport {
     int64_t at_ns;
   };
 
-  ScriptedTransport(FakeClock* clock, Script script)
-      : clock_(clock), script_(std::move(script)) {}
+  ScriptedTransport(FakeClock* clock, Script script) : clock_(clock), script_(std::move(script)) {}
 
   void Start(TransportRequest request, TransportSink* sink) override {
     sent_.push_back({request, clock_->Now()});
