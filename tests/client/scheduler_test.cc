@@ -69,22 +69,6 @@ ClientOptions Options(Provider provider = Provider::kAnthropic) {
   return options;
 }
 
-// A client over a scripted transport on `clock` (the policy's, when given).
-struct Rig {
-  FakeClock clock{kStart};
-  ScriptedTransport* transport = nullptr;  // owned by the client
-  std::unique_ptr<Client> client;
-
-  Rig(ScriptedTransport::Script script, ClientOptions options = Options(),
-      Policy* policy = nullptr) {
-    auto owned = std::make_unique<ScriptedTransport>(&clock, std::move(script));
-    transport = owned.get();
-    auto created = Client::Create(options, policy, std::move(owned), Clock::Fake(&clock));
-    EXPECT_TRUE(created.ok()) << created.status();
-    if (created.ok()) client = *std::move(created);
-  }
-};
-
 std::unique_ptr<Policy> MakePolicy(absl::string_view toml, Store* store) {
   auto config = ParseLimitsConfig(toml, "test.toml");
   EXPECT_TRUE(config.ok()) << config.status();
@@ -92,6 +76,37 @@ std::unique_ptr<Policy> MakePolicy(absl::string_view toml, Store* store) {
   EXPECT_TRUE(policy.ok()) << policy.status();
   return policy.ok() ? *std::move(policy) : nullptr;
 }
+
+// One request a second, no burst.
+constexpr char kOneASecond[] = R"(
+[scopes.global]
+requests_per_minute = 60
+[scopes.global.burst]
+requests_per_minute = 1
+)";
+
+// A client over a scripted transport, on a fake clock; with `limits`, through
+// a policy on that clock.
+struct Rig {
+  FakeClock clock{kStart};
+  std::unique_ptr<Store> store;
+  std::unique_ptr<Policy> policy;
+  ScriptedTransport* transport = nullptr;  // owned by the client
+  std::unique_ptr<Client> client;
+
+  explicit Rig(ScriptedTransport::Script script, ClientOptions options = Options(),
+               absl::string_view limits = "") {
+    if (!limits.empty()) {
+      store = NewLocalStore(Clock::Fake(&clock));
+      policy = MakePolicy(limits, store.get());
+    }
+    auto owned = std::make_unique<ScriptedTransport>(&clock, std::move(script));
+    transport = owned.get();
+    auto created = Client::Create(options, policy.get(), std::move(owned), Clock::Fake(&clock));
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) client = *std::move(created);
+  }
+};
 
 // Open-loop load: a request with a start time is neither sent nor charged
 // before it, whatever order it was pulled in; on the fake clock it is sent
@@ -128,24 +143,11 @@ TEST(SchedulerTest, ScheduledRequestsStartAtTheirTime) {
 // Permits are reserved in the order requests became due, and each request
 // is sent at its reserved start time: one a second at 60 a minute.
 TEST(SchedulerTest, RequestsAreSentAtTheirReservedStartTimes) {
-  FakeClock clock(kStart);
-  auto store = NewLocalStore(Clock::Fake(&clock));
-  auto policy = MakePolicy(R"(
-[scopes.global]
-requests_per_minute = 60
-[scopes.global.burst]
-requests_per_minute = 1
-)",
-                           store.get());
-  ASSERT_NE(policy, nullptr);
-  auto owned = std::make_unique<ScriptedTransport>(
-      &clock, [](const TransportRequest&) { return AnthropicOk(); });
-  ScriptedTransport* transport = owned.get();
-  auto client = Client::Create(Options(), policy.get(), std::move(owned), Clock::Monotonic());
-  ASSERT_TRUE(client.ok());
+  Rig rig([](const TransportRequest&) { return AnthropicOk(); }, Options(), kOneASecond);
+  ScriptedTransport* transport = rig.transport;
   int n = 0;
   std::vector<absl::Duration> waits(4);
-  (*client)->Run(
+  rig.client->Run(
       [&](CallRequest* r) {
         *r = CallRequest::Simple("m", "hi", 4);
         return n++ < 4;
@@ -236,22 +238,16 @@ TEST(SchedulerTest, OverloadIsRetriedUpToTheAttemptBudget) {
 // A concurrency cap of one: the others wait for the lease (not failing) and
 // run strictly one at a time.
 TEST(SchedulerTest, RequestsBeyondAConcurrencyCapRunOneAtATime) {
-  FakeClock clock(kStart);
-  auto store = NewLocalStore(Clock::Fake(&clock));
-  auto policy = MakePolicy(R"(
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); }, Options(),
+          R"(
 [scopes.global]
 requests_per_minute = 100000
 max_concurrency = 1
-)",
-                           store.get());
-  ASSERT_NE(policy, nullptr);
-  auto owned = std::make_unique<ScriptedTransport>(
-      &clock, [](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); });
-  ScriptedTransport* transport = owned.get();
-  auto client = Client::Create(Options(), policy.get(), std::move(owned), Clock::Monotonic());
-  ASSERT_TRUE(client.ok());
+)");
+  ScriptedTransport* transport = rig.transport;
+  Policy* policy = rig.policy.get();
   int n = 0, succeeded = 0;
-  (*client)->Run(
+  rig.client->Run(
       [&](CallRequest* r) {
         *r = CallRequest::Simple("m", "hi", 4);
         return n++ < 3;
@@ -320,9 +316,12 @@ class ScriptedLimit {
 TEST(SchedulerTest, HeaderFeedbackConvergesOnTheProvidersRealLimit) {
   int rate_limited[2] = {0, 0};
   for (int feedback = 0; feedback < 2; ++feedback) {
-    FakeClock clock(kStart);
-    auto store = NewLocalStore(Clock::Fake(&clock));
-    auto policy = MakePolicy(R"(
+    ClientOptions options = Options();
+    options.header_feedback = feedback == 1;
+    options.provider_time_scale = 60;
+    options.retry.max_attempts = 10;
+    std::optional<ScriptedLimit> provider;
+    Rig rig([&](const TransportRequest&) { return provider->Answer(); }, options, R"(
 headroom = 1.0
 [providers.anthropic]
 requests_per_minute = 1200
@@ -330,22 +329,10 @@ requests_per_minute = 1200
 requests_per_minute = 10
 [scopes.global]
 requests_per_minute = 100000
-)",
-                             store.get());
-    ASSERT_NE(policy, nullptr);
-    ScriptedLimit provider(&clock, 6);  // 6 a second, against sluice's 20
-    ClientOptions options = Options();
-    options.header_feedback = feedback == 1;
-    options.provider_time_scale = 60;
-    options.retry.max_attempts = 10;
-    auto client =
-        Client::Create(options, policy.get(),
-                       std::make_unique<ScriptedTransport>(
-                           &clock, [&](const TransportRequest&) { return provider.Answer(); }),
-                       Clock::Monotonic());
-    ASSERT_TRUE(client.ok());
+)");
+    provider.emplace(&rig.clock, 6);  // 6 a second, against sluice's 20
     int n = 0, succeeded = 0;
-    (*client)->Run(
+    rig.client->Run(
         [&](CallRequest* r) {
           if (n++ == 24) return false;
           *r = CallRequest::Simple("m", "hi", 4);
@@ -353,7 +340,7 @@ requests_per_minute = 100000
         },
         8, [&](size_t, CallResult r) { succeeded += r.status.ok(); });
     EXPECT_EQ(succeeded, 24);
-    rate_limited[feedback] = provider.limited();
+    rate_limited[feedback] = provider->limited();
   }
   EXPECT_LT(rate_limited[1], rate_limited[0]) << rate_limited[1] << " vs " << rate_limited[0];
   EXPECT_LE(rate_limited[1], 3) << "with feedback; without: " << rate_limited[0];
@@ -465,22 +452,10 @@ TEST(SchedulerTest, AStreamCutShortIsNotRetried) {
 // take its place at once), and one cancelled in flight is stopped in the
 // transport. Stop ends what is left as Cancelled.
 TEST(SchedulerTest, CancelGivesBackAWaitingReservationAndStopsATransfer) {
-  FakeClock clock(kStart);
-  auto store = NewLocalStore(Clock::Fake(&clock));
-  auto policy = MakePolicy(R"(
-[scopes.global]
-requests_per_minute = 60
-[scopes.global.burst]
-requests_per_minute = 1
-)",
-                           store.get());
-  ASSERT_NE(policy, nullptr);
-  auto owned = std::make_unique<ScriptedTransport>(
-      &clock, [](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); });
-  ScriptedTransport* transport = owned.get();
-  auto created = Client::Create(Options(), policy.get(), std::move(owned), Clock::Monotonic());
-  ASSERT_TRUE(created.ok());
-  Client& client = **created;
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); }, Options(),
+          kOneASecond);
+  ScriptedTransport* transport = rig.transport;
+  Client& client = *rig.client;
   std::vector<CallResult> results(3);
   auto keep = [&](int i) { return [&results, i](CallResult r) { results[i] = std::move(r); }; };
   const Client::Handle a = client.Submit(CallRequest::Simple("m", "hi", 4), keep(0));
