@@ -31,11 +31,11 @@ constexpr char kReply[] = R"({"id":"msg_1","type":"message","role":"assistant","
 // test that never opens it fails instead of hanging).
 class Gate {
  public:
+  // Notifies under the lock: a waiter may destroy the gate as soon as it
+  // wakes, so nothing of it may be touched after the lock is released.
   void Open() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      open_ = true;
-    }
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
     cv_.notify_all();
   }
   bool Wait(std::chrono::seconds limit = std::chrono::seconds(20)) {
