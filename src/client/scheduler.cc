@@ -8,6 +8,7 @@
 
 #include "absl/random/bit_gen_ref.h"
 #include "absl/strings/str_cat.h"
+#include "src/client/stream_reader.h"
 #include "src/client/wire_request.h"
 
 namespace sluice {
@@ -51,22 +52,26 @@ struct Scheduler::Job final : TransportSink {
   // The current attempt's response.
   int http_status = 0;
   Headers headers_in;
-  std::string response;    // the body, up to the cap
-  bool too_large = false;  // the body passed the cap (and the attempt was aborted)
-  bool streaming = false;  // a 2xx passed on to request.on_chunk
-  bool delivered = false;  // some of it went out: never retried
+  std::string response;                // the body, up to the cap
+  bool too_large = false;              // the body passed the cap (and the attempt was aborted)
+  bool streaming = false;              // a 2xx passed on to request.on_chunk
+  bool delivered = false;              // some of it went out: never retried
+  std::optional<StreamReader> stream;  // reads a streamed 2xx for usage and errors
   absl::Status outcome;
 
   void OnResponse(int status, const Headers& headers) override {
     http_status = status;
     headers_in = headers;
     streaming = request.on_chunk != nullptr && Is2xx(status);
-    if (streaming && request.on_response) request.on_response(status, headers);
+    if (!streaming) return;
+    stream.emplace(owner->options_.provider);
+    if (request.on_response) request.on_response(status, headers);
   }
   bool OnData(absl::string_view chunk) override {
     const bool fits = response.size() + chunk.size() <= owner->options_.max_response_bytes;
     if (streaming) {
       delivered = true;
+      stream->Feed(chunk);
       request.on_chunk(chunk);
       if (fits) response.append(chunk.data(), chunk.size());
       return true;
@@ -351,6 +356,7 @@ void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   job->response.clear();
   job->too_large = false;
   job->streaming = false;
+  job->stream.reset();
   job->outcome = absl::OkStatus();
   ++job->attempt;
   ++job->result.attempts;
@@ -532,6 +538,10 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
     if (job.too_large) a.c.retryable = false;
   } else {
     a = Classify(options_.provider, r.http_status, job.response, job.headers_in, job.streaming);
+    if (job.stream && !job.stream->error().empty()) {
+      // An error event after the 200: classified by its error's type.
+      a.c = ClassifyResponse(options_.provider, r.http_status, job.stream->error(), job.headers_in);
+    }
   }
   Classification& c = a.c;
   // Part of the response went out already: another attempt would repeat it.
@@ -543,13 +553,17 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
 
   if (c.error_class == ErrorClass::kNone) {
     if (a.reply) {
-      if (job.permit) job.permit->Settle(a.reply->usage);
       r.text = std::move(a.reply->text);
       r.response = std::move(a.response);
       r.usage = a.reply->usage;
+    } else if (job.stream && job.stream->usage()) {
+      r.usage = *job.stream->usage();
     }
-    // Without a reply to read usage from (a stream), the estimate stays
-    // charged: dropping the permit keeps it.
+    // Settled with what the provider reported; without a report (a stream
+    // that carried no usage), dropping the permit keeps the estimate charged.
+    if (job.permit && (a.reply || (job.stream && job.stream->usage()))) {
+      job.permit->Settle(r.usage);
+    }
     job.permit.reset();
     return Deliver(std::move(owned), absl::OkStatus());
   }

@@ -404,18 +404,29 @@ TEST(SchedulerTest, ARequestWithoutCredentialsFailsNamingTheVariable) {
 }
 
 // Streaming: the 2xx body goes out piece by piece as it arrives, after its
-// status and headers; an error status before it is retried unseen.
-TEST(SchedulerTest, AStreamedResponseIsPassedOnAsItArrives) {
+// status and headers; an error status before it is retried unseen. The
+// usage its events report settles the permit, as a whole reply's would.
+TEST(SchedulerTest, AStreamedResponseIsPassedOnAsItArrivesAndSettlesItsUsage) {
   int calls = 0;
-  Rig rig([&](const TransportRequest&) {
-    if (calls++ == 0) return AnthropicError(529, "overloaded_error");
-    ScriptedReply r;
-    r.headers.Set("content-type", "text/event-stream");
-    r.chunks = {"event: message_start\ndata: {}\n\n", "event: message_stop\ndata: {}\n\n"};
-    return r;
-  });
+  const std::vector<std::string> events = {
+      "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[],"
+      "\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+      "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}"
+      "\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"};
+  Rig rig(
+      [&](const TransportRequest&) {
+        if (calls++ == 0) return AnthropicError(529, "overloaded_error");
+        ScriptedReply r;
+        r.headers.Set("content-type", "text/event-stream");
+        r.chunks = events;
+        return r;
+      },
+      Options(), R"(
+[scopes.global]
+output_tokens_per_minute = 60000
+)");
   std::vector<std::string> seen;
-  CallRequest request = CallRequest::Simple("m", "hi", 4);
+  CallRequest request = CallRequest::Simple("m", "hi", 1000);
   request.on_response = [&](int status, const Headers& headers) {
     seen.push_back(absl::StrCat("status ", status, " ", *headers.Find("content-type")));
   };
@@ -424,9 +435,31 @@ TEST(SchedulerTest, AStreamedResponseIsPassedOnAsItArrives) {
   ASSERT_TRUE(r.status.ok()) << r.status;
   EXPECT_EQ(r.attempts, 2);
   EXPECT_EQ(r.http_status, 200);
-  EXPECT_THAT(seen,
-              ElementsAre("status 200 text/event-stream", "event: message_start\ndata: {}\n\n",
-                          "event: message_stop\ndata: {}\n\n"));
+  EXPECT_THAT(seen, ElementsAre("status 200 text/event-stream", events[0], events[1]));
+  EXPECT_EQ(r.usage.input_tokens, 3u);
+  EXPECT_EQ(r.usage.output_tokens, 15u);
+  // 1,000 pre-charged, 15 kept (the failed attempt's output was refunded
+  // too); a few ms of refill at 1,000 a second at most.
+  const PolicyStats::Bucket& otpm = rig.policy->Stats().buckets.at(0);
+  EXPECT_GE(otpm.available, otpm.capacity - 15);
+}
+
+// An error event after the 200 makes the result an error of its class, not
+// retried (the stream went out).
+TEST(SchedulerTest, AnErrorEventAfterTheStartFailsTheStream) {
+  Rig rig([](const TransportRequest&) {
+    ScriptedReply r;
+    r.chunks = {"event: message_start\ndata: {\"type\":\"message_start\"}\n\n",
+                "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\","
+                "\"message\":\"Overloaded\"}}\n\n"};
+    return r;
+  });
+  CallRequest request = CallRequest::Simple("m", "hi", 4);
+  request.on_chunk = [](absl::string_view) {};
+  const CallResult r = rig.client->Call(request);
+  EXPECT_FALSE(r.status.ok());
+  EXPECT_EQ(r.error.error_class, ErrorClass::kOverloaded);
+  EXPECT_EQ(r.attempts, 1);
 }
 
 // Once part of a stream went out, a failure is final: a retry would repeat it.
