@@ -440,7 +440,7 @@ output_tokens_per_minute = 60000
   EXPECT_EQ(r.usage.output_tokens, 15u);
   // 1,000 pre-charged, 15 kept (the failed attempt's output was refunded
   // too); a few ms of refill at 1,000 a second at most.
-  const PolicyStats::Bucket& otpm = rig.policy->Stats().buckets.at(0);
+  const PolicyStats::Bucket otpm = rig.policy->Stats().buckets.at(0);
   EXPECT_GE(otpm.available, otpm.capacity - 15);
 }
 
