@@ -212,8 +212,10 @@ class Client {
   void Serve();
 
   // Queues `request` for the loop; `done` runs on the loop's thread when it
-  // finishes (always exactly once, Cancelled if cancelled or stopped).
-  // Thread-safe.
+  // finishes: exactly once, Cancelled if cancelled or stopped. A request
+  // submitted while no loop runs waits for the next Serve (or Run, which
+  // then waits for it too); one still queued when the Client is destroyed
+  // is dropped without its done. Thread-safe.
   Handle Submit(CallRequest request, std::function<void(CallResult)> done);
 
   // Ends a submitted request: one waiting gives back what it reserved; one
