@@ -166,7 +166,9 @@ struct CallResult {
   Classification error;     // the last attempt's classification
   std::string text;         // the reply's text
   nlohmann::json response;  // the provider's whole response (success only)
-  // The last response's body when it was an error (what a proxy passes on).
+  // The last response's headers, and its body when it was an error (what a
+  // proxy passes on).
+  Headers headers;
   std::string error_body;
   Usage usage;
   int attempts = 0;

@@ -544,6 +544,7 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
     }
   }
   Classification& c = a.c;
+  r.headers = job.headers_in;
   // Part of the response went out already: another attempt would repeat it.
   if (job.delivered) c.retryable = false;
   if (c.request_id.empty()) c.request_id = r.request_id;

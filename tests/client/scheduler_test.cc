@@ -188,6 +188,8 @@ TEST(SchedulerTest, ResultsCountTheRateLimitedAttempts) {
           EXPECT_EQ(r.error.error_class, ErrorClass::kRateLimited);
           EXPECT_EQ(r.http_status, 429);
           EXPECT_THAT(r.error_body, HasSubstr("rate_limit_error"));
+          ASSERT_NE(r.headers.Find("retry-after"), nullptr);
+          EXPECT_EQ(*r.headers.Find("retry-after"), "60");
         }
       });
   EXPECT_EQ(succeeded, 1);
