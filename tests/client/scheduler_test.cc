@@ -527,6 +527,33 @@ TEST(SchedulerTest, CancelGivesBackAWaitingReservationAndStopsATransfer) {
   EXPECT_EQ(transport->in_flight(), 0u);
 }
 
+// Cancelling twice, or a handle that names nothing, changes nothing: each
+// request's done runs exactly once.
+TEST(SchedulerTest, DoneRunsExactlyOncePerRequestWhateverIsCancelled) {
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(10)); });
+  int dones = 0, cancelled = 0;
+  auto count = [&](CallResult r) {
+    ++dones;
+    cancelled += r.status.code() == absl::StatusCode::kCancelled;
+  };
+  const Client::Handle a = rig.client->Submit(CallRequest::Simple("m", "hi", 4), count);
+  rig.client->Submit(CallRequest::Simple("m", "hi", 4), count);
+  int polls = 0;
+  rig.transport->on_poll = [&] {
+    if (polls++ == 0) {
+      rig.client->Cancel(a);
+      rig.client->Cancel(a);
+      rig.client->Cancel(a + 1000);
+    } else if (rig.transport->in_flight() == 0) {
+      rig.client->Stop();
+    }
+  };
+  rig.client->Serve();
+  EXPECT_EQ(dones, 2);
+  EXPECT_EQ(cancelled, 1);
+  EXPECT_EQ(rig.transport->cancelled(), std::vector<uint64_t>{a});
+}
+
 // Serve returns at once when stopped before it starts, and serves again
 // after.
 TEST(SchedulerTest, ServeRunsUntilStopAndCanServeAgain) {
