@@ -1,12 +1,14 @@
 // File: client.h
 // -----------------------------------------------------------------------------
-// Calls to Anthropic Messages and OpenAI Chat Completions over libcurl, every
-// one of them throttled by a Policy: reserve the request's permits, call,
-// settle with the usage the provider reported, and feed its rate-limit
-// headers back into the shared buckets.
+// Calls to Anthropic Messages and OpenAI Chat Completions (or any of their
+// endpoints), every one of them throttled by a Policy: reserve the request's
+// permits, call, settle with the usage the provider reported, and feed its
+// rate-limit headers back into the shared buckets.
 //
-//   * Many requests in flight from one thread: a libcurl multi loop; each
-//     request waits for its reserved start time in the loop, not in a thread.
+//   * Many requests in flight from one thread: a scheduler holds the requests
+//     waiting for their start time (arrival, reserved start, retry delay) and
+//     hands them to a transport (transport.h: libcurl multi + epoll) when
+//     due; nothing waits in a thread of its own.
 //   * Retries (provider.h's DecideRetry): full jitter no shorter than the
 //     official SDKs', retry-after honored up to a cap, never retrying what
 //     cannot succeed (quota, spend limit, too large, 4xx). Each attempt pays
@@ -15,13 +17,23 @@
 //     local bucket holds, the bucket is clamped down; a quota 429 holds the
 //     provider's buckets until its retry-after, for every process sharing the
 //     segment. A 529/503 (provider overload) backs off the request only.
-//   * Secrets: the API key goes into one request header and nowhere else — not
+//   * Two ways to drive it: Run (a batch pulled from a function, returns when
+//     done) and Call (one request); or Serve, a long-lived loop on a thread
+//     of its own, into which any thread Submits requests and Cancels them.
+//   * Credentials per request or per client: a request may carry its own key
+//     or credential header (a proxy forwarding its callers' keys); without
+//     one it uses the client's.
+//   * Streaming: a request with on_chunk set gets its successful response's
+//     body piece by piece as it arrives (server-sent events pass through).
+//   * Secrets: an API key goes into one request header and nowhere else — not
 //     into errors, logs, results or files.
-//   * TLS verification on; connect and total timeouts; a cap on response size;
-//     connections reused across requests.
+//   * TLS verification on; connect and total timeouts; a cap on the response
+//     size kept in memory; connections reused across requests.
 //
-// Thread safety: a Client may be used by one thread at a time (its Run loop
-// owns the transfers); use one Client per thread.
+// Thread safety: Run, Call and Serve drive the client's one loop: call one of
+// them at a time, from one thread. Submit, Cancel and Stop are safe from any
+// thread, also while the loop runs. Callbacks (done, on_response, on_chunk)
+// run on the loop's thread.
 //
 // Example:
 //   sluice::ClientOptions options;
@@ -30,10 +42,18 @@
 //   sluice::CallResult r = (*client)->Call(sluice::CallRequest::Simple(
 //       "claude-sonnet-4", "Say hi", /*max_tokens=*/64));
 //   if (r.status.ok()) std::cout << r.text;
+//
+// Example (a service):
+//   std::thread loop([&] { client->Serve(); });
+//   sluice::Client::Handle h = client->Submit(request, [](sluice::CallResult r) { ... });
+//   client->Cancel(h);  // the caller went away
+//   client->Stop();
+//   loop.join();
 
 #ifndef SLUICE_CLIENT_H_
 #define SLUICE_CLIENT_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -41,17 +61,17 @@
 #include <utility>
 #include <vector>
 
-#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/clock.h"
 #include "sluice/policy.h"
 #include "sluice/provider.h"
+#include "sluice/transport.h"
 
 namespace sluice {
-
-class ReleaseWatcher;
 
 // The header `sluice batch` sends with each request, naming its input line's
 // custom_id: providers ignore it; the simulated provider counts requests by
@@ -63,8 +83,14 @@ struct ClientOptions {
   // Without a trailing slash; empty: the provider's public API. Tests and
   // demos point it at the simulated provider on 127.0.0.1.
   std::string base_url;
-  // Empty: ANTHROPIC_API_KEY or OPENAI_API_KEY from the environment.
+  // Empty: ANTHROPIC_API_KEY or OPENAI_API_KEY from the environment, read
+  // once by Create. Requests may bring their own (CallRequest::api_key).
   std::string api_key;
+  // With no key in the options nor the environment: true, Create fails
+  // (every request would need the client's key); false, Create succeeds and
+  // each request must bring its own credentials, or fails naming the
+  // variable (a proxy forwarding its callers' keys).
+  bool require_api_key = true;
   std::string anthropic_version = "2023-06-01";
   // The scope requests are charged to (limits.h).
   std::string scope = "global";
@@ -76,6 +102,8 @@ struct ClientOptions {
   absl::Duration throttle_timeout = absl::Seconds(60);
   absl::Duration connect_timeout = absl::Seconds(10);
   absl::Duration request_timeout = absl::Minutes(10);  // one attempt, end to end
+  // The most of one response kept in memory; a longer one fails (a streamed
+  // one is passed on whole and only its first bytes are kept).
   size_t max_response_bytes = 16 << 20;
   // Connections open at once (CURLMOPT_MAX_TOTAL_CONNECTIONS); transfers
   // beyond it queue inside libcurl. 0: no cap, a connection per request in
@@ -105,9 +133,24 @@ struct CallRequest {
   // (the policy store's; Clock::MonotonicNanos() without a policy): a request
   // that "arrives" later, for open-loop load such as the demo's. 0: at once.
   int64_t not_before_ns = 0;
-  // Extra request headers (name, value), sent with this request only, after
-  // the client's own. REQUIRES: no CR or LF in either.
+  // Extra request headers (name, value), sent with this request only. One
+  // named like a header the client sends itself (content-type,
+  // anthropic-version, or a credential: x-api-key or authorization) replaces
+  // the client's. REQUIRES: no CR or LF in either.
   std::vector<std::pair<std::string, std::string>> headers;
+  // The endpoint under the base URL ("/v1/embeddings"); empty: the
+  // provider's Messages or Chat Completions endpoint.
+  std::string path;
+  // This request's API key; empty: a credential header among `headers`, or
+  // the client's key.
+  std::string api_key;
+  // Streaming: when on_chunk is set, a successful (2xx) response is passed
+  // on as it arrives: on_response once with its status and headers, then
+  // on_chunk with each piece of the body. Once a piece went out the request
+  // is never retried. Error responses are not streamed: they are retried or
+  // end in the CallResult.
+  std::function<void(int http_status, const Headers& headers)> on_response;
+  std::function<void(absl::string_view chunk)> on_chunk;
 
   // {"model", "max_tokens", "messages": [{"role": "user", "content": prompt}]}.
   static CallRequest Simple(absl::string_view model, absl::string_view prompt, uint64_t max_tokens);
@@ -116,11 +159,17 @@ struct CallRequest {
 struct CallResult {
   // OK, or the final error: the provider's (its class and type in the
   // message, HTTP status and request-id), DeadlineExceeded for a throttle
-  // timeout (naming the bucket), OutOfRange for a request that can never fit.
+  // timeout (naming the bucket), OutOfRange for a request that can never fit,
+  // InvalidArgument for a request that cannot be sent (no API key, a bad
+  // path), Cancelled for one cancelled or stopped.
   absl::Status status;
   Classification error;     // the last attempt's classification
   std::string text;         // the reply's text
   nlohmann::json response;  // the provider's whole response (success only)
+  // The last response's headers, and its body when it was an error (what a
+  // proxy passes on).
+  Headers headers;
+  std::string error_body;
   Usage usage;
   int attempts = 0;
   int rate_limited = 0;          // attempts the provider answered 429 (quota)
@@ -131,10 +180,22 @@ struct CallResult {
 
 class Client {
  public:
+  // Names a submitted request, for Cancel.
+  using Handle = uint64_t;
+
   // `policy` may be null for unthrottled calls (the demo's baseline).
-  // InvalidArgument when no API key is set or the base URL is not http(s).
+  // InvalidArgument when the base URL is not http(s), or when no API key is
+  // set and options.require_api_key.
   static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options, Policy* policy);
+
+  // The same over another transport (a scripted one, in tests), on `clock`
+  // when there is no policy (the policy's store's clock otherwise).
+  static absl::StatusOr<std::unique_ptr<Client>> Create(ClientOptions options, Policy* policy,
+                                                        std::unique_ptr<Transport> transport,
+                                                        Clock clock);
   ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
 
   // Runs requests pulled from `next` (false: no more) with at most
   // `max_in_flight` at once (sent, or waiting for permits or a retry), calling
@@ -147,39 +208,31 @@ class Client {
   // One request, to completion.
   CallResult Call(const CallRequest& request);
 
-  // Implementation detail: one request in progress (libcurl's callbacks
-  // reach it).
-  struct Job;
+  // The long-lived loop: runs submitted requests as they come (no cap on
+  // how many at once beyond the policy's and max_connections) until Stop.
+  // Requests still waiting or in flight then end Cancelled.
+  void Serve();
+
+  // Queues `request` for the loop; `done` runs on the loop's thread when it
+  // finishes: exactly once, Cancelled if cancelled or stopped. A request
+  // submitted while no loop runs waits for the next Serve (or Run, which
+  // then waits for it too); one still queued when the Client is destroyed
+  // is dropped without its done. Thread-safe.
+  Handle Submit(CallRequest request, std::function<void(CallResult)> done);
+
+  // Ends a submitted request: one waiting gives back what it reserved; one
+  // in flight is abandoned (what it reserved stays charged as a failed
+  // attempt: the provider saw it). Its done gets Cancelled. A finished or
+  // unknown handle is ignored. Thread-safe.
+  void Cancel(Handle handle);
+
+  // Makes Serve return (soon, from any thread). Thread-safe.
+  void Stop();
 
  private:
-  explicit Client(ClientOptions options, Policy* policy);
-  void StartTransfer(Job& job);
-  class Queue;
-  void Finish(std::unique_ptr<Job> job, int curl_code, Queue& waiting,
-              const std::function<void(size_t, CallResult)>& done);
-  void Feedback(const Job& job, const RateLimitInfo& info, const Classification& c);
-  // Points the release watcher at the caps blocked jobs wait for.
-  absl::Status WatchReleases(const Queue& waiting);
-  int64_t Now() const;  // the policy store's clock (the monotonic clock without one)
-  // libcurl's socket and timer callbacks (CURLMOPT_SOCKETFUNCTION/TIMERFUNCTION).
-  static int OnSocket(void* easy, int fd, int what, void* client, void* socket_data);
-  static int OnTimer(void* multi, long timeout_ms, void* client);
-
-  ClientOptions options_;
-  Policy* policy_;
-  void* multi_ = nullptr;          // CURLM*, driven by curl_multi_socket_action
-  int epoll_fd_ = -1;              // the sockets libcurl asked to watch
-  int64_t curl_deadline_ns_ = -1;  // when libcurl's timer expires (-1: none), monotonic
-  const std::string url_;          // base URL + the provider endpoint
-  void* headers_out_ = nullptr;    // curl_slist*: the request headers, the key among them
-  int in_flight_ = 0;              // transfers running in Run
-  std::vector<void*> idle_easy_;   // CURL* handles kept for connection reuse
-  CharacterEstimator estimator_;
-  absl::BitGen rng_;
-  // Hears of leases returned anywhere on the host while requests wait on a
-  // full concurrency cap; made the first time one does.
-  std::unique_ptr<ReleaseWatcher> watcher_;
-  std::vector<std::string> watched_caps_;
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace sluice

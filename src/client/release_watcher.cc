@@ -18,15 +18,17 @@ constexpr int64_t kSliceNs = 20'000'000;  // 20 ms
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ReleaseWatcher>> ReleaseWatcher::Create(absl::Duration tick) {
+absl::StatusOr<std::unique_ptr<ReleaseWatcher>> ReleaseWatcher::Create(
+    absl::Duration tick, std::function<void()> on_signal) {
   const int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (fd < 0) return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(errno)));
-  return std::unique_ptr<ReleaseWatcher>(new ReleaseWatcher(fd, tick));
+  return std::unique_ptr<ReleaseWatcher>(new ReleaseWatcher(fd, tick, std::move(on_signal)));
 }
 
-ReleaseWatcher::ReleaseWatcher(int fd, absl::Duration tick)
+ReleaseWatcher::ReleaseWatcher(int fd, absl::Duration tick, std::function<void()> on_signal)
     : fd_(fd),
       tick_ns_(std::max<int64_t>(1'000'000, absl::ToInt64Nanoseconds(tick))),
+      on_signal_(std::move(on_signal)),
       thread_([this] { Loop(); }) {}
 
 ReleaseWatcher::~ReleaseWatcher() {
@@ -47,16 +49,19 @@ void ReleaseWatcher::Watch(std::vector<StoredLeases> caps) {
   changed_.notify_all();
 }
 
-void ReleaseWatcher::Drain() {
+bool ReleaseWatcher::Drain() {
   uint64_t count = 0;
-  while (read(fd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+  ssize_t n;
+  while ((n = read(fd_, &count, sizeof(count))) < 0 && errno == EINTR) {
   }
+  return n == static_cast<ssize_t>(sizeof(count));
 }
 
 void ReleaseWatcher::Signal() {
   const uint64_t one = 1;
   while (write(fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
   }
+  if (on_signal_) on_signal_();
 }
 
 void ReleaseWatcher::Loop() {

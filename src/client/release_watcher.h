@@ -4,7 +4,8 @@
 // A release bumps the cap's generation word in shared memory and wakes
 // sleepers with a futex, which epoll cannot watch. The watcher's thread
 // sleeps on that futex for the loop and turns each release into readability
-// of an eventfd the loop does watch. It also signals every `tick` while it
+// of an eventfd the loop does watch (and calls `on_signal`, for a loop that
+// waits on something else: the client's Transport::Wake). It also signals every `tick` while it
 // watches anything, because a holder that dies never releases: the loop then
 // retries, and the retry takes the dead holder's lease back.
 //
@@ -14,6 +15,7 @@
 #define SLUICE_SRC_CLIENT_RELEASE_WATCHER_H_
 
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -27,8 +29,10 @@ namespace sluice {
 
 class ReleaseWatcher {
  public:
-  // InternalError when no eventfd can be made.
-  static absl::StatusOr<std::unique_ptr<ReleaseWatcher>> Create(absl::Duration tick);
+  // InternalError when no eventfd can be made. `on_signal`, when set, runs
+  // on the watcher's thread each time fd() is made readable.
+  static absl::StatusOr<std::unique_ptr<ReleaseWatcher>> Create(
+      absl::Duration tick, std::function<void()> on_signal = nullptr);
   // Stops the thread (within one tick) and closes the eventfd.
   ~ReleaseWatcher();
   ReleaseWatcher(const ReleaseWatcher&) = delete;
@@ -42,16 +46,17 @@ class ReleaseWatcher {
   // ticks.
   void Watch(std::vector<StoredLeases> caps);
 
-  // Consumes what made fd() readable.
-  void Drain();
+  // Consumes what made fd() readable; false when it was not.
+  bool Drain();
 
  private:
-  ReleaseWatcher(int fd, absl::Duration tick);
+  ReleaseWatcher(int fd, absl::Duration tick, std::function<void()> on_signal);
   void Loop();
   void Signal();
 
   const int fd_;
   const int64_t tick_ns_;
+  const std::function<void()> on_signal_;
   // A standard mutex rather than absl's: ThreadSanitizer sees through the
   // pthread calls under it, and the packaged Abseil is not instrumented.
   std::mutex mu_;

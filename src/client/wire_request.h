@@ -1,0 +1,38 @@
+// What goes on the wire for one CallRequest: its URL, its headers (the
+// client's own, the request's, and exactly one set of credentials) and its
+// body, worked out once before the first attempt; and the token counts the
+// policy reserves for it.
+//
+// Thread safety: functions of their arguments only. Internal to the client.
+#ifndef SLUICE_SRC_CLIENT_WIRE_REQUEST_H_
+#define SLUICE_SRC_CLIENT_WIRE_REQUEST_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+#include "sluice/client.h"
+#include "sluice/transport.h"
+
+namespace sluice {
+
+// The variable Create reads the key from: ANTHROPIC_API_KEY or OPENAI_API_KEY.
+const char* ApiKeyVariable(Provider provider);
+
+// The request as sent, `id` unset. InvalidArgument (naming the key's
+// variable, never a key) when neither the request nor `options` has
+// credentials, when a header has CR or LF in it, or when the path does not
+// start with '/'.
+absl::StatusOr<TransportRequest> WireRequest(const ClientOptions& options,
+                                             const CallRequest& request);
+
+// All prompt text in a request body, for estimating its input tokens.
+std::string PromptText(const nlohmann::json& body);
+
+// The body's max_tokens (or max_completion_tokens); 0 when it has none.
+uint64_t MaxTokens(const nlohmann::json& body);
+
+}  // namespace sluice
+
+#endif  // SLUICE_SRC_CLIENT_WIRE_REQUEST_H_
