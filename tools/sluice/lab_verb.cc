@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 #include "sluice/rate.h"
 #include "tools/lab/lab.h"
 #include "tools/sluice/cli.h"
