@@ -232,8 +232,8 @@ class FakeProvider {
 };
 
 // Formats a duration the way Go's time.Duration.String() does, which is what
-// OpenAI's x-ratelimit-reset-* headers carry (defined with the OpenAI dialect): "0s", "12ms", "1.5µs", "1s",
-// "6m0s", "4m12.172s", "23h18m29.144s".
+// OpenAI's x-ratelimit-reset-* headers carry: "0s", "12ms", "1.5µs", "1s",
+// "6m0s", "4m12.172s", "23h18m29.144s". Defined with the OpenAI dialect.
 std::string FormatGoDuration(absl::Duration d);
 
 }  // namespace sluice
