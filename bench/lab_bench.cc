@@ -1,5 +1,5 @@
 // The algorithm lab's speed question, compiled into sluice_bench: what one
-// decision costs for each algorithm of sluice/algorithms.h, on the path that
+// decision costs for each algorithm of sluice/lab/algorithms.h, on the path that
 // admits and on the path that refuses, on one thread and with two threads
 // sharing the cell. Each reads the precise clock, as BM_Acquire_Admit does,
 // and calls the cell's Ref directly (the Limiter interface is for the lab's
@@ -18,7 +18,7 @@
 
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 #include "sluice/clock.h"
 #include "sluice/lease_set.h"
 #include "sluice/token_bucket.h"

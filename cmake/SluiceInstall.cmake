@@ -1,5 +1,9 @@
 # Install rules: headers, the library, a CMake package (find_package(sluice
-# CONFIG) -> sluice::sluice) and a pkg-config file (sluice.pc).
+# CONFIG) -> sluice::sluice) and a pkg-config file (sluice.pc). The lab's
+# library is the optional component `lab` (find_package(sluice COMPONENTS lab)
+# -> sluice::lab; sluice-lab.pc), installed beside it with its own export set,
+# so that a package installed without it (cmake --install --component) still
+# gives sluice::sluice.
 include(CMakePackageConfigHelpers)
 
 install(DIRECTORY include/sluice DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
@@ -8,6 +12,15 @@ install(TARGETS sluice EXPORT sluiceTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT sluiceTargets NAMESPACE sluice::
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
+
+install(DIRECTORY src/lab/include/sluice/lab DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sluice
+        COMPONENT lab)
+install(TARGETS sluice_lab EXPORT sluiceLabTargets COMPONENT lab
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT sluiceLabTargets NAMESPACE sluice:: COMPONENT lab
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/sluice)
 
 configure_package_config_file(cmake/sluiceConfig.cmake.in
@@ -25,3 +38,6 @@ file(RELATIVE_PATH SLUICE_PC_TO_PREFIX "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")
 configure_file(cmake/sluice.pc.in ${CMAKE_CURRENT_BINARY_DIR}/sluice.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/sluice.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+configure_file(cmake/sluice-lab.pc.in ${CMAKE_CURRENT_BINARY_DIR}/sluice-lab.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/sluice-lab.pc
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT lab)

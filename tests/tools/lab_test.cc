@@ -391,7 +391,7 @@ TEST(LabCliTest, JsonIsTheSameForTheSameSeed) {
 TEST(LabCliTest, BadParametersAreUsageErrors) {
   const CliResult zero = RunLabVerb({"--lab_rate=0/min"});
   EXPECT_EQ(zero.status, 64);
-  EXPECT_THAT(zero.err, HasSubstr("sluice lab: --lab_rate: rate '0/min': '0' is not a positive"));
+  EXPECT_THAT(zero.err, HasSubstr("sluice lab: --lab-rate: rate '0/min': '0' is not a positive"));
   const CliResult negative = RunLabVerb({"--lab_rate=-5/min"});
   EXPECT_EQ(negative.status, 64);
   EXPECT_THAT(negative.err, HasSubstr("'-5' is not a positive whole number"));

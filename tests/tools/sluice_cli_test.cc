@@ -8,11 +8,16 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <ostream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -27,9 +32,11 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::ContainsRegex;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
+using ::testing::Pair;
 using ::testing::StartsWith;
 
 constexpr int kExitError = 1;
@@ -196,6 +203,70 @@ TEST_F(SluiceCliTest, HelpListsTheVerbs) {
     EXPECT_THAT(r.out, AllOf(HasSubstr("acquire"), HasSubstr("inspect"), HasSubstr("rm")));
   }
   EXPECT_THAT(RunCli({"help", "rm"}).out, HasSubstr("--force"));
+}
+
+// Flags are spelled with dashes, as in git, curl and kubectl, or with
+// Abseil's underscores; only names are rewritten, never values or what
+// follows "--".
+TEST_F(SluiceCliTest, FlagsTakeDashesAndUnderscores) {
+  ASSERT_THAT(Acquire("a_key-1", "1/h", 5, {"--tokens=2", "--no-reconfigure"}), ExitsWith(0));
+  ASSERT_THAT(Acquire("a_key-1", "1/h", 5, {"--noreconfigure"}), ExitsWith(0));
+  // --reconfigure=false would refuse the new burst; the dashed spelling sets it.
+  ASSERT_THAT(Acquire("a_key-1", "1/h", 6, {"--reconfigure"}), ExitsWith(0));
+  // A key after "--" that looks like a flag is a key, spelled as given.
+  ASSERT_THAT(Run("acquire", {"--rate", "1/h", "--burst", "1", "--", "--odd_key-x"}), ExitsWith(0));
+  const Result r = Run("inspect", {"--json"});
+  ASSERT_THAT(r, ExitsWith(0));
+  const nlohmann::json doc = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << r.out;
+  std::map<std::string, int> capacities;
+  for (const nlohmann::json& b : doc["buckets"]) capacities[b.value("name", "")] = b["capacity"];
+  EXPECT_THAT(capacities, ElementsAre(Pair("--odd_key-x", 1), Pair("a_key-1", 6))) << r.out;
+  EXPECT_THAT(Run("inspect", {"--no-json"}).out, HasSubstr("a_key-1"));
+  // A negated flag must be a boolean's, in either spelling.
+  const Result negated = Acquire("k", "1/s", 1, {"--no-tokens"});
+  EXPECT_THAT(negated, ExitsWith(kExitUsage));
+  EXPECT_THAT(negated.err, HasSubstr("'--no-tokens'"));
+}
+
+TEST_F(SluiceCliTest, ErrorsNameFlagsWithDashes) {
+  const Result foreign = Acquire("k", "1/s", 1, {"--max-tokens", "5"});
+  EXPECT_THAT(foreign, ExitsWith(kExitUsage));
+  EXPECT_THAT(foreign.err, AllOf(StartsWith("sluice acquire: flag '--max-tokens'"),
+                                 HasSubstr("--rate, --burst"), Not(ContainsRegex("--[a-z]+_"))));
+  const Result underscored = Run("call", {"--max_tokens", "0", "hi"});
+  EXPECT_THAT(underscored, ExitsWith(kExitUsage));
+  EXPECT_THAT(underscored.err, AllOf(HasSubstr("--max-tokens"), Not(HasSubstr("max_tokens"))));
+  const Result missing = RunCli({"fake-provider"});
+  EXPECT_THAT(missing, ExitsWith(kExitUsage));
+  EXPECT_THAT(missing.err, HasSubstr("missing required flag --port"));
+}
+
+// Every verb's help shows its flags with dashes: the usage line, the
+// description, the flag list and each flag's text.
+TEST_F(SluiceCliTest, HelpShowsFlagsWithDashes) {
+  const Result verbs = RunCli({"help"});
+  ASSERT_THAT(verbs, ExitsWith(0));
+  const std::string list = verbs.out.substr(verbs.out.find("verbs:\n") + 7);
+  std::vector<std::string> names;
+  for (absl::string_view line : absl::StrSplit(list, '\n')) {
+    if (!absl::StartsWith(line, "  ")) break;
+    names.emplace_back(absl::StripAsciiWhitespace(line).substr(0, line.find(' ', 2) - 2));
+  }
+  EXPECT_GE(names.size(), 10u) << verbs.out;
+  for (const std::string& verb : names) {
+    const Result help = RunCli({verb, "--help"});
+    EXPECT_THAT(help, ExitsWith(0)) << verb;
+    EXPECT_THAT(help.out,
+                AllOf(StartsWith("usage: sluice " + verb), Not(ContainsRegex("--[a-z0-9-]+_"))))
+        << verb;
+  }
+  EXPECT_THAT(RunCli({"call", "--help"}).out,
+              AllOf(HasSubstr("[--base-url URL]"), HasSubstr("\n  --base-url "),
+                    HasSubstr("\n  --max-tokens "), HasSubstr("(default: 1024)")));
+  EXPECT_THAT(RunCli({"help", "batch"}).out, HasSubstr("\n  --max-in-flight "));
+  EXPECT_THAT(RunCli({"help", "fake-provider"}).out,
+              AllOf(HasSubstr("[--bucket-span DURATION]"), HasSubstr("\n  --overloaded-rate ")));
 }
 
 TEST_F(SluiceCliTest, InspectShowsBucketsAsText) {
@@ -434,6 +505,24 @@ TEST_F(SluiceCallTest, PrintsTheReplyAndWithJsonTheWholeResult) {
   EXPECT_TRUE(doc["throttle_wait_ms"].is_number());
   EXPECT_THAT(doc.value("request_id", ""), StartsWith("req_"));
   EXPECT_THAT(text.out + text.err + json.out + json.err, Not(HasSubstr(kKey)));
+}
+
+// Tried as a new user would: `sluice call --base-url URL --max-tokens N`.
+TEST_F(SluiceCallTest, TakesDashedFlags) {
+  auto provider = Provider();
+  ASSERT_NE(provider, nullptr);
+  const Result dashed =
+      Run("call", {"--base-url", provider->base_url(), "--max-tokens", "3", "--json", "Hello"});
+  ASSERT_THAT(dashed, ExitsWith(0)) << dashed.err;
+  const nlohmann::json doc = nlohmann::json::parse(dashed.out, nullptr, false);
+  ASSERT_FALSE(doc.is_discarded()) << dashed.out;
+  EXPECT_TRUE(doc.value("ok", false));
+  EXPECT_LE(doc["usage"].value("output_tokens", 99), 3);
+  const Result with_equals =
+      Run("call", {"--base-url=" + provider->base_url(), "--max-tokens=2", "Hello"});
+  ASSERT_THAT(with_equals, ExitsWith(0)) << with_equals.err;
+  EXPECT_THAT(with_equals.out, HasSubstr("tok"));
+  EXPECT_EQ(provider->stats().totals.admitted, 2u);
 }
 
 TEST_F(SluiceCallTest, AThrottleTimeoutExits75AndNamesTheBucket) {

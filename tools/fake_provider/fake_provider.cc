@@ -1,8 +1,7 @@
-// The simulated provider. One httplib::Server; each request runs on one of
-// its worker threads: authenticate, draw this request's random values,
-// validate, inject the faults that come before the limits, charge the key's
-// buckets all-or-nothing, settle them to the generated usage, then answer
-// (or fail to, for the delivery faults).
+// The simulated provider's server core: one httplib::Server, its options,
+// the keys, their limits (the judge's exact buckets) and counts, and /stats.
+// Each API request runs on one of its worker threads through exchange.cc and
+// the API's dialect.
 
 #include "tools/fake_provider/fake_provider.h"
 
@@ -31,25 +30,9 @@
 #include "tools/judge/exact_bucket.h"
 
 namespace sluice {
-namespace fake_provider_internal {
-
-// Serializes a reply. Strings echoed from requests (the model name) were
-// valid UTF-8 when parsed, but `replace` keeps dump() from ever throwing.
-std::string Dump(const Json& doc) {
-  return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
-}
-
-// Go-style, rounded up to the millisecond as OpenAI's values are.
-std::string GoDurationMillisCeil(absl::Duration d) {
-  return FormatGoDuration(absl::Ceil(d, absl::Milliseconds(1)));
-}
-
-}  // namespace fake_provider_internal
-
 namespace {
 
 using fake_provider_internal::Dump;
-using fake_provider_internal::GoDurationMillisCeil;
 using fake_provider_internal::kJson;
 using fake_provider_internal::kKeepAliveMaxRequests;
 
@@ -124,38 +107,6 @@ absl::Status ValidateOptions(const FakeProviderOptions& o) {
   return absl::OkStatus();
 }
 
-// Rate-limit headers ----------------------------------------------------------------
-
-// Anthropic rounds token counts in its headers to the nearest thousand. A
-// bucket holding under 1000 would then show more remaining than it can
-// hold: clamp to its capacity.
-int64_t RoundToThousand(int64_t n, uint64_t capacity) {
-  return std::min<int64_t>((n + 500) / 1000 * 1000, static_cast<int64_t>(capacity));
-}
-
-// "2025-01-12T23:12:21Z", rounded up to the second so that it never claims
-// replenishment before it happens.
-std::string Rfc3339Ceil(absl::Time t) {
-  const absl::Time floor = absl::FromUnixSeconds(absl::ToUnixSeconds(t));
-  const absl::Time ceil = floor < t ? floor + absl::Seconds(1) : floor;
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", ceil, absl::UTCTimeZone());
-}
-
-// The digits of `n` / 10^`scale` with the fraction's trailing zeros dropped:
-// (4172, 3) -> "4.172", (1500, 3) -> "1.5", (2000, 3) -> "2".
-std::string Decimal(uint64_t n, int scale) {
-  uint64_t unit = 1;
-  for (int i = 0; i < scale; ++i) unit *= 10;
-  std::string text = absl::StrCat(n / unit);
-  uint64_t frac = n % unit;
-  if (frac == 0) return text;
-  while (frac % 10 == 0) {
-    frac /= 10;
-    --scale;
-  }
-  return absl::StrFormat("%s.%0*d", text, scale, frac);
-}
-
 }  // namespace
 
 // Names and formats -------------------------------------------------------------------
@@ -174,23 +125,6 @@ std::string FakeProvider::KeyLabel(absl::string_view api_key) {
   hash = (hash ^ (hash >> 27)) * 0x94d049bb133111eb;
   hash ^= hash >> 31;
   return absl::StrFormat("key_%08x", hash >> 32);
-}
-
-std::string FormatGoDuration(absl::Duration d) {
-  const int64_t ns = absl::ToInt64Nanoseconds(d);  // saturates
-  if (ns == 0) return "0s";
-  const uint64_t u = ns < 0 ? uint64_t{0} - static_cast<uint64_t>(ns) : static_cast<uint64_t>(ns);
-  const char* sign = ns < 0 ? "-" : "";
-  if (u < 1000) return absl::StrCat(sign, u, "ns");
-  if (u < 1000000) return absl::StrCat(sign, Decimal(u, 3), "µs");
-  if (u < 1000000000) return absl::StrCat(sign, Decimal(u, 6), "ms");
-  const uint64_t secs = u / 1000000000;
-  const uint64_t hours = secs / 3600, minutes = secs / 60 % 60;
-  std::string out = sign;
-  if (hours > 0) absl::StrAppend(&out, hours, "h");
-  if (hours > 0 || minutes > 0) absl::StrAppend(&out, minutes, "m");
-  absl::StrAppend(&out, Decimal(u % 60000000000, 9), "s");
-  return out;
 }
 
 FakeProviderStats::Counts FakeProviderStats::ForKey(FakeApi api, absl::string_view api_key) const {
@@ -221,13 +155,13 @@ absl::Status FakeProvider::Impl::Listen() {
   // keep them far longer, and clients pool them.
   server_.set_keep_alive_max_count(kKeepAliveMaxRequests);
   server_.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
-    ServeMessages(req, res);
+    ServeApi(anthropic_, req, res);
   });
   server_.Post(
       "/v1/messages/count_tokens",
       [this](const httplib::Request& req, httplib::Response& res) { ServeCountTokens(req, res); });
   server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    ServeChatCompletions(req, res);
+    ServeApi(openai_, req, res);
   });
   server_.Get("/stats", [this](const httplib::Request& req, httplib::Response& res) {
     ServeStats(req, res);
@@ -297,65 +231,104 @@ FakeProvider::Impl::Limit FakeProvider::Impl::MakeLimit(uint64_t per_minute) con
   return limit;
 }
 
-FakeProvider::Impl::KeyState* FakeProvider::Impl::FindOrAddKey(FakeApi api,
+uint64_t FakeProvider::Impl::PerMinute(Dimension dimension) const {
+  switch (dimension) {
+    case Dimension::kRequests:
+      return options_.rpm;
+    case Dimension::kInputTokens:
+      return options_.itpm;
+    case Dimension::kOutputTokens:
+      return options_.otpm;
+    case Dimension::kTokens:
+      break;
+  }
+  return options_.tpm;
+}
+
+FakeProvider::Impl::KeyState* FakeProvider::Impl::FindOrAddKey(const Dialect& dialect,
                                                                const std::string& key) {
   absl::MutexLock lock(&mu_);
-  std::unique_ptr<KeyState>& state = keys_[static_cast<int>(api)][key];
+  std::unique_ptr<KeyState>& state = keys_[static_cast<int>(dialect.api())][key];
   if (state == nullptr) {
     state = std::make_unique<KeyState>();
-    state->api = api;
+    state->api = dialect.api();
     state->label = KeyLabel(key);
-    state->requests = MakeLimit(options_.rpm);
-    if (api == FakeApi::kAnthropic) {
-      state->input_tokens = MakeLimit(options_.itpm);
-      state->output_tokens = MakeLimit(options_.otpm);
-    } else {
-      state->tokens = MakeLimit(options_.tpm);
+    for (Dimension dimension : dialect.dimensions()) {
+      state->limits[static_cast<int>(dimension)] = MakeLimit(PerMinute(dimension));
     }
   }
   ++state->counts.requests;
   return state.get();
 }
 
-std::optional<FakeProvider::Impl::Refusal> FakeProvider::Impl::Admit(
-    const std::vector<Charge>& charges, int64_t now_ns) const {
+std::optional<Refusal> FakeProvider::Impl::Admit(const KeyState& key,
+                                                 const std::vector<Charge>& charges,
+                                                 int64_t now_ns) const {
+  const auto bucket = [&key](const Charge& c) {
+    return key.limits[static_cast<int>(c.dimension)].bucket.get();
+  };
   for (size_t i = 0; i < charges.size(); ++i) {
     const Charge& charge = charges[i];
-    if (charge.limit->bucket == nullptr) continue;  // unlimited
-    const ExactBucket::TakeResult taken = charge.limit->bucket->TryTake(charge.n, now_ns);
+    ExactBucket* limit = bucket(charge);
+    if (limit == nullptr) continue;  // unlimited
+    const ExactBucket::TakeResult taken = limit->TryTake(charge.n, now_ns);
     if (taken.taken) continue;
     // All or nothing: give back what this request already took.
     for (size_t j = 0; j < i; ++j) {
-      if (charges[j].limit->bucket != nullptr) {
-        charges[j].limit->bucket->Refund(charges[j].n, now_ns);
-      }
+      if (ExactBucket* taken_from = bucket(charges[j])) taken_from->Refund(charges[j].n, now_ns);
     }
-    if (taken.never_fits) return Refusal{&charge, std::nullopt};
-    return Refusal{&charge, absl::Nanoseconds(taken.wait_ns)};
+    return Refusal{
+        .dimension = charge.dimension,
+        .per_minute = key.limits[static_cast<int>(charge.dimension)].per_minute,
+        .requested = charge.n,
+        .used = static_cast<int64_t>(limit->Capacity()) - limit->Available(now_ns),
+        .wait = taken.never_fits ? std::nullopt
+                                 : std::optional<absl::Duration>(absl::Nanoseconds(taken.wait_ns)),
+    };
   }
   return std::nullopt;
 }
 
-// Real time until the bucket is full again, exactly (debt included): the
-// buckets count real nanoseconds.
-absl::Duration FakeProvider::Impl::TimeToFull(const Limit& limit, int64_t now_ns) const {
-  return absl::Nanoseconds(limit.bucket->NanosUntilFull(now_ns));
+void FakeProvider::Impl::Settle(const KeyState& key, const Settlement& settlement) const {
+  ExactBucket* bucket = key.limits[static_cast<int>(settlement.dimension)].bucket.get();
+  if (bucket == nullptr) return;
+  const int64_t now_ns = Clock::MonotonicNanos();
+  if (settlement.used < settlement.charged) {
+    bucket->Refund(settlement.charged - settlement.used, now_ns);
+  } else {
+    bucket->Debit(settlement.used - settlement.charged, now_ns);
+  }
 }
 
-FakeProvider::Impl::Fault FakeProvider::Impl::PreAdmissionFault(const Draws& d) const {
-  if (d.overloaded < options_.overloaded_rate) return Fault::kOverloaded;
-  if (d.server_error < options_.server_error_rate) return Fault::kServerError;
-  if (d.insufficient_quota < options_.insufficient_quota_rate) return Fault::kQuota;
-  if (d.spend_limit < options_.spend_limit_rate) return Fault::kQuota;
-  return Fault::kNone;
+// Time to full is real time, exactly (debt included): the buckets count
+// real nanoseconds.
+LimitViews FakeProvider::Impl::Views(const KeyState& key, int64_t now_ns) const {
+  LimitViews views;
+  for (int i = 0; i < kDimensions; ++i) {
+    const Limit& limit = key.limits[i];
+    if (limit.bucket == nullptr) continue;
+    views[i] = {.per_minute = limit.per_minute,
+                .available = limit.bucket->Available(now_ns),
+                .capacity = limit.bucket->Capacity(),
+                .time_to_full = absl::Nanoseconds(limit.bucket->NanosUntilFull(now_ns))};
+  }
+  return views;
 }
 
-FakeProvider::Impl::Fault FakeProvider::Impl::DeliveryFault(const Draws& d) const {
-  if (d.reset < options_.reset_rate) return Fault::kReset;
-  if (d.truncated_body < options_.truncated_body_rate) return Fault::kTruncated;
-  if (d.malformed_json < options_.malformed_json_rate) return Fault::kMalformed;
-  if (d.slow_body < options_.slow_body_rate) return Fault::kSlow;
-  return Fault::kNone;
+std::optional<Failure> FakeProvider::Impl::PreAdmissionFault(const Draws& d) const {
+  if (d.overloaded < options_.overloaded_rate) return Failure::kOverloaded;
+  if (d.server_error < options_.server_error_rate) return Failure::kServerError;
+  if (d.insufficient_quota < options_.insufficient_quota_rate) return Failure::kOutOfMoney;
+  if (d.spend_limit < options_.spend_limit_rate) return Failure::kOutOfMoney;
+  return std::nullopt;
+}
+
+FakeProvider::Impl::Delivery FakeProvider::Impl::DeliveryFault(const Draws& d) const {
+  if (d.reset < options_.reset_rate) return Delivery::kReset;
+  if (d.truncated_body < options_.truncated_body_rate) return Delivery::kTruncated;
+  if (d.malformed_json < options_.malformed_json_rate) return Delivery::kMalformed;
+  if (d.slow_body < options_.slow_body_rate) return Delivery::kSlow;
+  return Delivery::kWhole;
 }
 
 uint64_t FakeProvider::Impl::OutputTokens(const Draws& d, uint64_t max_tokens) const {
@@ -367,43 +340,6 @@ absl::Duration FakeProvider::Impl::Latency(const Draws& d) const {
   const absl::Duration latency =
       options_.latency_mean + options_.latency_jitter * (2 * d.latency - 1);
   return std::max(latency, absl::ZeroDuration());
-}
-
-void FakeProvider::Impl::AddAnthropicHeaders(const KeyState& key, httplib::Response& res) const {
-  if (options_.unlimited) return;
-  const int64_t now_ns = Clock::MonotonicNanos();
-  const absl::Time now = absl::Now();
-  const auto add = [&](absl::string_view name, const Limit& limit, bool round) {
-    const int64_t available = limit.bucket->Available(now_ns);
-    res.set_header(absl::StrCat("anthropic-ratelimit-", name, "-limit"),
-                   absl::StrCat(limit.per_minute));
-    res.set_header(
-        absl::StrCat("anthropic-ratelimit-", name, "-remaining"),
-        absl::StrCat(round ? RoundToThousand(available, limit.bucket->Capacity()) : available));
-    res.set_header(absl::StrCat("anthropic-ratelimit-", name, "-reset"),
-                   Rfc3339Ceil(now + TimeToFull(limit, now_ns)));
-  };
-  add("requests", key.requests, false);
-  add("input-tokens", key.input_tokens, true);
-  add("output-tokens", key.output_tokens, true);
-  // "tokens" reports whichever token limit is closest to refusing.
-  const bool input_tighter =
-      key.input_tokens.bucket->Available(now_ns) <= key.output_tokens.bucket->Available(now_ns);
-  add("tokens", input_tighter ? key.input_tokens : key.output_tokens, true);
-}
-
-void FakeProvider::Impl::AddOpenAiHeaders(const KeyState& key, httplib::Response& res) const {
-  if (options_.unlimited) return;
-  const int64_t now_ns = Clock::MonotonicNanos();
-  const auto add = [&](absl::string_view name, const Limit& limit) {
-    res.set_header(absl::StrCat("x-ratelimit-limit-", name), absl::StrCat(limit.per_minute));
-    res.set_header(absl::StrCat("x-ratelimit-remaining-", name),
-                   absl::StrCat(limit.bucket->Available(now_ns)));
-    res.set_header(absl::StrCat("x-ratelimit-reset-", name),
-                   GoDurationMillisCeil(TimeToFull(limit, now_ns)));
-  };
-  add("requests", key.requests);
-  add("tokens", key.tokens);
 }
 
 // Counting ----------------------------------------------------------------------------
@@ -451,83 +387,6 @@ FakeProviderStats FakeProvider::Impl::stats() const {
               return std::tie(a.api, a.label) < std::tie(b.api, b.label);
             });
   return stats;
-}
-
-// Errors ------------------------------------------------------------------------------
-
-void FakeProvider::Impl::AnthropicError(httplib::Response& res, const Exchange& ex, int status,
-                                        absl::string_view type, absl::string_view message,
-                                        Json details) {
-  Json error = {{"type", type}, {"message", message}};
-  if (!details.is_null()) error["details"] = std::move(details);
-  res.status = status;
-  res.set_content(
-      Dump({{"type", "error"}, {"error", std::move(error)}, {"request_id", ex.request_id}}), kJson);
-}
-
-void FakeProvider::Impl::OpenAiError(httplib::Response& res, int status, absl::string_view message,
-                                     absl::string_view type, absl::string_view param,
-                                     absl::string_view code) {
-  res.status = status;
-  res.set_content(Dump({{"error",
-                         {{"message", message},
-                          {"type", type},
-                          {"param", param.empty() ? Json(nullptr) : Json(param)},
-                          {"code", code.empty() ? Json(nullptr) : Json(code)}}}}),
-                  kJson);
-}
-
-void FakeProvider::Impl::AnthropicBadRequest(httplib::Response& res, const Exchange& ex,
-                                             const BadRequest& bad) {
-  const std::string message =
-      bad.param.empty() ? bad.problem : absl::StrCat(bad.param, ": ", bad.problem);
-  AnthropicError(res, ex, 400, "invalid_request_error", message);
-}
-
-void FakeProvider::Impl::OpenAiBadRequest(httplib::Response& res, const BadRequest& bad) {
-  std::string message;
-  if (bad.param.empty()) {
-    message = absl::StrCat("We could not parse the JSON body of your request: ", bad.problem, ".");
-  } else if (bad.code == "missing_required_parameter") {
-    message = absl::StrCat("Missing required parameter: '", bad.param, "'.");
-  } else {
-    message = absl::StrCat("Invalid '", bad.param, "': ", bad.problem, ".");
-  }
-  OpenAiError(res, 400, message, "invalid_request_error", bad.param, bad.code);
-}
-
-// httplib's own refusals (no route, a body over the cap, a bad request line)
-// arrive here with no body; give them the shape of the API the path belongs
-// to. Replies the handlers wrote already have one and pass through.
-httplib::Server::HandlerResponse FakeProvider::Impl::ServeError(const httplib::Request& req,
-                                                                httplib::Response& res) {
-  if (!res.body.empty() || res.content_provider_)
-    return httplib::Server::HandlerResponse::Unhandled;
-  const bool too_large = res.status == 413;
-  if (absl::StartsWith(req.path, "/v1/chat/")) {
-    const std::string message = too_large ? absl::StrCat("Request body too large: the limit is ",
-                                                         options_.max_body_bytes, " bytes.")
-                                : res.status == 404
-                                    ? absl::StrCat("Invalid URL (", req.method, " ", req.path, ")")
-                                    : absl::StrCat("HTTP ", res.status);
-    OpenAiError(res, res.status, message, "invalid_request_error", "", "");
-    return httplib::Server::HandlerResponse::Handled;
-  }
-  const Exchange ex{.api = FakeApi::kAnthropic, .request_id = NextId("req_")};
-  res.set_header("request-id", ex.request_id);
-  if (too_large) {
-    AnthropicError(res, ex, 413, "request_too_large",
-                   absl::StrCat("Request exceeds the maximum allowed number of bytes (",
-                                options_.max_body_bytes, ")."));
-  } else if (res.status == 404) {
-    AnthropicError(res, ex, 404, "not_found_error",
-                   absl::StrCat("Not found: ", req.method, " ", req.path));
-  } else if (res.status < 500) {
-    AnthropicError(res, ex, res.status, "invalid_request_error", absl::StrCat("HTTP ", res.status));
-  } else {
-    AnthropicError(res, ex, res.status, "api_error", "Internal server error");
-  }
-  return httplib::Server::HandlerResponse::Handled;
 }
 
 // Stats -----------------------------------------------------------------------------------

@@ -61,6 +61,10 @@
 // about 400 ms). Latency (mean +- uniform jitter) is spent before answering an
 // admitted request, as generation time.
 //
+// Inside, a server core (keys, limits, faults, counts, delivery) answers
+// through one dialect per API (anthropic_dialect.h, openai_dialect.h), which
+// render every body and header above and know nothing of the HTTP server.
+//
 // Thread safety: a FakeProvider serves requests on its own threads; stats(),
 // port(), base_url() and Stop() are safe to call from any thread.
 //
@@ -229,7 +233,7 @@ class FakeProvider {
 
 // Formats a duration the way Go's time.Duration.String() does, which is what
 // OpenAI's x-ratelimit-reset-* headers carry: "0s", "12ms", "1.5µs", "1s",
-// "6m0s", "4m12.172s", "23h18m29.144s".
+// "6m0s", "4m12.172s", "23h18m29.144s". Defined with the OpenAI dialect.
 std::string FormatGoDuration(absl::Duration d);
 
 }  // namespace sluice

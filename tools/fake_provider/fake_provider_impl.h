@@ -1,6 +1,8 @@
-// The simulated provider's server: what its files share (fake_provider.cc
-// runs the server, keys, limits and counts; fake_provider_apis.cc answers
-// the two APIs). Internal to the simulated provider.
+// The simulated provider's server core: what its files share (fake_provider.cc
+// runs the server, keys, limits and counts; exchange.cc answers an API
+// exchange through its dialect and delivers the reply). The APIs themselves
+// are dialects (dialect.h), which know nothing of the server. Internal to the
+// simulated provider.
 #ifndef SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_IMPL_H_
 #define SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_IMPL_H_
 
@@ -24,18 +26,15 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "httplib.h"
-#include "nlohmann/json.hpp"
+#include "tools/fake_provider/anthropic_dialect.h"
 #include "tools/fake_provider/chat_body.h"
+#include "tools/fake_provider/dialect.h"
 #include "tools/fake_provider/fake_provider.h"
+#include "tools/fake_provider/openai_dialect.h"
 #include "tools/judge/exact_bucket.h"
 
 namespace sluice {
 namespace fake_provider_internal {
-
-// ordered_json keeps fields in the order the providers send them.
-using Json = nlohmann::ordered_json;
-
-inline constexpr char kJson[] = "application/json";
 
 // Requests served on one connection before it is closed.
 inline constexpr size_t kKeepAliveMaxRequests = 100;
@@ -44,13 +43,6 @@ inline constexpr size_t kKeepAliveMaxRequests = 100;
 // pause, about 400 ms in all (real time: time_scale does not apply).
 inline constexpr int kSlowBodyPieces = 8;
 inline constexpr absl::Duration kSlowBodyPause = absl::Milliseconds(50);
-
-// Serializes a reply. Strings echoed from requests (the model name) were
-// valid UTF-8 when parsed, but `replace` keeps dump() from ever throwing.
-std::string Dump(const Json& doc);
-
-// Go-style, rounded up to the millisecond as OpenAI's values are.
-std::string GoDurationMillisCeil(absl::Duration d);
 
 // The random values one request may need, all drawn at once so that every
 // authenticated request consumes the same amount of the sequence whatever
@@ -102,11 +94,21 @@ class HttpServer : public httplib::Server {
 
 }  // namespace fake_provider_internal
 
-using fake_provider_internal::BadRequest;
+using fake_provider_internal::AnthropicDialect;
+using fake_provider_internal::Charge;
+using fake_provider_internal::ChatRequest;
+using fake_provider_internal::Dialect;
+using fake_provider_internal::Dimension;
 using fake_provider_internal::Draws;
+using fake_provider_internal::Failure;
 using fake_provider_internal::Generator;
 using fake_provider_internal::HttpServer;
 using fake_provider_internal::Json;
+using fake_provider_internal::kDimensions;
+using fake_provider_internal::LimitViews;
+using fake_provider_internal::OpenAiDialect;
+using fake_provider_internal::Refusal;
+using fake_provider_internal::Settlement;
 
 class FakeProvider::Impl {
  public:
@@ -122,6 +124,9 @@ class FakeProvider::Impl {
   FakeProviderStats stats() const;
 
  private:
+  // sluice::Reply (provider.h) is the client's; this one is a dialect's.
+  using Reply = fake_provider_internal::Reply;
+
   // One bucket of a key: its limit per simulated minute (what headers and
   // messages call the limit), and the bucket enforcing it (null: unlimited).
   struct Limit {
@@ -129,81 +134,52 @@ class FakeProvider::Impl {
     std::unique_ptr<ExactBucket> bucket;
   };
 
-  // An API key's limits and counters. Each bucket guards itself; counts are
-  // guarded by Impl::mu_.
+  // An API key's limits (by Dimension; those of its API are set) and
+  // counters. Each bucket guards itself; counts are guarded by Impl::mu_.
   struct KeyState {
     FakeApi api;
     std::string label;
-    Limit requests;
-    Limit input_tokens;   // Anthropic ITPM
-    Limit output_tokens;  // Anthropic OTPM
-    Limit tokens;         // OpenAI TPM
+    Limit limits[kDimensions];
     FakeProviderStats::Counts counts;
   };
 
-  // One charge of an all-or-nothing admission.
-  struct Charge {
-    const Limit* limit;
-    uint64_t n;
-    const char* what;  // "requests", "input tokens", ...
-  };
+  // The faults that damage or lose an admitted request's reply.
+  enum class Delivery { kWhole, kReset, kTruncated, kMalformed, kSlow };
 
-  // Why admission failed: the charge refused, and the real time until it
-  // would fit (nullopt when it never can).
-  struct Refusal {
-    const Charge* charge;
-    std::optional<absl::Duration> wait;
-  };
-
-  enum class Fault {
-    kNone,
-    kOverloaded,
-    kServerError,
-    kQuota,
-    kReset,
-    kTruncated,
-    kMalformed,
-    kSlow
-  };
-
-  // What one API exchange came to know, for the headers and the counters.
+  // One API exchange: its dialect, its request id, and its key once known.
   struct Exchange {
-    FakeApi api;
+    const Dialect* dialect;
     std::string request_id;
     KeyState* key = nullptr;
   };
 
   // Routing.
-  void ServeMessages(const httplib::Request& req, httplib::Response& res);
+  void ServeApi(const Dialect& dialect, const httplib::Request& req, httplib::Response& res);
   void ServeCountTokens(const httplib::Request& req, httplib::Response& res);
-  void ServeChatCompletions(const httplib::Request& req, httplib::Response& res);
   void ServeStats(const httplib::Request& req, httplib::Response& res);
   httplib::Server::HandlerResponse ServeError(const httplib::Request& req, httplib::Response& res);
 
-  // The two APIs, once the request id is set.
-  void Messages(const httplib::Request& req, httplib::Response& res, Exchange& ex);
-  void ChatCompletions(const httplib::Request& req, httplib::Response& res, Exchange& ex);
-
-  // Errors in each provider's shape.
-  void AnthropicError(httplib::Response& res, const Exchange& ex, int status,
-                      absl::string_view type, absl::string_view message, Json details = nullptr);
-  void OpenAiError(httplib::Response& res, int status, absl::string_view message,
-                   absl::string_view type, absl::string_view param, absl::string_view code);
-  void AnthropicBadRequest(httplib::Response& res, const Exchange& ex, const BadRequest& bad);
-  void OpenAiBadRequest(httplib::Response& res, const BadRequest& bad);
+  // An exchange once its request id is set: authenticate, draw, validate,
+  // fault, admit, settle, answer.
+  void Answer(const httplib::Request& req, httplib::Response& res, Exchange& ex);
+  // The 401 or 400 when the request's key or headers are refused; else
+  // sets *api_key.
+  std::optional<Reply> Authenticate(const Dialect& dialect, const httplib::Request& req,
+                                    absl::string_view request_id, std::string* api_key) const;
 
   // Keys, limits, faults.
   bool KeyAllowed(const std::string& key) const;
-  KeyState* FindOrAddKey(FakeApi api, const std::string& key);
+  KeyState* FindOrAddKey(const Dialect& dialect, const std::string& key);
   Limit MakeLimit(uint64_t per_minute) const;
-  std::optional<Refusal> Admit(const std::vector<Charge>& charges, int64_t now_ns) const;
-  absl::Duration TimeToFull(const Limit& limit, int64_t now_ns) const;
-  Fault PreAdmissionFault(const Draws& d) const;
-  Fault DeliveryFault(const Draws& d) const;
+  uint64_t PerMinute(Dimension dimension) const;
+  std::optional<Refusal> Admit(const KeyState& key, const std::vector<Charge>& charges,
+                               int64_t now_ns) const;
+  void Settle(const KeyState& key, const Settlement& settlement) const;
+  LimitViews Views(const KeyState& key, int64_t now_ns) const;
+  std::optional<Failure> PreAdmissionFault(const Draws& d) const;
+  Delivery DeliveryFault(const Draws& d) const;
   uint64_t OutputTokens(const Draws& d, uint64_t max_tokens) const;
   absl::Duration Latency(const Draws& d) const;
-  void AddAnthropicHeaders(const KeyState& key, httplib::Response& res) const;
-  void AddOpenAiHeaders(const KeyState& key, httplib::Response& res) const;
 
   // Counting.
   void CountRequest(const httplib::Request& req);
@@ -211,12 +187,15 @@ class FakeProvider::Impl {
   void CountRateLimited(Exchange& ex);
   void CountAdmitted(Exchange& ex, uint64_t input_tokens, uint64_t output_tokens);
 
-  // Sends an admitted request's reply, damaged as `fault` says.
-  void Deliver(const httplib::Request& req, httplib::Response& res, Fault fault, std::string body);
+  // Sends an admitted request's reply, damaged as `delivery` says.
+  void Deliver(const httplib::Request& req, httplib::Response& res, Delivery delivery,
+               std::string body);
 
   std::string NextId(absl::string_view prefix);
 
   const FakeProviderOptions options_;
+  const AnthropicDialect anthropic_;
+  const OpenAiDialect openai_;
   Generator generator_;
   std::atomic<uint64_t> next_id_{1};
   absl::Notification stopping_;  // cuts latency and slow bodies short

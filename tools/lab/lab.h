@@ -1,7 +1,7 @@
 // File: tools/lab/lab.h
 // -----------------------------------------------------------------------------
 // The algorithm lab: answers "which throttle algorithm, for my traffic?" by
-// running seeded workloads through every algorithm of sluice/algorithms.h on
+// running seeded workloads through every algorithm of sluice/lab/algorithms.h on
 // simulated time, and measuring what each admitted.
 //
 // The simulation. Requests arrive as the workload says. A request is admitted
@@ -44,7 +44,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 #include "sluice/rate.h"
 #include "tools/judge/exact_bucket.h"
 

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
@@ -69,6 +70,20 @@ int Fail(const Command& cmd, const absl::Status& status) {
 
 int UsageError(const Verb& verb, absl::string_view message) {
   return Report(verb, kExitUsage, absl::StrCat(message, " (see 'sluice ", verb.name, " --help')"));
+}
+
+std::string DashedFlag(absl::string_view absl_name) {
+  return absl::StrCat("--", absl::StrReplaceAll(absl_name, {{"_", "-"}}));
+}
+
+std::string DashFlagNames(absl::string_view text) {
+  std::string out(text);
+  for (size_t i = out.find("--"); i != std::string::npos; i = out.find("--", i)) {
+    for (i += 2; i < out.size() && (absl::ascii_isalnum(out[i]) || out[i] == '_'); ++i) {
+      if (out[i] == '_') out[i] = '-';
+    }
+  }
+  return out;
 }
 
 std::string Rfc3339(int64_t unix_ns) {

@@ -94,8 +94,17 @@ struct VerbRegistration {
 int Report(const Verb& verb, int code, absl::string_view message);
 // Report(kExitError, status.message()).
 int Fail(const Command& cmd, const absl::Status& status);
-// Report(kExitUsage, ...) with a pointer to the verb's --help.
+// Report(kExitUsage, ...) with a pointer to the verb's --help. Name flags in
+// `message` as users spell them, with dashes ("--max-tokens").
 int UsageError(const Verb& verb, absl::string_view message);
+
+// How help and errors spell a flag, whose Abseil name has underscores:
+// DashedFlag("base_url") is "--base-url".
+std::string DashedFlag(absl::string_view absl_name);
+// `text` with each flag named in it ("--max_tokens") spelled with dashes
+// ("--max-tokens"); everything else is left as it is. Help shows every verb's
+// usage, description and flag texts through it.
+std::string DashFlagNames(absl::string_view text);
 
 // Formatting.
 std::string Rfc3339(int64_t unix_ns);

@@ -1,5 +1,5 @@
 // `sluice lab [WORKLOAD...]`: the algorithm lab (tools/lab/lab.h) on the
-// command line: a table, or --json, and SVG plots with --lab_plot_dir.
+// command line: a table, or --json, and SVG plots with --lab-plot-dir.
 
 #include <sys/stat.h>
 
@@ -17,7 +17,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 #include "sluice/rate.h"
 #include "tools/lab/lab.h"
 #include "tools/sluice/cli.h"
@@ -49,7 +49,7 @@ absl::StatusOr<std::vector<Algorithm>> AlgorithmsFromFlag() {
     if (!a.ok()) return a.status();
     algorithms.push_back(*a);
   }
-  if (algorithms.empty()) return absl::InvalidArgumentError("--lab_algorithms names none");
+  if (algorithms.empty()) return absl::InvalidArgumentError("--lab-algorithms names none");
   return algorithms;
 }
 
@@ -89,7 +89,7 @@ int RunLab(const Command& cmd) {
   lab::LabConfig config;
   absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_lab_rate));
   if (!rate.ok())
-    return UsageError(*cmd.verb, absl::StrCat("--lab_rate: ", rate.status().message()));
+    return UsageError(*cmd.verb, absl::StrCat("--lab-rate: ", rate.status().message()));
   config.limit = *rate;
   config.burst = absl::GetFlag(FLAGS_lab_burst);
   config.duration = absl::GetFlag(FLAGS_lab_duration);
@@ -148,9 +148,9 @@ const Verb kLabVerb = {
     .order = 90,
     .name = "lab",
     .usage =
-        "lab [WORKLOAD...] [--lab_rate N/UNIT] [--lab_burst N] [--lab_algorithms A,B,...] "
-        "[--lab_duration D] [--lab_clients N] [--lab_max_wait D] [--lab_latency D] [--seed N] "
-        "[--lab_plot_dir DIR] [--json]",
+        "lab [WORKLOAD...] [--lab-rate N/UNIT] [--lab-burst N] [--lab-algorithms A,B,...] "
+        "[--lab-duration D] [--lab-clients N] [--lab-max-wait D] [--lab-latency D] [--seed N] "
+        "[--lab-plot-dir DIR] [--json]",
     .summary = "compare throttle algorithms on simulated traffic",
     .description =
         "Runs each WORKLOAD (steady, poisson, bursty, launch-spike, boundary; default all)\n"
@@ -158,7 +158,7 @@ const Verb kLabVerb = {
         "offered, admitted and unserved; the 429s a provider enforcing a continuous token\n"
         "bucket at the limit would have answered; the most admitted in any one period and\n"
         "its ratio to the limit (overshoot); utilization (admitted over what the limit\n"
-        "allows); p50 and p99 waits; Jain's fairness across clients. --lab_plot_dir writes\n"
+        "allows); p50 and p99 waits; Jain's fairness across clients. --lab-plot-dir writes\n"
         "WORKLOAD.svg pictures of the admitted rate over time. Same seed, same numbers.",
     .flags = kLabFlags,
     .required = {},

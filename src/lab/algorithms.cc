@@ -1,4 +1,4 @@
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 
 #include <algorithm>
 #include <optional>

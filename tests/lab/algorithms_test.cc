@@ -1,6 +1,6 @@
 // Each algorithm's defining property, on explicit (simulated) time, and the
 // lock-free cells shared between two processes through a MAP_SHARED mapping.
-#include "sluice/algorithms.h"
+#include "sluice/lab/algorithms.h"
 
 #include <sys/mman.h>
 #include <sys/wait.h>

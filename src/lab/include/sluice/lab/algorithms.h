@@ -1,7 +1,12 @@
-// File: algorithms.h
+// File: sluice/lab/algorithms.h
 // -----------------------------------------------------------------------------
 // The throttle algorithms besides the token bucket, and one interface over all
-// of them (Limiter) so that they can be compared: the algorithm lab.
+// of them (Limiter) so that they can be compared: the algorithm lab's library
+// (CMake target sluice::lab, `find_package(sluice COMPONENTS lab)`; pkg-config
+// sluice-lab). The product itself throttles with the cells of sluice::sluice
+// (token_bucket.h, window_counter.h, lease_set.h) and never links this; it is
+// for the lab, its benchmarks, and users comparing algorithms of their own
+// with these (a Limiter of their own).
 //
 // As with the token bucket, each algorithm is a cell (its state, in memory the
 // caller owns: process memory or a shared segment) and a Ref that acts on it.
@@ -48,8 +53,8 @@
 //   sluice::Decision d = pacer->TryAcquire(1, sluice::Clock::MonotonicNanos());
 //   // d.granted(), or d.wait_ns until the next evenly spaced slot.
 
-#ifndef SLUICE_ALGORITHMS_H_
-#define SLUICE_ALGORITHMS_H_
+#ifndef SLUICE_LAB_ALGORITHMS_H_
+#define SLUICE_LAB_ALGORITHMS_H_
 
 #include <atomic>
 #include <cstdint>
@@ -424,4 +429,4 @@ class Limiter {
 
 }  // namespace sluice
 
-#endif  // SLUICE_ALGORITHMS_H_
+#endif  // SLUICE_LAB_ALGORITHMS_H_
