@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/batch_result.h"
 #include "sluice/client.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
@@ -60,7 +61,7 @@ int RunCall(const Command& cmd) {
                       {"message", std::string(r.status.message())}};
     }
     doc["reply"] = r.text;
-    doc["usage"] = UsageJson(r.usage);
+    doc["usage"] = batch::UsageJson(r.usage);
     doc["attempts"] = r.attempts;
     doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
     doc["http_status"] = r.http_status;
