@@ -34,6 +34,7 @@
 #include "sluice/batch.h"
 #include "sluice/client.h"
 #include "sluice/clock.h"
+#include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
 #include "sluice/segment.h"
@@ -128,19 +129,20 @@ struct RpmLimit {
 
 RpmLimit ConfiguredRpm(const LimitsConfig& limits, Provider provider, const std::string& model,
                        const std::string& scope) {
+  const EffectiveLimits effective(limits);
+  const RouteLimits route = effective.Route(scope, ProviderName(provider), model);
+  // The provider's class first, so that of two equal limits its burst is the
+  // one reported.
+  std::vector<const OwnerLimits*> owners = route.owners;
+  std::stable_partition(owners.begin(), owners.end(),
+                        [&](const OwnerLimits* o) { return o == route.model_class; });
   RpmLimit rpm;
-  auto consider = [&](const std::vector<BucketSpec>& specs) {
-    for (const BucketSpec& spec : specs) {
+  for (const OwnerLimits* owner : owners) {
+    for (const BucketSpec& spec : owner->buckets) {
       if (spec.kind != LimitKind::kRequestsPerMinute) continue;
       if (rpm.limit == 0 || spec.limit < rpm.limit) rpm = {spec.limit, spec.config.capacity};
     }
-  };
-  auto it = limits.providers.find(std::string(ProviderName(provider)));
-  if (it != limits.providers.end()) {
-    consider(ProviderBuckets(limits, it->second, FindModelClass(it->second, model)));
   }
-  for (const ScopeLimits* s : ResolveScope(limits, scope).scopes)
-    consider(ScopeBuckets(limits, *s));
   return rpm;
 }
 
