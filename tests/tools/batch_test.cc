@@ -461,7 +461,7 @@ TEST_F(BatchTest, UsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("missing.jsonl"));
   r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--max_in_flight=0"});
   EXPECT_EQ(r.status, 64);
-  EXPECT_THAT(r.err, HasSubstr("--max_in_flight"));
+  EXPECT_THAT(r.err, HasSubstr("--max-in-flight"));
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ std::string ProgressText(const batch::Progress& p, int64_t start_ns, bool bar) {
 }
 
 // Prints progress on stderr (stdout is the summary's): redrawn in place on a
-// terminal, a plain line every --progress_interval otherwise.
+// terminal, a plain line every --progress-interval otherwise.
 class ProgressDisplay {
  public:
   explicit ProgressDisplay(absl::Duration interval)
@@ -239,10 +239,10 @@ int ReadFlags(const Command& cmd, BatchFlags* flags) {
   if (flags->runner.results.empty()) return UsageError(verb, "--out: the results file is required");
   flags->runner.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   if (flags->runner.max_in_flight < 1)
-    return UsageError(verb, "--max_in_flight must be at least 1");
+    return UsageError(verb, "--max-in-flight must be at least 1");
   flags->time_scale = cmd.Given("time_scale") ? absl::GetFlag(FLAGS_time_scale) : 1.0;
   if (!(flags->time_scale > 0) || flags->time_scale > 1e6) {
-    return UsageError(verb, "--time_scale must be in (0, 1e6]");
+    return UsageError(verb, "--time-scale must be in (0, 1e6]");
   }
   flags->timeout = absl::GetFlag(FLAGS_timeout);
   if (flags->timeout < absl::ZeroDuration()) {
