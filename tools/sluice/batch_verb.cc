@@ -293,6 +293,9 @@ absl::StatusOr<std::unique_ptr<Throttle>> OpenThrottle(const Command& cmd, const
   t->client.throttle_timeout = flags.timeout;
   t->client.seed = absl::GetFlag(FLAGS_seed);
   t->client.provider_time_scale = flags.time_scale;
+  // Its lines bring no keys: without the client's, stop before any line is
+  // sent (and marked failed), not after.
+  t->client.require_api_key = true;
   if (simulated) {
     FakeProviderOptions fake_options;
     fake_options.time_scale = flags.time_scale;

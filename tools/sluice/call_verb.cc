@@ -47,6 +47,7 @@ int RunCall(const Command& cmd) {
   options.base_url = absl::GetFlag(FLAGS_base_url);
   options.scope = absl::GetFlag(FLAGS_scope);
   options.throttle_timeout = timeout;
+  options.require_api_key = true;  // the call has no key of its own: say so before anything
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options, policy->get());
   if (!client.ok()) return Fail(cmd, client.status());
   const CallResult r = (*client)->Call(CallRequest::Simple(absl::GetFlag(FLAGS_model), cmd.args[0],
