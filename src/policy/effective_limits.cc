@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "src/policy/limit_specs.h"
 
 namespace sluice {
 namespace {

@@ -30,6 +30,7 @@ int main() {
   if (!policy.ok()) return 1;
   sluice::ClientOptions client_options;  // the key: ANTHROPIC_API_KEY or OPENAI_API_KEY
   client_options.provider = (*runner)->input().provider();
+  client_options.require_api_key = true;  // no key: stop here, not fail every line
   auto client = sluice::Client::Create(client_options, policy->get());
   if (!client.ok()) return 1;
   auto done = (*runner)->Run(**client);

@@ -172,6 +172,7 @@ TEST(ClientTest, AResponseLargerThanTheCapIsRefused) {
 TEST(ClientTest, MissingKeyAndBadUrlAreRefusedUpFront) {
   ClientOptions options;
   options.provider = Provider::kOpenAi;
+  options.require_api_key = true;
   unsetenv("OPENAI_API_KEY");
   EXPECT_THAT(Client::Create(options, nullptr).status().message(), HasSubstr("OPENAI_API_KEY"));
   options.api_key = kSecret;
@@ -179,6 +180,23 @@ TEST(ClientTest, MissingKeyAndBadUrlAreRefusedUpFront) {
   const auto s = Client::Create(options, nullptr).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), Not(HasSubstr(kSecret)));
+}
+
+// By default a client needs no key of its own: Create succeeds without one,
+// and a request that brings none fails before anything is sent, naming the
+// variable to set.
+TEST(ClientTest, CreateSucceedsWithoutAKeyByDefault) {
+  ClientOptions options;
+  options.provider = Provider::kOpenAi;
+  options.base_url = "http://127.0.0.1:1";  // never reached
+  unsetenv("OPENAI_API_KEY");
+  EXPECT_FALSE(ClientOptions().require_api_key);
+  auto client = Client::Create(options, nullptr);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const CallResult r = (*client)->Call(CallRequest::Simple("m", "hi", 4));
+  EXPECT_EQ(r.status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status.message(), HasSubstr("OPENAI_API_KEY"));
+  EXPECT_EQ(r.attempts, 0);
 }
 
 // A concurrency cap of one: extra requests wait for a lease to come back

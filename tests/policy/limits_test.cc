@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "src/policy/limit_specs.h"
 
 namespace sluice {
 namespace {

@@ -164,6 +164,30 @@ TEST_F(BatchTest, TheRealApiIsTheDefaultAndTheSimulatorRunsOnlyWhenAsked) {
   EXPECT_THAT(r.err, HasSubstr("--simulate and --base-url"));
 }
 
+// The summary's configured RPM is the tightest on the batch's route (its
+// scope path and its provider's model class); of two equal limits, the
+// provider's burst is the one it names.
+TEST_F(BatchTest, TheSummaryNamesTheTightestRpmOnTheRoute) {
+  WriteFile(Path("in.jsonl"), Lines(5, AnthropicLine));
+  auto summary = [&](const std::string& out, const std::string& scope_limits) {
+    WriteFile(Path("limits.toml"),
+              "headroom = 1.0\nminute_burst = \"6s\"\n[providers.anthropic]\n"
+              "requests_per_minute = 1000\n[scopes.global]\n" + scope_limits);
+    const CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path(out),
+                                "--simulate", "--time_scale=60", "--json", "--config",
+                                Path("limits.toml")});
+    EXPECT_EQ(r.status, 0) << testing::PrintToString(r);
+    return r.status == 0 ? Json::parse(r.out) : Json::object();
+  };
+  const Json equal = summary("equal.jsonl", "requests_per_minute = 1000\n[scopes.global.burst]\n"
+                             "requests_per_minute = 7\n");
+  EXPECT_EQ(equal["configured_rpm"], 1000);
+  EXPECT_EQ(equal["configured_burst"], 100);
+  const Json tighter = summary("tighter.jsonl", "requests_per_minute = 500\n");
+  EXPECT_EQ(tighter["configured_rpm"], 500);
+  EXPECT_EQ(tighter["configured_burst"], 50);
+}
+
 // A file with provider limits and no scopes works (it used to fail every
 // line); a configuration that cannot route the batch (a budget without a
 // price for its model) stops it with exit 78 before anything is sent or
@@ -437,7 +461,7 @@ TEST_F(BatchTest, UsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("missing.jsonl"));
   r = RunCli({"batch", Path("in.jsonl"), "--out", Path("out.jsonl"), "--max_in_flight=0"});
   EXPECT_EQ(r.status, 64);
-  EXPECT_THAT(r.err, HasSubstr("--max_in_flight"));
+  EXPECT_THAT(r.err, HasSubstr("--max-in-flight"));
 }
 
 }  // namespace

@@ -62,10 +62,10 @@ TEST(DemoTest, BadParametersAreUsageErrors) {
   EXPECT_THAT(r.err, HasSubstr("--duration"));
   r = RunCli({"demo", "--time_scale=-1"});
   EXPECT_EQ(r.status, 64);
-  EXPECT_THAT(r.err, HasSubstr("--time_scale"));
+  EXPECT_THAT(r.err, HasSubstr("--time-scale"));
   r = RunCli({"demo", "--offered_rpm=0"});
   EXPECT_EQ(r.status, 64);
-  EXPECT_THAT(r.err, HasSubstr("--offered_rpm"));
+  EXPECT_THAT(r.err, HasSubstr("--offered-rpm"));
   r = RunCli({"demo", "--config=/nonexistent/limits.toml"});
   EXPECT_EQ(r.status, 1);
   EXPECT_THAT(r.err, HasSubstr("/nonexistent/limits.toml"));

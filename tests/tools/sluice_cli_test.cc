@@ -240,6 +240,15 @@ TEST_F(SluiceCliTest, ErrorsNameFlagsWithDashes) {
   const Result missing = RunCli({"fake-provider"});
   EXPECT_THAT(missing, ExitsWith(kExitUsage));
   EXPECT_THAT(missing.err, HasSubstr("missing required flag --port"));
+  // A verb's own checks of a flag's value name it with dashes too.
+  const Result none_in_flight = Run("batch", {"/nonexistent/in.jsonl", "--out",
+                                              "/nonexistent/out.jsonl", "--max_in_flight", "0"});
+  EXPECT_THAT(none_in_flight, ExitsWith(kExitUsage));
+  EXPECT_THAT(none_in_flight.err,
+              AllOf(HasSubstr("--max-in-flight"), Not(HasSubstr("max_in_flight"))));
+  const Result stopped_time = RunCli({"demo", "--time_scale", "0"});
+  EXPECT_THAT(stopped_time, ExitsWith(kExitUsage));
+  EXPECT_THAT(stopped_time.err, AllOf(HasSubstr("--time-scale"), Not(HasSubstr("time_scale"))));
 }
 
 // Every verb's help shows its flags with dashes: the usage line, the

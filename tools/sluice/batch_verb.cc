@@ -34,6 +34,7 @@
 #include "sluice/batch.h"
 #include "sluice/client.h"
 #include "sluice/clock.h"
+#include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
 #include "sluice/segment.h"
@@ -83,7 +84,7 @@ std::string ProgressText(const batch::Progress& p, int64_t start_ns, bool bar) {
 }
 
 // Prints progress on stderr (stdout is the summary's): redrawn in place on a
-// terminal, a plain line every --progress_interval otherwise.
+// terminal, a plain line every --progress-interval otherwise.
 class ProgressDisplay {
  public:
   explicit ProgressDisplay(absl::Duration interval)
@@ -128,19 +129,20 @@ struct RpmLimit {
 
 RpmLimit ConfiguredRpm(const LimitsConfig& limits, Provider provider, const std::string& model,
                        const std::string& scope) {
+  const EffectiveLimits effective(limits);
+  const RouteLimits route = effective.Route(scope, ProviderName(provider), model);
+  // The provider's class first, so that of two equal limits its burst is the
+  // one reported.
+  std::vector<const OwnerLimits*> owners = route.owners;
+  std::stable_partition(owners.begin(), owners.end(),
+                        [&](const OwnerLimits* o) { return o == route.model_class; });
   RpmLimit rpm;
-  auto consider = [&](const std::vector<BucketSpec>& specs) {
-    for (const BucketSpec& spec : specs) {
+  for (const OwnerLimits* owner : owners) {
+    for (const BucketSpec& spec : owner->buckets) {
       if (spec.kind != LimitKind::kRequestsPerMinute) continue;
       if (rpm.limit == 0 || spec.limit < rpm.limit) rpm = {spec.limit, spec.config.capacity};
     }
-  };
-  auto it = limits.providers.find(std::string(ProviderName(provider)));
-  if (it != limits.providers.end()) {
-    consider(ProviderBuckets(limits, it->second, FindModelClass(it->second, model)));
   }
-  for (const ScopeLimits* s : ResolveScope(limits, scope).scopes)
-    consider(ScopeBuckets(limits, *s));
   return rpm;
 }
 
@@ -237,10 +239,10 @@ int ReadFlags(const Command& cmd, BatchFlags* flags) {
   if (flags->runner.results.empty()) return UsageError(verb, "--out: the results file is required");
   flags->runner.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   if (flags->runner.max_in_flight < 1)
-    return UsageError(verb, "--max_in_flight must be at least 1");
+    return UsageError(verb, "--max-in-flight must be at least 1");
   flags->time_scale = cmd.Given("time_scale") ? absl::GetFlag(FLAGS_time_scale) : 1.0;
   if (!(flags->time_scale > 0) || flags->time_scale > 1e6) {
-    return UsageError(verb, "--time_scale must be in (0, 1e6]");
+    return UsageError(verb, "--time-scale must be in (0, 1e6]");
   }
   flags->timeout = absl::GetFlag(FLAGS_timeout);
   if (flags->timeout < absl::ZeroDuration()) {
@@ -291,6 +293,9 @@ absl::StatusOr<std::unique_ptr<Throttle>> OpenThrottle(const Command& cmd, const
   t->client.throttle_timeout = flags.timeout;
   t->client.seed = absl::GetFlag(FLAGS_seed);
   t->client.provider_time_scale = flags.time_scale;
+  // Its lines bring no keys: without the client's, stop before any line is
+  // sent (and marked failed), not after.
+  t->client.require_api_key = true;
   if (simulated) {
     FakeProviderOptions fake_options;
     fake_options.time_scale = flags.time_scale;

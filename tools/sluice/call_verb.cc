@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/batch_result.h"
 #include "sluice/client.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
@@ -46,6 +47,7 @@ int RunCall(const Command& cmd) {
   options.base_url = absl::GetFlag(FLAGS_base_url);
   options.scope = absl::GetFlag(FLAGS_scope);
   options.throttle_timeout = timeout;
+  options.require_api_key = true;  // the call has no key of its own: say so before anything
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Create(options, policy->get());
   if (!client.ok()) return Fail(cmd, client.status());
   const CallResult r = (*client)->Call(CallRequest::Simple(absl::GetFlag(FLAGS_model), cmd.args[0],
@@ -60,7 +62,7 @@ int RunCall(const Command& cmd) {
                       {"message", std::string(r.status.message())}};
     }
     doc["reply"] = r.text;
-    doc["usage"] = UsageJson(r.usage);
+    doc["usage"] = batch::UsageJson(r.usage);
     doc["attempts"] = r.attempts;
     doc["throttle_wait_ms"] = absl::ToDoubleMilliseconds(r.throttle_wait);
     doc["http_status"] = r.http_status;

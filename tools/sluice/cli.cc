@@ -120,29 +120,6 @@ double Percentile(std::vector<double>& values, double q) {
   return values[k];
 }
 
-std::string FailureClass(const CallResult& r) {
-  if (r.error.error_class != ErrorClass::kNone) {
-    return std::string(ErrorClassName(r.error.error_class));
-  }
-  switch (r.status.code()) {
-    case absl::StatusCode::kDeadlineExceeded:
-      return "throttle_timeout";
-    case absl::StatusCode::kResourceExhausted:
-      return "throttle_refused";
-    case absl::StatusCode::kOutOfRange:
-      return "never_fits";
-    default:
-      return "error";
-  }
-}
-
-nlohmann::ordered_json UsageJson(const Usage& usage) {
-  return {{"input_tokens", usage.input_tokens},
-          {"output_tokens", usage.output_tokens},
-          {"cache_creation_input_tokens", usage.cache_creation_input_tokens},
-          {"cache_read_input_tokens", usage.cache_read_input_tokens}};
-}
-
 nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s) {
   return {{"p50", Percentile(waits_s, 0.5)},
           {"p90", Percentile(waits_s, 0.9)},

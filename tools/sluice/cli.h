@@ -116,15 +116,6 @@ void PrintTable(const std::vector<std::vector<std::string>>& rows);
 // Reorders `values`.
 double Percentile(std::vector<double>& values, double q);
 
-// What reports call a failed call's cause: the provider's error class
-// (ErrorClassName), or, for a request the throttle refused before sending,
-// "throttle_timeout", "throttle_refused" (a spent budget, a full cap) or
-// "never_fits".
-std::string FailureClass(const CallResult& r);
-
-// A call's usage as JSON: input, output, cache creation and cache read tokens.
-nlohmann::ordered_json UsageJson(const Usage& usage);
-
 // {"p50", "p90", "p99", "max"} of throttle waits in seconds.
 nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s);
 

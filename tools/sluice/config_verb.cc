@@ -2,6 +2,7 @@
 // limits it sets (every provider model class bucket after headroom, every
 // scope's buckets, budgets and concurrency cap, each scope's path).
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/bucket_key.h"
+#include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "tools/sluice/cli.h"
 
@@ -33,18 +36,30 @@ absl::string_view PrechargeName(OutputPrecharge precharge) {
   return precharge == OutputPrecharge::kMaxTokens ? "max_tokens" : "none";
 }
 
-// The provider's default class, then each [models] class.
-std::vector<const ModelClass*> ClassesOf(const ProviderLimits& provider) {
-  std::vector<const ModelClass*> classes = {nullptr};
-  for (const ModelClass& model_class : provider.models) classes.push_back(&model_class);
+// The model classes of `provider`, its default class first.
+std::vector<const OwnerLimits*> ClassesOf(const EffectiveLimits& limits,
+                                          const ProviderLimits& provider) {
+  std::vector<const OwnerLimits*> classes;
+  for (const OwnerLimits& owner : limits.owners()) {
+    if (owner.type == BucketKey::Owner::kProvider && owner.provider == &provider) {
+      classes.push_back(&owner);
+    }
+  }
   return classes;
+}
+
+// What the MODELS column says of a model class.
+std::string ModelsText(const OwnerLimits& model_class) {
+  if (model_class.model_class != nullptr) return absl::StrJoin(model_class.models, ", ");
+  return model_class.provider->models.empty() ? "(any model)" : "(any other model)";
 }
 
 std::vector<std::string> BucketRow(const BucketSpec& spec) {
   return {spec.key, spec.config.rate.ToString(), absl::StrCat(spec.config.capacity)};
 }
 
-void PrintConfigText(const LimitsConfig& config) {
+void PrintConfigText(const EffectiveLimits& limits) {
+  const LimitsConfig& config = limits.config();
   absl::FPrintF(stdout, "%s: valid\n", config.source);
   absl::FPrintF(stdout, "headroom %g: provider limits are scaled by it, scope limits are not\n",
                 config.headroom);
@@ -56,12 +71,10 @@ void PrintConfigText(const LimitsConfig& config) {
                   PrechargeName(provider.output_precharge),
                   provider.count_cache_reads ? "counted" : "not counted");
     std::vector<std::vector<std::string>> rows = {{"BUCKET", "LIMIT", "BURST", "MODELS"}};
-    for (const ModelClass* model_class : ClassesOf(provider)) {
-      std::string models = provider.models.empty() ? "(any model)" : "(any other model)";
-      if (model_class != nullptr) models = absl::StrJoin(model_class->match, ", ");
-      for (const BucketSpec& spec : ProviderBuckets(config, provider, model_class)) {
+    for (const OwnerLimits* model_class : ClassesOf(limits, provider)) {
+      for (const BucketSpec& spec : model_class->buckets) {
         rows.push_back(BucketRow(spec));
-        rows.back().push_back(models);
+        rows.back().push_back(ModelsText(*model_class));
       }
     }
     if (rows.size() == 1) {
@@ -77,16 +90,17 @@ void PrintConfigText(const LimitsConfig& config) {
     absl::FPrintF(stdout, "\nscopes\n");
     std::vector<std::vector<std::string>> paths = {{"SCOPE", "PATH"}};
     std::vector<std::vector<std::string>> rows = {{"BUCKET", "LIMIT", "BURST"}};
-    for (const auto& [name, scope] : config.scopes) {
-      paths.push_back({name, ScopePathText(ResolveScope(config, name))});
-      for (const BucketSpec& spec : ScopeBuckets(config, scope)) rows.push_back(BucketRow(spec));
-      for (const BudgetSpec& spec : ScopeBudgets(scope)) {
+    for (const OwnerLimits& scope : limits.owners()) {
+      if (scope.type != BucketKey::Owner::kScope) continue;
+      paths.push_back({scope.name, ScopePathText(ResolveScope(config, scope.name))});
+      for (const BucketSpec& spec : scope.buckets) rows.push_back(BucketRow(spec));
+      for (const BudgetSpec& spec : scope.budgets) {
         rows.push_back({spec.key,
                         absl::StrFormat("%g USD/%s", spec.limit_micro_usd / 1e6,
                                         spec.period == BudgetPeriod::kDay ? "day" : "month"),
                         "-"});
       }
-      if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
+      if (const std::optional<ConcurrencySpec>& spec = scope.concurrency) {
         rows.push_back({spec->key, absl::StrCat(spec->max_in_flight, " in flight"), "-"});
       }
     }
@@ -116,7 +130,8 @@ Json BucketJson(const BucketSpec& spec) {
           {"burst", spec.config.capacity}};
 }
 
-void PrintConfigJson(const LimitsConfig& config) {
+void PrintConfigJson(const EffectiveLimits& limits) {
+  const LimitsConfig& config = limits.config();
   Json doc;
   doc["source"] = config.source;
   doc["valid"] = true;
@@ -126,14 +141,13 @@ void PrintConfigJson(const LimitsConfig& config) {
   doc["providers"] = Json::array();
   for (const auto& [name, provider] : config.providers) {
     Json classes = Json::array();
-    for (const ModelClass* model_class : ClassesOf(provider)) {
+    for (const OwnerLimits* owner : ClassesOf(limits, provider)) {
+      const ModelClass* model_class = owner->model_class;
       Json buckets = Json::array();
-      for (const BucketSpec& spec : ProviderBuckets(config, provider, model_class)) {
-        buckets.push_back(BucketJson(spec));
-      }
+      for (const BucketSpec& spec : owner->buckets) buckets.push_back(BucketJson(spec));
       classes.push_back({
           {"name", model_class == nullptr ? "default" : model_class->name},
-          {"match", model_class == nullptr ? std::vector<std::string>{} : model_class->match},
+          {"match", owner->models},
           {"count_cache_reads", model_class != nullptr && model_class->count_cache_reads
                                     ? *model_class->count_cache_reads
                                     : provider.count_cache_reads},
@@ -148,23 +162,25 @@ void PrintConfigJson(const LimitsConfig& config) {
     });
   }
   doc["scopes"] = Json::array();
-  for (const auto& [name, scope] : config.scopes) {
+  for (const OwnerLimits& owner : limits.owners()) {
+    if (owner.type != BucketKey::Owner::kScope) continue;
+    const ScopeLimits& scope = *owner.scope;
     Json path = Json::array();
-    for (const ScopeLimits* s : ResolveScope(config, name).scopes) path.push_back(s->name);
+    for (const ScopeLimits* s : ResolveScope(config, scope.name).scopes) path.push_back(s->name);
     Json buckets = Json::array();
-    for (const BucketSpec& spec : ScopeBuckets(config, scope)) buckets.push_back(BucketJson(spec));
+    for (const BucketSpec& spec : owner.buckets) buckets.push_back(BucketJson(spec));
     Json budgets = Json::array();
-    for (const BudgetSpec& spec : ScopeBudgets(scope)) {
+    for (const BudgetSpec& spec : owner.budgets) {
       budgets.push_back({{"key", spec.key},
                          {"period", spec.period == BudgetPeriod::kDay ? "day" : "month"},
                          {"limit_micro_usd", spec.limit_micro_usd}});
     }
     Json concurrency = nullptr;
-    if (std::optional<ConcurrencySpec> spec = ScopeConcurrency(scope)) {
+    if (const std::optional<ConcurrencySpec>& spec = owner.concurrency) {
       concurrency = {{"key", spec->key}, {"max_in_flight", spec->max_in_flight}};
     }
     doc["scopes"].push_back({
-        {"name", name},
+        {"name", scope.name},
         {"parent", scope.parent.empty() ? Json(nullptr) : Json(scope.parent)},
         {"path", std::move(path)},
         {"buckets", std::move(buckets)},
@@ -191,10 +207,11 @@ int RunConfig(const Command& cmd) {
   }
   absl::StatusOr<LimitsConfig> config = LoadLimitsConfig(cmd.args[1]);
   if (!config.ok()) return Fail(cmd, config.status());
+  const EffectiveLimits limits(*config);
   if (absl::GetFlag(FLAGS_json)) {
-    PrintConfigJson(*config);
+    PrintConfigJson(limits);
   } else {
-    PrintConfigText(*config);
+    PrintConfigText(limits);
   }
   return kExitOk;
 }

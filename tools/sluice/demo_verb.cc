@@ -228,10 +228,10 @@ int RunDemo(const Command& cmd) {
   Scenario sc;
   sc.time_scale = cmd.Given("time_scale") ? absl::GetFlag(FLAGS_time_scale) : 60.0;
   if (!(sc.time_scale > 0) || sc.time_scale > 1e6) {
-    return UsageError(verb, "--time_scale must be in (0, 1e6]");
+    return UsageError(verb, "--time-scale must be in (0, 1e6]");
   }
   sc.offered_rpm = absl::GetFlag(FLAGS_offered_rpm);
-  if (sc.offered_rpm == 0) return UsageError(verb, "--offered_rpm must be at least 1");
+  if (sc.offered_rpm == 0) return UsageError(verb, "--offered-rpm must be at least 1");
   sc.duration = absl::GetFlag(FLAGS_duration);
   if (sc.duration < absl::Minutes(1) || sc.duration > absl::Hours(24)) {
     return UsageError(verb, "--duration must be between 1m and 24h (simulated time)");
@@ -247,7 +247,7 @@ int RunDemo(const Command& cmd) {
     absl::StatusOr<LimitsConfig> limits = ParseLimitsConfig(kDemoLimits, "demo-limits.toml");
     if (!limits.ok()) return Fail(cmd, limits.status());  // a test keeps it valid
     sc.limits = *std::move(limits);
-    sc.config_source = "built-in (sluice demo --print_config; examples/demo-limits.toml)";
+    sc.config_source = "built-in (sluice demo --print-config; examples/demo-limits.toml)";
   }
 
   const bool json = absl::GetFlag(FLAGS_json);
@@ -289,15 +289,15 @@ const Verb kDemoVerb = {
     .order = 52,
     .name = "demo",
     .usage =
-        "demo [--duration D] [--offered_rpm N] [--time_scale X] [--config FILE] [--seed N] "
-        "[--json] [--print_config]",
+        "demo [--duration D] [--offered-rpm N] [--time-scale X] [--config FILE] [--seed N] "
+        "[--json] [--print-config]",
     .summary = "replay the launch day (1,200 requests/min against 1,000) with and without sluice",
     .description =
-        "Offers --offered_rpm requests a minute for --duration (simulated time) to the\n"
+        "Offers --offered-rpm requests a minute for --duration (simulated time) to the\n"
         "simulated Anthropic provider, which allows 1,000 requests and 100,000 input and\n"
         "output tokens a minute. Runs twice, each against a fresh provider: straight\n"
         "through (no throttle, no retries: every 429 is a failed answer) and through\n"
-        "sluice (the built-in demo limits, or --config). Time runs --time_scale times\n"
+        "sluice (the built-in demo limits, or --config). Time runs --time-scale times\n"
         "fast (default 60: a minute a second) for the provider and sluice alike. Prints\n"
         "a side-by-side table, or with --json a summary with rate_limit_errors,\n"
         "goodput_rpm, provider_rpm_limit and goodput_ratio for each run.",

@@ -22,8 +22,9 @@
 //   auto runner = sluice::batch::Runner::Open(
 //       {.input = "requests.jsonl", .results = "results.jsonl"});
 //   if (!runner.ok()) return runner.status();
+//   // Lines bring no keys: without the client's, fail here, not on every line.
 //   auto client = sluice::Client::Create(
-//       {.provider = (*runner)->input().provider()}, policy.get());
+//       {.provider = (*runner)->input().provider(), .require_api_key = true}, policy.get());
 //   if (!client.ok()) return client.status();
 //   absl::StatusOr<sluice::batch::Progress> done = (*runner)->Run(**client);
 

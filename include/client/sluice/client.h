@@ -86,11 +86,12 @@ struct ClientOptions {
   // Empty: ANTHROPIC_API_KEY or OPENAI_API_KEY from the environment, read
   // once by Create. Requests may bring their own (CallRequest::api_key).
   std::string api_key;
-  // With no key in the options nor the environment: true, Create fails
-  // (every request would need the client's key); false, Create succeeds and
-  // each request must bring its own credentials, or fails naming the
-  // variable (a proxy forwarding its callers' keys).
-  bool require_api_key = true;
+  // With no key in the options nor the environment: false (the default),
+  // Create succeeds and each request must bring its own credentials
+  // (CallRequest::api_key, a proxy forwarding its callers' keys), or fails
+  // before it is sent, naming the variable; true, Create fails (for callers
+  // whose every request needs the client's key, such as a batch).
+  bool require_api_key = false;
   std::string anthropic_version = "2023-06-01";
   // The scope requests are charged to (limits.h).
   std::string scope = "global";

@@ -191,35 +191,9 @@ struct ConcurrencySpec {
   uint32_t max_in_flight = 0;
 };
 
-// The building blocks of EffectiveLimits, which callers that want every
-// bucket of a config (or of a route) should use instead of walking the
-// config themselves.
-//
-// The buckets of one provider model class: the provider's limits with the
-// class's overrides, after headroom, with bursts, in kAllLimitKinds order.
-// "default" (model_class == nullptr) is the class of models no [models]
-// table matches.
-//
-// Effective limit = floor(limit * headroom), at least 1. Burst = the explicit
-// one, else max(1, floor(effective limit * minute_burst / 1m)) for the
-// per-minute kinds and max(1, floor(effective limit * day_burst / 24h)) for
-// tokens_per_day.
-//
-// These functions do not validate: REQUIRES a config from ParseLimitsConfig
-// (which has checked that every spec they can return is valid) or one that
-// is as valid.
-std::vector<BucketSpec> ProviderBuckets(const LimitsConfig& config, const ProviderLimits& provider,
-                                        const ModelClass* model_class);
-
-// The buckets, budgets and concurrency cap of one scope (its own, not its
-// parents').
-std::vector<BucketSpec> ScopeBuckets(const LimitsConfig& config, const ScopeLimits& scope);
-std::vector<BudgetSpec> ScopeBudgets(const ScopeLimits& scope);
-
 // The budget window `t` falls in, as budget counters number them: days since
 // the Unix epoch (UTC) for kDay, months since January 1970 (UTC) for kMonth.
 int64_t BudgetWindowId(BudgetPeriod period, absl::Time t);
-std::optional<ConcurrencySpec> ScopeConcurrency(const ScopeLimits& scope);
 
 // The model class of `model` at `provider`: the class with an exact pattern
 // equal to `model`, else the class with the longest matching prefix pattern,
