@@ -119,7 +119,7 @@ struct ClientOptions {
   bool header_feedback = true;
   bool learn_provider_rate = true;
   // Simulated minutes per real minute at the provider: 1 for the real APIs;
-  // the simulated provider's --time_scale for a rehearsal, whose limit
+  // the simulated provider's --time-scale for a rehearsal, whose limit
   // headers count per simulated minute.
   double provider_time_scale = 1.0;
   uint64_t seed = 0;  // for retry jitter; 0: random

@@ -73,7 +73,7 @@ struct RouteLimits {
 class EffectiveLimits {
  public:
   // Walks the whole configuration once. Does not validate: REQUIRES a config
-  // from ParseLimitsConfig, or one that is as valid (see ProviderBuckets).
+  // from ParseLimitsConfig, or one that is as valid (names within limits, rates valid).
   explicit EffectiveLimits(const LimitsConfig& config);
 
   EffectiveLimits(const EffectiveLimits&) = delete;
