@@ -122,109 +122,194 @@ absl::Status UnlinkIfSame(const std::string& path, const struct stat& st) {
 
 }  // namespace
 
+namespace {
+
+// FailedPrecondition naming the segment's path, then what is wrong.
+template <typename... Parts>
+absl::Status Corrupt(absl::string_view path, const Parts&... parts) {
+  return absl::FailedPreconditionError(absl::StrCat(path, ": ", parts...));
+}
+
+// The header of an image of `size` bytes: magic, version, fingerprint, state,
+// sizes, and the boot id.
+absl::Status ValidateHeader(const segment_layout::Header& header, size_t size,
+                            absl::string_view path) {
+  using namespace segment_layout;
+  if (header.magic != kMagic) {
+    return Corrupt(path, "not a sluice segment (magic 0x", absl::Hex(header.magic), ")");
+  }
+  if (header.abi_major != kSegmentAbiMajor) {
+    return Corrupt(path, "segment layout version ", header.abi_major, ".", header.abi_minor,
+                   " cannot be read by this build, which reads version ", kSegmentAbiMajor, ".",
+                   kSegmentAbiMinor);
+  }
+  if (header.fingerprint != Fingerprint()) {
+    return Corrupt(path, "segment layout fingerprint 0x", absl::Hex(header.fingerprint),
+                   " differs from this build's 0x", absl::Hex(Fingerprint()), " (both version ",
+                   header.abi_major, ".", header.abi_minor,
+                   "): it was written by a build with another struct layout");
+  }
+  const uint32_t state = header.state.load(std::memory_order_acquire);
+  if (state != kHeaderReady) {
+    return Corrupt(path, "header state 0x", absl::Hex(state),
+                   " is not ready: the segment is corrupt");
+  }
+  if (header.slot_count < 1 || header.slot_count > kMaxSlots) {
+    return Corrupt(path, "slot count ", header.slot_count, " is outside 1..", kMaxSlots);
+  }
+  if (header.process_count < 1 || header.process_count > kMaxProcesses) {
+    return Corrupt(path, "process registry size ", header.process_count, " is outside 1..",
+                   kMaxProcesses);
+  }
+  if (header.lease_count > kMaxLeases || header.lease_next > header.lease_count) {
+    return Corrupt(path, "lease region of ", header.lease_count, " words (", header.lease_next,
+                   " allocated) is out of range");
+  }
+  const Offsets o = ComputeOffsets(header.slot_count, header.process_count, header.lease_count);
+  if (header.total_size != o.total) {
+    return Corrupt(path, "header says the segment is ", header.total_size, " bytes, but ",
+                   header.slot_count, " slots and ", header.process_count,
+                   " process entries take ", o.total);
+  }
+  if (size < o.total) return Corrupt(path, "segment is truncated: ", size, " bytes of ", o.total);
+  if (memchr(header.boot_id, '\0', kBootIdBytes) == nullptr) {
+    return Corrupt(path, "boot id is not terminated");
+  }
+  return absl::OkStatus();
+}
+
+// What a ready slot of `kind` holds, against its record. `where` names the
+// slot; `lease_next` is the end of the allocated lease region.
+absl::Status ValidateSlotContents(const segment_layout::Slot& slot, uint32_t lease_next,
+                                  absl::string_view path, absl::string_view where) {
+  using namespace segment_layout;
+  switch (slot.kind) {
+    case kKindBucket: {
+      // The configuration, any learned limit, and the record of the cell
+      // parameter slot in use, which must match the cell.
+      if (absl::Status s = ValidateBucketConfig(ConfigOf(slot.configured)); !s.ok()) {
+        return Corrupt(path, where, "configuration: ", s.message());
+      }
+      if (slot.learned_permits != 0 && slot.learned_period_ns <= 0) {
+        return Corrupt(path, where, "learned limit period ", slot.learned_period_ns,
+                       " ns is not positive");
+      }
+      const BucketCell& cell = BucketCellOf(slot);
+      const BucketConfig in_use = ConfigOf(slot.params[BucketRef::ParamSlot(cell)]);
+      if (absl::Status s = BucketRef::Validate(cell, in_use); !s.ok()) {
+        return Corrupt(path, where, s.message());
+      }
+      return absl::OkStatus();
+    }
+    case kKindCounter:
+      return absl::OkStatus();  // every word is a window id and an amount
+    case kKindLeases:
+      if (slot.configured.capacity < 1 || slot.configured.permits > lease_next ||
+          slot.configured.capacity > lease_next - slot.configured.permits) {
+        return Corrupt(path, where, "lease words [", slot.configured.permits, ", +",
+                       slot.configured.capacity, ") are outside the allocated region of ",
+                       lease_next);
+      }
+      return absl::OkStatus();
+    default:
+      return Corrupt(path, where, "unknown kind ", slot.kind);
+  }
+}
+
+// Slot `i`: free, being claimed, or ready with a sound name and contents.
+absl::Status ValidateSlot(const segment_layout::Slot& slot, uint32_t i, uint32_t lease_next,
+                          absl::string_view path) {
+  using namespace segment_layout;
+  const uint32_t slot_state = slot.state.load(std::memory_order_acquire);
+  if (slot_state == kSlotFree || slot_state == kSlotTombstone || slot_state == kSlotClaiming) {
+    return absl::OkStatus();
+  }
+  if (slot_state != kSlotReady) {
+    return Corrupt(path, "slot ", i, " has unknown state 0x", absl::Hex(slot_state));
+  }
+  if (slot.name_length < 1 || slot.name_length > kMaxBucketNameLength ||
+      slot.name[slot.name_length] != '\0') {
+    return Corrupt(path, "slot ", i, " has a bad name length ", slot.name_length);
+  }
+  return ValidateSlotContents(
+      slot, lease_next, path,
+      absl::StrCat("slot ", i, " ('", absl::CHexEscape(SlotName(slot)), "'): "));
+}
+
+// Opens the segment file, creating it when `options` ask and it is missing
+// (with the mode they ask for, whatever the umask); the descriptor.
+absl::StatusOr<int> OpenSegmentFile(const std::string& path, const SegmentOptions& options) {
+  const mode_t mode = options.group_access ? 0660 : 0600;
+  const int flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
+  int fd = -1;
+  bool created = false;
+  if (options.create) {
+    fd = open(path.c_str(), flags | O_CREAT | O_EXCL, mode);
+    created = fd >= 0;
+  }
+  if (fd < 0 && (!options.create || errno == EEXIST)) fd = open(path.c_str(), flags);
+  if (fd < 0) return OpenError(errno, path, options.create);
+  // The umask may have narrowed the mode; a group segment needs its group bits.
+  if (created && fchmod(fd, mode) != 0) {
+    const int err = errno;
+    close(fd);
+    return absl::PermissionDeniedError(
+        absl::StrCat("cannot set mode of ", path, ": ", ErrnoText(err)));
+  }
+  return fd;
+}
+
+// What the first `got` bytes of a file of `size` bytes hold, read as a header.
+enum class Found {
+  kLive,         // a segment to map and validate
+  kUnborn,       // for this process to initialize: empty, zeros, or abandoned
+  kEarlierBoot,  // a segment of an earlier boot: its clock readings mean nothing now
+};
+
+Found ClassifyHeader(const segment_layout::Header& header, ssize_t got, uint64_t size,
+            const std::string& boot) {
+  using segment_layout::Header;
+  static const Header kZero{};
+  const bool zeros = memcmp(static_cast<const void*>(&header), static_cast<const void*>(&kZero),
+                            static_cast<size_t>(got)) == 0;
+  const uint32_t state = header.state.load(std::memory_order_relaxed);
+  // The state word is written last; a segment of ours that never got there
+  // was abandoned by its creator (who died before writing the header, or
+  // mid-way).
+  const bool abandoned = header.magic == segment_layout::kMagic &&
+                         (state == 0 || state == segment_layout::kHeaderInitializing);
+  if (size == 0 || zeros || abandoned) return Found::kUnborn;
+  const bool ours = got >= static_cast<ssize_t>(sizeof(Header)) &&
+                    header.magic == segment_layout::kMagic && header.abi_major == kSegmentAbiMajor;
+  const bool earlier_boot = ours && state == segment_layout::kHeaderReady &&
+                            memchr(header.boot_id, '\0', sizeof(header.boot_id)) != nullptr &&
+                            header.boot_id != boot;
+  return earlier_boot ? Found::kEarlierBoot : Found::kLive;
+}
+
+}  // namespace
+
 absl::Status ValidateSegmentImage(const void* data, size_t size, absl::string_view path) {
   using namespace segment_layout;
-  auto fail = [&](auto&&... parts) {
-    return absl::FailedPreconditionError(absl::StrCat(path, ": ", parts...));
-  };
   if (reinterpret_cast<uintptr_t>(data) % alignof(Slot) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": a segment image must be ", alignof(Slot), "-byte aligned"));
   }
   if (size < sizeof(Header)) {
-    return fail("segment is ", size, " bytes, too short for its ", sizeof(Header), "-byte header");
+    return Corrupt(path, "segment is ", size, " bytes, too short for its ", sizeof(Header),
+                   "-byte header");
   }
   const auto* header = static_cast<const Header*>(data);
-  if (header->magic != kMagic) {
-    return fail("not a sluice segment (magic 0x", absl::Hex(header->magic), ")");
-  }
-  if (header->abi_major != kSegmentAbiMajor) {
-    return fail("segment layout version ", header->abi_major, ".", header->abi_minor,
-                " cannot be read by this build, which reads version ", kSegmentAbiMajor, ".",
-                kSegmentAbiMinor);
-  }
-  if (header->fingerprint != Fingerprint()) {
-    return fail("segment layout fingerprint 0x", absl::Hex(header->fingerprint),
-                " differs from this build's 0x", absl::Hex(Fingerprint()), " (both version ",
-                header->abi_major, ".", header->abi_minor,
-                "): it was written by a build with another struct layout");
-  }
-  const uint32_t state = header->state.load(std::memory_order_acquire);
-  if (state != kHeaderReady) {
-    return fail("header state 0x", absl::Hex(state), " is not ready: the segment is corrupt");
-  }
-  if (header->slot_count < 1 || header->slot_count > kMaxSlots) {
-    return fail("slot count ", header->slot_count, " is outside 1..", kMaxSlots);
-  }
-  if (header->process_count < 1 || header->process_count > kMaxProcesses) {
-    return fail("process registry size ", header->process_count, " is outside 1..", kMaxProcesses);
-  }
-  if (header->lease_count > kMaxLeases || header->lease_next > header->lease_count) {
-    return fail("lease region of ", header->lease_count, " words (", header->lease_next,
-                " allocated) is out of range");
-  }
-  const Offsets o = ComputeOffsets(header->slot_count, header->process_count, header->lease_count);
-  if (header->total_size != o.total) {
-    return fail("header says the segment is ", header->total_size, " bytes, but ",
-                header->slot_count, " slots and ", header->process_count, " process entries take ",
-                o.total);
-  }
-  if (size < o.total) return fail("segment is truncated: ", size, " bytes of ", o.total);
-  if (memchr(header->boot_id, '\0', kBootIdBytes) == nullptr) {
-    return fail("boot id is not terminated");
-  }
-
+  if (absl::Status s = ValidateHeader(*header, size, path); !s.ok()) return s;
   const View view = View::Of(const_cast<void*>(data));
   for (uint32_t i = 0; i < view.slot_count; ++i) {
-    const Slot& slot = view.slots[i];
-    const uint32_t slot_state = slot.state.load(std::memory_order_acquire);
-    if (slot_state == kSlotFree || slot_state == kSlotTombstone || slot_state == kSlotClaiming) {
-      continue;
-    }
-    if (slot_state != kSlotReady) {
-      return fail("slot ", i, " has unknown state 0x", absl::Hex(slot_state));
-    }
-    if (slot.name_length < 1 || slot.name_length > kMaxBucketNameLength ||
-        slot.name[slot.name_length] != '\0') {
-      return fail("slot ", i, " has a bad name length ", slot.name_length);
-    }
-    const std::string where =
-        absl::StrCat("slot ", i, " ('", absl::CHexEscape(SlotName(slot)), "'): ");
-    switch (slot.kind) {
-      case kKindBucket: {
-        // The configuration, any learned limit, and the record of the cell
-        // parameter slot in use, which must match the cell.
-        if (absl::Status s = ValidateBucketConfig(ConfigOf(slot.configured)); !s.ok()) {
-          return fail(where, "configuration: ", s.message());
-        }
-        if (slot.learned_permits != 0 && slot.learned_period_ns <= 0) {
-          return fail(where, "learned limit period ", slot.learned_period_ns,
-                      " ns is not positive");
-        }
-        const BucketCell& cell = BucketCellOf(slot);
-        const BucketConfig in_use = ConfigOf(slot.params[BucketRef::ParamSlot(cell)]);
-        if (absl::Status s = BucketRef::Validate(cell, in_use); !s.ok()) {
-          return fail(where, s.message());
-        }
-        break;
-      }
-      case kKindCounter:
-        break;  // every word is a window id and an amount
-      case kKindLeases:
-        if (slot.configured.capacity < 1 || slot.configured.permits > header->lease_next ||
-            slot.configured.capacity > header->lease_next - slot.configured.permits) {
-          return fail(where, "lease words [", slot.configured.permits, ", +",
-                      slot.configured.capacity, ") are outside the allocated region of ",
-                      header->lease_next);
-        }
-        break;
-      default:
-        return fail(where, "unknown kind ", slot.kind);
+    if (absl::Status s = ValidateSlot(view.slots[i], i, header->lease_next, path); !s.ok()) {
+      return s;
     }
   }
   for (uint32_t i = 0; i < view.process_count; ++i) {
     if (view.processes[i].pid < 0) {
-      return fail("process entry ", i, " has pid ", view.processes[i].pid);
+      return Corrupt(path, "process entry ", i, " has pid ", view.processes[i].pid);
     }
   }
   return absl::OkStatus();
@@ -256,21 +341,10 @@ Segment::Segment(std::string path, SegmentOptions options)
     : path_(std::move(path)), options_(std::move(options)) {}
 
 absl::Status Segment::Attach() {
-  const mode_t mode = options_.group_access ? 0660 : 0600;
-  const int flags = O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK;
-  bool created = false;
-  if (options_.create) {
-    fd_ = open(path_.c_str(), flags | O_CREAT | O_EXCL, mode);
-    created = fd_ >= 0;
-  }
-  if (fd_ < 0 && (!options_.create || errno == EEXIST)) fd_ = open(path_.c_str(), flags);
-  if (fd_ < 0) return OpenError(errno, path_, options_.create);
+  absl::StatusOr<int> fd = OpenSegmentFile(path_, options_);
+  if (!fd.ok()) return fd.status();
+  fd_ = *fd;
   lock_pid_ = getpid();
-  // The umask may have narrowed the mode; a group segment needs its group bits.
-  if (created && fchmod(fd_, mode) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("cannot set mode of ", path_, ": ", ErrnoText(errno)));
-  }
   struct stat st;
   if (absl::Status s = CheckFile(fd_, path_, &st); !s.ok()) return s;
   dev_ = st.st_dev;
@@ -304,23 +378,9 @@ absl::Status Segment::Attach() {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot read ", path_, ": ", ErrnoText(errno)));
   }
-  // Everything this process may initialize: an empty file, a header of zeros
-  // (a creator died before writing it), a creator that died mid-way, or a
-  // segment from an earlier boot, whose clock readings mean nothing now.
-  static const Header kZero{};
-  const bool zeros = memcmp(static_cast<const void*>(&header), static_cast<const void*>(&kZero),
-                            static_cast<size_t>(got)) == 0;
-  const uint32_t state = header.state.load(std::memory_order_relaxed);
-  const bool ours = got >= static_cast<ssize_t>(sizeof(Header)) &&
-                    header.magic == segment_layout::kMagic && header.abi_major == kSegmentAbiMajor;
-  // The state word is written last; a segment of ours that never got there
-  // was abandoned by its creator.
-  const bool abandoned = header.magic == segment_layout::kMagic &&
-                         (state == 0 || state == segment_layout::kHeaderInitializing);
-  const bool earlier_boot = ours && state == segment_layout::kHeaderReady &&
-                            memchr(header.boot_id, '\0', sizeof(header.boot_id)) != nullptr &&
-                            header.boot_id != *boot;
-  if (size == 0 || zeros || abandoned || earlier_boot) {
+  const Found found = ClassifyHeader(header, got, size, *boot);
+  if (found != Found::kLive) {
+    const bool earlier_boot = found == Found::kEarlierBoot;
     if (!options_.create) {
       return absl::NotFoundError(absl::StrCat(
           path_, earlier_boot ? " was created before the last reboot and holds no live state"
