@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "sluice/clock.h"
 
 namespace sluice {
@@ -83,7 +84,7 @@ void ReleaseWatcher::Loop() {
     bool released = false;
     for (int64_t now = Clock::MonotonicNanos(); !released && now < until;
          now = Clock::MonotonicNanos()) {
-      caps[0].WaitForRelease(seen[0], std::min(slice, until - now));
+      caps[0].WaitForRelease(seen[0], absl::Nanoseconds(std::min(slice, until - now)));
       for (size_t i = 0; i < caps.size() && !released; ++i) {
         released = caps[i].Generation() != seen[i];
       }

@@ -65,10 +65,10 @@ class StoredLeases {
   uint32_t Reclaim() const;
   // For event loops that wait for a lease without blocking in Acquire: the
   // generation every release changes, and a wait until it differs from
-  // `seen` (at most `timeout_ns`; spurious returns are possible).
+  // `seen` (at most `timeout`; spurious returns are possible).
   uint32_t Generation() const { return leases_.Generation(); }
-  void WaitForRelease(uint32_t seen, int64_t timeout_ns) const {
-    leases_.WaitForRelease(seen, timeout_ns);
+  void WaitForRelease(uint32_t seen, absl::Duration timeout) const {
+    leases_.WaitForRelease(seen, absl::ToInt64Nanoseconds(timeout));
   }
   uint32_t InFlight() const { return leases_.InFlight(); }
   uint32_t capacity() const { return leases_.capacity(); }
