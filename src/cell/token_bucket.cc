@@ -322,14 +322,14 @@ TokenBucket::TokenBucket(const BucketConfig& config, Clock clock)
 }
 
 absl::Status TokenBucket::Reconfigure(const BucketConfig& config, int64_t now_ns) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   absl::Status s = BucketRef::Reconfigure(&cell_, config, now_ns);
   if (s.ok()) config_ = config;
   return s;
 }
 
 BucketConfig TokenBucket::config() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return config_;
 }
 

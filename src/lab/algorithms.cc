@@ -358,7 +358,7 @@ void SlidingLog::ExpireLocked(int64_t now_ns) {
 
 Decision SlidingLog::TryAcquire(uint64_t n, int64_t now_ns) {
   if (n > limit_) return {Outcome::kNeverFits, 0};
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   // A stale `now` is taken as the latest one seen: never rewinds the log.
   now_ns = std::max(now_ns, last_ns_);
   ExpireLocked(now_ns);
@@ -384,7 +384,7 @@ Decision SlidingLog::TryAcquire(uint64_t n, int64_t now_ns) {
 }
 
 uint64_t SlidingLog::InWindow(int64_t now_ns) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   ExpireLocked(std::max(now_ns, last_ns_));
   return total_;
 }

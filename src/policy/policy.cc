@@ -167,7 +167,7 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
                                                  absl::string_view model) {
   const std::string key = absl::StrCat(scope, "\n", provider, "\n", model);
   {
-    absl::ReaderMutexLock lock(&mu_);
+    std::shared_lock<std::shared_mutex> lock(mu_);
     if (auto it = routes_.find(key); it != routes_.end()) return it->second.get();
   }
   const RouteLimits limits = limits_.Route(scope, provider, model);
@@ -194,7 +194,7 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
         absl::StrCat("scope path of '", scope, "' has a USD budget, but model '", model,
                      "' has no entry in [prices]: its cost cannot be bounded"));
   }
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::shared_mutex> lock(mu_);
   auto [it, inserted] =
       routes_.emplace(key, std::unique_ptr<Route>(new Route(std::move(route))));
   return it->second.get();
@@ -426,7 +426,7 @@ PolicyStats PolicyImpl::Stats() const {
            l->second.handle.bottlenecks()->load(std::memory_order_relaxed)});
     }
   }
-  absl::ReaderMutexLock lock(&mu_);
+  std::shared_lock<std::shared_mutex> lock(mu_);
   for (const auto& [key, route] : routes_) {
     const RouteRep& rep = *route->rep_;
     const uint64_t uses = rep.uses.load(std::memory_order_relaxed);

@@ -350,7 +350,7 @@ absl::Status Segment::Attach() {
   dev_ = st.st_dev;
   ino_ = st.st_ino;
 
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   if (fstat(fd_, &st) != 0) {
@@ -554,7 +554,7 @@ absl::Status Segment::RegisterLocked() {
 
 Segment::~Segment() {
   if (base_ != nullptr && process_entry_ >= 0 && lock_pid_ == getpid()) {
-    absl::MutexLock guard(&mu_);
+    std::lock_guard<std::mutex> guard(mu_);
     Lock lock;
     if (LockFile(&lock).ok() && process_entry_ >= 0) {
       View::Of(base_).processes[process_entry_].pid = 0;

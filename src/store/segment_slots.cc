@@ -161,7 +161,7 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
                                                        const BucketConfig* config,
                                                        bool reconfigure) {
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   absl::StatusOr<Claim> claim =
@@ -198,7 +198,7 @@ absl::Status Segment::LearnBucket(absl::string_view name, std::optional<Rate> le
     if (absl::Status s = learned->Validate(); !s.ok()) return s;
   }
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindBucket, false);
@@ -211,7 +211,7 @@ absl::Status Segment::LearnBucket(absl::string_view name, std::optional<Rate> le
 
 absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindCounter, true);
@@ -225,7 +225,7 @@ absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {
 absl::StatusOr<SharedLeases> Segment::OpenLeases(absl::string_view name, uint32_t count) {
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
   if (count < 1) return absl::InvalidArgumentError("a concurrency cap needs at least 1 lease");
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   const View view = View::Of(base_);
@@ -258,7 +258,7 @@ absl::StatusOr<SharedLeases> Segment::OpenLeases(absl::string_view name, uint32_
 }
 
 absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   const View view = View::Of(base_);
@@ -303,7 +303,7 @@ absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
 }
 
 absl::StatusOr<SegmentInfo> Segment::Inspect() {
-  absl::MutexLock guard(&mu_);
+  std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   const View view = View::Of(base_);

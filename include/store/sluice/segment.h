@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,7 +44,6 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "sluice/clock.h"
 #include "sluice/lease_set.h"
@@ -290,7 +290,10 @@ class Segment {
   // The slots this Segment has handed out handles to, kept in process memory:
   // a forked child has copies of them, and marks them all when it registers.
   std::vector<uint64_t> opened_;
-  absl::Mutex mu_;  // excludes this process's threads; flock excludes processes
+  // Excludes this process's threads; flock excludes processes. A standard
+  // mutex rather than absl's: ThreadSanitizer sees through the pthread calls
+  // under it, and the packaged Abseil is not instrumented.
+  std::mutex mu_;
 };
 
 // Validates a segment image (the bytes of a segment file) without mapping or

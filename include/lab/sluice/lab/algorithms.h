@@ -60,13 +60,12 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "sluice/lease_set.h"
 #include "sluice/rate.h"
@@ -339,16 +338,19 @@ class SlidingLog {
     uint64_t permits;
   };
   SlidingLog(uint64_t limit, int64_t window_ns);
-  void ExpireLocked(int64_t now_ns) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLocked(int64_t now_ns);  // REQUIRES: mu_ held
 
   const uint64_t limit_;
   const int64_t window_ns_;
-  absl::Mutex mu_;
-  std::vector<Entry> ring_ ABSL_GUARDED_BY(mu_);
-  size_t head_ ABSL_GUARDED_BY(mu_) = 0;  // oldest entry
-  size_t size_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t total_ ABSL_GUARDED_BY(mu_) = 0;
-  int64_t last_ns_ ABSL_GUARDED_BY(mu_) = std::numeric_limits<int64_t>::min();
+  // A standard mutex rather than absl's: ThreadSanitizer sees through the
+  // pthread calls under it, and the packaged Abseil is not instrumented.
+  std::mutex mu_;
+  // The log, all guarded by mu_.
+  std::vector<Entry> ring_;
+  size_t head_ = 0;  // oldest entry
+  size_t size_ = 0;
+  uint64_t total_ = 0;
+  int64_t last_ns_ = std::numeric_limits<int64_t>::min();
 };
 
 // Algorithm
