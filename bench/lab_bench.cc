@@ -18,8 +18,8 @@
 
 #include "absl/strings/str_format.h"
 #include "benchmark/benchmark.h"
-#include "sluice/lab/algorithms.h"
 #include "sluice/clock.h"
+#include "sluice/lab/algorithms.h"
 #include "sluice/lease_set.h"
 #include "sluice/token_bucket.h"
 #include "sluice/window_counter.h"

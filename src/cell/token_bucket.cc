@@ -263,8 +263,7 @@ absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& con
   return ValidateParamSlot(cell, static_cast<int>(word & 1), config);
 }
 
-absl::Status BucketRef::Reconfigure(BucketCell* cell, const BucketConfig& config,
-                                    int64_t now_ns) {
+absl::Status BucketRef::Reconfigure(BucketCell* cell, const BucketConfig& config, int64_t now_ns) {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();
   int64_t word = cell->word_.load(std::memory_order_acquire);
@@ -303,7 +302,7 @@ absl::Status BucketRef::Reconfigure(BucketCell* cell, const BucketConfig& config
     const __int128 scaled = old_tau > 0 ? (ahead * d->tau + old_tau - 1) / old_tau : 0;
     const int64_t next = static_cast<int64_t>(std::min<__int128>(new_base + scaled, kMaxTat));
     if (cell->word_.compare_exchange_weak(word, (next << 1) | slot, std::memory_order_acq_rel,
-                                           std::memory_order_acquire)) {
+                                          std::memory_order_acquire)) {
       return absl::OkStatus();
     }
   }

@@ -109,9 +109,10 @@ absl::StatusOr<BucketKey> BucketKey::Parse(absl::string_view text) {
   if (absl::ConsumePrefix(&rest, kProviderPrefix)) {
     const std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
     if (parts.size() != 3) {
-      return bad(absl::StrCat("a provider key has 3 parts after \"provider:\" (provider, model "
-                              "class, kind), this one has ",
-                              parts.size()));
+      return bad(
+          absl::StrCat("a provider key has 3 parts after \"provider:\" (provider, model "
+                       "class, kind), this one has ",
+                       parts.size()));
     }
     if (absl::Status s = check(Part::kProvider, parts[0]); !s.ok()) return s;
     if (absl::Status s = check(Part::kModelClass, parts[1]); !s.ok()) return s;

@@ -15,8 +15,8 @@ OwnerLimits ModelClassLimits(const LimitsConfig& config, const ProviderLimits& p
                              const ModelClass* model_class) {
   OwnerLimits owner;
   owner.type = BucketKey::Owner::kProvider;
-  owner.name = absl::StrCat(provider.name, "/", model_class != nullptr ? model_class->name
-                                                                        : "default");
+  owner.name =
+      absl::StrCat(provider.name, "/", model_class != nullptr ? model_class->name : "default");
   owner.provider = &provider;
   owner.model_class = model_class;
   if (model_class != nullptr) owner.models = model_class->match;

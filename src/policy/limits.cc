@@ -664,11 +664,12 @@ absl::Status Parser::CheckKeyLengths() const {
     if (owner.concurrency) keys.push_back(owner.concurrency->key);
     for (absl::string_view key : keys) {
       if (!too_long(key)) continue;
-      if (owner.scope != nullptr) return error(owner.scope->where, Child("scopes", owner.name), key);
+      if (owner.scope != nullptr)
+        return error(owner.scope->where, Child("scopes", owner.name), key);
       const std::string path = Child("providers", owner.provider->name);
       if (owner.model_class == nullptr) return error(owner.provider->where, path, key);
-      return error(owner.model_class->where,
-                   Child(Child(path, "models"), owner.model_class->name), key);
+      return error(owner.model_class->where, Child(Child(path, "models"), owner.model_class->name),
+                   key);
     }
   }
   return absl::OkStatus();

@@ -181,10 +181,10 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
     has_budget |= !owner->budgets.empty();
   }
   if (const OwnerLimits* model_class = limits.model_class) {
-    route->count_cache_reads = model_class->model_class != nullptr &&
-                                       model_class->model_class->count_cache_reads
-                                   ? *model_class->model_class->count_cache_reads
-                                   : model_class->provider->count_cache_reads;
+    route->count_cache_reads =
+        model_class->model_class != nullptr && model_class->model_class->count_cache_reads
+            ? *model_class->model_class->count_cache_reads
+            : model_class->provider->count_cache_reads;
     route->precharge_output =
         model_class->provider->output_precharge == OutputPrecharge::kMaxTokens;
   }
@@ -195,8 +195,7 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
                      "' has no entry in [prices]: its cost cannot be bounded"));
   }
   std::lock_guard<std::shared_mutex> lock(mu_);
-  auto [it, inserted] =
-      routes_.emplace(key, std::unique_ptr<Route>(new Route(std::move(route))));
+  auto [it, inserted] = routes_.emplace(key, std::unique_ptr<Route>(new Route(std::move(route))));
   return it->second.get();
 }
 
@@ -261,12 +260,12 @@ absl::Status PolicyImpl::TakeBudget(const Charge& c, int64_t amount, PermitState
                                               Usd(amount), ", more than the whole budget of ",
                                               Usd(c.limit), ": it can never fit"));
   }
-  return absl::ResourceExhaustedError(absl::StrCat(
-      "budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit), " spent this ",
-      c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month", "; this request may cost up to ",
-      Usd(amount), "; it resets in ",
-      absl::FormatDuration(
-          absl::Trunc(NextWindowStart(c.period) - options_.wall_clock(), absl::Seconds(1)))));
+  return absl::ResourceExhaustedError(
+      absl::StrCat("budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit),
+                   " spent this ", c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month",
+                   "; this request may cost up to ", Usd(amount), "; it resets in ",
+                   absl::FormatDuration(absl::Trunc(
+                       NextWindowStart(c.period) - options_.wall_clock(), absl::Seconds(1)))));
 }
 
 absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_t input_tokens,

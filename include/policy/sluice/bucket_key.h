@@ -95,9 +95,9 @@ class BucketKey {
   std::string ToString() const;
 
   friend bool operator==(const BucketKey& a, const BucketKey& b) {
-    return a.owner_ == b.owner_ && a.provider_ == b.provider_ &&
-           a.model_class_ == b.model_class_ && a.scope_ == b.scope_ &&
-           a.limit_kind_ == b.limit_kind_ && a.budget_period_ == b.budget_period_;
+    return a.owner_ == b.owner_ && a.provider_ == b.provider_ && a.model_class_ == b.model_class_ &&
+           a.scope_ == b.scope_ && a.limit_kind_ == b.limit_kind_ &&
+           a.budget_period_ == b.budget_period_;
   }
   friend bool operator!=(const BucketKey& a, const BucketKey& b) { return !(a == b); }
 

@@ -52,8 +52,8 @@ struct OwnerLimits {
   // empty for the default class, which takes every model no other class
   // matches, and for scopes.
   std::vector<std::string> models;
-  std::vector<BucketSpec> buckets;  // headroom applies to a provider's only
-  std::vector<BudgetSpec> budgets;  // scopes only
+  std::vector<BucketSpec> buckets;             // headroom applies to a provider's only
+  std::vector<BudgetSpec> budgets;             // scopes only
   std::optional<ConcurrencySpec> concurrency;  // scopes only
 };
 
