@@ -1,7 +1,5 @@
 // The JSON document and the Prometheus text exposition of a stats snapshot.
 
-#include "sluice/stats_exposition.h"
-
 #include <charconv>
 #include <cmath>
 #include <utility>
@@ -11,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "sluice/stats_exposition.h"
 
 namespace sluice {
 namespace {
@@ -22,7 +21,6 @@ using Json = nlohmann::ordered_json;
 std::string Rfc3339(absl::Time t) {
   return absl::FormatTime(absl::RFC3339_full, t, absl::UTCTimeZone());
 }
-
 
 // Prometheus ---------------------------------------------------------------------
 
@@ -125,7 +123,6 @@ Labels BucketLabels(const Group& g, const StatsSnapshot::Bucket& b) {
           {"kind", b.kind}};
 }
 
-
 // Every metric family sluice exposes, in the order they are written.
 struct Families {
   Family slots{"sluice_segment_slots", "gauge", "Slots in the segment's table."};
@@ -216,9 +213,9 @@ struct Families {
   std::string ToString() const {
     std::string out;
     for (const Family* f :
-         {&slots, &slots_used, &created, &attached, &alive, &available, &capacity, &rate,
-          &ratio, &pressure, &bucket_bottlenecks, &limit, &spent, &budget_limit,
-          &budget_bottlenecks, &in_flight, &max_in_flight, &cap_bottlenecks, &scope_info}) {
+         {&slots, &slots_used, &created, &attached, &alive, &available, &capacity, &rate, &ratio,
+          &pressure, &bucket_bottlenecks, &limit, &spent, &budget_limit, &budget_bottlenecks,
+          &in_flight, &max_in_flight, &cap_bottlenecks, &scope_info}) {
       f->AppendTo(&out);
     }
     return out;

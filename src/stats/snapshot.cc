@@ -1,8 +1,6 @@
 // Stats snapshots: the segment's report joined with the limits model, grouped
 // by owner, in the order an operator reads them.
 
-#include "sluice/stats.h"
-
 #include <algorithm>
 #include <map>
 #include <set>
@@ -14,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "sluice/bucket_key.h"
 #include "sluice/effective_limits.h"
+#include "sluice/stats.h"
 
 namespace sluice {
 namespace {
@@ -31,9 +30,9 @@ struct KeyParts {
 
 KeyParts ParseKey(absl::string_view key) {
   if (absl::StatusOr<BucketKey> parsed = BucketKey::Parse(key); parsed.ok()) {
-    return {parsed->owner() == BucketKey::Owner::kProvider ? GroupType::kProvider
-                                                            : GroupType::kScope,
-            parsed->OwnerName(), std::string(parsed->suffix())};
+    return {
+        parsed->owner() == BucketKey::Owner::kProvider ? GroupType::kProvider : GroupType::kScope,
+        parsed->OwnerName(), std::string(parsed->suffix())};
   }
   const size_t colon = key.rfind(':');
   if (colon == absl::string_view::npos || colon == 0 || colon + 1 == key.size()) {

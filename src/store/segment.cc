@@ -168,8 +168,8 @@ absl::Status ValidateHeader(const segment_layout::Header& header, size_t size,
   const Offsets o = ComputeOffsets(header.slot_count, header.process_count, header.lease_count);
   if (header.total_size != o.total) {
     return Corrupt(path, "header says the segment is ", header.total_size, " bytes, but ",
-                   header.slot_count, " slots and ", header.process_count,
-                   " process entries take ", o.total);
+                   header.slot_count, " slots and ", header.process_count, " process entries take ",
+                   o.total);
   }
   if (size < o.total) return Corrupt(path, "segment is truncated: ", size, " bytes of ", o.total);
   if (memchr(header.boot_id, '\0', kBootIdBytes) == nullptr) {
@@ -267,7 +267,7 @@ enum class Found {
 };
 
 Found ClassifyHeader(const segment_layout::Header& header, ssize_t got, uint64_t size,
-            const std::string& boot) {
+                     const std::string& boot) {
   using segment_layout::Header;
   static const Header kZero{};
   const bool zeros = memcmp(static_cast<const void*>(&header), static_cast<const void*>(&kZero),

@@ -94,8 +94,7 @@ class LocalStore final : public Store {
     if (target.rate == entry.running.rate && target.capacity == entry.running.capacity) {
       return absl::OkStatus();
     }
-    if (absl::Status s = BucketRef::Reconfigure(&entry.cell, target, clock_.Now());
-        !s.ok()) {
+    if (absl::Status s = BucketRef::Reconfigure(&entry.cell, target, clock_.Now()); !s.ok()) {
       return s;
     }
     entry.running = target;

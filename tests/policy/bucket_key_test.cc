@@ -17,9 +17,9 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(BucketKeyTest, FormatsTheKeysThePolicyWrites) {
-  EXPECT_EQ(BucketKey::ProviderLimit("anthropic", "default", LimitKind::kRequestsPerMinute)
-                .ToString(),
-            "provider:anthropic:default:rpm");
+  EXPECT_EQ(
+      BucketKey::ProviderLimit("anthropic", "default", LimitKind::kRequestsPerMinute).ToString(),
+      "provider:anthropic:default:rpm");
   EXPECT_EQ(BucketKey::ProviderLimit("anthropic", "claude-opus", LimitKind::kInputTokensPerMinute)
                 .ToString(),
             "provider:anthropic:claude-opus:itpm");

@@ -56,9 +56,9 @@ TEST_F(EffectiveLimitsTest, EveryOwnerInOrderWithItsBuckets) {
   std::vector<std::string> names;
   for (const OwnerLimits& owner : limits.owners()) names.push_back(owner.name);
   // Providers by name, default class first; then scopes by name.
-  EXPECT_EQ(names, (std::vector<std::string>{"anthropic/default", "anthropic/opus",
-                                             "openai/default", "empty", "global",
-                                             "team:marketing"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"anthropic/default", "anthropic/opus", "openai/default",
+                                      "empty", "global", "team:marketing"}));
 
   const OwnerLimits& anthropic = limits.owners()[0];
   EXPECT_EQ(anthropic.type, BucketKey::Owner::kProvider);
@@ -81,9 +81,9 @@ TEST_F(EffectiveLimitsTest, EveryOwnerInOrderWithItsBuckets) {
   std::vector<std::string> keys;
   for (const BucketSpec& spec : opus.buckets) keys.push_back(spec.key);
   // The class's own ITPM, and the provider's limits it does not override.
-  EXPECT_EQ(keys, (std::vector<std::string>{"provider:anthropic:opus:rpm",
-                                            "provider:anthropic:opus:itpm",
-                                            "provider:anthropic:opus:tpd"}));
+  EXPECT_EQ(keys,
+            (std::vector<std::string>{"provider:anthropic:opus:rpm", "provider:anthropic:opus:itpm",
+                                      "provider:anthropic:opus:tpd"}));
 
   const OwnerLimits& global = limits.owners()[4];
   EXPECT_EQ(global.type, BucketKey::Owner::kScope);

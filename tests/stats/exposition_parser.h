@@ -77,7 +77,8 @@ inline bool ParseValue(absl::string_view text, double* value) {
   return absl::SimpleAtod(text, value);
 }
 
-inline std::string SeriesKey(const std::string& name, const std::map<std::string, std::string>& labels) {
+inline std::string SeriesKey(const std::string& name,
+                             const std::map<std::string, std::string>& labels) {
   return absl::StrCat(name, "{",
                       absl::StrJoin(labels, ",",
                                     [](std::string* out, const auto& l) {
@@ -104,7 +105,7 @@ inline std::string FamilyOf(const std::string& name, const Exposition& e) {
 
 // Parses the labels of a sample starting after '{'; `*pos` ends after '}'.
 inline absl::Status ParseLabels(absl::string_view line, size_t* pos,
-                         std::map<std::string, std::string>* labels) {
+                                std::map<std::string, std::string>* labels) {
   size_t i = *pos;
   while (i < line.size() && line[i] != '}') {
     const size_t eq = line.find('=', i);
@@ -230,14 +231,14 @@ inline void ExpectSluiceConventions(const Exposition& e) {
 }
 
 inline double Get(const Exposition& e, const std::string& name,
-           const std::map<std::string, std::string>& labels) {
+                  const std::map<std::string, std::string>& labels) {
   auto it = e.series.find(SeriesKey(name, labels));
   EXPECT_TRUE(it != e.series.end()) << "no series " << SeriesKey(name, labels);
   return it == e.series.end() ? NAN : it->second;
 }
 
 inline bool Has(const Exposition& e, const std::string& name,
-         const std::map<std::string, std::string>& labels) {
+                const std::map<std::string, std::string>& labels) {
   return e.series.count(SeriesKey(name, labels)) > 0;
 }
 

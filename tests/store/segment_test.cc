@@ -2,7 +2,6 @@
 // second process is the point): creation, permissions, the bucket table,
 // reclaiming, layout checks, recovery and removal.
 #include "sluice/segment.h"
-#include "sluice/segment_info.h"
 
 #include <signal.h>
 #include <sys/resource.h>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sluice/segment_info.h"
 #include "src/store/process.h"
 #include "src/store/segment_layout.h"
 #include "tests/store/segment_test_util.h"

@@ -172,14 +172,15 @@ TEST_F(BatchTest, TheSummaryNamesTheTightestRpmOnTheRoute) {
   auto summary = [&](const std::string& out, const std::string& scope_limits) {
     WriteFile(Path("limits.toml"),
               "headroom = 1.0\nminute_burst = \"6s\"\n[providers.anthropic]\n"
-              "requests_per_minute = 1000\n[scopes.global]\n" + scope_limits);
-    const CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path(out),
-                                "--simulate", "--time_scale=60", "--json", "--config",
-                                Path("limits.toml")});
+              "requests_per_minute = 1000\n[scopes.global]\n" +
+                  scope_limits);
+    const CliResult r = RunCli({"batch", Path("in.jsonl"), "--out", Path(out), "--simulate",
+                                "--time_scale=60", "--json", "--config", Path("limits.toml")});
     EXPECT_EQ(r.status, 0) << testing::PrintToString(r);
     return r.status == 0 ? Json::parse(r.out) : Json::object();
   };
-  const Json equal = summary("equal.jsonl", "requests_per_minute = 1000\n[scopes.global.burst]\n"
+  const Json equal = summary("equal.jsonl",
+                             "requests_per_minute = 1000\n[scopes.global.burst]\n"
                              "requests_per_minute = 7\n");
   EXPECT_EQ(equal["configured_rpm"], 1000);
   EXPECT_EQ(equal["configured_burst"], 100);

@@ -95,8 +95,7 @@ void AppendBudgets(const StatsSnapshot& s, std::string* out) {
                                       b.window, Usd(b.spent_micro_usd)};
       if (with_limits && b.limit_micro_usd) {
         row.insert(row.end(),
-                   {Usd(*b.limit_micro_usd),
-                    absl::StrFormat("%.1f%%", *b.PercentSpent())});
+                   {Usd(*b.limit_micro_usd), absl::StrFormat("%.1f%%", *b.PercentSpent())});
       } else if (with_limits) {
         row.insert(row.end(), {"-", "-"});
       }
@@ -146,7 +145,6 @@ void AppendProcesses(const StatsSnapshot& s, std::string* out) {
   absl::StrAppend(out, "\n");
   AppendTable(rows, "rll", out);
 }
-
 
 }  // namespace
 
