@@ -36,10 +36,12 @@
 #include "sluice/segment.h"
 #include "sluice/window_counter.h"
 #include "src/policy/limit_specs.h"
+#include "src/policy/limits_parser.h"
 #include "src/policy/toml_messages.h"
 #include "toml++/toml.h"
 
 namespace sluice {
+namespace internal_limits {
 namespace {
 
 using internal_limits::ApplyHeadroom;
@@ -55,13 +57,6 @@ using toml_messages::QuoteKey;
 using toml_messages::TypeName;
 
 // TOML keys and messages --------------------------------------------------------
-
-// toml++ speaks std::string_view, which Debian's Abseil does not alias.
-std::string Text(const toml::key& key) { return std::string(key.str()); }
-
-const toml::node* Get(const toml::table& table, absl::string_view key) {
-  return table.get(std::string_view(key.data(), key.size()));
-}
 
 // What is wrong with a model-name pattern, if anything.
 std::optional<std::string> PatternProblem(absl::string_view pattern) {
@@ -87,79 +82,9 @@ std::vector<std::string> KindKeysAnd(std::initializer_list<absl::string_view> mo
   return keys;
 }
 
+}  // namespace
+
 // Parser ---------------------------------------------------------------------------
-
-// A node and its dotted path, for errors raised after the node was read.
-struct Written {
-  toml::source_region where;
-  std::string path;
-};
-
-// Where each value of one LimitSet was written.
-struct LimitSetSource {
-  std::map<LimitKind, Written> limit;
-  std::map<LimitKind, Written> burst;
-};
-
-// One document's parse. Each method returns the first error found, in the
-// tables' key order (toml++ keeps keys sorted).
-class Parser {
- public:
-  explicit Parser(absl::string_view source) { config_.source = std::string(source); }
-
-  absl::StatusOr<LimitsConfig> Parse(absl::string_view text);
-
- private:
-  SourceLocation Where(const toml::source_region& region) const {
-    return {.file = config_.source,
-            .line = static_cast<int>(region.begin.line),
-            .column = static_cast<int>(region.begin.column)};
-  }
-  absl::Status Error(const SourceLocation& where, absl::string_view path,
-                     absl::string_view message) const {
-    return absl::InvalidArgumentError(absl::StrCat(where.ToString(), ": ", path, ": ", message));
-  }
-  absl::Status Error(const toml::source_region& where, absl::string_view path,
-                     absl::string_view message) const {
-    return Error(Where(where), path, message);
-  }
-  absl::Status Error(const toml::node& node, absl::string_view path,
-                     absl::string_view message) const {
-    return Error(node.source(), path, message);
-  }
-
-  // Readers of one value: the value, or an error at the node naming `path`.
-  absl::Status CheckKeys(const toml::table& table, absl::string_view path,
-                         const std::vector<std::string>& known) const;
-  absl::StatusOr<const toml::table*> ReadTable(const toml::node& node,
-                                               absl::string_view path) const;
-  absl::StatusOr<uint64_t> ReadPositiveInteger(const toml::node& node,
-                                               absl::string_view path) const;
-  absl::StatusOr<double> ReadNumber(const toml::node& node, absl::string_view path) const;
-  absl::StatusOr<std::string> ReadString(const toml::node& node, absl::string_view path) const;
-  absl::StatusOr<bool> ReadBool(const toml::node& node, absl::string_view path) const;
-  absl::StatusOr<absl::Duration> ReadBurstDuration(const toml::node& node, absl::string_view path,
-                                                   absl::Duration below) const;
-  absl::StatusOr<double> ReadUsd(const toml::node& node, absl::string_view path) const;
-  absl::Status CheckName(const toml::key& key, absl::string_view path, BucketKey::Part part) const;
-
-  absl::Status ParseTop(const toml::table& root);
-  absl::Status ParseLimitSet(const toml::table& table, absl::string_view path, LimitSet* set,
-                             LimitSetSource* source) const;
-  absl::Status CheckLimitSet(const LimitSet& set, const LimitSetSource& source,
-                             const LimitSet* base, double headroom) const;
-  absl::Status ParseProvider(const toml::key& name, const toml::node& node, absl::string_view path);
-  absl::Status ParseModelClass(const toml::key& name, const toml::node& node,
-                               absl::string_view path, ProviderLimits* provider,
-                               std::map<std::string, std::string>* pattern_owner) const;
-  absl::Status ParseScope(const toml::key& name, const toml::node& node, absl::string_view path);
-  absl::Status ParsePrice(const toml::key& pattern, const toml::node& node, absl::string_view path);
-  absl::Status LinkScopes();
-  absl::Status CheckKeyLengths() const;
-
-  LimitsConfig config_;
-  std::map<std::string, Written> parent_at_;  // scope -> where its parent was named
-};
 
 absl::Status Parser::CheckKeys(const toml::table& table, absl::string_view path,
                                const std::vector<std::string>& known) const {
@@ -271,7 +196,8 @@ absl::StatusOr<LimitsConfig> Parser::Parse(absl::string_view text) {
 
 absl::Status Parser::ParseTop(const toml::table& root) {
   if (absl::Status s = CheckKeys(
-          root, "", {"headroom", "minute_burst", "day_burst", "providers", "scopes", "prices"});
+          root, "",
+          {"headroom", "minute_burst", "day_burst", "providers", "scopes", "prices", "proxy"});
       !s.ok()) {
     return s;
   }
@@ -320,6 +246,9 @@ absl::Status Parser::ParseTop(const toml::table& root) {
         return s;
       }
     }
+  }
+  if (const toml::node* node = root.get("proxy")) {
+    if (absl::Status s = ParseProxy(*node); !s.ok()) return s;
   }
   return absl::OkStatus();
 }
@@ -518,9 +447,9 @@ absl::Status Parser::ParseScope(const toml::key& name, const toml::node& node,
   if (absl::Status s = CheckName(name, path, BucketKey::Part::kScope); !s.ok()) return s;
   absl::StatusOr<const toml::table*> table = ReadTable(node, path);
   if (!table.ok()) return table.status();
-  if (absl::Status s = CheckKeys(
-          **table, path,
-          KindKeysAnd({"parent", "burst", "max_concurrency", "usd_per_day", "usd_per_month"}));
+  if (absl::Status s = CheckKeys(**table, path,
+                                 KindKeysAnd({"parent", "burst", "max_concurrency", "usd_per_day",
+                                              "usd_per_month", "priority"}));
       !s.ok()) {
     return s;
   }
@@ -559,6 +488,11 @@ absl::Status Parser::ParseScope(const toml::key& name, const toml::node& node,
     absl::StatusOr<double> value = ReadUsd(*usd, Child(path, "usd_per_month"));
     if (!value.ok()) return value.status();
     scope.usd_per_month = *value;
+  }
+  if (const toml::node* priority = (*table)->get("priority")) {
+    absl::StatusOr<Priority> value = ReadPriority(*priority, Child(path, "priority"));
+    if (!value.ok()) return value.status();
+    scope.priority = *value;
   }
   config_.scopes[scope.name] = std::move(scope);
   return absl::OkStatus();
@@ -675,10 +609,10 @@ absl::Status Parser::CheckKeyLengths() const {
   return absl::OkStatus();
 }
 
-}  // namespace
+}  // namespace internal_limits
 
 absl::StatusOr<LimitsConfig> ParseLimitsConfig(absl::string_view toml, absl::string_view source) {
-  return Parser(source).Parse(toml);
+  return internal_limits::Parser(source).Parse(toml);
 }
 
 absl::StatusOr<LimitsConfig> LoadLimitsConfig(const std::string& path) {

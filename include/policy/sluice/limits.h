@@ -105,6 +105,15 @@ struct ProviderLimits {
   SourceLocation where;
 };
 
+// Which requests a queue in front of the provider (the proxy's) serves first:
+// every high request before any normal one, every normal before any low; in
+// arrival order within one priority.
+enum class Priority : uint8_t { kHigh, kNormal, kLow };
+
+// "high", "normal", "low"; and back (nullopt for any other word).
+absl::string_view PriorityName(Priority priority);
+std::optional<Priority> ParsePriority(absl::string_view name);
+
 struct ScopeLimits {
   std::string name;    // "global", "team:marketing", "workflow:nightly-batch", any name
   std::string parent;  // empty for a root; "global" is the root of every path
@@ -112,6 +121,8 @@ struct ScopeLimits {
   std::optional<uint32_t> max_concurrency;
   std::optional<double> usd_per_day;    // calendar day, UTC
   std::optional<double> usd_per_month;  // calendar month, UTC
+  // Its requests' priority in the proxy's queue when they name none.
+  std::optional<Priority> priority;
   SourceLocation where;
 };
 
@@ -125,6 +136,19 @@ struct Price {
   double cache_read = 0;
 };
 
+// The [proxy] table, read by `sluice proxy`:
+//   [proxy]
+//   count_tokens_requests_per_minute = 100   # Anthropic's count_tokens, a bucket of its own
+//   retry_upstream = false                   # pass 429/529/5xx through (true: the client retries)
+//   [proxy.keys]                             # lowercase hex SHA-256 of an API key = its scope
+//   "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" = "team:marketing"
+// Keys are never written in clear: `printf %s "$KEY" | sha256sum` gives the name.
+struct ProxySettings {
+  std::map<std::string, std::string> key_scopes;  // SHA-256 hex -> scope
+  std::optional<uint64_t> count_tokens_requests_per_minute;
+  bool retry_upstream = false;
+};
+
 struct LimitsConfig {
   std::string source;     // the file it came from (or a name given to the parser)
   double headroom = 0.8;  // applied to provider limits only, in (0, 1]
@@ -136,6 +160,7 @@ struct LimitsConfig {
   std::map<std::string, ProviderLimits> providers;
   std::map<std::string, ScopeLimits> scopes;
   std::map<std::string, Price> prices;  // model name (trailing '*' = prefix) -> price
+  ProxySettings proxy;
 };
 
 // Parses and validates a TOML document. `source` names it in errors.
@@ -157,7 +182,9 @@ struct LimitsConfig {
 // pattern used by two classes of one provider; a name that makes a bucket
 // key longer than kMaxBucketNameLength (segment.h); an output_precharge
 // other than "max_tokens" or "none"; a limit too fast for a bucket
-// (ValidateBucketConfig).
+// (ValidateBucketConfig); a scope's priority other than "high", "normal" or
+// "low"; in [proxy.keys], a name that is not 64 hex digits or a scope name
+// that could not be one.
 absl::StatusOr<LimitsConfig> ParseLimitsConfig(absl::string_view toml, absl::string_view source);
 
 // Reads and parses a file (named in errors by `path`); NotFound if it cannot
