@@ -55,6 +55,15 @@ retry_upstream = true
   EXPECT_EQ(config->proxy.key_scopes.at(kHashA), "team:live");
 }
 
+TEST(ProxySectionTest, TheExampleFileParses) {
+  absl::StatusOr<LimitsConfig> config =
+      LoadLimitsConfig(SLUICE_SOURCE_DIR "/examples/proxy/limits.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->scopes.at("team:live").priority, Priority::kHigh);
+  EXPECT_EQ(config->proxy.key_scopes.at(kHashA), "workflow:nightly-batch");
+  EXPECT_EQ(config->proxy.count_tokens_requests_per_minute, 100u);
+}
+
 TEST(ProxySectionTest, PriorityNamesRoundTrip) {
   for (Priority p : {Priority::kHigh, Priority::kNormal, Priority::kLow}) {
     EXPECT_EQ(ParsePriority(PriorityName(p)), p);

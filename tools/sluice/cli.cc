@@ -34,6 +34,8 @@ ABSL_FLAG(double, time_scale, 1.0,
           "simulated minutes per real minute: 60 refills a per-minute limit in a second");
 ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
           "mean generation time of an admitted request (e.g. 200ms)");
+ABSL_FLAG(std::string, listen, "",
+          "HOST:PORT to serve on, e.g. 127.0.0.1:9464 (port 0 picks a free one)");
 ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
 
 namespace sluice {
@@ -142,6 +144,7 @@ sigset_t StopSignals() {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);  // a server verb reloads on it; the others stop
   return set;
 }
 
@@ -155,14 +158,16 @@ absl::Status BlockStopSignals() {
   return absl::OkStatus();
 }
 
-absl::Status WaitForStopSignal() {
+absl::StatusOr<int> WaitForSignal() {
   const sigset_t set = StopSignals();
   int received = 0;
   if (int err = sigwait(&set, &received); err != 0) {
     return absl::InternalError(absl::StrCat("waiting for a signal: ", std::strerror(err)));
   }
-  return absl::OkStatus();
+  return received;
 }
+
+absl::Status WaitForStopSignal() { return WaitForSignal().status(); }
 
 absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {
   SegmentOptions options;

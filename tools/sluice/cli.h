@@ -36,6 +36,7 @@ ABSL_DECLARE_FLAG(uint64_t, max_tokens);
 ABSL_DECLARE_FLAG(std::string, scope);
 ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(int, port);
+ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(double, time_scale);
 ABSL_DECLARE_FLAG(absl::Duration, latency);
 
@@ -127,10 +128,13 @@ void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOption
                           ClientOptions* options);
 
 // For verbs that serve until stopped: BlockStopSignals() blocks SIGINT and
-// SIGTERM in this thread, before any server thread starts (they inherit the
+// SIGTERM (and SIGHUP) in this thread, before any server thread starts (they inherit the
 // mask), so that the signals end WaitForStopSignal() instead of the process.
 absl::Status BlockStopSignals();
 absl::Status WaitForStopSignal();
+// The same, for verbs that also reload on SIGHUP (blocked with the others):
+// returns the signal received, SIGINT, SIGTERM or SIGHUP.
+absl::StatusOr<int> WaitForSignal();
 
 // Opens the --segment that must already exist, without recording this process
 // in it: the tools that only look or remove must not show up as users.

@@ -46,8 +46,6 @@ ABSL_FLAG(absl::Duration, watch, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, interval, absl::Seconds(1), "how often the view is redrawn");
 ABSL_FLAG(int64_t, iterations, 0,
           "stop after this many reports (0: until SIGINT or SIGTERM, or q in top)");
-ABSL_FLAG(std::string, listen, "",
-          "HOST:PORT to serve /metrics on, e.g. 127.0.0.1:9464 (port 0 picks a free one)");
 
 namespace sluice {
 namespace {

@@ -109,6 +109,10 @@ class Headers {
 
   void Clear() { fields_.clear(); }
   size_t size() const { return fields_.size(); }
+  // Every (lower-cased name, value), in no particular order (a proxy passing
+  // a response's fields on).
+  auto begin() const { return fields_.begin(); }
+  auto end() const { return fields_.end(); }
   bool empty() const { return fields_.empty(); }
 
  private:
