@@ -106,14 +106,18 @@ std::unique_ptr<HttpServer> StartEcho(HttpServerOptions options = {}) {
 // A blocking loopback socket with bounded reads.
 class RawClient {
  public:
-  explicit RawClient(int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  // A socket, not yet connected.
+  RawClient() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {}
+  explicit RawClient(int port) : RawClient() { Connect(port); }
+  bool Connect(int port) {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    return connected_;
   }
+  int fd() const { return fd_; }
   ~RawClient() { Close(); }
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
@@ -548,6 +552,30 @@ TEST(HttpServerTest, TwoThousandExchangesWaitAtOnceAndAreAllAnswered) {
     ASSERT_THAT(clients[i]->ReadUntil(want), HasSubstr(want));
   }
   EXPECT_TRUE(StatsReach(*server, [](const auto& s) { return s.exchanges_open == 0; }));
+}
+
+// Out of descriptors, the acceptor pauses between tries instead of spinning,
+// and serves the waiting client once descriptors are free again.
+TEST(HttpServerTest, AcceptingWithoutDescriptorsBacksOffAndRecovers) {
+  auto server = StartEcho();
+  ASSERT_NE(server, nullptr);
+  RawClient probe;  // its descriptor taken while descriptors are free
+  ASSERT_GE(probe.fd(), 0);
+  rlimit saved{};
+  getrlimit(RLIMIT_NOFILE, &saved);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(probe.fd());  // no new descriptor for anyone
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  bool connected = probe.Connect(server->port());
+  bool failed = StatsReach(*server, [](const auto& s) { return s.accept_errors >= 1; });
+  absl::SleepFor(absl::Milliseconds(200));  // a spinning acceptor would count thousands
+  uint64_t errors = server->stats().accept_errors;
+  setrlimit(RLIMIT_NOFILE, &saved);
+  ASSERT_TRUE(connected);
+  EXPECT_TRUE(failed);
+  EXPECT_LT(errors, 100u);
+  ASSERT_TRUE(probe.Send(Get("/recovered")));
+  EXPECT_THAT(probe.ReadUntil("path=/recovered"), HasSubstr("path=/recovered"));
 }
 
 TEST(HttpServerTest, SeveralLoopThreadsServeManyClients) {
