@@ -216,6 +216,23 @@ class CurlClient {
   CURL* easy_;
 };
 
+// A server whose exchanges wait in `queue` for the test to answer them.
+class HttpServerExchangeTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    server = StartQueued(queue);
+    ASSERT_NE(server, nullptr);
+  }
+  // Sends `request` on `client` and returns its exchange (nullptr if none came).
+  std::shared_ptr<HttpExchange> Ask(RawClient& client, absl::string_view request) {
+    if (!client.Send(request)) return nullptr;
+    return queue.Pop();
+  }
+
+  ExchangeQueue queue;
+  std::unique_ptr<HttpServer> server;
+};
+
 TEST(HttpServerTest, FindFieldIgnoresCase) {
   HttpFields fields = {{"content-type", "a"}, {"X-Api-Key", "b"}, {"x-api-key", "c"}};
   EXPECT_EQ(FindField(fields, "Content-Type"), "a");
@@ -242,10 +259,7 @@ TEST(HttpServerTest, StartRefusesBadOptionsAndATakenPort) {
   EXPECT_THAT(second.status().message(), HasSubstr(absl::StrCat(first->port())));
 }
 
-TEST(HttpServerTest, ARequestIsAnsweredLaterFromAnotherThread) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, ARequestIsAnsweredLaterFromAnotherThread) {
   std::string body;
   long status = 0;
   std::thread client([&] {
@@ -287,13 +301,9 @@ TEST(HttpServerTest, KeepAliveServesTwoRequestsOnOneConnection) {
   EXPECT_EQ(stats.requests, 2u);
 }
 
-TEST(HttpServerTest, PipelinedRequestsAreAnsweredInOrder) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, PipelinedRequestsAreAnsweredInOrder) {
   RawClient client(server->port());
-  ASSERT_TRUE(client.Send(Get("/a") + Get("/b")));
-  auto a = queue.Pop();
+  auto a = Ask(client, Get("/a") + Get("/b"));
   ASSERT_NE(a, nullptr);
   EXPECT_EQ(a->request().path, "/a");
   a->Respond(200, {}, "first");
@@ -319,13 +329,9 @@ TEST(HttpServerTest, ConnectionCloseFromTheClientClosesAfterTheAnswer) {
 
 // The client reads the first piece before the handler writes the second: an
 // answer buffered until End would never get there.
-TEST(HttpServerTest, AStreamedAnswerReachesTheClientPieceByPiece) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, AStreamedAnswerReachesTheClientPieceByPiece) {
   RawClient client(server->port());
-  ASSERT_TRUE(client.Send(Get("/stream")));
-  auto x = queue.Pop();
+  auto x = Ask(client, Get("/stream"));
   ASSERT_NE(x, nullptr);
   x->Begin(200, {{"content-type", "text/event-stream"}});
   x->Write("data: one\n\n");
@@ -340,38 +346,29 @@ TEST(HttpServerTest, AStreamedAnswerReachesTheClientPieceByPiece) {
   EXPECT_THAT(all, HasSubstr("b\r\ndata: two\n\n\r\n0\r\n\r\n"));
   // Still alive: the next request on the same connection is served.
   client.Forget();
-  ASSERT_TRUE(client.Send(Get("/next")));
-  auto next = queue.Pop();
+  auto next = Ask(client, Get("/next"));
   ASSERT_NE(next, nullptr);
   next->Respond(200, {}, "again");
   EXPECT_THAT(client.ReadUntil("again"), HasSubstr("again"));
 }
 
-TEST(HttpServerTest, AStreamWithALengthIsRawAndClippedToIt) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, AStreamWithALengthIsRawAndClippedToIt) {
   RawClient client(server->port());
-  ASSERT_TRUE(client.Send(Get("/exact")));
-  auto x = queue.Pop();
+  auto x = Ask(client, Get("/exact"));
   ASSERT_NE(x, nullptr);
   x->Begin(200, {}, 6);
   x->Write("abc");
   EXPECT_THAT(client.ReadUntil("abc"), HasSubstr("Content-Length: 6\r\n\r\nabc"));
   x->Write("defghi");  // three bytes over: dropped
   x->End();
-  ASSERT_TRUE(client.Send(Get("/after")));
-  auto after = queue.Pop();
+  auto after = Ask(client, Get("/after"));
   ASSERT_NE(after, nullptr);
   after->Respond(200, {}, "XYZ");
   const std::string& got = client.ReadUntil("XYZ");
   EXPECT_THAT(got, HasSubstr("\r\n\r\nabcdefHTTP/1.1 200 OK"));
 }
 
-TEST(HttpServerTest, EndingAStreamShortOfItsLengthTruncatesTheResponse) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, EndingAStreamShortOfItsLengthTruncatesTheResponse) {
   CurlClient curl;
   std::string body;
   long status = 0;
@@ -386,13 +383,9 @@ TEST(HttpServerTest, EndingAStreamShortOfItsLengthTruncatesTheResponse) {
   EXPECT_EQ(body, "only this");
 }
 
-TEST(HttpServerTest, AbortClosesTheConnectionAtOnce) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, AbortClosesTheConnectionAtOnce) {
   RawClient client(server->port());
-  ASSERT_TRUE(client.Send(Get("/abort")));
-  auto x = queue.Pop();
+  auto x = Ask(client, Get("/abort"));
   ASSERT_NE(x, nullptr);
   absl::Notification closed;
   x->OnClose([&] { closed.Notify(); });
@@ -456,10 +449,7 @@ TEST(HttpServerTest, ExpectContinueGetsA100BeforeTheBodyIsSent) {
   EXPECT_THAT(client.ReadUntil("got 3"), HasSubstr("got 3"));
 }
 
-TEST(HttpServerTest, ARequestThatIsNotHttpGetsA400AndTheConnectionCloses) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, ARequestThatIsNotHttpGetsA400AndTheConnectionCloses) {
   RawClient client(server->port());
   ASSERT_TRUE(client.Send("hello there, not http\r\n\r\n"));
   const std::string& got = client.ReadToEnd();
@@ -469,13 +459,9 @@ TEST(HttpServerTest, ARequestThatIsNotHttpGetsA400AndTheConnectionCloses) {
   EXPECT_TRUE(StatsReach(*server, [](const auto& s) { return s.bad_requests == 1; }));
 }
 
-TEST(HttpServerTest, AClientThatGoesAwayIsNoticedWhileItsExchangeWaits) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, AClientThatGoesAwayIsNoticedWhileItsExchangeWaits) {
   RawClient client(server->port());
-  ASSERT_TRUE(client.Send(Get("/wait")));
-  auto x = queue.Pop();
+  auto x = Ask(client, Get("/wait"));
   ASSERT_NE(x, nullptr);
   absl::Notification gone;
   std::atomic<int> calls{0};
@@ -634,15 +620,10 @@ TEST(HttpServerTest, PostAndAfterRunOnTheLoopAndCancelDestroysATaskUnrun) {
 // Stop: new connections are refused and idle ones closed at once; an exchange
 // answered before the deadline is delivered whole; one that is not is cut at
 // the deadline, with its OnClose.
-TEST(HttpServerTest, StopLetsExchangesFinishUntilTheDeadlineThenCutsTheRest) {
-  ExchangeQueue queue;
-  auto server = StartQueued(queue);
-  ASSERT_NE(server, nullptr);
+TEST_F(HttpServerExchangeTest, StopLetsExchangesFinishUntilTheDeadlineThenCutsTheRest) {
   RawClient finishing(server->port()), stuck(server->port()), idle(server->port());
-  ASSERT_TRUE(finishing.Send(Get("/finishing")));
-  auto x1 = queue.Pop();
-  ASSERT_TRUE(stuck.Send(Get("/stuck")));
-  auto x2 = queue.Pop();
+  auto x1 = Ask(finishing, Get("/finishing"));
+  auto x2 = Ask(stuck, Get("/stuck"));
   ASSERT_NE(x1, nullptr);
   ASSERT_NE(x2, nullptr);
   absl::Notification cut;
