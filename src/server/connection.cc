@@ -134,8 +134,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void SendBadRequest();
   void Close(bool reset = false);
   void Count(uint64_t HttpServerStats::*counter) {
-    absl::MutexLock lock(&core_->mu);
-    ++(core_->stats.*counter);
+    core_->Update([counter](HttpServerStats& s) { ++(s.*counter); });
   }
 
   const std::shared_ptr<ServerCore> core_;
@@ -215,7 +214,7 @@ class Exchange final : public HttpExchange {
 void Connection::Start() {
   ErrorCode ec;
   {
-    absl::MutexLock lock(&core_->mu);
+    std::lock_guard lock(core_->mu);
     if (core_->stopping.load()) {
       stream_.socket().close(ec);
       phase_ = Phase::kClosed;
@@ -332,11 +331,10 @@ void Connection::Dispatch(bool body_too_large) {
   phase_ = Phase::kAnswering;
   answer_ = Answer::kPending;
   ++seq_;
-  {
-    absl::MutexLock lock(&core_->mu);
-    ++core_->stats.requests;
-    ++core_->stats.exchanges_open;
-  }
+  core_->Update([](HttpServerStats& s) {
+    ++s.requests;
+    ++s.exchanges_open;
+  });
   stream_.expires_never();
   if (!body_too_large) Watch();
   core_->handler(std::make_shared<Exchange>(shared_from_this(), seq_, std::move(request)));
@@ -472,10 +470,7 @@ void Connection::Flush() {
 void Connection::FinishAnswer() {
   answer_ = Answer::kNone;
   on_close_ = nullptr;
-  {
-    absl::MutexLock lock(&core_->mu);
-    --core_->stats.exchanges_open;
-  }
+  core_->Update([](HttpServerStats& s) { --s.exchanges_open; });
   StopWatch();
   bool truncated = remaining_.has_value() && *remaining_ > 0 && !head_only_;
   if (truncated) return Close();
@@ -532,17 +527,17 @@ void Connection::Close(bool reset) {
   pending_.clear();
   watching_ = false;
   if (cut) {
-    {
-      absl::MutexLock lock(&core_->mu);
-      --core_->stats.exchanges_open;
-      ++core_->stats.exchanges_cut;
-    }
+    core_->Update([](HttpServerStats& s) {
+      --s.exchanges_open;
+      ++s.exchanges_cut;
+    });
     if (auto callback = std::move(on_close_)) callback();
   }
   on_close_ = nullptr;
-  absl::MutexLock lock(&core_->mu);
-  core_->connections.erase(this);
-  --core_->stats.connections_open;
+  core_->Update([this](HttpServerStats& s) {
+    core_->connections.erase(this);
+    --s.connections_open;
+  });
 }
 
 void StartConnection(std::shared_ptr<ServerCore> core, tcp::socket socket) {

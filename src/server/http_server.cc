@@ -3,6 +3,7 @@
 // compiles Beast); this one needs Asio alone.
 #include "sluice/http_server.h"
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -10,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -85,7 +87,7 @@ class ServerImpl final : public HttpServer {
   TimerId After(absl::Duration delay, std::function<void()> task) override;
   void Cancel(TimerId timer) override;
   HttpServerStats stats() const override {
-    absl::MutexLock lock(&core_->mu);
+    std::lock_guard lock(core_->mu);
     return core_->stats;
   }
   void Stop(absl::Duration deadline) override;
@@ -110,13 +112,13 @@ class ServerImpl final : public HttpServer {
   std::vector<std::thread> threads_;
   int port_ = 0;
 
-  absl::Mutex timers_mu_;
-  TimerId next_timer_ ABSL_GUARDED_BY(timers_mu_) = 1;
-  bool timers_closed_ ABSL_GUARDED_BY(timers_mu_) = false;
-  absl::flat_hash_map<TimerId, Timer> timers_ ABSL_GUARDED_BY(timers_mu_);
+  std::mutex timers_mu_;
+  TimerId next_timer_ = 1;                      // guarded by timers_mu_
+  bool timers_closed_ = false;                  // guarded by timers_mu_
+  absl::flat_hash_map<TimerId, Timer> timers_;  // guarded by timers_mu_
 
-  absl::Mutex stop_mu_;  // one Stop at a time; later ones wait, then return
-  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::mutex stop_mu_;    // one Stop at a time; later ones wait, then return
+  bool stopped_ = false;  // guarded by stop_mu_
 };
 
 absl::Status ServerImpl::Listen(const asio::ip::address& address) {
@@ -158,10 +160,7 @@ void ServerImpl::Accept() {
 void ServerImpl::OnAccept(ErrorCode ec, tcp::socket socket) {
   if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
   if (ec) {
-    {
-      absl::MutexLock lock(&core_->mu);
-      ++core_->stats.accept_errors;
-    }
+    core_->Update([](HttpServerStats& s) { ++s.accept_errors; });
     if (!OutOfResources(ec)) return Accept();
     backoff_.expires_after(kAcceptBackoff);
     backoff_.async_wait([this](ErrorCode wait_ec) {
@@ -169,16 +168,13 @@ void ServerImpl::OnAccept(ErrorCode ec, tcp::socket socket) {
     });
     return;
   }
-  {
-    absl::MutexLock lock(&core_->mu);
-    ++core_->stats.connections_accepted;
-  }
+  core_->Update([](HttpServerStats& s) { ++s.connections_accepted; });
   server_internal::StartConnection(core_, std::move(socket));
   Accept();
 }
 
 HttpServer::TimerId ServerImpl::After(absl::Duration delay, std::function<void()> task) {
-  absl::MutexLock lock(&timers_mu_);
+  std::lock_guard lock(timers_mu_);
   if (timers_closed_) return 0;
   TimerId id = next_timer_++;
   Timer& entry = timers_[id];
@@ -194,7 +190,7 @@ HttpServer::TimerId ServerImpl::After(absl::Duration delay, std::function<void()
 void ServerImpl::OnTimer(TimerId id) {
   Timer entry;
   {
-    absl::MutexLock lock(&timers_mu_);
+    std::lock_guard lock(timers_mu_);
     auto it = timers_.find(id);
     if (it == timers_.end()) return;  // cancelled as it fired
     entry = std::move(it->second);
@@ -205,7 +201,7 @@ void ServerImpl::OnTimer(TimerId id) {
 
 void ServerImpl::Cancel(TimerId id) {
   Timer entry;  // destroyed, task unrun, outside the lock
-  absl::MutexLock lock(&timers_mu_);
+  std::lock_guard lock(timers_mu_);
   auto it = timers_.find(id);
   if (it == timers_.end()) return;
   entry = std::move(it->second);
@@ -216,7 +212,7 @@ void ServerImpl::Cancel(TimerId id) {
 void ServerImpl::StopConnections(server_internal::StopStage stage) {
   std::vector<std::shared_ptr<server_internal::Connection>> open;
   {
-    absl::MutexLock lock(&core_->mu);
+    std::lock_guard lock(core_->mu);
     for (const auto& [key, weak] : core_->connections) {
       if (auto connection = weak.lock()) open.push_back(std::move(connection));
     }
@@ -225,10 +221,12 @@ void ServerImpl::StopConnections(server_internal::StopStage stage) {
 }
 
 void ServerImpl::Stop(absl::Duration deadline) {
-  absl::MutexLock stop_lock(&stop_mu_);
+  std::lock_guard stop_lock(stop_mu_);
   if (stopped_) return;
   stopped_ = true;
-  const absl::Time until = absl::Now() + deadline;
+  // Clamped so that an infinite deadline does not overflow the clock.
+  const auto until = std::chrono::steady_clock::now() +
+                     absl::ToChronoNanoseconds(std::min(deadline, absl::Hours(24 * 365)));
   core_->stopping.store(true);
   asio::post(strand_, [this] {
     ErrorCode ec;
@@ -236,14 +234,17 @@ void ServerImpl::Stop(absl::Duration deadline) {
     backoff_.cancel();
   });
   StopConnections(server_internal::StopStage::kIdle);
-  auto no_exchanges = [](HttpServerStats* s) { return s->exchanges_open == 0; };
-  core_->mu.LockWhenWithDeadline(absl::Condition(+no_exchanges, &core_->stats), until);
-  core_->mu.Unlock();
+  {
+    std::unique_lock lock(core_->mu);
+    core_->stats_changed.wait_until(lock, until,
+                                    [this] { return core_->stats.exchanges_open == 0; });
+  }
   StopConnections(server_internal::StopStage::kAll);
-  // A connection accepted as Stop began closes itself when it starts.
-  auto no_connections = [](HttpServerStats* s) { return s->connections_open == 0; };
-  core_->mu.LockWhen(absl::Condition(+no_connections, &core_->stats));
-  core_->mu.Unlock();
+  {
+    // A connection accepted as Stop began closes itself when it starts.
+    std::unique_lock lock(core_->mu);
+    core_->stats_changed.wait(lock, [this] { return core_->stats.connections_open == 0; });
+  }
   DrainLoop();
 }
 
@@ -252,7 +253,7 @@ void ServerImpl::Stop(absl::Duration deadline) {
 // handler holding a connection is left in the io_context.
 void ServerImpl::DrainLoop() {
   {
-    absl::MutexLock lock(&core_->post_mu);
+    std::lock_guard lock(core_->post_mu);
     core_->closed_to_posts = true;
   }
   work_.reset();
@@ -261,7 +262,7 @@ void ServerImpl::DrainLoop() {
   threads_.clear();
   absl::flat_hash_map<TimerId, Timer> timers;
   {
-    absl::MutexLock lock(&timers_mu_);
+    std::lock_guard lock(timers_mu_);
     timers_closed_ = true;
     timers.swap(timers_);
   }

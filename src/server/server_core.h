@@ -18,12 +18,13 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <utility>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "sluice/http_server.h"
 
 namespace sluice::server_internal {
@@ -40,10 +41,20 @@ struct ServerCore {
   // Stop), in which case `fn` is destroyed unrun. Returns whether it posted.
   template <class Executor, class Fn>
   bool PostTo(const Executor& executor, Fn&& fn) {
-    absl::ReaderMutexLock lock(&post_mu);
+    std::shared_lock lock(post_mu);
     if (closed_to_posts) return false;
     boost::asio::post(executor, std::forward<Fn>(fn));
     return true;
+  }
+
+  // Applies `change` to the stats and wakes Stop, which waits on them.
+  template <class Change>
+  void Update(Change change) {
+    {
+      std::lock_guard lock(mu);
+      change(stats);
+    }
+    stats_changed.notify_all();
   }
 
   boost::asio::io_context ioc;
@@ -52,13 +63,15 @@ struct ServerCore {
   // Set when Stop begins: no new connections, no keep-alive.
   std::atomic<bool> stopping{false};
 
-  // Counters and open connections; Stop waits on both.
-  mutable absl::Mutex mu;
-  HttpServerStats stats ABSL_GUARDED_BY(mu);
-  absl::flat_hash_map<const Connection*, std::weak_ptr<Connection>> connections ABSL_GUARDED_BY(mu);
+  // Standard mutexes, not Abseil's: ThreadSanitizer sees through these (the
+  // system's Abseil library is not built with it).
+  mutable std::mutex mu;
+  std::condition_variable stats_changed;
+  HttpServerStats stats;                                                          // guarded by mu
+  absl::flat_hash_map<const Connection*, std::weak_ptr<Connection>> connections;  // guarded by mu
 
-  absl::Mutex post_mu;
-  bool closed_to_posts ABSL_GUARDED_BY(post_mu) = false;
+  std::shared_mutex post_mu;
+  bool closed_to_posts = false;  // guarded by post_mu
 };
 
 }  // namespace sluice::server_internal
