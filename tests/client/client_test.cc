@@ -201,20 +201,32 @@ TEST(ClientTest, CreateSucceedsWithoutAKeyByDefault) {
 
 // A concurrency cap of one: extra requests wait for a lease to come back
 // (not failing), so all finish, one at a time.
+// A policy for a limits file over process memory.
+struct LocalPolicy {
+  std::unique_ptr<Store> store = NewLocalStore();
+  std::unique_ptr<Policy> policy;
+
+  explicit LocalPolicy(absl::string_view toml) {
+    auto config = ParseLimitsConfig(toml, "test.toml");
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return;
+    auto created = Policy::Create(*config, store.get());
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) policy = *std::move(created);
+  }
+};
+
 TEST(ClientTest, RequestsBeyondAConcurrencyCapWaitForALease) {
-  auto config = ParseLimitsConfig(R"(
+  LocalPolicy local(R"(
 [scopes.global]
 requests_per_minute = 100000
 max_concurrency = 1
-)",
-                                  "cap.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
+)");
+  ASSERT_NE(local.policy, nullptr);
+  Policy* policy = local.policy.get();
   auto server = StartProvider();
   ASSERT_NE(server, nullptr);
-  auto store = NewLocalStore();
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok());
-  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy->get());
+  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy);
   int n = 0, succeeded = 0;
   client->Run(
       [&](CallRequest* r) {
@@ -223,8 +235,8 @@ max_concurrency = 1
       },
       3, [&](size_t, CallResult r) { succeeded += r.status.ok(); });
   EXPECT_EQ(succeeded, 3);
-  EXPECT_EQ((*policy)->Stats().concurrency.at(0).in_flight, 0u);
-  EXPECT_GE((*policy)->Stats().concurrency.at(0).bottlenecks, 2u);
+  EXPECT_EQ(policy->Stats().concurrency.at(0).in_flight, 0u);
+  EXPECT_GE(policy->Stats().concurrency.at(0).bottlenecks, 2u);
 }
 
 // What a proxy does with a caller's request, against the simulated provider:
@@ -232,24 +244,20 @@ max_concurrency = 1
 // piece, and the caller key's own provider account settled with the usage
 // the reply reported.
 TEST(ClientTest, AForwardedRequestIsPassedOnAndSettledInItsKeysAccount) {
-  auto config = ParseLimitsConfig(R"(
+  LocalPolicy local(R"(
 headroom = 1.0
 [providers.anthropic]
 requests_per_minute = 1000
 input_tokens_per_minute = 100000
 output_tokens_per_minute = 100000
-)",
-                                  "proxy.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
+)");
+  ASSERT_NE(local.policy, nullptr);
   auto server = StartProvider();
   ASSERT_NE(server, nullptr);
-  auto store = NewLocalStore();
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok());
   ClientOptions options = Options(Provider::kAnthropic, *server);
   options.api_key.clear();
   options.account_per_key = true;
-  auto client = MakeClient(options, policy->get());
+  auto client = MakeClient(options, local.policy.get());
   const std::string raw =
       R"({"model":"claude-sonnet-4","max_tokens":5000,"messages":[{"role":"user","content":"Say hello!"}]})";
   CallRequest request;
@@ -275,7 +283,7 @@ output_tokens_per_minute = 100000
   // Settled in the key's account: 5,000 pre-charged, the reply's kept.
   const std::string account = KeyFingerprint(kSecret).substr(0, 16);
   bool found = false;
-  for (const PolicyStats::Bucket& b : (*policy)->Stats().buckets) {
+  for (const PolicyStats::Bucket& b : local.policy->Stats().buckets) {
     if (b.key != absl::StrCat("provider:anthropic@", account, ":default:otpm")) continue;
     found = true;
     EXPECT_GE(b.available, b.capacity - static_cast<int64_t>(output));

@@ -595,6 +595,15 @@ std::map<std::string, int64_t> Levels(const Rig& rig) {
   return levels;
 }
 
+// The provider's requests: 10 at once, then 10 a second.
+constexpr char kProviderTenAtOnce[] = R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 600
+[providers.anthropic.burst]
+requests_per_minute = 10
+)";
+
 // An unthrottled request (a proxy's pass-through path) is sent when due,
 // whatever the buckets hold: it reserves nothing, and its response's
 // rate-limit headers, even a quota 429's, change no bucket.
@@ -607,17 +616,7 @@ TEST(SchedulerTest, AnUnthrottledRequestReservesNothingAndFeedsNothingBack) {
             429, "rate_limit_error",
             {{"retry-after", "30"}, {"anthropic-ratelimit-requests-remaining", "0"}});
       },
-      options, R"(
-headroom = 1.0
-[providers.anthropic]
-requests_per_minute = 600
-[providers.anthropic.burst]
-requests_per_minute = 10
-[scopes.global]
-requests_per_minute = 60
-[scopes.global.burst]
-requests_per_minute = 1
-)");
+      options, absl::StrCat(kProviderTenAtOnce, kOneASecond));
   const auto full = Levels(rig);
   std::vector<CallRequest> requests(3, CallRequest::Simple("m", "hi", 4));
   for (CallRequest& r : requests) r.throttled = false;
@@ -736,13 +735,7 @@ TEST(SchedulerTest, EachKeysQuotaIsItsOwnWithAccountPerKey) {
           }
           return AnthropicOk();
         },
-        options, R"(
-headroom = 1.0
-[providers.anthropic]
-requests_per_minute = 600
-[providers.anthropic.burst]
-requests_per_minute = 10
-)");
+        options, kProviderTenAtOnce);
     CallRequest limited = CallRequest::Simple("m", "hi", 4);
     limited.api_key = "sk-limited";
     ASSERT_EQ(RunAll(rig, {limited})[0].http_status, 429);

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -106,55 +107,60 @@ void ExpectLevelsMatchLedger(const Policy& policy, const Ledger& kept) {
   EXPECT_GT(drained, 0) << "the workload never pressed on any bucket";
 }
 
+// kConfig's policy over process memory, on a clock that never moves.
+struct FrozenPolicy {
+  FakeClock frozen{1'000'000'000};
+  std::unique_ptr<Store> store = NewLocalStore(Clock::Fake(&frozen));
+  std::unique_ptr<Policy> policy;
+
+  FrozenPolicy() {
+    auto config = ParseLimitsConfig(kConfig, "contention.toml");
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return;
+    auto created = Policy::Create(*config, store.get());
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) policy = *std::move(created);
+  }
+
+  // Work on four threads at once (seeds from `seed`), their ledgers summed.
+  Ledger WorkOnFourThreads(uint64_t seed, bool accounts) {
+    std::vector<Ledger> ledgers(4);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back(
+          [&, t] { ledgers[t] = Work(*policy, frozen.Now(), seed + t, 1500, accounts); });
+    }
+    for (auto& t : threads) t.join();
+    Ledger total;
+    for (const Ledger& l : ledgers) {
+      for (const auto& [key, n] : l) total[key] += n;
+    }
+    return total;
+  }
+};
+
 TEST(PolicyContentionTest, ThreadsOnOverlappingPathsKeepAnExactLedger) {
-  auto config = ParseLimitsConfig(kConfig, "contention.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
-  FakeClock frozen(1'000'000'000);
-  auto store = NewLocalStore(Clock::Fake(&frozen));
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  std::vector<Ledger> ledgers(4);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] { ledgers[t] = Work(**policy, frozen.Now(), t + 1, 1500); });
-  }
-  for (auto& t : threads) t.join();
-  Ledger total;
-  for (const Ledger& l : ledgers) {
-    for (const auto& [key, n] : l) total[key] += n;
-  }
-  ExpectLevelsMatchLedger(**policy, total);
-  EXPECT_GT((*policy)->Stats().rollbacks, 0u);
+  FrozenPolicy rig;
+  ASSERT_NE(rig.policy, nullptr);
+  ExpectLevelsMatchLedger(*rig.policy, rig.WorkOnFourThreads(1, /*accounts=*/false));
+  EXPECT_GT(rig.policy->Stats().rollbacks, 0u);
 }
 
 // Accounts opened on first use by racing threads, while another thread
 // reads the stats: each account's buckets open once and keep an exact ledger.
 TEST(PolicyContentionTest, ThreadsOpeningProviderAccountsKeepAnExactLedger) {
-  auto config = ParseLimitsConfig(kConfig, "contention.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
-  FakeClock frozen(1'000'000'000);
-  auto store = NewLocalStore(Clock::Fake(&frozen));
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  std::vector<Ledger> ledgers(4);
+  FrozenPolicy rig;
+  ASSERT_NE(rig.policy, nullptr);
+  constexpr size_t kBuckets = 7 + 3 * 2;  // the config's, and each account's rpm and itpm
   std::atomic<bool> done{false};
   std::thread reader([&] {
-    while (!done.load()) EXPECT_LE((*policy)->Stats().buckets.size(), 7u + 3 * 2);
+    while (!done.load()) EXPECT_LE(rig.policy->Stats().buckets.size(), kBuckets);
   });
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back(
-        [&, t] { ledgers[t] = Work(**policy, frozen.Now(), t + 11, 1500, /*accounts=*/true); });
-  }
-  for (auto& t : threads) t.join();
+  const Ledger total = rig.WorkOnFourThreads(11, /*accounts=*/true);
   done.store(true);
   reader.join();
-  Ledger total;
-  for (const Ledger& l : ledgers) {
-    for (const auto& [key, n] : l) total[key] += n;
-  }
-  EXPECT_EQ((*policy)->Stats().buckets.size(), 7u + 3 * 2);  // each account's rpm and itpm once
-  ExpectLevelsMatchLedger(**policy, total);
+  EXPECT_EQ(rig.policy->Stats().buckets.size(), kBuckets);
+  ExpectLevelsMatchLedger(*rig.policy, total);
 }
 
 TEST(PolicyContentionTest, FourProcessesOnOneSegmentKeepAnExactLedger) {
