@@ -234,6 +234,7 @@ void Scheduler::Admit(std::unique_ptr<Job> job) {
   absl::StatusOr<TransportRequest> wire = WireRequest(options_, job->request);
   if (!wire.ok()) return Deliver(std::move(job), wire.status());
   job->wire = *std::move(wire);
+  std::string().swap(job->request.raw_body);  // the wire has the bytes: one copy is enough
   const std::string model = ModelOf(job->request.body);
   job->max_tokens = MaxTokens(job->request.body);
   job->input_estimate = estimator_.EstimateInputTokens(ProviderName(options_.provider), model,
@@ -378,6 +379,7 @@ void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   job->response.clear();
   job->too_large = false;
   job->streaming = false;
+  job->unkept = false;
   job->stream.reset();
   job->outcome = absl::OkStatus();
   ++job->attempt;
