@@ -13,10 +13,12 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "sluice/clock.h"
 #include "sluice/transport.h"
@@ -29,6 +31,26 @@ namespace {
 bool InitCurlOnce() {
   static const bool done = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }();
   return done;
+}
+
+// Sets the request's method and body on a handle that may have sent any
+// other method before: every option involved is set each time.
+void SetMethod(CURL* easy, const TransportRequest& request) {
+  const std::string method = absl::AsciiStrToUpper(request.method);
+  const bool head = method == "HEAD";
+  if (method == "GET" || head) {
+    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);  // also clears NOBODY
+    if (head) curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+  } else {
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, request.body.c_str());
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                     static_cast<curl_off_t>(request.body.size()));
+  }
+  // The method as given (DELETE, PUT, PATCH, ...) on a POST's body; none for
+  // the methods libcurl names itself.
+  const bool own = method.empty() || method == "POST" || method == "GET" || head;
+  curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, own ? nullptr : request.method.c_str());
 }
 
 class CurlTransport final : public Transport {
@@ -169,9 +191,7 @@ void CurlTransport::Start(TransportRequest request, TransportSink* sink) {
   }
   curl_easy_setopt(easy, CURLOPT_URL, t->request.url.c_str());
   curl_easy_setopt(easy, CURLOPT_HTTPHEADER, t->headers);
-  curl_easy_setopt(easy, CURLOPT_POSTFIELDS, t->request.body.c_str());
-  curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                   static_cast<curl_off_t>(t->request.body.size()));
+  SetMethod(easy, t->request);
   curl_easy_setopt(easy, CURLOPT_WRITEDATA, t.get());
   curl_easy_setopt(easy, CURLOPT_HEADERDATA, t.get());
   curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, t->error);

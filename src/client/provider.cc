@@ -10,6 +10,8 @@
 
 #include "sluice/provider.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -380,6 +382,16 @@ absl::string_view ProviderName(Provider provider) {
       return "openai";
   }
   return "unknown";
+}
+
+std::string KeyFingerprint(absl::string_view api_key) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  // SHA-256 cannot fail on memory input; an empty result would show as "".
+  if (EVP_Digest(api_key.data(), api_key.size(), digest, &length, EVP_sha256(), nullptr) != 1) {
+    return "";
+  }
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), length));
 }
 
 // ---- Headers ---------------------------------------------------------------

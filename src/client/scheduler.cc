@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/random/bit_gen_ref.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "src/client/stream_reader.h"
 #include "src/client/wire_request.h"
@@ -30,6 +32,18 @@ int64_t SaturatingAdd(int64_t a, int64_t b) {
 
 bool Is2xx(int status) { return status >= 200 && status < 300; }
 
+// A wait limit in ns: INT64_MAX for an infinite one, 0 for a negative one.
+int64_t LimitNs(absl::Duration limit) {
+  return limit == absl::InfiniteDuration()
+             ? std::numeric_limits<int64_t>::max()
+             : absl::ToInt64Nanoseconds(std::max(limit, absl::ZeroDuration()));
+}
+
+bool IsEventStream(const Headers& headers) {
+  const std::string* type = headers.Find("content-type");
+  return type != nullptr && absl::StrContains(absl::AsciiStrToLower(*type), "text/event-stream");
+}
+
 }  // namespace
 
 // One request on its way: waiting for its start time (throttle or retry
@@ -45,16 +59,20 @@ struct Scheduler::Job final : TransportSink {
   uint64_t max_tokens = 0;
   int attempt = 0;
   std::optional<Permit> permit;
-  int64_t not_before_ns = 0;      // start (or reserve) no earlier than this
-  int64_t waiting_since_ns = -1;  // when the current throttle wait began
-  absl::Status cap_full;          // a full concurrency cap's refusal, while blocked on it
+  int64_t not_before_ns = 0;        // start (or reserve) no earlier than this
+  int64_t throttle_timeout_ns = 0;  // each attempt's limit on waiting for permits
+  int64_t waiting_since_ns = -1;    // when the current throttle wait began
+  absl::Status cap_full;            // a full concurrency cap's refusal, while blocked on it
   CallResult result;
   // The current attempt's response.
   int http_status = 0;
   Headers headers_in;
-  std::string response;                // the body, up to the cap
-  bool too_large = false;              // the body passed the cap (and the attempt was aborted)
-  bool streaming = false;              // a 2xx passed on to request.on_chunk
+  std::string response;    // the body, up to the cap
+  bool too_large = false;  // the body passed the cap (and the attempt was aborted)
+  bool streaming = false;  // a 2xx passed on to request.on_chunk
+  // A streamed body that is not kept: server-sent events (their usage is
+  // read as they pass), or one that passed the cap (no longer parseable).
+  bool unkept = false;
   bool delivered = false;              // some of it went out: never retried
   std::optional<StreamReader> stream;  // reads a streamed 2xx for usage and errors
   absl::Status outcome;
@@ -64,6 +82,7 @@ struct Scheduler::Job final : TransportSink {
     headers_in = headers;
     streaming = request.on_chunk != nullptr && Is2xx(status);
     if (!streaming) return;
+    unkept = IsEventStream(headers);
     stream.emplace(owner->options_.provider);
     if (request.on_response) request.on_response(status, headers);
   }
@@ -73,7 +92,8 @@ struct Scheduler::Job final : TransportSink {
       delivered = true;
       stream->Feed(chunk);
       request.on_chunk(chunk);
-      if (fits) response.append(chunk.data(), chunk.size());
+      unkept |= !fits;
+      if (!unkept) response.append(chunk.data(), chunk.size());
       return true;
     }
     if (!fits) {
@@ -189,16 +209,16 @@ Scheduler::Scheduler(ClientOptions options, Policy* policy, Transport* transport
       policy_(policy),
       transport_(transport),
       clock_(clock),
-      throttle_timeout_ns_(options_.throttle_timeout == absl::InfiniteDuration()
-                               ? std::numeric_limits<int64_t>::max()
-                               : absl::ToInt64Nanoseconds(
-                                     std::max(options_.throttle_timeout, absl::ZeroDuration()))),
       rng_(options_.seed != 0 ? options_.seed : std::random_device()()),
       waiting_(std::make_unique<Queue>()) {}
 
 Scheduler::~Scheduler() {
   watcher_.reset();  // stops its thread, which wakes the transport
   for (auto& [id, job] : in_flight_) transport_->Cancel(id);
+}
+
+absl::Duration Scheduler::ThrottleTimeout(const Job& job) const {
+  return job.request.throttle_timeout.value_or(options_.throttle_timeout);
 }
 
 size_t Scheduler::outstanding() const { return waiting_->size() + in_flight_.size(); }
@@ -214,14 +234,17 @@ void Scheduler::Admit(std::unique_ptr<Job> job) {
   absl::StatusOr<TransportRequest> wire = WireRequest(options_, job->request);
   if (!wire.ok()) return Deliver(std::move(job), wire.status());
   job->wire = *std::move(wire);
-  const std::string model = job->request.body.value("model", "");
+  std::string().swap(job->request.raw_body);  // the wire has the bytes: one copy is enough
+  const std::string model = ModelOf(job->request.body);
   job->max_tokens = MaxTokens(job->request.body);
   job->input_estimate = estimator_.EstimateInputTokens(ProviderName(options_.provider), model,
                                                        PromptText(job->request.body));
-  if (policy_ != nullptr) {
+  job->throttle_timeout_ns = LimitNs(ThrottleTimeout(*job));
+  // An unthrottled request has no route: nothing reserved, nothing fed back.
+  if (policy_ != nullptr && job->request.throttled) {
     const std::string& scope = job->request.scope.empty() ? options_.scope : job->request.scope;
-    absl::StatusOr<const Route*> route =
-        policy_->Resolve(scope, ProviderName(options_.provider), model);
+    absl::StatusOr<const Route*> route = policy_->Resolve(
+        scope, ProviderName(options_.provider), model, RequestAccount(options_, job->request));
     if (!route.ok()) return Deliver(std::move(job), route.status());
     job->route = *route;
   }
@@ -317,9 +340,9 @@ void Scheduler::Pull(Source& source) {
 // reserved start time.
 void Scheduler::StartDue(int64_t now) {
   while (std::unique_ptr<Job> job = waiting_->PopDue(now)) {
-    if (policy_ != nullptr && !job->permit) {
+    if (job->route != nullptr && !job->permit) {
       if (job->waiting_since_ns < 0) job->waiting_since_ns = now;
-      const int64_t deadline = SaturatingAdd(job->waiting_since_ns, throttle_timeout_ns_);
+      const int64_t deadline = SaturatingAdd(job->waiting_since_ns, job->throttle_timeout_ns);
       absl::StatusOr<Permit> permit =
           policy_->Reserve(*job->route, job->input_estimate, job->max_tokens,
                            absl::Nanoseconds(std::max<int64_t>(0, deadline - now)), now);
@@ -356,6 +379,7 @@ void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   job->response.clear();
   job->too_large = false;
   job->streaming = false;
+  job->unkept = false;
   job->stream.reset();
   job->outcome = absl::OkStatus();
   ++job->attempt;
@@ -363,7 +387,9 @@ void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   TransportRequest wire = job->wire;
   wire.id = job->id;
   Job* sink = job.get();
+  const bool first = job->attempt == 1;
   in_flight_[job->id] = std::move(job);
+  if (first && sink->request.on_start) sink->request.on_start();
   transport_->Start(std::move(wire), sink);
 }
 
@@ -371,7 +397,7 @@ void Scheduler::ExpireBlocked(int64_t now) {
   for (std::unique_ptr<Job>& job : waiting_->Expire(now)) {
     absl::Status timed_out = absl::DeadlineExceededError(
         absl::StrCat(job->cap_full.message(), "; none came back within ",
-                     absl::FormatDuration(options_.throttle_timeout)));
+                     absl::FormatDuration(ThrottleTimeout(*job))));
     job->cap_full.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
       timed_out.SetPayload(url, payload);  // still names the full cap
     });
@@ -450,7 +476,7 @@ void Scheduler::Serve() {
 }
 
 void Scheduler::Feedback(const Job& job, const RateLimitInfo& info, const Classification& c) {
-  if (policy_ == nullptr || !options_.header_feedback) return;
+  if (job.route == nullptr || !options_.header_feedback) return;
   const int64_t now = Now();
   const struct {
     const RateLimitInfo::Dimension& dim;

@@ -80,13 +80,14 @@ class Scheduler {
   // Points the release watcher at the caps blocked jobs wait for.
   absl::Status WatchReleases();
   size_t outstanding() const;
+  // The request's own limit on waiting in the throttle, or the client's.
+  absl::Duration ThrottleTimeout(const Job& job) const;
   int64_t Now() const { return clock_.Now(); }
 
   const ClientOptions options_;
   Policy* const policy_;
   Transport* const transport_;
   const Clock clock_;
-  const int64_t throttle_timeout_ns_;
   CharacterEstimator estimator_;
   std::mt19937_64 rng_;
   std::unique_ptr<Queue> waiting_;

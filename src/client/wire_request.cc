@@ -2,9 +2,11 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace sluice {
 namespace {
@@ -17,12 +19,21 @@ bool HasLineBreak(absl::string_view text) {
   return text.find_first_of("\r\n") != absl::string_view::npos;
 }
 
-// Whether the request's own headers include one named `name` (any case).
-bool Carries(const CallRequest& request, absl::string_view name) {
+// The value of the request's own header `name` (any case), or nullptr.
+const std::string* Find(const CallRequest& request, absl::string_view name) {
   for (const auto& [n, v] : request.headers) {
-    if (absl::EqualsIgnoreCase(n, name)) return true;
+    if (absl::EqualsIgnoreCase(n, name)) return &v;
   }
-  return false;
+  return nullptr;
+}
+
+bool Carries(const CallRequest& request, absl::string_view name) {
+  return Find(request, name) != nullptr;
+}
+
+// GET and HEAD carry no body.
+bool Bodiless(absl::string_view method) {
+  return absl::EqualsIgnoreCase(method, "GET") || absl::EqualsIgnoreCase(method, "HEAD");
 }
 
 }  // namespace
@@ -38,9 +49,13 @@ absl::StatusOr<TransportRequest> WireRequest(const ClientOptions& options,
         absl::StrCat("request path '", request.path, "' must start with '/'"));
   }
   TransportRequest wire;
+  wire.method = request.method;
   wire.url =
       options.base_url + (request.path.empty() ? EndpointPath(options.provider) : request.path);
-  if (!Carries(request, "content-type")) wire.headers.push_back("content-type: application/json");
+  const bool bodiless = Bodiless(request.method);
+  if (!bodiless && !Carries(request, "content-type")) {
+    wire.headers.push_back("content-type: application/json");
+  }
   const bool own_credential = Carries(request, "x-api-key") || Carries(request, "authorization");
   const std::string& key = request.api_key.empty() ? options.api_key : request.api_key;
   if (!own_credential) {
@@ -64,8 +79,32 @@ absl::StatusOr<TransportRequest> WireRequest(const ClientOptions& options,
     }
     wire.headers.push_back(absl::StrCat(name, ": ", value));
   }
-  wire.body = request.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (bodiless) return wire;
+  wire.body = !request.raw_body.empty()
+                  ? request.raw_body
+                  : request.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return wire;
+}
+
+std::string SendingKey(const ClientOptions& options, const CallRequest& request) {
+  if (!request.api_key.empty()) return request.api_key;
+  if (const std::string* key = Find(request, "x-api-key")) return *key;
+  if (const std::string* authorization = Find(request, "authorization")) {
+    // "Bearer KEY" (the scheme is case-insensitive); any other scheme's
+    // credential is named by the whole value.
+    absl::string_view value = absl::StripAsciiWhitespace(*authorization);
+    if (value.size() > 7 && absl::StartsWithIgnoreCase(value, "bearer ")) {
+      value = absl::StripLeadingAsciiWhitespace(value.substr(7));
+    }
+    return std::string(value);
+  }
+  return options.api_key;
+}
+
+std::string RequestAccount(const ClientOptions& options, const CallRequest& request) {
+  if (!request.account.empty() || !options.account_per_key) return request.account;
+  const std::string key = SendingKey(options, request);
+  return key.empty() ? "" : KeyFingerprint(key).substr(0, 16);
 }
 
 std::string PromptText(const nlohmann::json& body) {
@@ -88,6 +127,12 @@ std::string PromptText(const nlohmann::json& body) {
     }
   }
   return text;
+}
+
+std::string ModelOf(const nlohmann::json& body) {
+  if (!body.is_object()) return "";
+  const auto it = body.find("model");
+  return it != body.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
 uint64_t MaxTokens(const nlohmann::json& body) {

@@ -4,6 +4,7 @@
 #include "sluice/bucket_key.h"
 
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -41,6 +42,8 @@ absl::string_view PartName(BucketKey::Part part) {
       return "model class";
     case BucketKey::Part::kScope:
       return "scope";
+    case BucketKey::Part::kAccount:
+      return "account";
   }
   return "name";
 }
@@ -48,11 +51,12 @@ absl::string_view PartName(BucketKey::Part part) {
 }  // namespace
 
 BucketKey BucketKey::ProviderLimit(absl::string_view provider, absl::string_view model_class,
-                                   LimitKind kind) {
+                                   LimitKind kind, absl::string_view account) {
   BucketKey key;
   key.owner_ = Owner::kProvider;
   key.provider_ = std::string(provider);
   key.model_class_ = std::string(model_class);
+  key.account_ = std::string(account);
   key.limit_kind_ = kind;
   return key;
 }
@@ -79,6 +83,21 @@ BucketKey BucketKey::ScopeConcurrency(absl::string_view scope) {
 absl::Status BucketKey::ValidateName(Part part, absl::string_view name) {
   const absl::string_view what = PartName(part);
   if (name.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " name is empty"));
+  if (part == Part::kAccount) {
+    const bool lower_alnum = std::all_of(name.begin(), name.end(), [](char c) {
+      return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'z');
+    });
+    if (!lower_alnum || name.size() > kMaxAccountLength) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("account name must be 1 to ", kMaxAccountLength, " characters of [0-9a-z]"));
+    }
+    return absl::OkStatus();
+  }
+  // '@' separates a provider from its account in a key.
+  if (part == Part::kProvider && absl::StrContains(name, '@')) {
+    return absl::InvalidArgumentError(
+        "provider name must not hold '@' (it names a provider account in bucket keys)");
+  }
   if (part != Part::kScope) {
     if (absl::StrContains(name, ':') || HasSpaceOrControl(name)) {
       return absl::InvalidArgumentError(
@@ -114,14 +133,20 @@ absl::StatusOr<BucketKey> BucketKey::Parse(absl::string_view text) {
                        "class, kind), this one has ",
                        parts.size()));
     }
-    if (absl::Status s = check(Part::kProvider, parts[0]); !s.ok()) return s;
+    // "anthropic" or "anthropic@<account>".
+    const std::pair<absl::string_view, absl::string_view> owner =
+        absl::StrSplit(parts[0], absl::MaxSplits('@', 1));
+    if (absl::Status s = check(Part::kProvider, owner.first); !s.ok()) return s;
+    if (absl::StrContains(parts[0], '@')) {
+      if (absl::Status s = check(Part::kAccount, owner.second); !s.ok()) return s;
+    }
     if (absl::Status s = check(Part::kModelClass, parts[1]); !s.ok()) return s;
     const std::optional<LimitKind> kind = LimitKindOfSuffix(parts[2]);
     if (!kind) {
       return bad(absl::StrCat("unknown kind \"", parts[2],
                               "\" for a provider key; expected rpm, itpm, otpm, tpm or tpd"));
     }
-    return ProviderLimit(parts[0], parts[1], *kind);
+    return ProviderLimit(owner.first, parts[1], *kind, owner.second);
   }
   if (!absl::ConsumePrefix(&rest, kScopePrefix)) {
     return bad("does not start with \"provider:\" or \"scope:\"");
@@ -144,8 +169,13 @@ absl::StatusOr<BucketKey> BucketKey::Parse(absl::string_view text) {
                           "usd_month or concurrency"));
 }
 
+// "anthropic" or "anthropic@<account>".
+std::string BucketKey::ProviderPart() const {
+  return account_.empty() ? provider_ : absl::StrCat(provider_, "@", account_);
+}
+
 std::string BucketKey::OwnerName() const {
-  return owner_ == Owner::kProvider ? absl::StrCat(provider_, "/", model_class_) : scope_;
+  return owner_ == Owner::kProvider ? absl::StrCat(ProviderPart(), "/", model_class_) : scope_;
 }
 
 absl::string_view BucketKey::suffix() const {
@@ -156,7 +186,7 @@ absl::string_view BucketKey::suffix() const {
 
 std::string BucketKey::ToString() const {
   if (owner_ == Owner::kProvider) {
-    return absl::StrCat(kProviderPrefix, provider_, ":", model_class_, ":", suffix());
+    return absl::StrCat(kProviderPrefix, ProviderPart(), ":", model_class_, ":", suffix());
   }
   return absl::StrCat(kScopePrefix, scope_, ":", suffix());
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/civil_time.h"
+#include "sluice/bucket_key.h"
 #include "src/policy/policy_internal.h"
 
 namespace sluice {
@@ -95,8 +96,7 @@ std::optional<StoredLeases> PolicyImpl::ConcurrencyCap(absl::string_view key) co
   return it->second.handle;
 }
 
-absl::Status PolicyImpl::OpenBucket(const BucketSpec& spec) {
-  if (buckets_.contains(spec.key)) return absl::OkStatus();
+absl::StatusOr<OpenedBucket> PolicyImpl::OpenStored(const BucketSpec& spec) const {
   absl::StatusOr<StoredBucket> handle = store_->Bucket(spec.key, spec.config);
   if (!handle.ok()) return handle.status();
   // The limit it runs at: the configured one, or one a process learned
@@ -104,8 +104,14 @@ absl::Status PolicyImpl::OpenBucket(const BucketSpec& spec) {
   const uint64_t applied = handle->learned && handle->learned->period() == spec.config.rate.period()
                                ? std::min(spec.limit, handle->learned->permits())
                                : spec.limit;
-  buckets_.emplace(spec.key,
-                   Opened{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)});
+  return OpenedBucket{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)};
+}
+
+absl::Status PolicyImpl::OpenBucket(const BucketSpec& spec) {
+  if (buckets_.contains(spec.key)) return absl::OkStatus();
+  absl::StatusOr<OpenedBucket> opened = OpenStored(spec);
+  if (!opened.ok()) return opened.status();
+  buckets_.emplace(spec.key, *std::move(opened));
   order_.push_back(spec.key);
   return absl::OkStatus();
 }
@@ -139,16 +145,47 @@ absl::Status PolicyImpl::OpenAll() {
   return absl::OkStatus();
 }
 
-// Appends what `owner` charges, in order: buckets, budgets; and its cap.
-void PolicyImpl::AddCharges(const OwnerLimits& owner, absl::string_view provider,
-                            RouteRep* route) const {
+absl::StatusOr<std::vector<const OpenedBucket*>> PolicyImpl::OwnerBuckets(
+    const OwnerLimits& owner, absl::string_view account) {
+  std::vector<const OpenedBucket*> opened;
+  if (account.empty() || owner.type != BucketKey::Owner::kProvider) {
+    for (const BucketSpec& spec : owner.buckets) opened.push_back(&buckets_.at(spec.key));
+    return opened;
+  }
+  std::lock_guard<std::shared_mutex> lock(mu_);
+  for (const BucketSpec& shared : owner.buckets) {
+    // The provider's bucket, configured the same, under the account's key.
+    const absl::StatusOr<BucketKey> parsed = BucketKey::Parse(shared.key);
+    if (!parsed.ok()) return parsed.status();
+    const BucketKey key =
+        BucketKey::ProviderLimit(parsed->provider(), parsed->model_class(), shared.kind, account);
+    BucketSpec spec = shared;
+    spec.key = key.ToString();
+    spec.owner = key.OwnerName();
+    auto it = account_buckets_.find(spec.key);
+    if (it == account_buckets_.end()) {
+      absl::StatusOr<OpenedBucket> bucket = OpenStored(spec);
+      if (!bucket.ok()) return bucket.status();
+      it = account_buckets_.emplace(spec.key, *std::move(bucket)).first;
+      account_order_.push_back(spec.key);
+    }
+    opened.push_back(&it->second);
+  }
+  return opened;
+}
+
+// Appends what `owner` charges, in order: buckets (`buckets`, opened for
+// its specs), budgets; and its cap.
+void PolicyImpl::AddCharges(const OwnerLimits& owner,
+                            const std::vector<const OpenedBucket*>& buckets,
+                            absl::string_view provider, RouteRep* route) const {
   const bool is_provider = owner.type == BucketKey::Owner::kProvider;
-  for (const BucketSpec& spec : owner.buckets) {
-    const Opened& opened = buckets_.at(spec.key);
+  for (const OpenedBucket* opened : buckets) {
+    const BucketSpec& spec = opened->spec;
     route->charges.push_back({spec.key, MeterOf(spec.kind, is_provider && provider == "openai"),
                               is_provider, spec.kind, false, BudgetPeriod::kDay, 0,
-                              opened.handle.bucket, WindowCounterRef(nullptr),
-                              opened.handle.bottlenecks});
+                              opened->handle.bucket, WindowCounterRef(nullptr),
+                              opened->handle.bottlenecks, opened});
   }
   for (const BudgetSpec& spec : owner.budgets) {
     const OpenedBudget& opened = budgets_.at(spec.key);
@@ -164,8 +201,14 @@ void PolicyImpl::AddCharges(const OwnerLimits& owner, absl::string_view provider
 
 absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
                                                  absl::string_view provider,
-                                                 absl::string_view model) {
-  const std::string key = absl::StrCat(scope, "\n", provider, "\n", model);
+                                                 absl::string_view model,
+                                                 absl::string_view account) {
+  if (!account.empty()) {
+    if (absl::Status s = BucketKey::ValidateName(BucketKey::Part::kAccount, account); !s.ok()) {
+      return s;
+    }
+  }
+  const std::string key = absl::StrCat(scope, "\n", provider, "\n", model, "\n", account);
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     if (auto it = routes_.find(key); it != routes_.end()) return it->second.get();
@@ -177,7 +220,9 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
   for (const ScopeLimits* s : limits.path.scopes) route->path.push_back(s->name);
   bool has_budget = false;
   for (const OwnerLimits* owner : limits.owners) {
-    AddCharges(*owner, provider, route.get());
+    absl::StatusOr<std::vector<const OpenedBucket*>> buckets = OwnerBuckets(*owner, account);
+    if (!buckets.ok()) return buckets.status();
+    AddCharges(*owner, *buckets, provider, route.get());
     has_budget |= !owner->budgets.empty();
   }
   if (const OwnerLimits* model_class = limits.model_class) {
@@ -325,7 +370,8 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
 }
 
 absl::StatusOr<Permit> PolicyImpl::Acquire(const Request& request, absl::Duration timeout) {
-  absl::StatusOr<const Route*> route = Resolve(request.scope, request.provider, request.model);
+  absl::StatusOr<const Route*> route =
+      Resolve(request.scope, request.provider, request.model, /*account=*/"");
   if (!route.ok()) return route.status();
   const RouteRep& rep = *(*route)->rep_;
   const Clock clock = store_->clock();
@@ -368,7 +414,7 @@ void PolicyImpl::LearnProviderRate(const Route& route, LimitKind kind, double pe
   if (!(per_minute > 0) || kind == LimitKind::kTokensPerDay) return;
   for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider || c.kind != kind) continue;
-    const Opened& opened = buckets_.at(c.key);
+    const OpenedBucket& opened = *c.opened;
     const double scaled = std::min(per_minute * config_.headroom, 1e18);
     const uint64_t target =
         std::min<uint64_t>(opened.spec.limit, std::max<uint64_t>(1, static_cast<uint64_t>(scaled)));
@@ -400,18 +446,27 @@ void PolicyImpl::HoldProvider(const Route& route, int64_t until_ns, int64_t now_
   }
 }
 
+PolicyStats::Bucket PolicyImpl::BucketStats(const OpenedBucket& opened, int64_t now) const {
+  const BucketRef& bucket = opened.handle.bucket;
+  const int64_t capacity = bucket.Capacity();
+  const int64_t available = bucket.Available(now);
+  return {opened.spec.key,
+          opened.spec.owner,
+          opened.spec.kind,
+          opened.spec.limit,
+          available,
+          capacity,
+          capacity > 0 ? 100.0 * static_cast<double>(available) / capacity : 0.0,
+          bucket.GetPressure(now),
+          opened.handle.bottlenecks->load(std::memory_order_relaxed)};
+}
+
 PolicyStats PolicyImpl::Stats() const {
   PolicyStats stats;
   const int64_t now = store_->clock().Now();
   for (const std::string& key : order_) {
     if (auto b = buckets_.find(key); b != buckets_.end()) {
-      const BucketRef& bucket = b->second.handle.bucket;
-      const int64_t capacity = bucket.Capacity();
-      const int64_t available = bucket.Available(now);
-      stats.buckets.push_back(
-          {key, b->second.spec.owner, b->second.spec.kind, b->second.spec.limit, available,
-           capacity, capacity > 0 ? 100.0 * static_cast<double>(available) / capacity : 0.0,
-           bucket.GetPressure(now), b->second.handle.bottlenecks->load(std::memory_order_relaxed)});
+      stats.buckets.push_back(BucketStats(b->second, now));
     } else if (auto g = budgets_.find(key); g != budgets_.end()) {
       const BudgetSpec& spec = g->second.spec;
       stats.budgets.push_back(
@@ -426,6 +481,9 @@ PolicyStats PolicyImpl::Stats() const {
     }
   }
   std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const std::string& key : account_order_) {
+    stats.buckets.push_back(BucketStats(account_buckets_.at(key), now));
+  }
   for (const auto& [key, route] : routes_) {
     const RouteRep& rep = *route->rep_;
     const uint64_t uses = rep.uses.load(std::memory_order_relaxed);
@@ -475,8 +533,8 @@ absl::StatusOr<std::unique_ptr<Policy>> Policy::Create(const LimitsConfig& confi
 }
 
 absl::StatusOr<const Route*> Policy::Resolve(absl::string_view scope, absl::string_view provider,
-                                             absl::string_view model) {
-  return impl_->Resolve(scope, provider, model);
+                                             absl::string_view model, absl::string_view account) {
+  return impl_->Resolve(scope, provider, model, account);
 }
 
 absl::StatusOr<Permit> Policy::Reserve(const Route& route, uint64_t input_tokens,

@@ -18,6 +18,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -40,6 +41,15 @@ enum class Meter : uint8_t {
   kMicroUsd,      // a budget: worst-case cost in micro-dollars
 };
 
+// A token bucket the policy opened in the store.
+struct OpenedBucket {
+  BucketSpec spec;
+  StoredBucket handle;
+  // The per-minute (or per-day) limit the bucket runs at now: the spec's,
+  // or a lower one learned from the provider.
+  std::unique_ptr<std::atomic<uint64_t>> applied;
+};
+
 // One bucket or budget a route pays into.
 struct Charge {
   std::string key;
@@ -52,6 +62,7 @@ struct Charge {
   BucketRef bucket{nullptr, Clock::Monotonic()};
   WindowCounterRef counter{nullptr};
   std::atomic<uint64_t>* bottlenecks;
+  const OpenedBucket* opened = nullptr;  // a bucket's; lives as long as the policy
 };
 
 struct RouteLease {
@@ -102,7 +113,7 @@ class PolicyImpl {
 
   absl::Status OpenAll();
   absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
-                                       absl::string_view model);
+                                       absl::string_view model, absl::string_view account);
   absl::StatusOr<Permit> Reserve(const Route& route, uint64_t input_tokens,
                                  uint64_t max_output_tokens, absl::Duration max_wait,
                                  int64_t now_ns);
@@ -117,13 +128,6 @@ class PolicyImpl {
   const LimitsConfig& config() const { return config_; }
 
  private:
-  struct Opened {
-    BucketSpec spec;
-    StoredBucket handle;
-    // The per-minute (or per-day) limit the bucket runs at now: the spec's,
-    // or a lower one learned from the provider.
-    std::unique_ptr<std::atomic<uint64_t>> applied;
-  };
   struct OpenedBudget {
     BudgetSpec spec;
     StoredCounter handle;
@@ -133,9 +137,17 @@ class PolicyImpl {
     StoredLeases handle;
   };
 
+  absl::StatusOr<OpenedBucket> OpenStored(const BucketSpec& spec) const;
   absl::Status OpenBucket(const BucketSpec& spec);
   absl::Status OpenOwner(const OwnerLimits& owner);
-  void AddCharges(const OwnerLimits& owner, absl::string_view provider, RouteRep* route) const;
+  // The opened buckets `owner` charges, in its order: its own, or for a
+  // provider model class and a non-empty `account`, that account's (opened
+  // in the store the first time).
+  absl::StatusOr<std::vector<const OpenedBucket*>> OwnerBuckets(const OwnerLimits& owner,
+                                                                absl::string_view account);
+  void AddCharges(const OwnerLimits& owner, const std::vector<const OpenedBucket*>& buckets,
+                  absl::string_view provider, RouteRep* route) const;
+  PolicyStats::Bucket BucketStats(const OpenedBucket& opened, int64_t now) const;
   std::unique_ptr<PermitState> NewPermit(const RouteRep& route) const;
   absl::StatusOr<Permit> ReserveCharges(const RouteRep& route, uint64_t input_tokens,
                                         uint64_t max_output_tokens, absl::Duration max_wait,
@@ -149,7 +161,8 @@ class PolicyImpl {
   Store* const store_;
   const PolicyOptions options_;
 
-  absl::flat_hash_map<std::string, Opened> buckets_;
+  // Opened by Create and never changed after: read without the lock.
+  absl::node_hash_map<std::string, OpenedBucket> buckets_;
   absl::flat_hash_map<std::string, OpenedBudget> budgets_;
   absl::flat_hash_map<std::string, OpenedLeases> leases_;
   std::vector<std::string> order_;  // keys in configuration order, for stats
@@ -158,6 +171,10 @@ class PolicyImpl {
   // pthread calls under it, and the packaged Abseil is not instrumented.
   mutable std::shared_mutex mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Route>> routes_;  // guarded by mu_
+  // Provider accounts' buckets, opened by Resolve as accounts appear (the
+  // nodes stay put: routes point at them).
+  absl::node_hash_map<std::string, OpenedBucket> account_buckets_;  // guarded by mu_
+  std::vector<std::string> account_order_;                          // guarded by mu_
   mutable std::atomic<uint64_t> rollbacks_{0};
   mutable std::atomic<uint64_t> never_fits_{0};
 };

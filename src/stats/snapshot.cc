@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -201,6 +202,24 @@ void SortGroup(Group* g) {
                    [](const auto& a, const auto& b) { return a.key < b.key; });
 }
 
+// A provider account's bucket (a key "provider:P@A:C:KIND") runs on the
+// configuration of its provider's bucket: with a config, it shows that
+// bucket's limit.
+void AddAccountLimit(const EffectiveLimits& limits, StatsSnapshot::Bucket* b) {
+  const absl::StatusOr<BucketKey> key = BucketKey::Parse(b->key);
+  if (!key.ok() || key->account().empty() || !key->limit_kind()) return;
+  const std::string shared =
+      BucketKey::ProviderLimit(key->provider(), key->model_class(), *key->limit_kind()).ToString();
+  for (const OwnerLimits& owner : limits.owners()) {
+    for (const BucketSpec& spec : owner.buckets) {
+      if (spec.key != shared) continue;
+      b->limit = spec.limit;
+      b->limit_period = LimitPeriod(spec.kind);
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 absl::string_view GroupTypeName(GroupType type) {
@@ -230,7 +249,11 @@ StatsSnapshot BuildStatsSnapshot(const SegmentInfo& info, const LimitsConfig* co
   s.created_unix_ns = info.created_unix_ns;
 
   GroupTable table;
-  if (config != nullptr) AddConfigured(*config, now, &table);
+  std::optional<EffectiveLimits> limits;
+  if (config != nullptr) {
+    AddConfigured(*config, now, &table);
+    limits.emplace(*config);
+  }
   for (const SegmentInfo::Bucket& in : info.buckets) {
     const KeyParts parts = ParseKey(in.name);
     StatsSnapshot::Bucket& b = FindOrAdd(&table.Get(parts.type, parts.group).buckets, in.name);
@@ -242,6 +265,7 @@ StatsSnapshot BuildStatsSnapshot(const SegmentInfo& info, const LimitsConfig* co
     b.percent_available = Percent(in.available, in.config.capacity);
     b.pressure = in.pressure;
     b.bottlenecks = in.bottlenecks;
+    if (limits && !b.limit) AddAccountLimit(*limits, &b);
   }
   for (const SegmentInfo::Counter& c : info.counters) AddCounter(c, now, &table);
   for (const SegmentInfo::Leases& in : info.leases) {

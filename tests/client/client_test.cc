@@ -201,20 +201,32 @@ TEST(ClientTest, CreateSucceedsWithoutAKeyByDefault) {
 
 // A concurrency cap of one: extra requests wait for a lease to come back
 // (not failing), so all finish, one at a time.
+// A policy for a limits file over process memory.
+struct LocalPolicy {
+  std::unique_ptr<Store> store = NewLocalStore();
+  std::unique_ptr<Policy> policy;
+
+  explicit LocalPolicy(absl::string_view toml) {
+    auto config = ParseLimitsConfig(toml, "test.toml");
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return;
+    auto created = Policy::Create(*config, store.get());
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) policy = *std::move(created);
+  }
+};
+
 TEST(ClientTest, RequestsBeyondAConcurrencyCapWaitForALease) {
-  auto config = ParseLimitsConfig(R"(
+  LocalPolicy local(R"(
 [scopes.global]
 requests_per_minute = 100000
 max_concurrency = 1
-)",
-                                  "cap.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
+)");
+  ASSERT_NE(local.policy, nullptr);
+  Policy* policy = local.policy.get();
   auto server = StartProvider();
   ASSERT_NE(server, nullptr);
-  auto store = NewLocalStore();
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok());
-  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy->get());
+  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy);
   int n = 0, succeeded = 0;
   client->Run(
       [&](CallRequest* r) {
@@ -223,8 +235,61 @@ max_concurrency = 1
       },
       3, [&](size_t, CallResult r) { succeeded += r.status.ok(); });
   EXPECT_EQ(succeeded, 3);
-  EXPECT_EQ((*policy)->Stats().concurrency.at(0).in_flight, 0u);
-  EXPECT_GE((*policy)->Stats().concurrency.at(0).bottlenecks, 2u);
+  EXPECT_EQ(policy->Stats().concurrency.at(0).in_flight, 0u);
+  EXPECT_GE(policy->Stats().concurrency.at(0).bottlenecks, 2u);
+}
+
+// What a proxy does with a caller's request, against the simulated provider:
+// the caller's bytes forwarded as they are, the reply passed on piece by
+// piece, and the caller key's own provider account settled with the usage
+// the reply reported.
+TEST(ClientTest, AForwardedRequestIsPassedOnAndSettledInItsKeysAccount) {
+  LocalPolicy local(R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 1000
+input_tokens_per_minute = 100000
+output_tokens_per_minute = 100000
+)");
+  ASSERT_NE(local.policy, nullptr);
+  auto server = StartProvider();
+  ASSERT_NE(server, nullptr);
+  ClientOptions options = Options(Provider::kAnthropic, *server);
+  options.api_key.clear();
+  options.account_per_key = true;
+  auto client = MakeClient(options, local.policy.get());
+  const std::string raw =
+      R"({"model":"claude-sonnet-4","max_tokens":5000,"messages":[{"role":"user","content":"Say hello!"}]})";
+  CallRequest request;
+  request.body = nlohmann::json::parse(raw);
+  request.raw_body = raw;
+  request.headers = {{"x-api-key", kSecret}, {"anthropic-version", "2023-06-01"}};
+  std::string passed;
+  int status = 0;
+  bool started = false;
+  request.on_start = [&] { started = true; };
+  request.on_response = [&](int s, const Headers&) { status = s; };
+  request.on_chunk = [&](absl::string_view chunk) { absl::StrAppend(&passed, chunk); };
+  const CallResult r = client->Call(request);
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_TRUE(started);
+  EXPECT_EQ(status, 200);
+  const nlohmann::json reply = nlohmann::json::parse(passed, nullptr, false);
+  ASSERT_TRUE(reply.is_object()) << passed;
+  EXPECT_EQ(reply.value("type", ""), "message");
+  const uint64_t output = reply["usage"].value("output_tokens", uint64_t{0});
+  ASSERT_GE(output, 1u);
+  EXPECT_EQ(r.usage.output_tokens, output);
+  // Settled in the key's account: 5,000 pre-charged, the reply's kept.
+  const std::string account = KeyFingerprint(kSecret).substr(0, 16);
+  bool found = false;
+  for (const PolicyStats::Bucket& b : local.policy->Stats().buckets) {
+    if (b.key != absl::StrCat("provider:anthropic@", account, ":default:otpm")) continue;
+    found = true;
+    EXPECT_GE(b.available, b.capacity - static_cast<int64_t>(output));
+  }
+  EXPECT_TRUE(found);
+  EXPECT_THAT(Shown(r), Not(HasSubstr(kSecret)));
 }
 
 // A child process that takes every lease of the global cap (2) through its

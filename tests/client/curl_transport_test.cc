@@ -210,5 +210,72 @@ TEST(CurlTransportTest, TheServiceLoopTakesSubmitsAndCancelsFromOtherThreads) {
   loop.join();
 }
 
+// What a proxy forwards: the method as given and the caller's bytes as they
+// were, one after another on the same reused connection and handle (each
+// request sets every option its method needs, whatever the last one set).
+TEST(CurlTransportTest, TheMethodAndTheRawBodyGoOnTheWireAsGiven) {
+  struct Seen {
+    std::string method, path, body, content_type, content_length;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  auto record = [&](const httplib::Request& req, httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      seen.push_back({req.method, req.path, req.body, req.get_header_value("content-type"),
+                      req.get_header_value("content-length")});
+    }
+    res.set_content(kReply, "application/json");
+  };
+  LoopbackServer server([&](httplib::Server& s) {
+    s.Post(R"(/v1/.*)", record);
+    s.Get(R"(/v1/.*)", record);  // HEAD too, without the body
+    s.Delete(R"(/v1/.*)", record);
+  });
+  auto client = MakeClient(server.base_url());
+  // Spacing and key order a dump() would change: sent byte for byte.
+  const std::string raw = "{ \"model\" : \"m\",\"max_tokens\":4,  \"messages\":[] }";
+  CallRequest post = CallRequest::Simple("m", "hi", 4);
+  post.raw_body = raw;
+  ASSERT_TRUE(client->Call(post).status.ok());
+  CallRequest get;
+  get.method = "GET";
+  get.path = "/v1/models/m";
+  get.throttled = false;
+  get.raw_body = "never sent";
+  ASSERT_TRUE(client->Call(get).status.ok());
+  CallRequest head = get;
+  head.method = "HEAD";
+  head.on_chunk = [](absl::string_view) {};  // a 2xx passed on, whatever its body
+  int head_status = 0;
+  head.on_response = [&](int status, const Headers&) { head_status = status; };
+  ASSERT_TRUE(client->Call(head).status.ok());
+  EXPECT_EQ(head_status, 200);
+  CallRequest del = get;
+  del.method = "DELETE";
+  del.path = "/v1/files/f1";
+  ASSERT_TRUE(client->Call(del).status.ok());
+  // And a plain POST after them all: a POST again, its JSON dumped.
+  ASSERT_TRUE(client->Call(CallRequest::Simple("m", "hi", 4)).status.ok());
+
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(seen[0].method, "POST");
+  EXPECT_EQ(seen[0].body, raw);
+  EXPECT_EQ(seen[0].content_type, "application/json");
+  EXPECT_EQ(seen[1].method, "GET");
+  EXPECT_EQ(seen[1].path, "/v1/models/m");
+  EXPECT_EQ(seen[1].body, "");
+  EXPECT_EQ(seen[1].content_type, "");
+  EXPECT_EQ(seen[2].method, "HEAD");
+  EXPECT_EQ(seen[2].body, "");
+  EXPECT_EQ(seen[3].method, "DELETE");
+  EXPECT_EQ(seen[3].path, "/v1/files/f1");
+  EXPECT_EQ(seen[3].body, "never sent");  // any method but GET and HEAD sends the body
+  EXPECT_EQ(seen[4].method, "POST");
+  EXPECT_EQ(seen[4].body, CallRequest::Simple("m", "hi", 4).body.dump());
+  EXPECT_EQ(seen[4].content_length, absl::StrCat(seen[4].body.size()));
+}
+
 }  // namespace
 }  // namespace sluice

@@ -1099,5 +1099,16 @@ TEST(ParseReplyTest, HostileJsonIsNotAReplyOrIsClamped) {
   EXPECT_EQ(blocks->usage.output_tokens, 0u);
 }
 
+// A key's name that reveals nothing of it: its SHA-256, in lowercase hex
+// (the FIPS 180-2 test vectors).
+TEST(KeyFingerprintTest, IsTheLowercaseHexSha256OfTheKey) {
+  EXPECT_EQ(KeyFingerprint("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(KeyFingerprint(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(KeyFingerprint("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_NE(KeyFingerprint("sk-a"), KeyFingerprint("sk-b"));
+}
+
 }  // namespace
 }  // namespace sluice

@@ -3,12 +3,15 @@
 // streaming, cancelling and the service loop, exact to the nanosecond, with
 // no sleeps and no sockets.
 #include <cmath>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -568,6 +571,267 @@ TEST(SchedulerTest, ServeRunsUntilStopAndCanServeAgain) {
   });
   rig.client->Serve();
   EXPECT_EQ(done, 1);
+}
+
+// Runs `requests` at once (all pulled before any starts), results by index.
+std::vector<CallResult> RunAll(Rig& rig, std::vector<CallRequest> requests) {
+  std::vector<CallResult> results(requests.size());
+  size_t n = 0;
+  rig.client->Run(
+      [&](CallRequest* r) {
+        if (n == requests.size()) return false;
+        *r = std::move(requests[n++]);
+        return true;
+      },
+      static_cast<int>(requests.size()),
+      [&](size_t i, CallResult r) { results[i] = std::move(r); });
+  return results;
+}
+
+// Available permits of every bucket of the rig's policy, by key.
+std::map<std::string, int64_t> Levels(const Rig& rig) {
+  std::map<std::string, int64_t> levels;
+  for (const PolicyStats::Bucket& b : rig.policy->Stats().buckets) levels[b.key] = b.available;
+  return levels;
+}
+
+// The provider's requests: 10 at once, then 10 a second.
+constexpr char kProviderTenAtOnce[] = R"(
+headroom = 1.0
+[providers.anthropic]
+requests_per_minute = 600
+[providers.anthropic.burst]
+requests_per_minute = 10
+)";
+
+// An unthrottled request (a proxy's pass-through path) is sent when due,
+// whatever the buckets hold: it reserves nothing, and its response's
+// rate-limit headers, even a quota 429's, change no bucket.
+TEST(SchedulerTest, AnUnthrottledRequestReservesNothingAndFeedsNothingBack) {
+  ClientOptions options = Options();
+  options.retry.max_attempts = 1;
+  Rig rig(
+      [](const TransportRequest&) {
+        return AnthropicError(
+            429, "rate_limit_error",
+            {{"retry-after", "30"}, {"anthropic-ratelimit-requests-remaining", "0"}});
+      },
+      options, absl::StrCat(kProviderTenAtOnce, kOneASecond));
+  const auto full = Levels(rig);
+  std::vector<CallRequest> requests(3, CallRequest::Simple("m", "hi", 4));
+  for (CallRequest& r : requests) r.throttled = false;
+  for (const CallResult& r : RunAll(rig, requests)) {
+    EXPECT_EQ(r.http_status, 429);
+    EXPECT_EQ(r.throttle_wait, absl::ZeroDuration());
+  }
+  ASSERT_EQ(rig.transport->sent().size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rig.transport->sent()[i].at_ns, kStart) << i;
+  EXPECT_EQ(Levels(rig), full);
+  // A throttled request pays, and its 429 holds the provider's buckets.
+  RunAll(rig, {CallRequest::Simple("m", "hi", 4)});
+  EXPECT_EQ(rig.transport->sent().size(), 4u);
+  EXPECT_LT(Levels(rig).at("scope:global:rpm"), full.at("scope:global:rpm"));
+  EXPECT_EQ(Levels(rig).at("provider:anthropic:default:rpm"), 0);  // held, not 9
+}
+
+// A request's own throttle timeout replaces the client's, for a wait on the
+// buckets and for one on a full concurrency cap.
+TEST(SchedulerTest, ARequestsOwnThrottleTimeoutReplacesTheClients) {
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(5)); }, Options(),
+          R"(
+[scopes.global]
+requests_per_minute = 60
+[scopes.global.burst]
+requests_per_minute = 1
+[scopes.capped]
+requests_per_minute = 100000
+max_concurrency = 1
+)");
+  std::vector<CallRequest> requests(3, CallRequest::Simple("m", "hi", 4));
+  requests[1].throttle_timeout = absl::Milliseconds(500);  // the next permit is 1 s away
+  requests[2].throttle_timeout = absl::Seconds(2);
+  std::vector<CallResult> results = RunAll(rig, requests);
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kDeadlineExceeded) << results[1].status;
+  EXPECT_THAT(results[1].status.message(), HasSubstr("scope:global:rpm"));
+  EXPECT_TRUE(results[2].status.ok()) << results[2].status;
+  EXPECT_EQ(results[2].throttle_wait, absl::Seconds(1));
+
+  // The cap is held for 5 s by the first request: 100 ms is not enough.
+  std::vector<CallRequest> capped(2, CallRequest::Simple("m", "hi", 4));
+  for (CallRequest& r : capped) r.scope = "capped";
+  capped[1].throttle_timeout = absl::Milliseconds(100);
+  const int64_t start = rig.clock.Now();
+  results = RunAll(rig, capped);
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kDeadlineExceeded) << results[1].status;
+  EXPECT_THAT(results[1].status.message(), HasSubstr("scope:capped:concurrency"));
+  EXPECT_THAT(results[1].status.message(), HasSubstr("within 100ms"));
+  EXPECT_EQ(rig.transport->sent().back().at_ns, start);  // only the first was sent
+}
+
+// on_start runs once per request, on the loop's thread, as its first attempt
+// is handed to the transport: after its permits and its start time, not
+// again for a retry, and never for a request that does not start.
+TEST(SchedulerTest, OnStartRunsOnceWhenTheFirstAttemptGoesOut) {
+  int calls = 0;
+  Rig rig(
+      [&](const TransportRequest&) {
+        return calls++ == 0 ? AnthropicError(529, "overloaded_error") : AnthropicOk();
+      },
+      Options(), kOneASecond);
+  std::vector<int64_t> started(4, -1);
+  std::vector<size_t> sent_before(4, 0);
+  std::vector<CallRequest> requests(4, CallRequest::Simple("m", "hi", 4));
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].on_start = [&, i] {
+      EXPECT_EQ(started[i], -1) << "twice: " << i;
+      started[i] = rig.clock.Now();
+      sent_before[i] = rig.transport->sent().size();
+    };
+  }
+  requests[2].throttle_timeout = absl::Milliseconds(10);  // times out waiting
+  requests[3].body["max_tokens"] = uint64_t{1} << 40;     // still starts: no token limit
+  requests[3].scope = "global";
+  const std::vector<CallResult> results = RunAll(rig, requests);
+  ASSERT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[0].attempts, 2);  // the 529, then the reply
+  EXPECT_EQ(started[0], kStart);
+  EXPECT_EQ(sent_before[0], 0u);                // before the transport had it
+  EXPECT_EQ(started[1], kStart + 1'000 * kMs);  // at its reserved start
+  EXPECT_EQ(results[2].status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(started[2], -1);
+  EXPECT_EQ(started[3], kStart + 2'000 * kMs);
+
+  // Cancelled while it waits: never started.
+  bool ran = false;
+  CallRequest later = CallRequest::Simple("m", "hi", 4);
+  later.not_before_ns = rig.clock.Now() + 60'000 * kMs;
+  later.on_start = [&] { ran = true; };
+  const Client::Handle h = rig.client->Submit(later, [](CallResult) {});
+  rig.transport->on_poll = [&] {
+    rig.client->Cancel(h);
+    rig.client->Stop();
+  };
+  rig.client->Serve();
+  EXPECT_FALSE(ran);
+}
+
+// Provider accounts: each request draws from its account's provider
+// buckets, explicit or named by the key it is sent with; a quota 429 for
+// one key holds that key's buckets only. The scopes stay shared.
+TEST(SchedulerTest, EachKeysQuotaIsItsOwnWithAccountPerKey) {
+  for (bool per_key : {false, true}) {
+    SCOPED_TRACE(per_key ? "account_per_key" : "shared");
+    ClientOptions options = Options();
+    options.account_per_key = per_key;
+    options.retry.max_attempts = 1;
+    Rig rig(
+        [](const TransportRequest& t) {
+          for (const std::string& h : t.headers) {
+            if (h == "x-api-key: sk-limited") {
+              return AnthropicError(429, "rate_limit_error", {{"retry-after", "30"}});
+            }
+          }
+          return AnthropicOk();
+        },
+        options, kProviderTenAtOnce);
+    CallRequest limited = CallRequest::Simple("m", "hi", 4);
+    limited.api_key = "sk-limited";
+    ASSERT_EQ(RunAll(rig, {limited})[0].http_status, 429);
+    // Another key, in each way a request can carry one, and the client's.
+    std::vector<CallRequest> others(4, CallRequest::Simple("m", "hi", 4));
+    others[0].api_key = "sk-other";
+    others[1].headers = {{"x-api-key", "sk-header"}};
+    others[2].headers = {{"authorization", "Bearer sk-bearer"}};
+    const int64_t after_429 = rig.clock.Now();
+    for (const CallResult& r : RunAll(rig, others)) EXPECT_TRUE(r.status.ok()) << r.status;
+    const auto& sent = rig.transport->sent();
+    ASSERT_EQ(sent.size(), 5u);
+    const auto levels = Levels(rig);
+    if (!per_key) {
+      // One shared bucket: the hold makes everyone wait out the 30 s.
+      for (size_t i = 1; i < 5; ++i) EXPECT_GE(sent[i].at_ns, after_429 + 29'000 * kMs) << i;
+      for (const auto& [key, level] : levels) EXPECT_FALSE(absl::StrContains(key, "@")) << key;
+      continue;
+    }
+    for (size_t i = 1; i < 5; ++i) EXPECT_EQ(sent[i].at_ns, after_429) << i;
+    auto account = [](absl::string_view key) {
+      return absl::StrCat("provider:anthropic@", KeyFingerprint(key).substr(0, 16), ":default:rpm");
+    };
+    EXPECT_EQ(levels.at(account("sk-limited")), 0);  // held, not 9
+    for (const char* key : {"sk-other", "sk-header", "sk-bearer", kSecret}) {
+      EXPECT_EQ(levels.at(account(key)), 9) << key;
+    }
+    EXPECT_EQ(levels.at("provider:anthropic:default:rpm"), 10);  // nobody's
+    // An explicit account wins over the key's: not held, sent at once.
+    CallRequest named = CallRequest::Simple("m", "hi", 4);
+    named.api_key = "sk-limited";
+    named.account = "team7";
+    const int64_t before_named = rig.clock.Now();
+    EXPECT_EQ(RunAll(rig, {named})[0].http_status, 429);
+    EXPECT_EQ(rig.transport->sent().back().at_ns, before_named);
+    EXPECT_TRUE(Levels(rig).contains("provider:anthropic@team7:default:rpm"));
+    named.account = "Not-Valid";
+    EXPECT_EQ(RunAll(rig, {named})[0].status.code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// A response passed on piece by piece settles its permit with the usage it
+// reported: a whole JSON reply from its body, a stream from its events
+// (Anthropic's message_start and message_delta, OpenAI's final usage
+// chunk); a stream without usage keeps the estimate charged.
+TEST(SchedulerTest, APassedOnResponseSettlesWithTheUsageItReported) {
+  auto Events = [](absl::string_view content_type, std::vector<std::string> chunks) {
+    ScriptedReply r;
+    r.headers.Set("content-type", content_type);
+    r.chunks = std::move(chunks);
+    return r;
+  };
+  const struct {
+    const char* name;
+    Provider provider;
+    ScriptedReply reply;
+    int64_t charged;  // output tokens left charged of max_tokens = 1000
+  } kCases[] = {
+      {"anthropic json", Provider::kAnthropic, AnthropicOk(), 2},
+      {"openai json", Provider::kOpenAi, OpenAiOk(), 2},
+      {"anthropic events", Provider::kAnthropic,
+       Events("text/event-stream; charset=utf-8",
+              {"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":"
+               "{\"input_tokens\":3,\"output_tokens\":1}}}\n\n",
+               "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":"
+               "{\"output_tokens\":7}}\n\n"}),
+       7},
+      {"openai events", Provider::kOpenAi,
+       Events("text/event-stream",
+              {"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+               "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,"
+               "\"total_tokens\":8}}\n\ndata: [DONE]\n\n"}),
+       5},
+      {"events without usage", Provider::kOpenAi,
+       Events("text/event-stream",
+              {"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n",
+               "data: [DONE]\n\n"}),
+       1000},
+  };
+  for (const auto& c : kCases) {
+    SCOPED_TRACE(c.name);
+    Rig rig([&](const TransportRequest&) { return c.reply; }, Options(c.provider), R"(
+[scopes.global]
+output_tokens_per_minute = 1000
+[scopes.global.burst]
+output_tokens_per_minute = 1000
+)");
+    std::string passed;
+    CallRequest request = CallRequest::Simple("m", "hi", 1000);
+    request.on_chunk = [&](absl::string_view chunk) { absl::StrAppend(&passed, chunk); };
+    const CallResult r = rig.client->Call(request);
+    ASSERT_TRUE(r.status.ok()) << r.status;
+    EXPECT_EQ(passed, absl::StrJoin(c.reply.chunks, ""));
+    // At 1,000 tokens a minute, the 1 ms the reply took refilled nothing.
+    EXPECT_EQ(Levels(rig).at("scope:global:otpm"), 1000 - c.charged);
+  }
 }
 
 }  // namespace

@@ -131,5 +131,63 @@ TEST(BucketKeyTest, ValidateNameIsTheLimitsFilesRule) {
   EXPECT_THAT(config.status().message(), HasSubstr("scope name has an empty ':'-separated part"));
 }
 
+TEST(BucketKeyTest, AProviderAccountKeyRoundTrips) {
+  const BucketKey key = BucketKey::ProviderLimit(
+      "anthropic", "default", LimitKind::kInputTokensPerMinute, "3f2a9c0d1e4b5a68");
+  EXPECT_EQ(key.ToString(), "provider:anthropic@3f2a9c0d1e4b5a68:default:itpm");
+  EXPECT_EQ(key.OwnerName(), "anthropic@3f2a9c0d1e4b5a68/default");
+  const absl::StatusOr<BucketKey> parsed = BucketKey::Parse(key.ToString());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(*parsed, key);
+  EXPECT_EQ(parsed->provider(), "anthropic");
+  EXPECT_EQ(parsed->account(), "3f2a9c0d1e4b5a68");
+  EXPECT_EQ(parsed->model_class(), "default");
+  EXPECT_EQ(parsed->limit_kind(), LimitKind::kInputTokensPerMinute);
+  // Without an account, the key and its parts are as before.
+  const BucketKey shared =
+      BucketKey::ProviderLimit("anthropic", "default", LimitKind::kInputTokensPerMinute);
+  EXPECT_NE(shared, key);
+  EXPECT_EQ(shared.ToString(), "provider:anthropic:default:itpm");
+  EXPECT_EQ(BucketKey::Parse(shared.ToString())->account(), "");
+  for (LimitKind kind : kAllLimitKinds) {
+    const BucketKey k = BucketKey::ProviderLimit("openai", "gpt-4o", kind, "a1");
+    EXPECT_EQ(BucketKey::Parse(k.ToString()).value(), k) << k.ToString();
+  }
+}
+
+TEST(BucketKeyTest, AccountsAreShortLowercaseAlphanumericAndProvidersHoldNoAt) {
+  using Part = BucketKey::Part;
+  EXPECT_TRUE(BucketKey::ValidateName(Part::kAccount, "0123456789abcdef").ok());
+  EXPECT_TRUE(BucketKey::ValidateName(Part::kAccount, std::string(32, 'z')).ok());
+  EXPECT_EQ(BucketKey::ValidateName(Part::kAccount, "").message(), "account name is empty");
+  for (const std::string& bad : {std::string(33, 'a'), std::string("ABC"), std::string("a-b"),
+                                 std::string("a:b"), std::string("a@b"), std::string("a b")}) {
+    EXPECT_EQ(BucketKey::ValidateName(Part::kAccount, bad).message(),
+              "account name must be 1 to 32 characters of [0-9a-z]")
+        << bad;
+  }
+  EXPECT_THAT(BucketKey::ValidateName(Part::kProvider, "open@ai").message(),
+              HasSubstr("provider name must not hold '@'"));
+  const struct {
+    const char* key;
+    const char* why;
+  } kCases[] = {
+      {"provider:anthropic@:default:rpm", "account name is empty"},
+      {"provider:anthropic@A:default:rpm", "account name must be 1 to 32"},
+      {"provider:anthropic@a@b:default:rpm", "account name must be 1 to 32"},
+      {"provider:@a:default:rpm", "provider name is empty"},
+  };
+  for (const auto& c : kCases) {
+    const absl::StatusOr<BucketKey> parsed = BucketKey::Parse(c.key);
+    ASSERT_FALSE(parsed.ok()) << c.key;
+    EXPECT_THAT(parsed.status().message(), HasSubstr(c.why)) << c.key;
+  }
+  // The limits file refuses such a provider in the same words.
+  const absl::StatusOr<LimitsConfig> config =
+      ParseLimitsConfig("[providers.\"open@ai\"]\nrequests_per_minute = 1\n", "t.toml");
+  ASSERT_FALSE(config.ok());
+  EXPECT_THAT(config.status().message(), HasSubstr("provider name must not hold '@'"));
+}
+
 }  // namespace
 }  // namespace sluice

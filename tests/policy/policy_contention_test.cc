@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cmath>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -60,15 +61,20 @@ const char* const kScopes[] = {"workflow:x", "team:a", "team:b", "global"};
 // What one worker was granted and kept, per bucket key.
 using Ledger = std::map<std::string, int64_t>;
 
+// Provider accounts a worker may draw from ("": the provider's own buckets).
+const char* const kAccounts[] = {"", "a1", "a2", "a3"};
+
 // Reserves random requests on random overlapping routes until `attempts`
 // are spent; settles most of them to a random smaller usage and cancels the
-// rest, recording what each bucket kept.
-Ledger Work(Policy& policy, int64_t now, uint64_t seed, int attempts) {
+// rest, recording what each bucket kept. With `accounts`, each request
+// draws on a random provider account, opened by whichever thread is first.
+Ledger Work(Policy& policy, int64_t now, uint64_t seed, int attempts, bool accounts = false) {
   std::mt19937_64 rng(seed);
   Ledger kept;
   for (int i = 0; i < attempts; ++i) {
     const std::string scope = kScopes[rng() % 4];
-    auto route = policy.Resolve(scope, "anthropic", "m");
+    const std::string account = accounts ? kAccounts[rng() % 4] : "";
+    auto route = policy.Resolve(scope, "anthropic", "m", account);
     if (!route.ok()) continue;
     const uint64_t input = 1 + rng() % 400;
     auto permit = policy.Reserve(**route, input, 0, absl::ZeroDuration(), now);
@@ -83,8 +89,9 @@ Ledger Work(Policy& policy, int64_t now, uint64_t seed, int attempts) {
       kept["scope:" + s + ":rpm"] += 1;
       if (s == "team:a") kept["scope:team:a:tpm"] += static_cast<int64_t>(used);
     }
-    kept["provider:anthropic:default:rpm"] += 1;
-    kept["provider:anthropic:default:itpm"] += static_cast<int64_t>(used);
+    const std::string provider = account.empty() ? "anthropic" : "anthropic@" + account;
+    kept["provider:" + provider + ":default:rpm"] += 1;
+    kept["provider:" + provider + ":default:itpm"] += static_cast<int64_t>(used);
   }
   return kept;
 }
@@ -100,25 +107,60 @@ void ExpectLevelsMatchLedger(const Policy& policy, const Ledger& kept) {
   EXPECT_GT(drained, 0) << "the workload never pressed on any bucket";
 }
 
+// kConfig's policy over process memory, on a clock that never moves.
+struct FrozenPolicy {
+  FakeClock frozen{1'000'000'000};
+  std::unique_ptr<Store> store = NewLocalStore(Clock::Fake(&frozen));
+  std::unique_ptr<Policy> policy;
+
+  FrozenPolicy() {
+    auto config = ParseLimitsConfig(kConfig, "contention.toml");
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return;
+    auto created = Policy::Create(*config, store.get());
+    EXPECT_TRUE(created.ok()) << created.status();
+    if (created.ok()) policy = *std::move(created);
+  }
+
+  // Work on four threads at once (seeds from `seed`), their ledgers summed.
+  Ledger WorkOnFourThreads(uint64_t seed, bool accounts) {
+    std::vector<Ledger> ledgers(4);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back(
+          [&, t] { ledgers[t] = Work(*policy, frozen.Now(), seed + t, 1500, accounts); });
+    }
+    for (auto& t : threads) t.join();
+    Ledger total;
+    for (const Ledger& l : ledgers) {
+      for (const auto& [key, n] : l) total[key] += n;
+    }
+    return total;
+  }
+};
+
 TEST(PolicyContentionTest, ThreadsOnOverlappingPathsKeepAnExactLedger) {
-  auto config = ParseLimitsConfig(kConfig, "contention.toml");
-  ASSERT_TRUE(config.ok()) << config.status();
-  FakeClock frozen(1'000'000'000);
-  auto store = NewLocalStore(Clock::Fake(&frozen));
-  auto policy = Policy::Create(*config, store.get());
-  ASSERT_TRUE(policy.ok()) << policy.status();
-  std::vector<Ledger> ledgers(4);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] { ledgers[t] = Work(**policy, frozen.Now(), t + 1, 1500); });
-  }
-  for (auto& t : threads) t.join();
-  Ledger total;
-  for (const Ledger& l : ledgers) {
-    for (const auto& [key, n] : l) total[key] += n;
-  }
-  ExpectLevelsMatchLedger(**policy, total);
-  EXPECT_GT((*policy)->Stats().rollbacks, 0u);
+  FrozenPolicy rig;
+  ASSERT_NE(rig.policy, nullptr);
+  ExpectLevelsMatchLedger(*rig.policy, rig.WorkOnFourThreads(1, /*accounts=*/false));
+  EXPECT_GT(rig.policy->Stats().rollbacks, 0u);
+}
+
+// Accounts opened on first use by racing threads, while another thread
+// reads the stats: each account's buckets open once and keep an exact ledger.
+TEST(PolicyContentionTest, ThreadsOpeningProviderAccountsKeepAnExactLedger) {
+  FrozenPolicy rig;
+  ASSERT_NE(rig.policy, nullptr);
+  constexpr size_t kBuckets = 7 + 3 * 2;  // the config's, and each account's rpm and itpm
+  std::atomic<bool> done{false};
+  std::thread reader([&] {
+    while (!done.load()) EXPECT_LE(rig.policy->Stats().buckets.size(), kBuckets);
+  });
+  const Ledger total = rig.WorkOnFourThreads(11, /*accounts=*/true);
+  done.store(true);
+  reader.join();
+  EXPECT_EQ(rig.policy->Stats().buckets.size(), kBuckets);
+  ExpectLevelsMatchLedger(*rig.policy, total);
 }
 
 TEST(PolicyContentionTest, FourProcessesOnOneSegmentKeepAnExactLedger) {

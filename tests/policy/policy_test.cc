@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "sluice/segment.h"
@@ -409,11 +410,136 @@ TEST_P(PolicyTest, ProviderFeedbackClampsAndHoldsOnlyProviderBuckets) {
   EXPECT_EQ(waits->wait_ns(), 5 * kSec);
 }
 
+// Provider accounts (one API key's buckets): the provider's limits, apart
+// from the account-less buckets and every other account's; the scopes shared.
+TEST_P(PolicyTest, AProviderAccountDrawsFromItsOwnProviderBucketsAndSharedScopes) {
+  const auto before = Levels();
+  EXPECT_FALSE(before.contains("provider:anthropic@aaaa:default:rpm"));  // opened lazily
+  auto a = policy_->Resolve("team:eng", "anthropic", "claude-sonnet-4", "aaaa");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*policy_->Resolve("team:eng", "anthropic", "claude-sonnet-4", "aaaa"), *a);  // cached
+  auto permit = Reserve(**a, 100, 50);
+  ASSERT_TRUE(permit.ok()) << permit.status();
+  const auto after = Levels();
+  // The account's buckets: configured as the provider's, charged as it would be.
+  EXPECT_EQ(after.at("provider:anthropic@aaaa:default:rpm"), 10 - 1);
+  EXPECT_EQ(after.at("provider:anthropic@aaaa:default:itpm"), 10'000 - 100);
+  EXPECT_EQ(after.at("provider:anthropic@aaaa:default:otpm"), 2'000 - 50);
+  EXPECT_EQ(after.at("provider:anthropic@aaaa:default:tpd"), 100'000 - 150);
+  // The account-less provider buckets are untouched; the scopes pay as always.
+  for (const char* key : {"provider:anthropic:default:rpm", "provider:anthropic:default:itpm"}) {
+    EXPECT_EQ(after.at(key), before.at(key)) << key;
+  }
+  EXPECT_EQ(after.at("scope:team:eng:rpm"), before.at("scope:team:eng:rpm") - 1);
+  EXPECT_EQ(after.at("scope:global:rpm"), before.at("scope:global:rpm") - 1);
+  EXPECT_EQ(after.at("scope:team:eng:concurrency"), 1);
+  permit->Settle({.input_tokens = 40, .output_tokens = 10});
+  EXPECT_EQ(Levels().at("provider:anthropic@aaaa:default:itpm"), 10'000 - 40);
+
+  // Another model class of the same account has buckets of its own too.
+  auto legacy = policy_->Resolve("global", "anthropic", "claude-2.1", "aaaa");
+  ASSERT_TRUE(legacy.ok()) << legacy.status();
+  ASSERT_TRUE(Reserve(**legacy, 1, 1).ok());
+  EXPECT_EQ(Levels().at("provider:anthropic@aaaa:legacy:rpm"), 10 - 1);
+
+  // The stats list them under the account's owner.
+  bool listed = false;
+  for (const PolicyStats::Bucket& b : policy_->Stats().buckets) {
+    if (b.key != "provider:anthropic@aaaa:default:itpm") continue;
+    listed = true;
+    EXPECT_EQ(b.owner, "anthropic@aaaa/default");
+    EXPECT_EQ(b.kind, LimitKind::kInputTokensPerMinute);
+    EXPECT_EQ(b.limit, 60'000u);
+    EXPECT_EQ(b.capacity, 10'000);
+  }
+  EXPECT_TRUE(listed);
+}
+
+TEST_P(PolicyTest, FeedbackForOneAccountNeverTouchesAnotherOrTheSharedBuckets) {
+  auto a = policy_->Resolve("global", "anthropic", "claude-sonnet-4", "aaaa");
+  auto b = policy_->Resolve("global", "anthropic", "claude-sonnet-4", "bbbb");
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  const PolicyStats stats_before = policy_->Stats();
+  auto capacity = [](const PolicyStats& stats, absl::string_view key) -> int64_t {
+    for (const auto& bucket : stats.buckets) {
+      if (bucket.key == key) return bucket.capacity;
+    }
+    return -1;
+  };
+  const auto before = Levels();
+  policy_->ClampProvider(**a, LimitKind::kRequestsPerMinute, 2, clock_.Now());
+  policy_->ClampProvider(**a, LimitKind::kInputTokensPerMinute, 1'000, clock_.Now());
+  policy_->LearnProviderRate(**a, LimitKind::kRequestsPerMinute, 60);
+  policy_->LearnProviderRate(**a, LimitKind::kInputTokensPerMinute, 6'000);
+  policy_->HoldProvider(**a, clock_.Now() + 5 * kSec, clock_.Now());
+  const auto after = Levels();
+  EXPECT_EQ(after.at("provider:anthropic@aaaa:default:rpm"), 0);  // held
+  EXPECT_LE(after.at("provider:anthropic@aaaa:default:itpm"), 1'000);
+  const PolicyStats stats_after = policy_->Stats();
+  EXPECT_LT(capacity(stats_after, "provider:anthropic@aaaa:default:itpm"),
+            capacity(stats_before, "provider:anthropic@aaaa:default:itpm"));  // learned
+  for (const auto& [key, level] : before) {
+    if (absl::StrContains(key, "@aaaa:")) continue;
+    EXPECT_EQ(after.at(key), level) << key;
+    EXPECT_EQ(capacity(stats_after, key), capacity(stats_before, key)) << key;
+  }
+  auto refused = Reserve(**a, 1, 1);
+  EXPECT_THAT(refused.status().message(), HasSubstr("provider:anthropic@aaaa:default:rpm"));
+  EXPECT_TRUE(Reserve(**b, 1, 1).ok());
+  EXPECT_TRUE(Reserve(RouteOf("global"), 1, 1).ok());
+}
+
+TEST_P(PolicyTest, AnAccountIsShortLowercaseAlphanumeric) {
+  for (const char* bad : {"ABC", "a-b", "a:b", "a@b", "0123456789abcdef0123456789abcdef0"}) {
+    auto route = policy_->Resolve("global", "anthropic", "claude-sonnet-4", bad);
+    EXPECT_EQ(route.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(route.status().message(), HasSubstr("account name must be 1 to 32")) << bad;
+  }
+  // An unconfigured provider has no buckets to keep per account.
+  auto other = policy_->Resolve("global", "mistral", "m", "abc");
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE(Reserve(**other, 1, 1).ok());
+  for (const auto& [key, level] : Levels()) EXPECT_FALSE(absl::StrContains(key, "@")) << key;
+}
+
 INSTANTIATE_TEST_SUITE_P(Stores, PolicyTest,
                          ::testing::Values(StoreKind::kLocal, StoreKind::kSegment),
                          [](const auto& info) {
                            return info.param == StoreKind::kLocal ? "Local" : "Segment";
                          });
+
+// A segment's slots are bounded: an account whose buckets do not fit gets
+// the store's error, naming the segment, and nothing crashes.
+TEST(PolicyAccountsTest, AnAccountThatDoesNotFitInTheSegmentIsRefused) {
+  ScratchSegment scratch;
+  FakeClock clock{1'000 * kSec};
+  SegmentOptions options;
+  options.clock = Clock::Fake(&clock);
+  options.slots = 6;  // the config's 4 buckets, and room for one account's rpm and itpm only
+  auto segment = Segment::Open(scratch.path(), options);
+  ASSERT_TRUE(segment.ok()) << segment.status();
+  auto store = NewSegmentStore(segment->get());
+  auto config = ParseLimitsConfig(R"(
+[providers.anthropic]
+requests_per_minute = 60
+input_tokens_per_minute = 6000
+[scopes.global]
+requests_per_minute = 60
+tokens_per_minute = 6000
+)",
+                                  "t.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto policy = Policy::Create(*config, store.get());
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  ASSERT_TRUE((*policy)->Resolve("global", "anthropic", "m", "one").ok());
+  auto full = (*policy)->Resolve("global", "anthropic", "m", "two");
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted) << full.status();
+  EXPECT_THAT(full.status().message(), HasSubstr(scratch.path()));
+  // What fitted still works.
+  auto one = (*policy)->Resolve("global", "anthropic", "m", "one");
+  ASSERT_TRUE(one.ok());
+  EXPECT_TRUE((*policy)->Reserve(**one, 1, 1, absl::ZeroDuration(), clock.Now()).ok());
+}
 
 TEST(CharacterEstimatorTest, IsTheDocumentedHeuristic) {
   const CharacterEstimator estimator;

@@ -303,6 +303,43 @@ TEST_F(StatsTest, PrometheusLabelValuesAreEscapedAndUtf8) {
                                                             "byte"));
 }
 
+// A provider account's buckets (a proxy's callers' keys) are grouped under
+// their own owner, show their provider's configured limit, and expose.
+TEST_F(StatsTest, ProviderAccountBucketsAreListedUnderTheirAccount) {
+  Populate(Wall());
+  auto account = segment_->OpenBucket("provider:anthropic@0a1b2c3d4e5f6789:default:rpm",
+                                      {Rate::PerMinute(500), 50});
+  ASSERT_TRUE(account.ok()) << account.status();
+  ASSERT_TRUE(account->TryAcquire(10, clock_.Now()).granted());
+  const StatsSnapshot snapshot = Snapshot(&config_);
+  const StatsSnapshot::Group* group = nullptr;
+  for (const auto& g : snapshot.groups) {
+    if (g.name == "anthropic@0a1b2c3d4e5f6789/default") group = &g;
+  }
+  ASSERT_NE(group, nullptr);
+  EXPECT_EQ(group->type, StatsSnapshot::GroupType::kProvider);
+  ASSERT_EQ(group->buckets.size(), 1u);
+  EXPECT_EQ(group->buckets[0].kind, "rpm");
+  EXPECT_EQ(group->buckets[0].available, 40);
+  EXPECT_EQ(group->buckets[0].limit, 500u);  // the provider's, after headroom
+  EXPECT_EQ(group->buckets[0].limit_period, "minute");
+
+  const absl::StatusOr<Exposition> e = ParseExposition(FormatPrometheus(snapshot));
+  ASSERT_TRUE(e.ok()) << e.status();
+  ExpectSluiceConventions(*e);
+  const std::map<std::string, std::string> labels = {
+      {"bucket", "provider:anthropic@0a1b2c3d4e5f6789:default:rpm"},
+      {"owner", "anthropic@0a1b2c3d4e5f6789/default"},
+      {"owner_type", "provider"},
+      {"kind", "rpm"}};
+  EXPECT_EQ(Get(*e, "sluice_bucket_available_permits", labels), 40);
+  EXPECT_THAT(FormatStatsJson(snapshot), HasSubstr("anthropic@0a1b2c3d4e5f6789/default"));
+
+  const auto taken = TakeStatsSnapshot(scratch_.path(), &config_);
+  ASSERT_TRUE(taken.ok()) << taken.status();
+  EXPECT_EQ(taken->slots_used, 8u);
+}
+
 TEST_F(StatsTest, TakeStatsSnapshotNamesAMissingSegment) {
   ScratchSegment missing;
   const auto snapshot = TakeStatsSnapshot(missing.path(), nullptr);

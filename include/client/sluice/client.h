@@ -32,8 +32,8 @@
 //
 // Thread safety: Run, Call and Serve drive the client's one loop: call one of
 // them at a time, from one thread. Submit, Cancel and Stop are safe from any
-// thread, also while the loop runs. Callbacks (done, on_response, on_chunk)
-// run on the loop's thread.
+// thread, also while the loop runs. Callbacks (done, on_start, on_response,
+// on_chunk) run on the loop's thread.
 //
 // Example:
 //   sluice::ClientOptions options;
@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -123,6 +124,15 @@ struct ClientOptions {
   // headers count per simulated minute.
   double provider_time_scale = 1.0;
   uint64_t seed = 0;  // for retry jitter; 0: random
+  // Provider accounts (Policy::Resolve): true, a request with an empty
+  // CallRequest::account draws from (and feeds back into) the provider
+  // buckets of the account its credential names: the first 16 hex digits of
+  // KeyFingerprint of the key it is sent with (its api_key, else the
+  // credential among its headers: x-api-key, or the token of an
+  // "authorization: Bearer" header, else the client's key). A provider meters
+  // each key on its own, so one key's 429s never slow another's requests.
+  // false: every request without an account shares the provider's buckets.
+  bool account_per_key = false;
 };
 
 // One call: a provider-shaped JSON body (Anthropic Messages or OpenAI Chat
@@ -150,8 +160,40 @@ struct CallRequest {
   // on_chunk with each piece of the body. Once a piece went out the request
   // is never retried. Error responses are not streamed: they are retried or
   // end in the CallResult.
+  //
+  // Usage is read from the response all the same, and the permit settled
+  // with it: from a server-sent-events stream (content-type
+  // text/event-stream) its usage events (Anthropic's message_start and
+  // message_delta, OpenAI's final chunk with stream_options.include_usage;
+  // without them the estimate stays charged); from any other body (a whole
+  // JSON reply passed on piece by piece), the body as kept, up to
+  // max_response_bytes.
   std::function<void(int http_status, const Headers& headers)> on_response;
   std::function<void(absl::string_view chunk)> on_chunk;
+
+  // Non-empty: these exact bytes are the body sent (a proxy forwards its
+  // caller's untouched), instead of body.dump(). `body` is still what the
+  // estimate, model and max_tokens are read from.
+  std::string raw_body;
+  // The HTTP method; empty: POST. GET and HEAD are sent without a body.
+  std::string method;
+  // false: no reservation, no permit and no header feedback: the request is
+  // only sent when due (a proxy's pass-through paths, count_tokens). Its
+  // retries follow ClientOptions::retry as any request's.
+  bool throttled = true;
+  // How long this request may wait in the throttle (a concurrency cap's lease
+  // included) on each attempt; nullopt: ClientOptions::throttle_timeout.
+  std::optional<absl::Duration> throttle_timeout;
+  // Runs once, on the loop's thread, when the request's first attempt is
+  // handed to the transport (its permits granted and its start time come);
+  // never for a request that does not start (cancelled while waiting, a
+  // throttle timeout, one that can never fit, one that cannot be sent).
+  std::function<void()> on_start;
+  // The provider account whose provider buckets this request draws from and
+  // feeds back into (Policy::Resolve; 1 to 32 characters of [0-9a-z]).
+  // Empty: the one its key names with ClientOptions::account_per_key, else
+  // none (the provider's shared buckets).
+  std::string account;
 
   // {"model", "max_tokens", "messages": [{"role": "user", "content": prompt}]}.
   static CallRequest Simple(absl::string_view model, absl::string_view prompt, uint64_t max_tokens);

@@ -76,6 +76,14 @@ absl::StatusOr<Provider> ParseProvider(absl::string_view name);
 // The name ParseProvider() accepts: "anthropic" or "openai".
 absl::string_view ProviderName(Provider provider);
 
+// KeyFingerprint()
+//
+// The lowercase hex SHA-256 of an API key (64 digits): a name for the key
+// that can be logged, configured or used in a bucket key without revealing
+// it. A proxy maps keys to scopes by it, and the client names a key's
+// provider account by its first 16 digits (ClientOptions::account_per_key).
+std::string KeyFingerprint(absl::string_view api_key);
+
 // Headers
 //
 // An HTTP response's header fields. Names are case-insensitive in HTTP, so

@@ -1,6 +1,6 @@
 // File: transport.h
 // -----------------------------------------------------------------------------
-// How a Client's requests reach the network: a Transport starts HTTP POSTs,
+// How a Client's requests reach the network: a Transport starts HTTP requests,
 // reports each response as it arrives (status and headers, then the body
 // piece by piece, then the end), cancels them, and waits for progress.
 //
@@ -32,9 +32,12 @@
 
 namespace sluice {
 
-// One HTTP POST.
+// One HTTP request: a POST unless `method` says otherwise.
 struct TransportRequest {
   uint64_t id = 0;  // the caller's; unique among the requests in flight
+  // "GET", "HEAD", "DELETE", ...; empty: "POST". GET and HEAD send no body
+  // (`body` is ignored); HEAD's response has none.
+  std::string method;
   std::string url;
   // "name: value" lines, credentials among them. REQUIRES: no CR or LF.
   std::vector<std::string> headers;

@@ -7,7 +7,8 @@
 // draws from, in a fixed order —
 //   * each scope on the path (workflow -> team -> global): requests per
 //     minute, token limits, the USD budget's worst case, a concurrency lease;
-//   * the provider's model class: RPM, ITPM/OTPM or TPM, tokens per day.
+//   * the provider's model class: RPM, ITPM/OTPM or TPM, tokens per day
+//     (one provider account's own, when the route names one).
 // Reserving takes from all of them or from none: if any bucket cannot grant
 // within the allowed wait, what was already taken is given back exactly. The
 // wait is the longest among the buckets, and the one that set it (or refused)
@@ -189,7 +190,7 @@ struct PolicyOptions {
 struct PolicyStats {
   struct Bucket {
     std::string key;
-    std::string owner;  // scope name or "provider/class"
+    std::string owner;  // scope name, "provider/class" or "provider@account/class"
     LimitKind kind;
     uint64_t limit;  // per minute or per day, after headroom
     int64_t available;
@@ -243,8 +244,22 @@ class Policy {
   // config has none). FailedPrecondition when a scope on the path has a USD
   // budget and the model has no price: a problem of the configuration, not of
   // one request.
+  //
+  // Provider accounts: with a non-empty `account` (one API key's, say: a
+  // provider meters each key on its own), the route draws from that
+  // account's own provider buckets instead of the provider's: the same
+  // limits, headroom, bursts and learned-limit rules as the provider's model
+  // class, under keys "provider:<provider>@<account>:<class>:<kind>"
+  // (bucket_key.h). They are opened in the store the first time an account
+  // is resolved, by whichever process resolves it first, as Create opens the
+  // configured ones. Feedback on such a route (ClampProvider, HoldProvider,
+  // LearnProviderRate) touches that account's buckets only. Scope buckets,
+  // budgets and caps stay shared by every account. InvalidArgument when
+  // `account` is not 1 to BucketKey::kMaxAccountLength characters of
+  // [0-9a-z]; the store's error when it cannot open the account's buckets
+  // (ResourceExhausted, naming the segment, when its slots are all taken).
   absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
-                                       absl::string_view model);
+                                       absl::string_view model, absl::string_view account = "");
 
   // Reserves without sleeping: all-or-nothing, each bucket waiting at most
   // `max_wait`; concurrency leases must be free now. The permit says when the
