@@ -32,7 +32,7 @@ absl::Status Resolve(ClientOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "provider_time_scale must be positive and finite, got ", options.provider_time_scale));
   }
-  if (options.api_key.empty()) {
+  if (options.api_key.empty() && options.key_from_environment) {
     const char* env = std::getenv(ApiKeyVariable(options.provider));
     if (env != nullptr) options.api_key = env;
   }
@@ -115,6 +115,7 @@ Client::Handle Client::Submit(CallRequest request, std::function<void(CallResult
 }
 
 void Client::Cancel(Handle handle) { impl_->scheduler().Cancel(handle); }
+void Client::Withdraw(Handle handle) { impl_->scheduler().Withdraw(handle); }
 
 void Client::Stop() { impl_->scheduler().Stop(); }
 

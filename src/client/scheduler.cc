@@ -170,6 +170,16 @@ class Scheduler::Queue {
     }
     return found;
   }
+  // Job `id` if it is waiting, else null.
+  const Job* Find(uint64_t id) const {
+    for (const Blocked& b : blocked_) {
+      if (b.job->id == id) return b.job.get();
+    }
+    for (const Entry& e : heap_) {
+      if (e.job->id == id) return e.job.get();
+    }
+    return nullptr;
+  }
   // The ids of every waiting job.
   std::vector<uint64_t> Ids() const {
     std::vector<uint64_t> ids;
@@ -268,7 +278,15 @@ uint64_t Scheduler::Submit(CallRequest request, std::function<void(CallResult)> 
 void Scheduler::Cancel(uint64_t id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    cancels_.push_back(id);
+    cancels_.push_back({id, /*only_unstarted=*/false});
+  }
+  transport_->Wake();
+}
+
+void Scheduler::Withdraw(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancels_.push_back({id, /*only_unstarted=*/true});
   }
   transport_->Wake();
 }
@@ -283,7 +301,7 @@ void Scheduler::Stop() {
 
 bool Scheduler::TakeInbox() {
   std::vector<std::unique_ptr<Job>> submitted;
-  std::vector<uint64_t> cancels;
+  std::vector<CancelOrder> cancels;
   bool stop;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -292,7 +310,15 @@ bool Scheduler::TakeInbox() {
     stop = stop_;
   }
   for (std::unique_ptr<Job>& job : submitted) Admit(std::move(job));
-  for (uint64_t id : cancels) CancelNow(id, "cancelled");
+  for (const CancelOrder& c : cancels) {
+    if (c.only_unstarted) {
+      const Job* job = waiting_->Find(c.id);
+      if (job == nullptr || job->attempt > 0) continue;  // started, or gone
+      CancelNow(c.id, "withdrawn");
+    } else {
+      CancelNow(c.id, "cancelled");
+    }
+  }
   return stop;
 }
 

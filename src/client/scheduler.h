@@ -48,11 +48,16 @@ class Scheduler {
   void Serve();
   uint64_t Submit(CallRequest request, std::function<void(CallResult)> done);
   void Cancel(uint64_t id);
+  void Withdraw(uint64_t id);
   void Stop();
 
  private:
   struct Job;
   class Queue;
+  struct CancelOrder {
+    uint64_t id;
+    bool only_unstarted;  // Withdraw: leave it be if its first attempt went out
+  };
   // Where the loop's requests come from: Run's function, or only Submit.
   struct Source {
     const std::function<bool(CallRequest*)>* next = nullptr;
@@ -102,7 +107,7 @@ class Scheduler {
   // What other threads hand the loop.
   std::mutex mu_;
   std::vector<std::unique_ptr<Job>> submitted_;  // guarded by mu_
-  std::vector<uint64_t> cancels_;                // guarded by mu_
+  std::vector<CancelOrder> cancels_;             // guarded by mu_
   bool stop_ = false;                            // guarded by mu_
 };
 

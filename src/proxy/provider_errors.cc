@@ -57,11 +57,9 @@ ErrorReply ProviderError(Provider provider, int status, absl::string_view messag
             {"error", {{"type", AnthropicType(status)}, {"message", std::string(message)}}}};
   } else {
     auto [type, code] = OpenAiTypeAndCode(status);
-    body = {{"error",
-             {{"message", std::string(message)},
-              {"type", type},
-              {"param", nullptr},
-              {"code", code}}}};
+    body = {
+        {"error",
+         {{"message", std::string(message)}, {"type", type}, {"param", nullptr}, {"code", code}}}};
   }
   reply.body = body.dump();
   if (retry_after) {

@@ -55,7 +55,7 @@ struct ProxyRequest : Ticket {
   std::shared_ptr<HttpExchange> exchange;
   Destination destination;
   Identity identity;
-  CallRequest call;               // what is submitted (copied: a withdrawn one is resubmitted)
+  CallRequest call;                // what is submitted (copied: a withdrawn one is resubmitted)
   Upstreams* upstreams = nullptr;  // where it was submitted
   Client::Handle handle = 0;
   bool submitted = false;
@@ -185,9 +185,9 @@ void Proxy::Impl::Handle(std::shared_ptr<HttpExchange> exchange) {
   request->arrived = absl::Now();
   const Provider provider = request->destination.provider;
   if (request->destination.treatment == Treatment::kMetrics) {
-    request->exchange->Respond(200, {{"content-type", "text/plain; version=0.0.4"}},
-                               proxy_internal::MetricsText(options_.segment, Current().config(),
-                                                           counters_.Snapshot()));
+    request->exchange->Respond(
+        200, {{"content-type", "text/plain; version=0.0.4"}},
+        proxy_internal::MetricsText(options_.segment, Current().config(), counters_.Snapshot()));
     return;
   }
   if (http.body_too_large) {
@@ -217,14 +217,12 @@ void Proxy::Impl::HandleForwarded(std::shared_ptr<ProxyRequest> owned) {
   if (treatment != Treatment::kPassThrough) {
     call.body = nlohmann::json::parse(http.body, nullptr, /*allow_exceptions=*/false);
     if (call.body.is_discarded() || !call.body.is_object()) {
-      return Answer(request,
-                    ProviderError(provider, 400, "the request body is not a JSON object"),
+      return Answer(request, ProviderError(provider, 400, "the request body is not a JSON object"),
                     "bad_request");
     }
   }
   if (treatment == Treatment::kThrottled) {
-    absl::StatusOr<Identity> identity =
-        proxy_internal::Identify(http.headers, Current().config());
+    absl::StatusOr<Identity> identity = proxy_internal::Identify(http.headers, Current().config());
     if (!identity.ok()) {
       return Answer(request, ProviderError(provider, 400, identity.status().message()),
                     "bad_request");
@@ -275,7 +273,8 @@ void Proxy::Impl::SubmitCountTokens(ProxyRequest* request) {
     return Finish(request, 0, "queue_timeout", nullptr);
   }
   if (decision.wait_ns == 0) return Submit(request);
-  request->timer = server_->After(absl::Nanoseconds(decision.wait_ns), IfLive(request, &Impl::Submit));
+  request->timer =
+      server_->After(absl::Nanoseconds(decision.wait_ns), IfLive(request, &Impl::Submit));
 }
 
 void Proxy::Impl::Submit(ProxyRequest* request) {
@@ -338,8 +337,7 @@ void Proxy::Impl::AnswerResult(ProxyRequest* request, const CallResult& result) 
   if (result.http_status != 0) {
     // The provider answered (an error, or a success with no body): pass it on.
     if (result.http_status == 429) counters_.upstream_rate_limited++;
-    request->exchange->Respond(result.http_status,
-                               proxy_internal::DownstreamFields(result.headers),
+    request->exchange->Respond(result.http_status, proxy_internal::DownstreamFields(result.headers),
                                result.error_body);
     return Finish(request, result.http_status, result.status.ok() ? "ok" : "upstream_error",
                   &result);
@@ -352,10 +350,10 @@ void Proxy::Impl::AnswerResult(ProxyRequest* request, const CallResult& result) 
     counters_.rejected_timeout++;
     const std::optional<absl::Duration> retry =
         absl::IsDeadlineExceeded(status) ? std::optional(absl::Seconds(1)) : std::nullopt;
-    return Answer(request,
-                  ProviderError(provider, 429, absl::StrCat("sluice proxy: ", status.message()),
-                                retry),
-                  "throttled");
+    return Answer(
+        request,
+        ProviderError(provider, 429, absl::StrCat("sluice proxy: ", status.message()), retry),
+        "throttled");
   }
   if (absl::IsInvalidArgument(status)) {
     return Answer(request, ProviderError(provider, 400, status.message()), "bad_request");
@@ -406,13 +404,13 @@ void Proxy::Impl::Finish(ProxyRequest* request, int status, absl::string_view ou
                          const CallResult* result) {
   const Provider provider = request->destination.provider;
   if (status == 0 && (outcome == "queue_full" || outcome == "queue_timeout")) {
-    const ErrorReply reply = ProviderError(
-        provider, 429,
-        outcome == "queue_full"
-            ? "sluice proxy: the queue is full; try again shortly"
-            : absl::StrCat("sluice proxy: not served within the queue timeout of ",
-                           absl::FormatDuration(options_.queue_timeout)),
-        absl::Seconds(1));
+    const ErrorReply reply =
+        ProviderError(provider, 429,
+                      outcome == "queue_full"
+                          ? "sluice proxy: the queue is full; try again shortly"
+                          : absl::StrCat("sluice proxy: not served within the queue timeout of ",
+                                         absl::FormatDuration(options_.queue_timeout)),
+                      absl::Seconds(1));
     request->exchange->Respond(reply.status, reply.headers, reply.body);
     status = reply.status;
   }
@@ -430,8 +428,8 @@ void Proxy::Impl::Finish(ProxyRequest* request, int status, absl::string_view ou
   }
   record.status = status;
   record.outcome = std::string(outcome);
-  record.queued = (request->started == absl::Time() ? record.at : request->started) -
-                  request->arrived;
+  record.queued =
+      (request->started == absl::Time() ? record.at : request->started) - request->arrived;
   record.total = record.at - request->arrived;
   if (result != nullptr) {
     record.input_tokens = result->usage.input_tokens;

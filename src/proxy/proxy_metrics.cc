@@ -60,8 +60,8 @@ std::string MetricsText(const std::string& segment, const LimitsConfig& config,
       {"reloads_total", "counter", "Limits reloads.", stats.reloads},
   };
   for (const auto& row : rows) {
-    absl::StrAppendFormat(&text, "# HELP sluice_proxy_%s %s\n# TYPE sluice_proxy_%s %s\n",
-                          row.name, row.help, row.name, row.type);
+    absl::StrAppendFormat(&text, "# HELP sluice_proxy_%s %s\n# TYPE sluice_proxy_%s %s\n", row.name,
+                          row.help, row.name, row.type);
     absl::StrAppendFormat(&text, "sluice_proxy_%s %d\n", row.name, row.value);
   }
   return text;

@@ -19,9 +19,9 @@ constexpr char kPriorityHeader[] = "x-sluice-priority";
 // Fields that describe one connection, not the message (RFC 9110 7.6.1),
 // and the ones the proxy frames itself.
 bool IsHopByHop(absl::string_view name) {
-  for (absl::string_view hop : {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-                                "proxy-authorization", "te", "trailer", "transfer-encoding",
-                                "upgrade", "content-length"}) {
+  for (absl::string_view hop :
+       {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "te", "trailer", "transfer-encoding", "upgrade", "content-length"}) {
     if (absl::EqualsIgnoreCase(name, hop)) return true;
   }
   return false;
@@ -78,8 +78,8 @@ absl::StatusOr<Identity> Identify(const HttpFields& headers, const LimitsConfig&
     std::optional<Priority> parsed =
         ParsePriority(absl::AsciiStrToLower(absl::StripAsciiWhitespace(*priority)));
     if (!parsed) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kPriorityHeader, ": must be high, normal or low, got \"", *priority, "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kPriorityHeader, ": must be high, normal or low, got \"", *priority, "\""));
     }
     identity.priority = *parsed;
     return identity;

@@ -92,7 +92,7 @@ int RunProxy(const Command& cmd) {
 }
 
 constexpr absl::string_view kProxyFlags[] = {
-    "listen",    "config",   "segment",    "anthropic_url", "openai_url",
+    "listen",        "config",    "segment",  "anthropic_url", "openai_url",
     "queue_timeout", "max_queue", "json_log", "drain_timeout", "time_scale"};
 constexpr absl::string_view kProxyRequired[] = {"listen"};
 

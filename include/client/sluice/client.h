@@ -85,8 +85,12 @@ struct ClientOptions {
   // demos point it at the simulated provider on 127.0.0.1.
   std::string base_url;
   // Empty: ANTHROPIC_API_KEY or OPENAI_API_KEY from the environment, read
-  // once by Create. Requests may bring their own (CallRequest::api_key).
+  // once by Create (unless key_from_environment is false). Requests may
+  // bring their own (CallRequest::api_key).
   std::string api_key;
+  // false: never read a key from the environment (a proxy, whose requests
+  // must each bring their caller's key and never borrow the proxy's).
+  bool key_from_environment = true;
   // With no key in the options nor the environment: false (the default),
   // Create succeeds and each request must bring its own credentials
   // (CallRequest::api_key, a proxy forwarding its callers' keys), or fails
@@ -268,6 +272,13 @@ class Client {
   // attempt: the provider saw it). Its done gets Cancelled. A finished or
   // unknown handle is ignored. Thread-safe.
   void Cancel(Handle handle);
+
+  // Ends a submitted request only if its first attempt has not been sent
+  // yet: it gives back what it reserved and its done gets Cancelled. One
+  // already sent (or finished, or unknown) is left alone. Thread-safe. (A
+  // queue in front of the client takes back a reservation to make room for a
+  // more urgent request, without ever abandoning one the provider has seen.)
+  void Withdraw(Handle handle);
 
   // Makes Serve return (soon, from any thread). Thread-safe.
   void Stop();

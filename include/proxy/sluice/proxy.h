@@ -96,14 +96,14 @@ struct ProxyOptions {
 
 // What the proxy has done since it started.
 struct ProxyStats {
-  uint64_t requests = 0;        // every request received
-  uint64_t throttled = 0;       // of those, routed through the queue
-  uint64_t queued_now = 0;      // waiting in the queue or the throttle now
+  uint64_t requests = 0;    // every request received
+  uint64_t throttled = 0;   // of those, routed through the queue
+  uint64_t queued_now = 0;  // waiting in the queue or the throttle now
   uint64_t rejected_queue_full = 0;
-  uint64_t rejected_timeout = 0;  // answered 429 after queue_timeout
-  uint64_t client_gone = 0;       // clients that went away before their answer
-  uint64_t bad_requests = 0;      // 400 and 413 answered by the proxy
-  uint64_t upstream_errors = 0;   // 502/504 answered by the proxy
+  uint64_t rejected_timeout = 0;       // answered 429 after queue_timeout
+  uint64_t client_gone = 0;            // clients that went away before their answer
+  uint64_t bad_requests = 0;           // 400 and 413 answered by the proxy
+  uint64_t upstream_errors = 0;        // 502/504 answered by the proxy
   uint64_t upstream_rate_limited = 0;  // 429s the providers sent
   uint64_t reloads = 0;
 };
