@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -91,11 +93,13 @@ class ProxyTest : public ::testing::Test {
     return log_;
   }
 
+  // Destroyed bottom up: the proxy first (it logs as it drains), then what
+  // it uses.
+  std::mutex log_mu_;
+  std::vector<std::string> log_;
   std::unique_ptr<FakeProvider> provider_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Proxy> proxy_;
-  std::mutex log_mu_;
-  std::vector<std::string> log_;
 };
 
 TEST_F(ProxyTest, AnthropicMessagesPassThroughWithTheCallersKey) {
@@ -218,6 +222,167 @@ TEST_F(ProxyTest, AFullQueueAnswers429AtOnce) {
   EXPECT_EQ(proxy_->stats().rejected_queue_full, 1u);
   proxy_->Shutdown(absl::ZeroDuration());  // cuts the two waiting ones
   for (std::thread& t : waiting) t.join();
+}
+
+// Sends a whole request on a new connection and returns the socket, open.
+int SendRaw(int port, const std::string& path, const std::string& body) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = absl::StrCat(
+      "POST ", path, " HTTP/1.1\r\nHost: x\r\nx-api-key: ", kKey,
+      "\r\ncontent-type: application/json\r\ncontent-length: ", body.size(), "\r\n\r\n", body);
+  EXPECT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  return fd;
+}
+
+// Polls `done` for up to 10 s.
+bool Eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 2000; ++i) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return done();
+}
+
+TEST_F(ProxyTest, AClientThatGoesAwayGivesItsReservationBack) {
+  ProxyOptions options;
+  options.queue_timeout = absl::Seconds(90);  // more than one minute's wait, less than two
+  Start("[scopes.global]\nrequests_per_minute = 1\n", options);
+  ASSERT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  // The second reserves the next minute's permit and waits for it; then its
+  // caller hangs up.
+  const int fd = SendRaw(proxy_->port(), "/v1/messages", kMessage);
+  ASSERT_TRUE(Eventually([&] { return proxy_->stats().queued_now == 1; }));
+  close(fd);
+  ASSERT_TRUE(Eventually([&] { return proxy_->stats().queued_now == 0; }));
+  EXPECT_EQ(proxy_->stats().client_gone, 1u);
+  // Had the permit not come back, a third would wait two minutes, past the
+  // queue timeout, and get a 429 at once. It waits one: it is queued.
+  std::thread third([this] { Post("/v1/messages", kMessage); });
+  EXPECT_TRUE(Eventually([&] { return proxy_->stats().queued_now == 1; }));
+  EXPECT_EQ(proxy_->stats().rejected_timeout, 0u);
+  proxy_->Shutdown(absl::ZeroDuration());
+  third.join();
+  EXPECT_EQ(provider_->stats().totals.requests, 1u);
+}
+
+// The priority each request was logged with, in the order they finished.
+std::vector<std::string> Priorities(const std::vector<std::string>& lines) {
+  std::vector<std::string> out;
+  for (const std::string& line : lines) {
+    const size_t at = line.find("priority=");
+    out.push_back(at == std::string::npos ? "" : line.substr(at + 9, line.find(' ', at) - at - 9));
+  }
+  return out;
+}
+
+TEST_F(ProxyTest, AHighRequestOvertakesLowOnesWaitingAndFifoWithin) {
+  // One request every 200 ms, no burst beyond one.
+  Start(
+      "[scopes.global]\nrequests_per_minute = 300\n[scopes.global.burst]\n"
+      "requests_per_minute = 1\n");
+  ASSERT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 3; ++i) {
+    callers.emplace_back([this] {
+      Post("/v1/messages", kMessage, {{"x-api-key", kKey}, {"x-sluice-priority", "low"}});
+    });
+    ASSERT_TRUE(
+        Eventually([&] { return proxy_->stats().queued_now == static_cast<size_t>(i + 1); }));
+  }
+  callers.emplace_back([this] {
+    Post("/v1/messages", kMessage, {{"x-api-key", kKey}, {"x-sluice-priority", "high"}});
+  });
+  for (std::thread& t : callers) t.join();
+  const std::vector<std::string> order = Priorities(Log(5));
+  ASSERT_EQ(order.size(), 5u);
+  // The first low may have started before the high one came; the other two
+  // had not, and the high one went before them.
+  EXPECT_EQ(order[0], "normal");
+  EXPECT_TRUE(order[1] == "high" || order[2] == "high") << absl::StrJoin(order, ",");
+  EXPECT_EQ(order[3], "low");
+  EXPECT_EQ(order[4], "low");
+}
+
+TEST_F(ProxyTest, ScopeFromTheHeaderOrFromTheKeysHash) {
+  ProxyOptions options;
+  options.queue_timeout = absl::Milliseconds(300);
+  const std::string other = "sk-test-OTHER-KEY";
+  Start(absl::StrCat("[scopes.\"team:a\"]\nrequests_per_minute = 1\n[proxy.keys]\n\"",
+                     KeyFingerprint(other), "\" = \"team:a\"\n"),
+        options);
+  httplib::Result by_header =
+      Post("/v1/messages", kMessage, {{"x-api-key", kKey}, {"x-sluice-scope", "team:a"}});
+  ASSERT_TRUE(by_header);
+  EXPECT_EQ(by_header->status, 200);
+  // The other key is mapped to team:a, whose one request a minute is spent.
+  httplib::Result by_key = Post("/v1/messages", kMessage, {{"x-api-key", other}});
+  ASSERT_TRUE(by_key);
+  EXPECT_EQ(by_key->status, 429);
+  // Without either, global: not limited.
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  const std::vector<std::string> lines = Log(3);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_THAT(lines[0], HasSubstr("scope=team:a"));
+  EXPECT_THAT(lines[1], HasSubstr("scope=team:a"));
+  EXPECT_THAT(lines[2], HasSubstr("scope=global"));
+  for (const std::string& line : lines)
+    EXPECT_THAT(line, AllOf(Not(HasSubstr(kKey)), Not(HasSubstr(other))));
+}
+
+TEST_F(ProxyTest, EachKeyHasItsOwnProviderBuckets) {
+  ProxyOptions options;
+  options.queue_timeout = absl::Milliseconds(300);
+  Start("headroom = 1.0\n[providers.anthropic]\nrequests_per_minute = 1\n", options);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  EXPECT_EQ(Post("/v1/messages", kMessage, {{"x-api-key", "sk-test-SECOND"}})->status, 200);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 429);  // the first key's minute is spent
+}
+
+TEST_F(ProxyTest, ReloadServesNewRequestsUnderTheNewLimits) {
+  ProxyOptions options;
+  options.queue_timeout = absl::Milliseconds(300);
+  Start("[scopes.global]\nrequests_per_minute = 1\n", options);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 429);
+  ASSERT_TRUE(proxy_->Reload(Limits("[scopes.global]\nrequests_per_minute = 60000\n")).ok());
+  EXPECT_TRUE(Eventually([&] { return Post("/v1/messages", kMessage)->status == 200; }));
+  EXPECT_EQ(proxy_->stats().reloads, 1u);
+}
+
+TEST_F(ProxyTest, CountTokensIsNotChargedToTheMessagesBucketsButHasItsOwn) {
+  ProxyOptions options;
+  options.queue_timeout = absl::Milliseconds(300);
+  Start("[scopes.global]\nrequests_per_minute = 1\n[proxy]\ncount_tokens_requests_per_minute = 1\n",
+        options);
+  constexpr char kCount[] =
+      R"({"model":"claude-sonnet-4","messages":[{"role":"user","content":"hi"}]})";
+  httplib::Result counted = Post("/v1/messages/count_tokens", kCount);
+  ASSERT_TRUE(counted);
+  EXPECT_EQ(counted->status, 200) << counted->body;
+  EXPECT_GT(nlohmann::json::parse(counted->body)["input_tokens"].get<int>(), 0);
+  // Its own bucket: one a minute.
+  EXPECT_EQ(Post("/v1/messages/count_tokens", kCount)->status, 429);
+  // The Messages bucket was not touched: its one request is still there.
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 429);
+}
+
+TEST_F(ProxyTest, OtherPathsPassThroughAndMetricsAreServed) {
+  Start();
+  httplib::Client client("127.0.0.1", proxy_->port());
+  httplib::Result models = client.Get("/v1/models", {{"x-api-key", kKey}});
+  ASSERT_TRUE(models);
+  EXPECT_EQ(models->status, 404);  // the simulated provider's answer, passed on
+  EXPECT_EQ(nlohmann::json::parse(models->body)["type"], "error");
+  httplib::Result metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, HasSubstr("sluice_proxy_requests_total 2"));
 }
 
 }  // namespace
