@@ -54,9 +54,9 @@ TEST(AnthropicDialectTest, ReadsTheKeyAndRefusesWithoutOne) {
   const std::optional<Reply> none = anthropic.ReadApiKey(Headers({}), kRequestId, &key);
   ASSERT_TRUE(none.has_value());
   EXPECT_EQ(none->status, 401);
-  EXPECT_EQ(none->body,
-            R"({"type":"error","error":{"type":"authentication_error","message":)"
-            R"("x-api-key header is required"},"request_id":"req_000000000000000000000007"})");
+  EXPECT_EQ(none->body, R"({"type":"error","error":{"type":"authentication_error","message":)"
+                        R"("x-api-key header or Authorization: Bearer header is required"},)"
+                        R"("request_id":"req_000000000000000000000007"})");
   EXPECT_EQ(Body(anthropic.UnknownKey(kRequestId))["error"]["message"], "invalid x-api-key");
 
   const std::optional<Reply> no_version =
@@ -64,6 +64,28 @@ TEST(AnthropicDialectTest, ReadsTheKeyAndRefusesWithoutOne) {
   ASSERT_TRUE(no_version.has_value());
   EXPECT_EQ(no_version->status, 400);
   EXPECT_EQ(Body(*no_version)["error"]["message"], "anthropic-version: header is required");
+}
+
+// The official TypeScript SDK sends its key as a Bearer token and a newer
+// anthropic-version; x-api-key wins when both credentials are present.
+TEST(AnthropicDialectTest, ReadsABearerKeyAndAnyVersionAndPrefersXApiKey) {
+  const AnthropicDialect anthropic;
+  std::string key;
+  const Map bearer = {{"Authorization", "Bearer sk-ant-2"}, {"anthropic-version", "2026-10-21"}};
+  EXPECT_EQ(anthropic.ReadApiKey(Headers(bearer), kRequestId, &key), std::nullopt);
+  EXPECT_EQ(key, "sk-ant-2");
+  EXPECT_EQ(anthropic.CheckHeaders(Headers(bearer), kRequestId), std::nullopt);
+
+  const Map both = {{"x-api-key", "sk-ant-1"}, {"Authorization", "Bearer sk-ant-2"}};
+  EXPECT_EQ(anthropic.ReadApiKey(Headers(both), kRequestId, &key), std::nullopt);
+  EXPECT_EQ(key, "sk-ant-1");
+
+  for (const Map& refused : {Map{{"Authorization", "sk-ant-2"}}, Map{{"Authorization", "Bearer "}},
+                             Map{{"Authorization", "Basic c2stYW50LTI="}}}) {
+    const std::optional<Reply> r = anthropic.ReadApiKey(Headers(refused), kRequestId, &key);
+    ASSERT_TRUE(r.has_value()) << refused.begin()->second;
+    EXPECT_EQ(r->status, 401);
+  }
 }
 
 TEST(AnthropicDialectTest, ParsesAndCountsABodyOrNamesTheField) {

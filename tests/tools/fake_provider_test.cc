@@ -283,6 +283,55 @@ TEST_F(FakeProviderTest, AnthropicAuthFailures) {
               HasSubstr("anthropic-version"));
 }
 
+// The official TypeScript SDK's headers: a Bearer key and a newer version.
+httplib::Headers AnthropicBearerHeaders(const std::string& key = kAnthropicKey) {
+  return {{"Authorization", "Bearer " + key}, {"anthropic-version", "2026-10-21"}};
+}
+
+TEST_F(FakeProviderTest, AnthropicAcceptsABearerKeyWithTheSameLimitsAndStats) {
+  FakeProviderOptions options;
+  options.rpm = 2;
+  Start(options);
+  const Reply bearer = Anthropic(AnthropicBody(), AnthropicBearerHeaders());
+  ASSERT_EQ(bearer.status, 200) << bearer.body;
+  EXPECT_EQ(bearer.json()["type"], "message");
+  EXPECT_EQ(bearer.header("anthropic-ratelimit-requests-remaining"), "1");
+  // The same key in x-api-key draws from the same bucket...
+  const Reply x_api_key = Anthropic(AnthropicBody());
+  ASSERT_EQ(x_api_key.status, 200) << x_api_key.body;
+  EXPECT_EQ(x_api_key.header("anthropic-ratelimit-requests-remaining"), "0");
+  EXPECT_EQ(Anthropic(AnthropicBody(), AnthropicBearerHeaders()).status, 429);
+  // ...and counts as the same key.
+  const FakeProviderStats stats = provider_->stats();
+  ASSERT_THAT(stats.keys, SizeIs(1));
+  const FakeProviderStats::Counts key = stats.ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.requests, 3u);
+  EXPECT_EQ(key.admitted, 2u);
+  EXPECT_EQ(key.rate_limited, 1u);
+}
+
+TEST_F(FakeProviderTest, AnthropicPrefersXApiKeyWhenBothCredentialsArePresent) {
+  FakeProviderOptions options;
+  options.api_keys = {kAnthropicKey};
+  Start(options);
+  httplib::Headers both = AnthropicHeaders();
+  both.emplace("Authorization", "Bearer sk-ant-not-allowed");
+  EXPECT_EQ(Anthropic(AnthropicBody(), both).status, 200);
+  httplib::Headers swapped = AnthropicBearerHeaders();
+  swapped.emplace("x-api-key", "sk-ant-not-allowed");
+  const Reply refused = Anthropic(AnthropicBody(), swapped);
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_EQ(refused.json()["error"]["type"], "authentication_error");
+  const FakeProviderStats stats = provider_->stats();
+  ASSERT_THAT(stats.keys, SizeIs(1));
+  EXPECT_EQ(stats.ForKey(FakeApi::kAnthropic, kAnthropicKey).requests, 1u);
+
+  const Reply none = Anthropic(AnthropicBody(), {{"anthropic-version", "2026-10-21"}});
+  EXPECT_EQ(none.status, 401);
+  EXPECT_THAT(none.json()["error"]["message"].get<std::string>(),
+              AllOf(HasSubstr("x-api-key"), HasSubstr("Authorization: Bearer")));
+}
+
 TEST_F(FakeProviderTest, OpenAiAuthFailures) {
   FakeProviderOptions options;
   options.api_keys = {kOpenAiKey};

@@ -74,9 +74,13 @@ std::vector<Dimension> AnthropicDialect::dimensions() const {
 std::optional<Reply> AnthropicDialect::ReadApiKey(HeaderLookup headers,
                                                   absl::string_view request_id,
                                                   std::string* api_key) const {
+  // The official TypeScript SDK authenticates with a Bearer token instead;
+  // when a request carries both, x-api-key is the one that counts.
   *api_key = headers("x-api-key");
+  if (api_key->empty()) *api_key = BearerToken(headers);
   if (!api_key->empty()) return std::nullopt;
-  return Error(401, "authentication_error", "x-api-key header is required", request_id);
+  return Error(401, "authentication_error",
+               "x-api-key header or Authorization: Bearer header is required", request_id);
 }
 
 Reply AnthropicDialect::UnknownKey(absl::string_view request_id) const {

@@ -57,6 +57,10 @@ struct Reply {
 // A request header by name ("" when absent), however the server stores them.
 using HeaderLookup = absl::FunctionRef<std::string(absl::string_view name)>;
 
+// The KEY of an "Authorization: Bearer KEY" header, or "" when there is
+// none (or it is not Bearer, or the key is empty).
+std::string BearerToken(HeaderLookup headers);
+
 // The limits a provider keeps per API key, each per minute.
 enum class Dimension : uint8_t {
   kRequests,      // RPM, both APIs

@@ -7,7 +7,8 @@
 // something faithful to hit without spending money or quota.
 //
 // Endpoints:
-//   POST /v1/messages                Anthropic: x-api-key, anthropic-version
+//   POST /v1/messages                Anthropic: x-api-key (or Authorization:
+//                                    Bearer KEY), anthropic-version
 //   POST /v1/messages/count_tokens   Anthropic: {"input_tokens": N}, unlimited
 //   POST /v1/chat/completions        OpenAI: Authorization: Bearer KEY
 //   GET  /stats                      counters per API key (never the key itself)

@@ -6,7 +6,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -54,12 +53,8 @@ std::vector<Dimension> OpenAiDialect::dimensions() const {
 
 std::optional<Reply> OpenAiDialect::ReadApiKey(HeaderLookup headers, absl::string_view,
                                                std::string* api_key) const {
-  const std::string authorization = headers("Authorization");
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (absl::StartsWith(authorization, kBearer) && authorization.size() > kBearer.size()) {
-    *api_key = authorization.substr(kBearer.size());
-    return std::nullopt;
-  }
+  *api_key = BearerToken(headers);
+  if (!api_key->empty()) return std::nullopt;
   return Error(401,
                "You didn't provide an API key. You need to provide your API key in an "
                "Authorization header using Bearer auth (i.e. Authorization: Bearer "
