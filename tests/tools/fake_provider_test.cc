@@ -22,6 +22,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -392,7 +393,7 @@ TEST_F(FakeProviderTest, BadAnthropicBodiesAre400sNamingTheField) {
   EXPECT_THAT(message_of(with("messages", {{{"role", "user"}, {"content", {{{"text", 3}}}}}})),
               StartsWith("messages.0.content.0.text"));
   EXPECT_THAT(message_of(with("system", 3)), StartsWith("system:"));
-  EXPECT_THAT(message_of(with("stream", true)), StartsWith("stream:"));
+  EXPECT_THAT(message_of(with("stream", "yes")), StartsWith("stream:"));
 }
 
 TEST_F(FakeProviderTest, BadOpenAiBodiesAre400sNamingTheParam) {
@@ -476,6 +477,251 @@ TEST_F(FakeProviderTest, RandomBodiesNeverCrashAndAlwaysGetJson) {
     EXPECT_THAT(r.status, ::testing::AnyOf(200, 400)) << body;
     EXPECT_FALSE(r.json().is_discarded()) << r.body;
   }
+}
+
+// Streaming -------------------------------------------------------------------------
+
+// A streamed reply: each piece as httplib received it (one chunk of the
+// chunked body each), and the events parsed from their concatenation.
+struct Streamed {
+  httplib::Error error = httplib::Error::Success;
+  int status = 0;
+  httplib::Headers headers;
+  std::vector<std::string> chunks;
+  struct Event {
+    std::string name;  // "" for data-only events
+    std::string data;
+  };
+  std::vector<Event> events;
+
+  std::string header(const std::string& name) const {
+    const auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const Event& e : events) out.push_back(e.name);
+    return out;
+  }
+  // The data of every event, parsed, skipping OpenAI's "[DONE]".
+  std::vector<Json> data() const {
+    std::vector<Json> out;
+    for (const Event& e : events) {
+      if (e.data != "[DONE]") out.push_back(Json::parse(e.data, nullptr, false));
+    }
+    return out;
+  }
+};
+
+Streamed PostStream(const std::string& base_url, const std::string& path,
+                    const httplib::Headers& headers, const Json& body) {
+  Streamed out;
+  httplib::Client client(base_url);
+  client.set_read_timeout(5, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.headers = headers;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.response_handler = [&](const httplib::Response& res) {
+    out.status = res.status;
+    out.headers = res.headers;
+    return true;
+  };
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    out.chunks.emplace_back(data, n);
+    return true;
+  };
+  out.error = client.send(req).error();
+  std::string all;
+  for (const std::string& c : out.chunks) all += c;
+  for (absl::string_view event : absl::StrSplit(all, "\n\n", absl::SkipEmpty())) {
+    Streamed::Event e;
+    for (absl::string_view line : absl::StrSplit(event, '\n')) {
+      if (absl::ConsumePrefix(&line, "event: ")) e.name = std::string(line);
+      if (absl::ConsumePrefix(&line, "data: ")) e.data = std::string(line);
+    }
+    out.events.push_back(std::move(e));
+  }
+  return out;
+}
+
+Json Streaming(Json body) {
+  body["stream"] = true;
+  return body;
+}
+
+TEST_F(FakeProviderTest, AnthropicStreamsTheMessageEventsEachFlushedOnItsOwn) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  const Streamed s = PostStream(provider_->base_url(), "/v1/messages", AnthropicBearerHeaders(),
+                                Streaming(AnthropicBody(/*max_tokens=*/1000)));
+  ASSERT_EQ(s.error, httplib::Error::Success);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  EXPECT_THAT(s.header("request-id"), StartsWith("req_"));
+  EXPECT_EQ(s.header("anthropic-ratelimit-requests-remaining"), "999");
+  // One chunk per event: each went out on its own.
+  EXPECT_EQ(s.chunks.size(), s.events.size());
+  const std::vector<std::string> names = s.names();
+  ASSERT_GE(names.size(), 8u);
+  EXPECT_THAT(std::vector<std::string>(names.begin(), names.begin() + 3),
+              ElementsAre("message_start", "content_block_start", "ping"));
+  EXPECT_THAT(std::vector<std::string>(names.end() - 3, names.end()),
+              ElementsAre("content_block_stop", "message_delta", "message_stop"));
+  const std::vector<Json> data = s.data();
+  const Json& message = data[0]["message"];
+  EXPECT_THAT(message["id"].get<std::string>(), StartsWith("msg_"));
+  EXPECT_EQ(message["model"], "claude-sonnet-4");
+  EXPECT_EQ(message["role"], "assistant");
+  EXPECT_EQ(message["content"], Json::array());
+  EXPECT_EQ(message["usage"]["input_tokens"], kAnthropicInputTokens);
+  EXPECT_EQ(message["usage"]["cache_read_input_tokens"], 0);
+  std::string text;
+  int deltas = 0;
+  for (size_t i = 3; i + 3 < data.size(); ++i) {
+    EXPECT_EQ(names[i], "content_block_delta");
+    EXPECT_EQ(data[i]["delta"]["type"], "text_delta");
+    text += data[i]["delta"]["text"].get<std::string>();
+    ++deltas;
+  }
+  const uint64_t out = data[data.size() - 2]["usage"]["output_tokens"];
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+  EXPECT_EQ(deltas, static_cast<int>((out + 3) / 4));  // a few words each
+  EXPECT_EQ(data[data.size() - 2]["delta"]["stop_reason"], out == 1000 ? "max_tokens" : "end_turn");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, out);
+
+  // The same seed and request order unstreamed: the same reply.
+  Start(options);
+  const Reply whole = Anthropic(AnthropicBody(/*max_tokens=*/1000));
+  ASSERT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.json()["content"][0]["text"], text);
+  EXPECT_EQ(whole.json()["usage"]["output_tokens"], out);
+}
+
+TEST_F(FakeProviderTest, OpenAiStreamsChunksThenUsageWhenAskedThenDone) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  Json body = Streaming(OpenAiBody(/*max_tokens=*/1000));
+  body["stream_options"] = {{"include_usage", true}};
+  const Streamed s =
+      PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(), body);
+  ASSERT_EQ(s.error, httplib::Error::Success);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  EXPECT_EQ(s.chunks.size(), s.events.size());
+  ASSERT_GE(s.events.size(), 5u);
+  EXPECT_EQ(s.events.back().data, "[DONE]");
+  const std::vector<Json> data = s.data();
+  const std::string id = data[0]["id"];
+  EXPECT_THAT(id, StartsWith("chatcmpl-"));
+  for (const Json& chunk : data) {
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    EXPECT_EQ(chunk["id"], id);
+    EXPECT_EQ(chunk["model"], "gpt-4o");
+  }
+  EXPECT_EQ(data[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (size_t i = 1; i + 2 < data.size(); ++i) {
+    EXPECT_TRUE(data[i]["choices"][0]["finish_reason"].is_null());
+    text += data[i]["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  const Json& usage = data.back()["usage"];
+  EXPECT_EQ(data.back()["choices"], Json::array());
+  EXPECT_EQ(usage["prompt_tokens"], kOpenAiInputTokens);
+  const uint64_t out = usage["completion_tokens"];
+  EXPECT_EQ(usage["total_tokens"], kOpenAiInputTokens + out);
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+  EXPECT_EQ(data[data.size() - 2]["choices"][0]["finish_reason"], out == 1000 ? "length" : "stop");
+
+  Start(options);
+  const Reply whole = OpenAi(OpenAiBody(/*max_tokens=*/1000));
+  EXPECT_EQ(whole.json()["choices"][0]["message"]["content"], text);
+
+  // Without include_usage: no usage chunk.
+  const Streamed plain = PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(),
+                                    Streaming(OpenAiBody(/*max_tokens=*/3)));
+  ASSERT_EQ(plain.status, 200);
+  for (const Json& chunk : plain.data()) {
+    EXPECT_FALSE(chunk.contains("usage"));
+    EXPECT_THAT(chunk["choices"], SizeIs(1));
+  }
+}
+
+// Usage streamed is charged and settled as unstreamed: the TPM bucket holds
+// exactly the limit less the total the usage chunk reports.
+TEST_F(FakeProviderTest, StreamsChargeAndSettleAsUnstreamed) {
+  FakeProviderOptions options;
+  options.tpm = 1000;
+  options.otpm = 8000;
+  options.time_scale = 0.001;
+  Start(options);
+  Json body = Streaming(OpenAiBody(/*max_tokens=*/600));
+  body["stream_options"] = {{"include_usage", true}};
+  const Streamed openai =
+      PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(), body);
+  ASSERT_EQ(openai.status, 200);
+  const uint64_t total = openai.data().back()["usage"]["total_tokens"];
+  const Reply next = OpenAi(OpenAiBody(/*max_tokens=*/1));
+  ASSERT_EQ(next.status, 200) << next.body;
+  EXPECT_EQ(next.header("x-ratelimit-remaining-tokens"),
+            absl::StrCat(1000 - total - next.json()["usage"]["total_tokens"].get<uint64_t>()));
+
+  const Streamed anthropic = PostStream(provider_->base_url(), "/v1/messages", AnthropicHeaders(),
+                                        Streaming(AnthropicBody(/*max_tokens=*/4000)));
+  ASSERT_EQ(anthropic.status, 200);
+  const uint64_t out = anthropic.data()[anthropic.data().size() - 2]["usage"]["output_tokens"];
+  const Reply after = Anthropic(AnthropicBody(/*max_tokens=*/1));
+  ASSERT_EQ(after.status, 200);
+  EXPECT_EQ(after.header("anthropic-ratelimit-output-tokens-remaining"),
+            absl::StrCat((8000 - out - 1 + 500) / 1000 * 1000));
+  const FakeProviderStats stats = provider_->stats();
+  EXPECT_EQ(stats.ForKey(FakeApi::kOpenAi, kOpenAiKey).admitted, 2u);
+  EXPECT_EQ(stats.ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, out + 1);
+}
+
+TEST_F(FakeProviderTest, StreamedRequestsGetPlainJsonErrors) {
+  FakeProviderOptions options;
+  options.rpm = 1;
+  Start(options);
+  ASSERT_EQ(Anthropic(Streaming(AnthropicBody())).status, 200);
+  const Reply limited = Anthropic(Streaming(AnthropicBody()));
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_THAT(limited.header("Content-Type"), StartsWith("application/json"));
+  EXPECT_EQ(limited.json()["error"]["type"], "rate_limit_error");
+  const Reply no_key = Anthropic(Streaming(AnthropicBody()), {{"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(no_key.status, 401);
+  EXPECT_EQ(no_key.json()["error"]["type"], "authentication_error");
+  Json bad = Streaming(OpenAiBody());
+  bad["stream_options"] = {{"include_usage", "yes"}};
+  const Reply bad_options = OpenAi(bad);
+  EXPECT_EQ(bad_options.status, 400);
+  EXPECT_EQ(bad_options.json()["error"]["param"], "stream_options.include_usage");
+}
+
+TEST_F(FakeProviderTest, TruncatedStreamStopsHalfwayAndSlowStreamArrivesWhole) {
+  FakeProviderOptions options;
+  options.truncated_body_rate = 1;
+  Start(options);
+  const Streamed cut = PostStream(provider_->base_url(), "/v1/messages", AnthropicHeaders(),
+                                  Streaming(AnthropicBody(/*max_tokens=*/100)));
+  EXPECT_NE(cut.error, httplib::Error::Success);  // the chunked body never ends
+  ASSERT_FALSE(cut.events.empty());
+  EXPECT_EQ(cut.events[0].name, "message_start");
+  EXPECT_THAT(cut.names(), Not(Contains("message_stop")));
+
+  options.truncated_body_rate = 0;
+  options.slow_body_rate = 1;
+  Start(options);
+  const absl::Time start = absl::Now();
+  const Streamed slow = PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(),
+                                   Streaming(OpenAiBody()));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
+  ASSERT_EQ(slow.error, httplib::Error::Success);
+  EXPECT_EQ(slow.events.back().data, "[DONE]");
 }
 
 // Rate limits -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include "tools/fake_provider/chat_body.h"
 
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -62,6 +63,27 @@ std::optional<BadRequest> ReadMaxTokens(const Json& body, const char* field, uin
   return std::nullopt;
 }
 
+// Reads an optional boolean field; absent or null leaves *out alone.
+std::optional<BadRequest> ReadBool(const Json& object, const char* field, std::string param,
+                                   bool* out) {
+  const auto it = object.find(field);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  if (!it->is_boolean()) return WrongType(std::move(param), "a valid boolean");
+  *out = it->get<bool>();
+  return std::nullopt;
+}
+
+// "stream" and OpenAI's "stream_options": {"include_usage": ...}.
+std::optional<BadRequest> ReadStream(const Json& body, ChatRequest* out) {
+  out->stream = false;
+  out->include_usage = false;
+  if (auto bad = ReadBool(body, "stream", "stream", &out->stream)) return bad;
+  const auto options = body.find("stream_options");
+  if (options == body.end() || options->is_null()) return std::nullopt;
+  if (!options->is_object()) return WrongType("stream_options", "a valid dictionary");
+  return ReadBool(*options, "include_usage", "stream_options.include_usage", &out->include_usage);
+}
+
 }  // namespace
 
 // Validates a chat body and counts its input tokens (see the header). On a
@@ -89,11 +111,7 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
   if (!model->is_string()) return WrongType("model", "a valid string");
   out->model = model->get<std::string>();
 
-  const auto stream = body.find("stream");
-  if (stream != body.end() && stream->is_boolean() && stream->get<bool>()) {
-    return BadRequest{"stream", "streaming is not supported by the simulated provider",
-                      "unsupported_value"};
-  }
+  if (auto bad = ReadStream(body, out)) return bad;
 
   uint64_t max_tokens = 0;
   if (rules.max_tokens_required) {
@@ -151,6 +169,20 @@ std::string ReplyText(uint64_t words) {
   text.reserve(words * 4);
   for (uint64_t i = 0; i < words; ++i) text.append(i == 0 ? "tok" : " tok");
   return text;
+}
+
+std::vector<std::string> ReplyTextPieces(uint64_t words) {
+  constexpr uint64_t kWordsPerPiece = 4;
+  std::vector<std::string> pieces;
+  std::string piece;
+  for (uint64_t i = 0; i < words; ++i) {
+    piece.append(i == 0 ? "tok" : " tok");
+    if ((i + 1) % kWordsPerPiece == 0 || i + 1 == words) {
+      pieces.push_back(std::move(piece));
+      piece.clear();
+    }
+  }
+  return pieces;
 }
 
 }  // namespace fake_provider_internal

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tools/fake_provider/fake_provider.h"
 
@@ -19,6 +20,10 @@ struct ChatRequest {
   std::string model;
   uint64_t max_tokens = 0;  // as given, or the default for OpenAI
   uint64_t input_tokens = 0;
+  // "stream": true asks for server-sent events; OpenAI's
+  // "stream_options": {"include_usage": true} for a final usage chunk.
+  bool stream = false;
+  bool include_usage = false;
 };
 
 // Why a body was refused: the field (a JSON path such as "messages.0.content")
@@ -46,6 +51,10 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
 
 // "tok tok tok ...": `words` of them.
 std::string ReplyText(uint64_t words);
+
+// ReplyText(words) in the pieces a stream sends it in, a few words each;
+// joined, they are ReplyText(words) exactly.
+std::vector<std::string> ReplyTextPieces(uint64_t words);
 
 }  // namespace fake_provider_internal
 }  // namespace sluice

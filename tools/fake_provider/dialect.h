@@ -39,6 +39,7 @@ namespace fake_provider_internal {
 using Json = nlohmann::ordered_json;
 
 inline constexpr char kJson[] = "application/json";
+inline constexpr char kEventStream[] = "text/event-stream";
 
 // Serializes a reply. Strings echoed from requests (the model name) were
 // valid UTF-8 when parsed, but `replace` keeps dump() from ever throwing.
@@ -166,6 +167,13 @@ class Dialect {
   // The 200 body of an admitted request that generated `output_tokens`.
   virtual std::string ReplyBody(const ChatRequest& chat, uint64_t output_tokens,
                                 absl::string_view reply_id, absl::Time now) const = 0;
+  // The same reply streamed ("stream": true): the server-sent events in
+  // order, each whole ("event: NAME\ndata: JSON\n\n" or "data: ...\n\n")
+  // and meant to be sent and flushed on its own. The text and usage are
+  // ReplyBody's.
+  virtual std::vector<std::string> StreamEvents(const ChatRequest& chat, uint64_t output_tokens,
+                                                absl::string_view reply_id,
+                                                absl::Time now) const = 0;
 
   // The rate-limit headers of a key's limits at `now` (wall clock).
   virtual std::vector<std::pair<std::string, std::string>> RateLimitHeaders(

@@ -24,8 +24,6 @@ namespace sluice {
 
 using fake_provider_internal::DropConnection;
 using fake_provider_internal::kJson;
-using fake_provider_internal::kSlowBodyPause;
-using fake_provider_internal::kSlowBodyPieces;
 using fake_provider_internal::ServerRefusal;
 
 namespace {
@@ -97,11 +95,16 @@ void FakeProvider::Impl::Answer(const httplib::Request& req, httplib::Response& 
   if (stopping_.WaitForNotificationWithTimeout(Latency(draws))) {
     return Send(dialect.FailureReply(Failure::kShuttingDown, ex.request_id), res);
   }
-  std::string body =
-      dialect.ReplyBody(chat, output_tokens, NextId(dialect.reply_id_prefix()), absl::Now());
+  const std::string reply_id = NextId(dialect.reply_id_prefix());
+  std::vector<std::string> body;
+  if (chat.stream) {
+    body = dialect.StreamEvents(chat, output_tokens, reply_id, absl::Now());
+  } else {
+    body.push_back(dialect.ReplyBody(chat, output_tokens, reply_id, absl::Now()));
+  }
   const Delivery delivery = DeliveryFault(draws);
   if (delivery != Delivery::kWhole) CountFault(ex);
-  Deliver(req, res, delivery, std::move(body));
+  Transmit(req, res, fake_provider_internal::Deliver(delivery, chat.stream, std::move(body)));
 }
 
 // count_tokens answers from the same deterministic count, without limits.
@@ -145,50 +148,44 @@ httplib::Server::HandlerResponse FakeProvider::Impl::ServeError(const httplib::R
 
 // Delivery --------------------------------------------------------------------------------
 
-void FakeProvider::Impl::Deliver(const httplib::Request& req, httplib::Response& res,
-                                 Delivery delivery, std::string body) {
+void FakeProvider::Impl::Transmit(const httplib::Request& req, httplib::Response& res,
+                                  Outgoing out) {
   res.status = 200;
-  switch (delivery) {
-    case Delivery::kReset:
-      if (DropConnection(req)) return;
-      // Not found (it cannot happen on Linux): fall back to promising a
-      // body and sending none, the nearest thing httplib can do.
-      res.set_content_provider(body.size(), kJson,
-                               [](size_t, size_t, httplib::DataSink&) { return false; });
-      return;
-    case Delivery::kTruncated: {
-      // Content-Length says the whole body; half of it is sent, then the
-      // provider fails, and httplib closes the connection.
-      auto shared = std::make_shared<const std::string>(std::move(body));
-      const size_t cut = shared->size() / 2;
-      res.set_content_provider(shared->size(), kJson,
-                               [shared, cut](size_t offset, size_t, httplib::DataSink& sink) {
-                                 if (offset >= cut) return false;
-                                 return sink.write(shared->data() + offset, cut - offset);
-                               });
-      return;
-    }
-    case Delivery::kMalformed:
-      // What a misbehaving proxy might pass on: the reply cut short and
-      // followed by junk, under a 200 and a JSON content type.
-      body.resize(body.size() / 2);
-      body.append("<!-- upstream connection reset -->");
-      res.set_content(body, kJson);
-      return;
-    case Delivery::kSlow: {
-      auto shared = std::make_shared<const std::string>(std::move(body));
-      const size_t piece = (shared->size() + kSlowBodyPieces - 1) / kSlowBodyPieces;
-      res.set_content_provider(
-          shared->size(), kJson,
-          [this, shared, piece](size_t offset, size_t length, httplib::DataSink& sink) {
-            if (stopping_.WaitForNotificationWithTimeout(kSlowBodyPause)) return false;
-            return sink.write(shared->data() + offset, std::min(piece, length));
-          });
-      return;
-    }
-    case Delivery::kWhole:
-      res.set_content(body, kJson);
+  if (out.reset) {
+    if (DropConnection(req)) return;
+    // Not found (it cannot happen on Linux): fall back to promising a
+    // body and sending none, the nearest thing httplib can do.
+    out = {.content_type = kJson, .content_length = 1, .pieces = {}, .cut_short = true};
   }
+  if (out.content_length.has_value() && out.pieces.size() == 1 && !out.cut_short &&
+      out.pause == absl::ZeroDuration()) {
+    res.set_content(std::move(out.pieces[0]), out.content_type);
+    return;
+  }
+  // httplib calls a provider again and again on the connection's thread
+  // until it is done or fails; each call writes the next piece.
+  auto shared = std::make_shared<Outgoing>(std::move(out));
+  auto next = std::make_shared<size_t>(0);
+  const auto write_next = [this, shared, next](httplib::DataSink& sink) {
+    if (*next == shared->pieces.size()) return false;  // cut short: httplib closes
+    if (stopping_.WaitForNotificationWithTimeout(shared->pause)) return false;
+    const std::string& piece = shared->pieces[(*next)++];
+    return sink.write(piece.data(), piece.size());
+  };
+  if (shared->content_length.has_value()) {
+    res.set_content_provider(
+        *shared->content_length, shared->content_type,
+        [write_next](size_t, size_t, httplib::DataSink& sink) { return write_next(sink); });
+    return;
+  }
+  res.set_chunked_content_provider(shared->content_type,
+                                   [shared, next, write_next](size_t, httplib::DataSink& sink) {
+                                     if (*next == shared->pieces.size() && !shared->cut_short) {
+                                       sink.done();
+                                       return true;
+                                     }
+                                     return write_next(sink);
+                                   });
 }
 
 }  // namespace sluice

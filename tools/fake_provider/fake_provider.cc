@@ -323,7 +323,7 @@ std::optional<Failure> FakeProvider::Impl::PreAdmissionFault(const Draws& d) con
   return std::nullopt;
 }
 
-FakeProvider::Impl::Delivery FakeProvider::Impl::DeliveryFault(const Draws& d) const {
+Delivery FakeProvider::Impl::DeliveryFault(const Draws& d) const {
   if (d.reset < options_.reset_rate) return Delivery::kReset;
   if (d.truncated_body < options_.truncated_body_rate) return Delivery::kTruncated;
   if (d.malformed_json < options_.malformed_json_rate) return Delivery::kMalformed;

@@ -14,7 +14,17 @@
 //   GET  /stats                      counters per API key (never the key itself)
 //                                    and per x-sluice-custom-id header value
 // Anything else is a 404 in the shape of the provider the path belongs to.
-// Streaming ("stream": true) is refused with a 400 naming the field.
+//
+// Streaming ("stream": true) answers an admitted request with
+// content-type text/event-stream and the providers' events, each written and
+// flushed on its own: Anthropic's message_start (the input usage),
+// content_block_start, ping, content_block_delta (a few words of text
+// each), content_block_stop, message_delta (stop reason, output usage) and
+// message_stop; OpenAI's chat.completion.chunk data lines (the role, then the
+// text, then the finish reason), one more with the usage when
+// "stream_options": {"include_usage": true}, then "data: [DONE]". The text,
+// the usage and the charges are those of the same request unstreamed; every
+// error (401, 400, 429, ...) is the plain JSON reply.
 //
 // Token counting is deterministic, so that tests can check usage exactly:
 //   input tokens  = ceil(B / 4) + 4 * M, where B is the total UTF-8 bytes of
@@ -57,9 +67,10 @@
 // retry-after). After admission, so the request is charged and counted as
 // the providers do but the answer is lost or damaged: reset (the connection
 // is dropped without a response), truncated_body (Content-Length promises
-// more than is sent, then the connection closes), malformed_json (a 200 whose
-// body is not JSON) and slow_body (the body dribbles out in small pieces over
-// about 400 ms). Latency (mean +- uniform jitter) is spent before answering an
+// more than is sent, then the connection closes; a stream stops after half
+// its events), malformed_json (a 200 whose body, or a stream's middle event,
+// is not JSON) and slow_body (the body, or a stream's events, dribbles out in
+// small pieces over about 400 ms). Latency (mean +- uniform jitter) is spent before answering an
 // admitted request, as generation time.
 //
 // Inside, a server core (keys, limits, faults, counts, delivery) answers

@@ -28,6 +28,7 @@
 #include "httplib.h"
 #include "tools/fake_provider/anthropic_dialect.h"
 #include "tools/fake_provider/chat_body.h"
+#include "tools/fake_provider/delivery.h"
 #include "tools/fake_provider/dialect.h"
 #include "tools/fake_provider/fake_provider.h"
 #include "tools/fake_provider/openai_dialect.h"
@@ -38,11 +39,6 @@ namespace fake_provider_internal {
 
 // Requests served on one connection before it is closed.
 inline constexpr size_t kKeepAliveMaxRequests = 100;
-
-// The slow_body fault: the body goes out in this many pieces, each after a
-// pause, about 400 ms in all (real time: time_scale does not apply).
-inline constexpr int kSlowBodyPieces = 8;
-inline constexpr absl::Duration kSlowBodyPause = absl::Milliseconds(50);
 
 // The random values one request may need, all drawn at once so that every
 // authenticated request consumes the same amount of the sequence whatever
@@ -97,6 +93,7 @@ class HttpServer : public httplib::Server {
 using fake_provider_internal::AnthropicDialect;
 using fake_provider_internal::Charge;
 using fake_provider_internal::ChatRequest;
+using fake_provider_internal::Delivery;
 using fake_provider_internal::Dialect;
 using fake_provider_internal::Dimension;
 using fake_provider_internal::Draws;
@@ -107,6 +104,7 @@ using fake_provider_internal::Json;
 using fake_provider_internal::kDimensions;
 using fake_provider_internal::LimitViews;
 using fake_provider_internal::OpenAiDialect;
+using fake_provider_internal::Outgoing;
 using fake_provider_internal::Refusal;
 using fake_provider_internal::Settlement;
 
@@ -142,9 +140,6 @@ class FakeProvider::Impl {
     Limit limits[kDimensions];
     FakeProviderStats::Counts counts;
   };
-
-  // The faults that damage or lose an admitted request's reply.
-  enum class Delivery { kWhole, kReset, kTruncated, kMalformed, kSlow };
 
   // One API exchange: its dialect, its request id, and its key once known.
   struct Exchange {
@@ -187,9 +182,8 @@ class FakeProvider::Impl {
   void CountRateLimited(Exchange& ex);
   void CountAdmitted(Exchange& ex, uint64_t input_tokens, uint64_t output_tokens);
 
-  // Sends an admitted request's reply, damaged as `delivery` says.
-  void Deliver(const httplib::Request& req, httplib::Response& res, Delivery delivery,
-               std::string body);
+  // Sends an admitted request's reply as `out` says.
+  void Transmit(const httplib::Request& req, httplib::Response& res, Outgoing out);
 
   std::string NextId(absl::string_view prefix);
 

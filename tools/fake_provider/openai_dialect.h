@@ -49,6 +49,8 @@ class OpenAiDialect final : public Dialect {
 
   std::string ReplyBody(const ChatRequest& chat, uint64_t output_tokens, absl::string_view reply_id,
                         absl::Time now) const override;
+  std::vector<std::string> StreamEvents(const ChatRequest& chat, uint64_t output_tokens,
+                                        absl::string_view reply_id, absl::Time now) const override;
   std::vector<std::pair<std::string, std::string>> RateLimitHeaders(const LimitViews& limits,
                                                                     absl::Time now) const override;
 
