@@ -937,6 +937,89 @@ TEST_F(FakeProviderTest, BucketSpanBoundsTheBurst) {
   EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "15");
 }
 
+// Every limit, not only RPM, holds limit * span / 1 min: with a 1 s span,
+// 6000 per minute is a bucket of 100. A charge of exactly the capacity fits
+// a full bucket; one more can never fit (a 429 without retry-after).
+Json AnthropicBodyOfInputTokens(uint64_t tokens, uint64_t max_tokens = 1) {
+  Json body = AnthropicBody(max_tokens);
+  body.erase("system");
+  // One message: ceil(B / 4) + 4 tokens.
+  body["messages"][0]["content"] = std::string(4 * (tokens - 4), 'x');
+  return body;
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheInputTokensBurst) {
+  FakeProviderOptions options;
+  options.itpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = Anthropic(AnthropicBodyOfInputTokens(101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(), HasSubstr("input tokens"));
+  EXPECT_FALSE(never.has_header("retry-after"));
+  const Reply half = Anthropic(AnthropicBodyOfInputTokens(50));
+  ASSERT_EQ(half.status, 200) << half.body;
+  EXPECT_EQ(half.json()["usage"]["input_tokens"], 50);
+  EXPECT_EQ(Anthropic(AnthropicBodyOfInputTokens(50)).status, 200);
+  const Reply empty = Anthropic(AnthropicBodyOfInputTokens(5));
+  EXPECT_EQ(empty.status, 429);
+  EXPECT_TRUE(empty.has_header("retry-after"));  // it fits once the bucket refills
+
+  Start(options);  // a fresh bucket holds exactly 100
+  EXPECT_EQ(Anthropic(AnthropicBodyOfInputTokens(100)).status, 200);
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheOutputTokensBurst) {
+  FakeProviderOptions options;
+  options.otpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = Anthropic(AnthropicBody(/*max_tokens=*/101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(), HasSubstr("output tokens"));
+  EXPECT_FALSE(never.has_header("retry-after"));
+  const Reply full = Anthropic(AnthropicBody(/*max_tokens=*/100));
+  ASSERT_EQ(full.status, 200) << full.body;
+  // Pre-charged 100 and settled to the output: what is left is 100 - out.
+  const uint64_t out = full.json()["usage"]["output_tokens"];
+  const Reply rest = Anthropic(AnthropicBody(/*max_tokens=*/100 - out + 1));
+  EXPECT_EQ(rest.status, 429);
+  EXPECT_TRUE(rest.has_header("retry-after"));
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheTokensBurst) {
+  FakeProviderOptions options;
+  options.tpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = OpenAi(OpenAiBody(/*max_tokens=*/101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(),
+              AllOf(StartsWith("Request too large"), HasSubstr("Limit 6000, Requested 101")));
+  const Reply full = OpenAi(OpenAiBody(/*max_tokens=*/100));
+  ASSERT_EQ(full.status, 200) << full.body;
+  EXPECT_EQ(full.header("x-ratelimit-limit-tokens"), "6000");
+  EXPECT_EQ(full.header("x-ratelimit-remaining-tokens"),
+            absl::StrCat(100 - full.json()["usage"]["total_tokens"].get<uint64_t>()));
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheRequestsBurstOfBothApis) {
+  FakeProviderOptions options;
+  options.rpm = 120;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);  // 2 requests
+  Start(options);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Anthropic(AnthropicBody()).status, 200);
+    EXPECT_EQ(OpenAi(OpenAiBody()).status, 200);
+  }
+  EXPECT_EQ(Anthropic(AnthropicBody()).status, 429);
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 429);
+}
+
 TEST_F(FakeProviderTest, KeepAliveConnectionsServeManyRequests) {
   Start();
   client_->set_keep_alive(true);
