@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libcurl4-openssl-dev nlohmann-json3-dev libtomlplusplus-dev libcpp-httplib-dev
+  libcurl4-openssl-dev nlohmann-json3-dev libtomlplusplus-dev libcpp-httplib-dev libboost-dev
   clang libclang-rt-14-dev
   wrk gnuplot-nox
 )

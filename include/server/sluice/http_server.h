@@ -12,11 +12,15 @@
 //     is answered, closed, or the server stops. Nothing blocks the loop.
 //   * While a request waits for its answer the server keeps reading its
 //     connection, so a client that goes away is noticed at once: OnClose
-//     runs, and whatever is written afterwards is dropped.
+//     runs, and whatever is written afterwards is dropped. (A client that
+//     shuts down its sending side while it waits counts as gone. Bytes of a
+//     next, pipelined request are kept for after the answer; from then on
+//     the connection is not watched until the answer is sent.)
 //   * A body over max_body_bytes is not read: the handler gets the request
 //     with body_too_large set (answer 413 in your own shape); the connection
 //     closes after that answer. A request that is not HTTP gets a plain 400
-//     from the server and the connection closes.
+//     from the server and the connection closes. A request with
+//     "Expect: 100-continue" gets its 100 before its body is read.
 //   * Idle keep-alive connections close after idle_timeout; a connection
 //     waiting for its answer is never idle.
 //   * Stop: stop accepting, let the exchanges in progress finish up to a
@@ -85,7 +89,11 @@ class HttpExchange {
 
   virtual const HttpRequest& request() const = 0;
 
-  // The whole answer, with a content-length.
+  // The whole answer, with a content-length. Here and in Begin, the server
+  // writes content-length, transfer-encoding and connection itself (any the
+  // handler passes are dropped, as is a field with a CR or LF in it); the
+  // answer to a HEAD request goes out without its body; a status of 1xx, 204
+  // or 304 goes out without a body.
   virtual void Respond(int status, HttpFields headers, std::string body) = 0;
 
   // Starts a streamed answer: status and headers go out at once. With
@@ -114,7 +122,7 @@ using HttpHandler = std::function<void(std::shared_ptr<HttpExchange>)>;
 
 struct HttpServerOptions {
   std::string host = "127.0.0.1";
-  int port = 0;  // 0: a free port (HttpServer::port())
+  int port = 0;     // 0: a free port (HttpServer::port())
   int threads = 1;  // event-loop threads
   size_t max_body_bytes = 32 << 20;
   size_t max_header_bytes = 64 << 10;
@@ -124,12 +132,20 @@ struct HttpServerOptions {
   int backlog = 4096;
 };
 
-// What the server holds now.
+// What the server holds now, and what it has counted since Start.
 struct HttpServerStats {
   uint64_t connections_open = 0;
   uint64_t connections_accepted = 0;  // since Start
-  uint64_t exchanges_open = 0;        // handed to the handler, not yet answered or closed
-  uint64_t requests = 0;              // since Start
+  // Handed to the handler (or a 400 of the server's own), and neither sent
+  // whole (the last byte written to the socket) nor cut.
+  uint64_t exchanges_open = 0;
+  uint64_t requests = 0;  // handed to the handler, since Start
+  // Error paths, since Start.
+  uint64_t exchanges_cut = 0;     // the connection closed before the answer was sent whole
+  uint64_t bad_requests = 0;      // not HTTP: answered 400 by the server
+  uint64_t bodies_too_large = 0;  // handed over with body_too_large
+  uint64_t timeouts = 0;          // idle or read timeouts that closed a connection
+  uint64_t accept_errors = 0;     // failed accepts (out of descriptors: retried after a pause)
 };
 
 class HttpServer {
@@ -149,6 +165,7 @@ class HttpServer {
   virtual void Post(std::function<void()> task) = 0;
 
   // Runs `task` on the loop once `delay` has passed, unless cancelled first.
+  // Returns 0 (and drops the task) after Stop.
   using TimerId = uint64_t;
   virtual TimerId After(absl::Duration delay, std::function<void()> task) = 0;
   // Cancels a timer that has not run: its task is destroyed unrun. Unknown
@@ -157,9 +174,14 @@ class HttpServer {
 
   virtual HttpServerStats stats() const = 0;
 
-  // Stops accepting at once; exchanges in progress may finish until
-  // `deadline` passes; then every connection closes and the loop threads
-  // end. Returns when they have. Idempotent.
+  // Stops accepting at once, and closes connections with no exchange in
+  // progress; exchanges in progress may finish (their answers sent whole)
+  // until `deadline` passes; then every connection closes (OnClose runs for
+  // the exchanges cut) and the loop threads end. Returns when they have.
+  // Tasks posted and not yet run run on the calling thread; timers not yet
+  // fired are destroyed unrun. Later calls, and Post or After after Stop, do
+  // nothing. REQUIRES: not called from the loop's thread (it waits for it).
+  // Idempotent.
   virtual void Stop(absl::Duration deadline) = 0;
 };
 
