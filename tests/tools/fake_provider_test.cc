@@ -3,13 +3,16 @@
 // CLI verb is run once as a separate program (SLUICE_CLI_PATH).
 #include "tools/fake_provider/fake_provider.h"
 
+#include <curl/curl.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -19,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -481,8 +485,8 @@ TEST_F(FakeProviderTest, RandomBodiesNeverCrashAndAlwaysGetJson) {
 
 // Streaming -------------------------------------------------------------------------
 
-// A streamed reply: each piece as httplib received it (one chunk of the
-// chunked body each), and the events parsed from their concatenation.
+// A streamed reply: the pieces as httplib received them, and the events
+// parsed from their concatenation.
 struct Streamed {
   httplib::Error error = httplib::Error::Success;
   int status = 0;
@@ -563,8 +567,8 @@ TEST_F(FakeProviderTest, AnthropicStreamsTheMessageEventsEachFlushedOnItsOwn) {
   EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
   EXPECT_THAT(s.header("request-id"), StartsWith("req_"));
   EXPECT_EQ(s.header("anthropic-ratelimit-requests-remaining"), "999");
-  // One chunk per event: each went out on its own.
-  EXPECT_EQ(s.chunks.size(), s.events.size());
+  // Chunked: the events go out as they are written, not as one body.
+  EXPECT_EQ(s.header("Transfer-Encoding"), "chunked");
   const std::vector<std::string> names = s.names();
   ASSERT_GE(names.size(), 8u);
   EXPECT_THAT(std::vector<std::string>(names.begin(), names.begin() + 3),
@@ -612,7 +616,7 @@ TEST_F(FakeProviderTest, OpenAiStreamsChunksThenUsageWhenAskedThenDone) {
   ASSERT_EQ(s.error, httplib::Error::Success);
   ASSERT_EQ(s.status, 200);
   EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
-  EXPECT_EQ(s.chunks.size(), s.events.size());
+  EXPECT_EQ(s.header("Transfer-Encoding"), "chunked");
   ASSERT_GE(s.events.size(), 5u);
   EXPECT_EQ(s.events.back().data, "[DONE]");
   const std::vector<Json> data = s.data();
@@ -1249,6 +1253,125 @@ TEST_F(FakeProviderTest, StatsCountPerKeyAndNeverShowTheKey) {
   const FakeProviderStats s = provider_->stats();
   EXPECT_EQ(s.ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, output);
   EXPECT_EQ(s.ForKey(FakeApi::kOpenAi, kAnthropicKey).requests, 0u);
+}
+
+// Many connections -------------------------------------------------------------------
+
+// Lets this process open as many descriptors as it is allowed to (each
+// connection takes two here: the client's and the server's).
+void RaiseDescriptorLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// One transfer of a libcurl multi: its request, and what came back.
+struct Transfer {
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  std::string body;
+  std::string response;
+  std::string request_id;  // the response's request-id header
+  long status = 0;
+};
+
+size_t AppendBody(char* data, size_t size, size_t n, void* transfer) {
+  static_cast<Transfer*>(transfer)->response.append(data, size * n);
+  return size * n;
+}
+
+size_t ReadRequestId(char* data, size_t size, size_t n, void* transfer) {
+  absl::string_view line(data, size * n);
+  if (absl::ConsumePrefix(&line, "request-id: ")) {
+    static_cast<Transfer*>(transfer)->request_id =
+        std::string(absl::StripTrailingAsciiWhitespace(line));
+  }
+  return size * n;
+}
+
+// The launch day: 1,300 requests sent at once, each on a keep-alive
+// connection of its own, against a provider allowing 1,200 a minute with a
+// bucket of one minute. A thread per connection answered them in 61 s and
+// refused none; every one must be answered promptly, and exactly the last
+// 100 the provider handled refused. time_scale 0.001 makes the refill during
+// the burst (0.02 permits a second) too small to admit a 1,201st.
+TEST(FakeProviderManyConnectionsTest, ThirteenHundredAtOnceAreAnsweredAndTheLast100Refused) {
+  constexpr int kRequests = 1300;
+  RaiseDescriptorLimit();
+  FakeProviderOptions options;
+  options.rpm = 1200;
+  options.time_scale = 0.001;
+  absl::StatusOr<std::unique_ptr<FakeProvider>> provider = FakeProvider::Start(options);
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  const std::string url = (*provider)->base_url() + "/v1/messages";
+
+  ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+  CURLM* multi = curl_multi_init();
+  std::vector<Transfer> transfers(kRequests);
+  for (Transfer& t : transfers) {
+    t.easy = curl_easy_init();
+    t.body = AnthropicBody(/*max_tokens=*/10).dump();
+    t.headers = curl_slist_append(t.headers, "content-type: application/json");
+    t.headers = curl_slist_append(t.headers, "anthropic-version: 2023-06-01");
+    t.headers = curl_slist_append(t.headers, absl::StrCat("x-api-key: ", kAnthropicKey).c_str());
+    curl_easy_setopt(t.easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(t.easy, CURLOPT_HTTPHEADER, t.headers);
+    curl_easy_setopt(t.easy, CURLOPT_POSTFIELDS, t.body.c_str());
+    curl_easy_setopt(t.easy, CURLOPT_WRITEFUNCTION, AppendBody);
+    curl_easy_setopt(t.easy, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(t.easy, CURLOPT_HEADERFUNCTION, ReadRequestId);
+    curl_easy_setopt(t.easy, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(t.easy, CURLOPT_TIMEOUT, 120L);
+    curl_multi_add_handle(multi, t.easy);
+  }
+  const absl::Time start = absl::Now();
+  int running = kRequests;
+  while (running > 0) {
+    ASSERT_EQ(curl_multi_perform(multi, &running), CURLM_OK);
+    if (running > 0) ASSERT_EQ(curl_multi_poll(multi, nullptr, 0, 100, nullptr), CURLM_OK);
+  }
+  const absl::Duration took = absl::Now() - start;
+
+  long connections = 0;
+  std::vector<const Transfer*> answered;
+  int ok = 0, limited = 0, failed = 0;
+  for (Transfer& t : transfers) {
+    long connects = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_NUM_CONNECTS, &connects);
+    connections += connects;
+    curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &t.status);
+    (t.status == 200 ? ok : t.status == 429 ? limited : failed)++;
+    answered.push_back(&t);
+  }
+  EXPECT_EQ(connections, kRequests);  // one connection each, all open at once
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(ok, 1200);
+  EXPECT_EQ(limited, 100);
+  EXPECT_LT(took, absl::Seconds(20));
+  // Request ids count up in the order the provider handled the requests:
+  // the refused are the last 100 of them.
+  std::sort(answered.begin(), answered.end(),
+            [](const Transfer* a, const Transfer* b) { return a->request_id < b->request_id; });
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_EQ(answered[i]->status, i < 1200 ? 200 : 429)
+        << "request " << i << " (" << answered[i]->request_id << ")";
+  }
+  const FakeProviderStats::Counts key =
+      (*provider)->stats().ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.admitted, 1200u);
+  EXPECT_EQ(key.rate_limited, 100u);
+
+  for (Transfer& t : transfers) {
+    curl_multi_remove_handle(multi, t.easy);
+    curl_easy_cleanup(t.easy);
+    curl_slist_free_all(t.headers);
+  }
+  curl_multi_cleanup(multi);
+  // Stop does not wait out the 1,300 idle keep-alive connections.
+  const absl::Time stop = absl::Now();
+  (*provider)->Stop();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(2));
 }
 
 TEST(KeyLabelTest, IsShortStableAndDistinct) {

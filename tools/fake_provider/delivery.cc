@@ -45,7 +45,13 @@ Outgoing Deliver(Delivery delivery, bool stream, std::vector<std::string> body) 
   }
   switch (delivery) {
     case Delivery::kTruncated:
+      // A stream too goes out under a content-length for all of it, so that
+      // the server closes the connection, unmistakably short, once the half
+      // is out (a chunked body would have to be cut mid-write).
       if (stream) {
+        uint64_t length = 0;
+        for (const std::string& event : body) length += event.size();
+        out.content_length = length;
         body.resize(body.size() / 2);
       } else {
         body[0].resize(body[0].size() / 2);

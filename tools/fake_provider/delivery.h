@@ -34,8 +34,8 @@ struct Outgoing {
   // Written in order, each flushed on its own, each after `pause`.
   std::vector<std::string> pieces;
   absl::Duration pause = absl::ZeroDuration();
-  // The pieces are not the whole reply: close the connection after them
-  // (short of content_length, or without a chunked body's end).
+  // The pieces fall short of content_length (always set then): the
+  // connection closes after them.
   bool cut_short = false;
 };
 
@@ -43,8 +43,8 @@ struct Outgoing {
 // `stream` the events of a stream (Dialect::StreamEvents).
 //   kWhole      all of it;
 //   kReset      nothing, the connection dropped;
-//   kTruncated  half the body under a content-length for all of it, or
-//               half the events, then the connection closes;
+//   kTruncated  half the body, or half the events, under a content-length
+//               for all of it, then the connection closes;
 //   kMalformed  a 200 whose body (or middle event) is cut in half and
 //               followed by junk;
 //   kSlow       all of it in pieces spread over about 400 ms.

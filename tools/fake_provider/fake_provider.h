@@ -77,16 +77,21 @@
 // through one dialect per API (anthropic_dialect.h, openai_dialect.h), which
 // render every body and header above and know nothing of the HTTP server.
 //
-// Thread safety: a FakeProvider serves requests on its own threads; stats(),
-// port(), base_url() and Stop() are safe to call from any thread.
+// It serves any number of connections at once, like a real provider: every
+// exchange is handled on the event loop of sluice's asynchronous HTTP server
+// (sluice/http_server.h), latency is a timer and a slow body timed writes,
+// so no connection, idle or waiting, holds a thread.
+//
+// Thread safety: a FakeProvider serves requests on its own loop thread(s);
+// stats(), port(), base_url() and Stop() are safe to call from any thread
+// (Stop and the destructor not from a handler, which they would wait for).
 //
 // Example:
 //   sluice::FakeProviderOptions options;
 //   options.rpm = 50;
 //   auto provider = sluice::FakeProvider::Start(options);
 //   if (!provider.ok()) return provider.status();
-//   httplib::Client client((*provider)->base_url());
-//   ... POST /v1/messages ...
+//   // Point any HTTP client at (*provider)->base_url() and POST /v1/messages.
 //   sluice::FakeProviderStats stats = (*provider)->stats();
 
 #ifndef SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_H_
@@ -160,10 +165,9 @@ struct FakeProviderOptions {
   // Seeds the generator behind output lengths, faults and latency jitter.
   uint64_t seed = 1;
 
-  // Worker threads. A client's keep-alive connection holds one for as long as
-  // it stays open (up to 5 s idle), so this bounds the connections served at
-  // once; more wait in a queue.
-  int threads = 64;
+  // Event-loop threads. Connections are not bound to threads: one loop
+  // serves thousands of them, and idle keep-alive connections cost none.
+  int threads = 1;
 
   // Request bodies larger than this get a 413 request_too_large.
   size_t max_body_bytes = 4 << 20;
@@ -209,8 +213,8 @@ struct FakeProviderStats {
 // The running server. Destroying it stops it.
 class FakeProvider {
  public:
-  // Binds `options.host`:`options.port`, starts serving on background
-  // threads and returns once connections are accepted. InvalidArgument naming
+  // Binds `options.host`:`options.port`, starts serving on its loop
+  // thread(s) and returns once connections are accepted. InvalidArgument naming
   // the option when one is out of range; Unavailable when the address cannot
   // be bound.
   static absl::StatusOr<std::unique_ptr<FakeProvider>> Start(FakeProviderOptions options);
@@ -225,10 +229,10 @@ class FakeProvider {
 
   FakeProviderStats stats() const;
 
-  // Stops accepting, cuts short any latency or slow body in progress, and
-  // returns once every worker thread has finished: at once, unless a client
-  // holds an idle keep-alive connection open, which httplib waits out (5 s
-  // at most). Idempotent.
+  // Stops accepting and closes idle connections at once, answers requests
+  // still in generation (latency) with a 500 "shutting down", gives a slow
+  // body up to a second to finish, then closes every connection and returns
+  // once the loop threads have ended. Idempotent.
   void Stop();
 
   // The label /stats and FakeProviderStats show for an API key: "key_" and 8

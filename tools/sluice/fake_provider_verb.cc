@@ -24,7 +24,7 @@ ABSL_FLAG(uint64_t, otpm, sluice::FakeProviderOptions().otpm,
 ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
           "OpenAI tokens per minute, per API key");
 ABSL_FLAG(int, threads, sluice::FakeProviderOptions().threads,
-          "worker threads: connections served at once (a keep-alive connection holds one)");
+          "event-loop threads (each serves any number of connections)");
 ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
 ABSL_FLAG(absl::Duration, bucket_span, sluice::FakeProviderOptions().bucket_span,
           "each limit's bucket holds this much of it (1s: a 60 rpm key bursts at most 1), "
