@@ -728,6 +728,110 @@ TEST_F(FakeProviderTest, TruncatedStreamStopsHalfwayAndSlowStreamArrivesWhole) {
   EXPECT_EQ(slow.events.back().data, "[DONE]");
 }
 
+// OpenAI's Responses and Embeddings ----------------------------------------------------
+
+TEST_F(FakeProviderTest, ResponsesAnswersTextWithUsage) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  // "You are terse." (14) + "What is 2+2?" (12): ceil(26 / 4) + 4 * 1 message.
+  const Json body = {{"model", "gpt-4o"},
+                     {"instructions", "You are terse."},
+                     {"input", "What is 2+2?"},
+                     {"max_output_tokens", 1000}};
+  const Reply r = Post("/v1/responses", OpenAiHeaders(), body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.header("x-request-id"), Not(IsEmpty()));
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "999");
+  const Json j = r.json();
+  EXPECT_THAT(j["id"].get<std::string>(), StartsWith("resp_"));
+  EXPECT_EQ(j["object"], "response");
+  EXPECT_EQ(j["model"], "gpt-4o");
+  const uint64_t out = j["usage"]["output_tokens"];
+  EXPECT_EQ(j["status"], out == 1000 ? "incomplete" : "completed");
+  EXPECT_EQ(j["usage"]["input_tokens"], 7 + 4);
+  EXPECT_EQ(j["usage"]["total_tokens"], 11 + out);
+  ASSERT_THAT(j["output"], SizeIs(1));
+  EXPECT_EQ(j["output"][0]["role"], "assistant");
+  const std::string text = j["output"][0]["content"][0]["text"];
+  EXPECT_EQ(j["output"][0]["content"][0]["type"], "output_text");
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+
+  // Streamed: created, the text in deltas, completed with the same usage.
+  Start(options);
+  Json streamed = body;
+  streamed["stream"] = true;
+  const Streamed s = PostStream(provider_->base_url(), "/v1/responses", OpenAiHeaders(), streamed);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  const std::vector<Json> data = s.data();
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(s.events.front().name, "response.created");
+  EXPECT_EQ(s.events.back().name, "response.completed");
+  std::string joined;
+  for (size_t i = 1; i + 1 < data.size(); ++i) {
+    EXPECT_EQ(data[i]["type"], "response.output_text.delta");
+    EXPECT_EQ(data[i]["sequence_number"], i);
+    joined += data[i]["delta"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(data.back()["response"]["usage"], j["usage"]);
+
+  // A list of messages, and a bad body naming its param.
+  const Json messages = {
+      {"model", "gpt-4o"},
+      {"input",
+       {{{"role", "user"}, {"content", "abcd"}},
+        {{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "efgh"}}}}}}}};
+  const Reply listed = Post("/v1/responses", OpenAiHeaders(), messages.dump());
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(listed.json()["usage"]["input_tokens"], 2 + 4 * 2);
+  const Reply bad = Post("/v1/responses", OpenAiHeaders(), R"({"model":"gpt-4o"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["param"], "input");
+}
+
+TEST_F(FakeProviderTest, EmbeddingsAnswersVectorsAndChargesTheInputTokens) {
+  FakeProviderOptions options;
+  options.tpm = 1000;
+  options.time_scale = 0.001;
+  Start(options);
+  // ceil(5 / 4) + ceil(12 / 4): each input counted on its own.
+  const Json body = {{"model", "text-embedding-3-small"}, {"input", {"hello", "how are you?"}}};
+  const Reply r = Post("/v1/embeddings", OpenAiHeaders(), body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json j = r.json();
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_THAT(j["data"], SizeIs(2));
+  EXPECT_EQ(j["data"][1]["object"], "embedding");
+  EXPECT_EQ(j["data"][1]["index"], 1);
+  EXPECT_THAT(j["data"][1]["embedding"], Not(IsEmpty()));
+  EXPECT_EQ(j["usage"], Json({{"prompt_tokens", 5}, {"total_tokens", 5}}));
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), "995");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kOpenAi, kOpenAiKey).input_tokens, 5u);
+
+  const Reply bad = Post("/v1/embeddings", OpenAiHeaders(), R"({"model":"m","input":[1]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["param"], "input.0");
+  const Reply no_key = Post("/v1/embeddings", {}, body.dump());
+  EXPECT_EQ(no_key.status, 401);
+}
+
+TEST_F(FakeProviderTest, OpenAiEndpointsShareTheKeysLimits) {
+  FakeProviderOptions options;
+  options.rpm = 2;
+  Start(options);
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 200);
+  EXPECT_EQ(Post("/v1/embeddings", OpenAiHeaders(), R"({"model":"m","input":"x"})").status, 200);
+  const Reply limited = Post("/v1/responses", OpenAiHeaders(), R"({"model":"gpt-4o","input":"x"})");
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_EQ(limited.json()["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kOpenAi, kOpenAiKey).requests, 3u);
+  const Reply get = ToReply(client_->Get("/v1/responses"));
+  EXPECT_EQ(get.status, 404);
+  EXPECT_THAT(get.json()["error"]["message"].get<std::string>(), HasSubstr("Invalid URL"));
+}
+
 // Rate limits -----------------------------------------------------------------------
 
 TEST_F(FakeProviderTest, AnthropicRpmRefusesTheSixthOfABurstOfFive) {

@@ -84,14 +84,10 @@ std::optional<BadRequest> ReadStream(const Json& body, ChatRequest* out) {
   return ReadBool(*options, "include_usage", "stream_options.include_usage", &out->include_usage);
 }
 
-}  // namespace
-
-// Validates a chat body and counts its input tokens (see the header). On a
-// bad body, returns what is wrong; `*out` is then unspecified.
-std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
-                                    const FakeProviderOptions& options, ChatRequest* out) {
+// Parses a request body: a JSON object, nested at most kMaxJsonDepth deep.
+std::optional<BadRequest> ParseObject(const std::string& text, Json* body) {
   bool too_deep = false;
-  const Json body = Json::parse(
+  *body = Json::parse(
       text,
       [&too_deep](int depth, Json::parse_event_t, Json&) {
         if (depth <= kMaxJsonDepth) return true;
@@ -103,14 +99,45 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
     return BadRequest{
         "", absl::StrCat("the body is nested more than ", kMaxJsonDepth, " levels deep"), ""};
   }
-  if (body.is_discarded()) return BadRequest{"", "the body is not valid JSON", ""};
-  if (!body.is_object()) return BadRequest{"", "the body must be a JSON object", ""};
+  if (body->is_discarded()) return BadRequest{"", "the body is not valid JSON", ""};
+  if (!body->is_object()) return BadRequest{"", "the body must be a JSON object", ""};
+  return std::nullopt;
+}
 
+std::optional<BadRequest> ReadModel(const Json& body, ChatRequest* out) {
   const auto model = body.find("model");
   if (model == body.end()) return Missing("model");
   if (!model->is_string()) return WrongType("model", "a valid string");
   out->model = model->get<std::string>();
+  return std::nullopt;
+}
 
+// Sets out->max_tokens, or names `param` when it is over the model's limit.
+std::optional<BadRequest> CheckMaxTokens(uint64_t max_tokens, const char* param,
+                                         const FakeProviderOptions& options, ChatRequest* out) {
+  if (max_tokens > options.max_output_tokens) {
+    return BadRequest{
+        param,
+        absl::StrCat(max_tokens, " > ", options.max_output_tokens,
+                     ", which is the maximum allowed number of output tokens for ", out->model),
+        "invalid_value"};
+  }
+  out->max_tokens = max_tokens;
+  return std::nullopt;
+}
+
+// (B + 3) / 4: the token count of B bytes of text.
+uint64_t TokensOf(uint64_t bytes) { return (bytes + 3) / 4; }
+
+}  // namespace
+
+// Validates a chat body and counts its input tokens (see the header). On a
+// bad body, returns what is wrong; `*out` is then unspecified.
+std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
+                                    const FakeProviderOptions& options, ChatRequest* out) {
+  Json body;
+  if (auto bad = ParseObject(text, &body)) return bad;
+  if (auto bad = ReadModel(body, out)) return bad;
   if (auto bad = ReadStream(body, out)) return bad;
 
   uint64_t max_tokens = 0;
@@ -124,14 +151,7 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
     if (auto bad = ReadMaxTokens(body, "max_completion_tokens", &max_tokens)) return bad;
     if (max_tokens == 0) max_tokens = options.default_max_tokens;
   }
-  if (max_tokens > options.max_output_tokens) {
-    return BadRequest{
-        "max_tokens",
-        absl::StrCat(max_tokens, " > ", options.max_output_tokens,
-                     ", which is the maximum allowed number of output tokens for ", out->model),
-        "invalid_value"};
-  }
-  out->max_tokens = max_tokens;
+  if (auto bad = CheckMaxTokens(max_tokens, "max_tokens", options, out)) return bad;
 
   uint64_t bytes = 0;
   if (rules.system_field) {
@@ -160,7 +180,70 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
     }
     if (auto bad = AddContentBytes(*content, param + ".content", &bytes)) return bad;
   }
-  out->input_tokens = (bytes + 3) / 4 + 4 * uint64_t{messages->size()};
+  out->input_tokens = TokensOf(bytes) + 4 * uint64_t{messages->size()};
+  return std::nullopt;
+}
+
+// Responses: "input" is a string (one message) or a list of messages whose
+// content is a string or a list of parts with text; "instructions" counts
+// as a system prompt; "max_output_tokens" is optional.
+std::optional<BadRequest> ParseResponses(const std::string& text,
+                                         const FakeProviderOptions& options, ChatRequest* out) {
+  Json body;
+  if (auto bad = ParseObject(text, &body)) return bad;
+  if (auto bad = ReadModel(body, out)) return bad;
+  if (auto bad = ReadStream(body, out)) return bad;
+  uint64_t max_tokens = 0;
+  if (auto bad = ReadMaxTokens(body, "max_output_tokens", &max_tokens)) return bad;
+  if (max_tokens == 0) max_tokens = options.default_max_tokens;
+  if (auto bad = CheckMaxTokens(max_tokens, "max_output_tokens", options, out)) return bad;
+
+  uint64_t bytes = 0;
+  const auto instructions = body.find("instructions");
+  if (instructions != body.end() && !instructions->is_null()) {
+    if (!instructions->is_string()) return WrongType("instructions", "a valid string");
+    bytes += instructions->get_ref<const std::string&>().size();
+  }
+  const auto input = body.find("input");
+  if (input == body.end()) return Missing("input");
+  uint64_t messages = 1;
+  if (input->is_array()) {
+    messages = input->size();
+    for (size_t i = 0; i < input->size(); ++i) {
+      const Json& item = (*input)[i];
+      const std::string param = absl::StrCat("input.", i);
+      if (!item.is_object()) return WrongType(param, "a valid object");
+      const auto content = item.find("content");
+      if (content == item.end()) return Missing(param + ".content");
+      if (auto bad = AddContentBytes(*content, param + ".content", &bytes)) return bad;
+    }
+  } else if (auto bad = AddContentBytes(*input, "input", &bytes)) {
+    return bad;
+  }
+  out->input_tokens = TokensOf(bytes) + 4 * messages;
+  return std::nullopt;
+}
+
+// Embeddings: "input" is a string or a list of strings, each counted on its
+// own; nothing is generated.
+std::optional<BadRequest> ParseEmbeddings(const std::string& text, ChatRequest* out) {
+  Json body;
+  if (auto bad = ParseObject(text, &body)) return bad;
+  if (auto bad = ReadModel(body, out)) return bad;
+  const auto input = body.find("input");
+  if (input == body.end()) return Missing("input");
+  const Json inputs = input->is_array() ? *input : Json::array({*input});
+  if (inputs.empty()) return BadRequest{"input", "at least one input is required", "empty_array"};
+  out->input_tokens = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!inputs[i].is_string()) {
+      return WrongType(input->is_array() ? absl::StrCat("input.", i) : "input", "a valid string");
+    }
+    out->input_tokens += TokensOf(inputs[i].get_ref<const std::string&>().size());
+  }
+  out->embeddings = inputs.size();
+  out->max_tokens = 0;
+  out->stream = false;
   return std::nullopt;
 }
 

@@ -24,6 +24,8 @@ struct ChatRequest {
   // "stream_options": {"include_usage": true} for a final usage chunk.
   bool stream = false;
   bool include_usage = false;
+  // An embeddings request: how many inputs it embeds (0 otherwise).
+  uint64_t embeddings = 0;
 };
 
 // Why a body was refused: the field (a JSON path such as "messages.0.content")
@@ -48,6 +50,15 @@ inline constexpr BodyRules kOpenAiRules = {false, true, false};
 // bad body, returns what is wrong; `*out` is then unspecified.
 std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
                                     const FakeProviderOptions& options, ChatRequest* out);
+
+// The bodies of OpenAI's Responses and Embeddings endpoints, read into a
+// ChatRequest: the input tokens count as a chat's do (instructions as a
+// system prompt; each embeddings input on its own, without the per-message
+// 4), max_output_tokens is the Responses' max_tokens, and an embeddings
+// request generates nothing (max_tokens 0).
+std::optional<BadRequest> ParseResponses(const std::string& text,
+                                         const FakeProviderOptions& options, ChatRequest* out);
+std::optional<BadRequest> ParseEmbeddings(const std::string& text, ChatRequest* out);
 
 // "tok tok tok ...": `words` of them.
 std::string ReplyText(uint64_t words);

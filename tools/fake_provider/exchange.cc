@@ -49,6 +49,8 @@ void FakeProvider::Impl::Handle(std::shared_ptr<HttpExchange> http) {
     if (req.path == "/v1/messages") return ServeApi(anthropic_, std::move(http));
     if (req.path == "/v1/messages/count_tokens") return ServeCountTokens(*http);
     if (req.path == "/v1/chat/completions") return ServeApi(openai_, std::move(http));
+    if (req.path == "/v1/responses") return ServeApi(openai_responses_, std::move(http));
+    if (req.path == "/v1/embeddings") return ServeApi(openai_embeddings_, std::move(http));
   } else if (req.method == "GET" && req.path == "/stats") {
     return ServeStats(*http);
   }
@@ -57,8 +59,10 @@ void FakeProvider::Impl::Handle(std::shared_ptr<HttpExchange> http) {
 
 void FakeProvider::Impl::Refuse(HttpExchange& http, int status) {
   const HttpRequest& req = http.request();
-  const Dialect& dialect =
-      absl::StartsWith(req.path, "/v1/chat/") ? static_cast<const Dialect&>(openai_) : anthropic_;
+  const bool openai = absl::StartsWith(req.path, "/v1/chat/") ||
+                      absl::StartsWith(req.path, "/v1/responses") ||
+                      absl::StartsWith(req.path, "/v1/embeddings");
+  const Dialect& dialect = openai ? static_cast<const Dialect&>(openai_) : anthropic_;
   const Exchange ex{.dialect = &dialect, .request_id = NextId("req_")};
   Send(http, ex,
        dialect.Refused(ServerRefusal{.status = status,

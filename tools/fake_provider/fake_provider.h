@@ -11,6 +11,10 @@
 //                                    Bearer KEY), anthropic-version
 //   POST /v1/messages/count_tokens   Anthropic: {"input_tokens": N}, unlimited
 //   POST /v1/chat/completions        OpenAI: Authorization: Bearer KEY
+//   POST /v1/responses               OpenAI Responses, minimal: text input
+//                                    ("input", "instructions"), text output
+//   POST /v1/embeddings              OpenAI Embeddings, minimal: usage and
+//                                    placeholder vectors
 //   GET  /stats                      counters per API key (never the key itself)
 //                                    and per x-sluice-custom-id header value
 // Anything else is a 404 in the shape of the provider the path belongs to.
@@ -47,7 +51,9 @@
 //   Anthropic: RPM (1 per request), ITPM (input tokens), OTPM (pre-charged
 //              max_tokens, settled to the actual output);
 //   OpenAI:    RPM, TPM (pre-charged max(max_tokens, input tokens), settled to
-//              prompt + completion tokens).
+//              prompt + completion tokens), shared by its three endpoints;
+//              an embeddings request generates nothing and is charged its
+//              input tokens.
 // The buckets are exact integer token buckets (tools/judge/exact_bucket.h)
 // that share no code with sluice's own bucket, so that the provider is an
 // independent judge of the clients it refuses. A request takes from all of
@@ -195,7 +201,7 @@ struct FakeProviderStats {
     Counts counts;
   };
 
-  // Every request to /v1/messages or /v1/chat/completions, including those
+  // Every request to an API endpoint (all but count_tokens), including those
   // refused before a key was known (so totals.requests may exceed the sum
   // over keys).
   Counts totals;

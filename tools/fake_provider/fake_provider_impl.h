@@ -32,6 +32,7 @@
 #include "tools/fake_provider/dialect.h"
 #include "tools/fake_provider/fake_provider.h"
 #include "tools/fake_provider/openai_dialect.h"
+#include "tools/fake_provider/openai_endpoints.h"
 #include "tools/judge/exact_bucket.h"
 
 namespace sluice {
@@ -95,6 +96,8 @@ using fake_provider_internal::Json;
 using fake_provider_internal::kDimensions;
 using fake_provider_internal::LimitViews;
 using fake_provider_internal::OpenAiDialect;
+using fake_provider_internal::OpenAiEmbeddingsDialect;
+using fake_provider_internal::OpenAiResponsesDialect;
 using fake_provider_internal::Outgoing;
 using fake_provider_internal::Refusal;
 using fake_provider_internal::Settlement;
@@ -214,6 +217,8 @@ class FakeProvider::Impl {
   const FakeProviderOptions options_;
   const AnthropicDialect anthropic_;
   const OpenAiDialect openai_;
+  const OpenAiResponsesDialect openai_responses_;
+  const OpenAiEmbeddingsDialect openai_embeddings_;
   Generator generator_;
   std::atomic<uint64_t> next_id_{1};
 

@@ -84,7 +84,10 @@ std::optional<Reply> OpenAiDialect::CheckHeaders(HeaderLookup, absl::string_view
 std::optional<Reply> OpenAiDialect::ParseBody(const std::string& body,
                                               const FakeProviderOptions& options, absl::string_view,
                                               ChatRequest* out) const {
-  const std::optional<BadRequest> bad = ParseChat(body, kOpenAiRules, options, out);
+  return BadBody(ParseChat(body, kOpenAiRules, options, out));
+}
+
+std::optional<Reply> OpenAiDialect::BadBody(const std::optional<BadRequest>& bad) {
   if (!bad.has_value()) return std::nullopt;
   std::string message;
   if (bad->param.empty()) {
