@@ -112,6 +112,14 @@ std::optional<BadRequest> ReadModel(const Json& body, ChatRequest* out) {
   return std::nullopt;
 }
 
+// What every body that generates text starts with: a JSON object, its
+// model and whether it streams.
+std::optional<BadRequest> ReadGeneration(const std::string& text, Json* body, ChatRequest* out) {
+  if (auto bad = ParseObject(text, body)) return bad;
+  if (auto bad = ReadModel(*body, out)) return bad;
+  return ReadStream(*body, out);
+}
+
 // Sets out->max_tokens, or names `param` when it is over the model's limit.
 std::optional<BadRequest> CheckMaxTokens(uint64_t max_tokens, const char* param,
                                          const FakeProviderOptions& options, ChatRequest* out) {
@@ -136,9 +144,7 @@ uint64_t TokensOf(uint64_t bytes) { return (bytes + 3) / 4; }
 std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
                                     const FakeProviderOptions& options, ChatRequest* out) {
   Json body;
-  if (auto bad = ParseObject(text, &body)) return bad;
-  if (auto bad = ReadModel(body, out)) return bad;
-  if (auto bad = ReadStream(body, out)) return bad;
+  if (auto bad = ReadGeneration(text, &body, out)) return bad;
 
   uint64_t max_tokens = 0;
   if (rules.max_tokens_required) {
@@ -190,9 +196,7 @@ std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& ru
 std::optional<BadRequest> ParseResponses(const std::string& text,
                                          const FakeProviderOptions& options, ChatRequest* out) {
   Json body;
-  if (auto bad = ParseObject(text, &body)) return bad;
-  if (auto bad = ReadModel(body, out)) return bad;
-  if (auto bad = ReadStream(body, out)) return bad;
+  if (auto bad = ReadGeneration(text, &body, out)) return bad;
   uint64_t max_tokens = 0;
   if (auto bad = ReadMaxTokens(body, "max_output_tokens", &max_tokens)) return bad;
   if (max_tokens == 0) max_tokens = options.default_max_tokens;
