@@ -11,6 +11,8 @@
 //
 //   AnthropicDialect (anthropic_dialect.h)  Messages API, /v1/messages
 //   OpenAiDialect (openai_dialect.h)        Chat Completions, /v1/chat/completions
+//   OpenAiResponsesDialect, OpenAiEmbeddingsDialect (openai_endpoints.h)
+//                                           /v1/responses, /v1/embeddings
 //
 // Thread safety: dialects hold no mutable state; every method is const and
 // safe from any number of threads.
