@@ -35,11 +35,10 @@ constexpr char kKey[] = "bench-key";
 constexpr int kSeconds = 3;
 
 // A fresh server for each benchmark, so that neither inherits the other's
-// connections (an idle keep-alive connection holds a server thread).
+// connections.
 std::unique_ptr<FakeProvider> StartServer() {
   FakeProviderOptions options;
   options.unlimited = true;
-  options.threads = 16;  // one per connection: spare threads only compete for the 2 cores
   auto started = FakeProvider::Start(options);
   if (!started.ok()) {
     absl::FPrintF(stderr, "client_bench: %s\n", started.status().ToString());

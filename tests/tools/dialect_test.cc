@@ -5,8 +5,13 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -54,9 +59,9 @@ TEST(AnthropicDialectTest, ReadsTheKeyAndRefusesWithoutOne) {
   const std::optional<Reply> none = anthropic.ReadApiKey(Headers({}), kRequestId, &key);
   ASSERT_TRUE(none.has_value());
   EXPECT_EQ(none->status, 401);
-  EXPECT_EQ(none->body,
-            R"({"type":"error","error":{"type":"authentication_error","message":)"
-            R"("x-api-key header is required"},"request_id":"req_000000000000000000000007"})");
+  EXPECT_EQ(none->body, R"({"type":"error","error":{"type":"authentication_error","message":)"
+                        R"("x-api-key header or Authorization: Bearer header is required"},)"
+                        R"("request_id":"req_000000000000000000000007"})");
   EXPECT_EQ(Body(anthropic.UnknownKey(kRequestId))["error"]["message"], "invalid x-api-key");
 
   const std::optional<Reply> no_version =
@@ -64,6 +69,28 @@ TEST(AnthropicDialectTest, ReadsTheKeyAndRefusesWithoutOne) {
   ASSERT_TRUE(no_version.has_value());
   EXPECT_EQ(no_version->status, 400);
   EXPECT_EQ(Body(*no_version)["error"]["message"], "anthropic-version: header is required");
+}
+
+// The official TypeScript SDK sends its key as a Bearer token and a newer
+// anthropic-version; x-api-key wins when both credentials are present.
+TEST(AnthropicDialectTest, ReadsABearerKeyAndAnyVersionAndPrefersXApiKey) {
+  const AnthropicDialect anthropic;
+  std::string key;
+  const Map bearer = {{"Authorization", "Bearer sk-ant-2"}, {"anthropic-version", "2026-10-21"}};
+  EXPECT_EQ(anthropic.ReadApiKey(Headers(bearer), kRequestId, &key), std::nullopt);
+  EXPECT_EQ(key, "sk-ant-2");
+  EXPECT_EQ(anthropic.CheckHeaders(Headers(bearer), kRequestId), std::nullopt);
+
+  const Map both = {{"x-api-key", "sk-ant-1"}, {"Authorization", "Bearer sk-ant-2"}};
+  EXPECT_EQ(anthropic.ReadApiKey(Headers(both), kRequestId, &key), std::nullopt);
+  EXPECT_EQ(key, "sk-ant-1");
+
+  for (const Map& refused : {Map{{"Authorization", "sk-ant-2"}}, Map{{"Authorization", "Bearer "}},
+                             Map{{"Authorization", "Basic c2stYW50LTI="}}}) {
+    const std::optional<Reply> r = anthropic.ReadApiKey(Headers(refused), kRequestId, &key);
+    ASSERT_TRUE(r.has_value()) << refused.begin()->second;
+    EXPECT_EQ(r->status, 401);
+  }
 }
 
 TEST(AnthropicDialectTest, ParsesAndCountsABodyOrNamesTheField) {
@@ -171,6 +198,55 @@ TEST(AnthropicDialectTest, ReplyHasTheMessageShape) {
   EXPECT_EQ(full["usage"]["cache_read_input_tokens"], 0);
   const nlohmann::json shorter = nlohmann::json::parse(anthropic.ReplyBody(chat, 2, "m", kNow));
   EXPECT_EQ(shorter["stop_reason"], "end_turn");
+}
+
+// A stream's events as (name, data): the name is "" for OpenAI's data-only
+// events. Every event must end in a blank line.
+std::vector<std::pair<std::string, std::string>> Events(const std::vector<std::string>& events) {
+  std::vector<std::pair<std::string, std::string>> parsed;
+  for (const std::string& e : events) {
+    EXPECT_TRUE(absl::EndsWith(e, "\n\n")) << e;
+    std::string name, data;
+    for (absl::string_view line : absl::StrSplit(absl::StripSuffix(e, "\n\n"), '\n')) {
+      if (absl::ConsumePrefix(&line, "event: ")) name = std::string(line);
+      if (absl::ConsumePrefix(&line, "data: ")) data = std::string(line);
+    }
+    parsed.emplace_back(name, data);
+  }
+  return parsed;
+}
+
+TEST(AnthropicDialectTest, StreamHasTheMessageEventsWithTheSameTextAndUsage) {
+  const AnthropicDialect anthropic;
+  const ChatRequest chat{.model = "claude-sonnet-4", .max_tokens = 9, .input_tokens = 10};
+  const auto events = Events(anthropic.StreamEvents(chat, 9, "msg_1", kNow));
+  std::vector<std::string> names;
+  for (const auto& [name, data] : events) names.push_back(name);
+  EXPECT_THAT(names,
+              ElementsAre("message_start", "content_block_start", "ping", "content_block_delta",
+                          "content_block_delta", "content_block_delta", "content_block_stop",
+                          "message_delta", "message_stop"));
+  EXPECT_EQ(events[0].second,
+            R"({"type":"message_start","message":{"id":"msg_1","type":"message","role":)"
+            R"("assistant","model":"claude-sonnet-4","content":[],"stop_reason":null,)"
+            R"("stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":0,)"
+            R"("cache_read_input_tokens":0,"output_tokens":1}}})");
+  EXPECT_EQ(
+      events[1].second,
+      R"({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})");
+  EXPECT_EQ(events[3].second,
+            R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta",)"
+            R"("text":"tok tok tok tok"}})");
+  std::string text;
+  for (int i = 3; i < 6; ++i) {
+    text += nlohmann::json::parse(events[i].second)["delta"]["text"].get<std::string>();
+  }
+  const nlohmann::json whole = nlohmann::json::parse(anthropic.ReplyBody(chat, 9, "msg_1", kNow));
+  EXPECT_EQ(text, whole["content"][0]["text"]);
+  EXPECT_EQ(events[7].second,
+            R"({"type":"message_delta","delta":{"stop_reason":"max_tokens","stop_sequence":null},)"
+            R"("usage":{"output_tokens":9}})");
+  EXPECT_EQ(events[8].second, R"({"type":"message_stop"})");
 }
 
 TEST(AnthropicDialectTest, RateLimitHeadersRoundTokensAndResetAtTheNextSecond) {
@@ -300,6 +376,37 @@ TEST(OpenAiDialectTest, FailuresAndServerRefusals) {
                                   kRequestId))["error"]["message"]
                   .get<std::string>(),
               HasSubstr("the limit is 4096 bytes"));
+}
+
+TEST(OpenAiDialectTest, StreamHasChunksThenUsageWhenAskedThenDone) {
+  const OpenAiDialect openai;
+  ChatRequest chat{.model = "gpt-4o", .max_tokens = 100, .input_tokens = 15};
+  chat.include_usage = true;
+  const auto events = Events(openai.StreamEvents(chat, 5, "chatcmpl-1", kNow));
+  ASSERT_EQ(events.size(), 6u);
+  for (const auto& [name, data] : events) EXPECT_EQ(name, "");
+  EXPECT_EQ(events[0].second,
+            R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1736723541,)"
+            R"("model":"gpt-4o","system_fingerprint":null,"choices":[{"index":0,"delta":)"
+            R"({"role":"assistant","content":"","refusal":null},"logprobs":null,)"
+            R"("finish_reason":null}],"usage":null})");
+  const auto data = [&events](int i) { return nlohmann::json::parse(events[i].second); };
+  EXPECT_EQ(data(1)["choices"][0]["delta"], nlohmann::json({{"content", "tok tok tok tok"}}));
+  EXPECT_EQ(data(2)["choices"][0]["delta"], nlohmann::json({{"content", " tok"}}));
+  EXPECT_EQ(data(3)["choices"][0]["delta"], nlohmann::json::object());
+  EXPECT_EQ(data(3)["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(data(4)["choices"], nlohmann::json::array());
+  EXPECT_EQ(data(4)["usage"],
+            nlohmann::json::parse(openai.ReplyBody(chat, 5, "chatcmpl-1", kNow))["usage"]);
+  EXPECT_EQ(data(4)["usage"]["total_tokens"], 20);
+  EXPECT_EQ(events[5].second, "[DONE]");
+
+  chat.include_usage = false;
+  const auto plain = Events(openai.StreamEvents(chat, 100, "chatcmpl-2", kNow));
+  ASSERT_EQ(plain.size(), 1 + 25 + 1 + 1u);  // role, 25 pieces of 4 words, finish, [DONE]
+  EXPECT_FALSE(nlohmann::json::parse(plain[0].second).contains("usage"));
+  EXPECT_EQ(nlohmann::json::parse(plain[26].second)["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(plain[27].second, "[DONE]");
 }
 
 TEST(OpenAiDialectTest, ReplyAndRateLimitHeaders) {

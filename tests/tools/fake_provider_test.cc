@@ -3,13 +3,16 @@
 // CLI verb is run once as a separate program (SLUICE_CLI_PATH).
 #include "tools/fake_provider/fake_provider.h"
 
+#include <curl/curl.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -19,9 +22,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
@@ -283,6 +288,55 @@ TEST_F(FakeProviderTest, AnthropicAuthFailures) {
               HasSubstr("anthropic-version"));
 }
 
+// The official TypeScript SDK's headers: a Bearer key and a newer version.
+httplib::Headers AnthropicBearerHeaders(const std::string& key = kAnthropicKey) {
+  return {{"Authorization", "Bearer " + key}, {"anthropic-version", "2026-10-21"}};
+}
+
+TEST_F(FakeProviderTest, AnthropicAcceptsABearerKeyWithTheSameLimitsAndStats) {
+  FakeProviderOptions options;
+  options.rpm = 2;
+  Start(options);
+  const Reply bearer = Anthropic(AnthropicBody(), AnthropicBearerHeaders());
+  ASSERT_EQ(bearer.status, 200) << bearer.body;
+  EXPECT_EQ(bearer.json()["type"], "message");
+  EXPECT_EQ(bearer.header("anthropic-ratelimit-requests-remaining"), "1");
+  // The same key in x-api-key draws from the same bucket...
+  const Reply x_api_key = Anthropic(AnthropicBody());
+  ASSERT_EQ(x_api_key.status, 200) << x_api_key.body;
+  EXPECT_EQ(x_api_key.header("anthropic-ratelimit-requests-remaining"), "0");
+  EXPECT_EQ(Anthropic(AnthropicBody(), AnthropicBearerHeaders()).status, 429);
+  // ...and counts as the same key.
+  const FakeProviderStats stats = provider_->stats();
+  ASSERT_THAT(stats.keys, SizeIs(1));
+  const FakeProviderStats::Counts key = stats.ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.requests, 3u);
+  EXPECT_EQ(key.admitted, 2u);
+  EXPECT_EQ(key.rate_limited, 1u);
+}
+
+TEST_F(FakeProviderTest, AnthropicPrefersXApiKeyWhenBothCredentialsArePresent) {
+  FakeProviderOptions options;
+  options.api_keys = {kAnthropicKey};
+  Start(options);
+  httplib::Headers both = AnthropicHeaders();
+  both.emplace("Authorization", "Bearer sk-ant-not-allowed");
+  EXPECT_EQ(Anthropic(AnthropicBody(), both).status, 200);
+  httplib::Headers swapped = AnthropicBearerHeaders();
+  swapped.emplace("x-api-key", "sk-ant-not-allowed");
+  const Reply refused = Anthropic(AnthropicBody(), swapped);
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_EQ(refused.json()["error"]["type"], "authentication_error");
+  const FakeProviderStats stats = provider_->stats();
+  ASSERT_THAT(stats.keys, SizeIs(1));
+  EXPECT_EQ(stats.ForKey(FakeApi::kAnthropic, kAnthropicKey).requests, 1u);
+
+  const Reply none = Anthropic(AnthropicBody(), {{"anthropic-version", "2026-10-21"}});
+  EXPECT_EQ(none.status, 401);
+  EXPECT_THAT(none.json()["error"]["message"].get<std::string>(),
+              AllOf(HasSubstr("x-api-key"), HasSubstr("Authorization: Bearer")));
+}
+
 TEST_F(FakeProviderTest, OpenAiAuthFailures) {
   FakeProviderOptions options;
   options.api_keys = {kOpenAiKey};
@@ -343,7 +397,7 @@ TEST_F(FakeProviderTest, BadAnthropicBodiesAre400sNamingTheField) {
   EXPECT_THAT(message_of(with("messages", {{{"role", "user"}, {"content", {{{"text", 3}}}}}})),
               StartsWith("messages.0.content.0.text"));
   EXPECT_THAT(message_of(with("system", 3)), StartsWith("system:"));
-  EXPECT_THAT(message_of(with("stream", true)), StartsWith("stream:"));
+  EXPECT_THAT(message_of(with("stream", "yes")), StartsWith("stream:"));
 }
 
 TEST_F(FakeProviderTest, BadOpenAiBodiesAre400sNamingTheParam) {
@@ -427,6 +481,355 @@ TEST_F(FakeProviderTest, RandomBodiesNeverCrashAndAlwaysGetJson) {
     EXPECT_THAT(r.status, ::testing::AnyOf(200, 400)) << body;
     EXPECT_FALSE(r.json().is_discarded()) << r.body;
   }
+}
+
+// Streaming -------------------------------------------------------------------------
+
+// A streamed reply: the pieces as httplib received them, and the events
+// parsed from their concatenation.
+struct Streamed {
+  httplib::Error error = httplib::Error::Success;
+  int status = 0;
+  httplib::Headers headers;
+  std::vector<std::string> chunks;
+  struct Event {
+    std::string name;  // "" for data-only events
+    std::string data;
+  };
+  std::vector<Event> events;
+
+  std::string header(const std::string& name) const {
+    const auto it = headers.find(name);
+    return it == headers.end() ? "" : it->second;
+  }
+  std::vector<std::string> names() const {
+    std::vector<std::string> out;
+    for (const Event& e : events) out.push_back(e.name);
+    return out;
+  }
+  // The data of every event, parsed, skipping OpenAI's "[DONE]".
+  std::vector<Json> data() const {
+    std::vector<Json> out;
+    for (const Event& e : events) {
+      if (e.data != "[DONE]") out.push_back(Json::parse(e.data, nullptr, false));
+    }
+    return out;
+  }
+};
+
+Streamed PostStream(const std::string& base_url, const std::string& path,
+                    const httplib::Headers& headers, const Json& body) {
+  Streamed out;
+  httplib::Client client(base_url);
+  client.set_read_timeout(5, 0);
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.headers = headers;
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.response_handler = [&](const httplib::Response& res) {
+    out.status = res.status;
+    out.headers = res.headers;
+    return true;
+  };
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    out.chunks.emplace_back(data, n);
+    return true;
+  };
+  out.error = client.send(req).error();
+  std::string all;
+  for (const std::string& c : out.chunks) all += c;
+  for (absl::string_view event : absl::StrSplit(all, "\n\n", absl::SkipEmpty())) {
+    Streamed::Event e;
+    for (absl::string_view line : absl::StrSplit(event, '\n')) {
+      if (absl::ConsumePrefix(&line, "event: ")) e.name = std::string(line);
+      if (absl::ConsumePrefix(&line, "data: ")) e.data = std::string(line);
+    }
+    out.events.push_back(std::move(e));
+  }
+  return out;
+}
+
+Json Streaming(Json body) {
+  body["stream"] = true;
+  return body;
+}
+
+TEST_F(FakeProviderTest, AnthropicStreamsTheMessageEventsEachFlushedOnItsOwn) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  const Streamed s = PostStream(provider_->base_url(), "/v1/messages", AnthropicBearerHeaders(),
+                                Streaming(AnthropicBody(/*max_tokens=*/1000)));
+  ASSERT_EQ(s.error, httplib::Error::Success);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  EXPECT_THAT(s.header("request-id"), StartsWith("req_"));
+  EXPECT_EQ(s.header("anthropic-ratelimit-requests-remaining"), "999");
+  // Chunked: the events go out as they are written, not as one body.
+  EXPECT_EQ(s.header("Transfer-Encoding"), "chunked");
+  const std::vector<std::string> names = s.names();
+  ASSERT_GE(names.size(), 8u);
+  EXPECT_THAT(std::vector<std::string>(names.begin(), names.begin() + 3),
+              ElementsAre("message_start", "content_block_start", "ping"));
+  EXPECT_THAT(std::vector<std::string>(names.end() - 3, names.end()),
+              ElementsAre("content_block_stop", "message_delta", "message_stop"));
+  const std::vector<Json> data = s.data();
+  const Json& message = data[0]["message"];
+  EXPECT_THAT(message["id"].get<std::string>(), StartsWith("msg_"));
+  EXPECT_EQ(message["model"], "claude-sonnet-4");
+  EXPECT_EQ(message["role"], "assistant");
+  EXPECT_EQ(message["content"], Json::array());
+  EXPECT_EQ(message["usage"]["input_tokens"], kAnthropicInputTokens);
+  EXPECT_EQ(message["usage"]["cache_read_input_tokens"], 0);
+  std::string text;
+  int deltas = 0;
+  for (size_t i = 3; i + 3 < data.size(); ++i) {
+    EXPECT_EQ(names[i], "content_block_delta");
+    EXPECT_EQ(data[i]["delta"]["type"], "text_delta");
+    text += data[i]["delta"]["text"].get<std::string>();
+    ++deltas;
+  }
+  const uint64_t out = data[data.size() - 2]["usage"]["output_tokens"];
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+  EXPECT_EQ(deltas, static_cast<int>((out + 3) / 4));  // a few words each
+  EXPECT_EQ(data[data.size() - 2]["delta"]["stop_reason"], out == 1000 ? "max_tokens" : "end_turn");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, out);
+
+  // The same seed and request order unstreamed: the same reply.
+  Start(options);
+  const Reply whole = Anthropic(AnthropicBody(/*max_tokens=*/1000));
+  ASSERT_EQ(whole.status, 200);
+  EXPECT_EQ(whole.json()["content"][0]["text"], text);
+  EXPECT_EQ(whole.json()["usage"]["output_tokens"], out);
+}
+
+TEST_F(FakeProviderTest, OpenAiStreamsChunksThenUsageWhenAskedThenDone) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  Json body = Streaming(OpenAiBody(/*max_tokens=*/1000));
+  body["stream_options"] = {{"include_usage", true}};
+  const Streamed s =
+      PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(), body);
+  ASSERT_EQ(s.error, httplib::Error::Success);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  EXPECT_EQ(s.header("Transfer-Encoding"), "chunked");
+  ASSERT_GE(s.events.size(), 5u);
+  EXPECT_EQ(s.events.back().data, "[DONE]");
+  const std::vector<Json> data = s.data();
+  const std::string id = data[0]["id"];
+  EXPECT_THAT(id, StartsWith("chatcmpl-"));
+  for (const Json& chunk : data) {
+    EXPECT_EQ(chunk["object"], "chat.completion.chunk");
+    EXPECT_EQ(chunk["id"], id);
+    EXPECT_EQ(chunk["model"], "gpt-4o");
+  }
+  EXPECT_EQ(data[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string text;
+  for (size_t i = 1; i + 2 < data.size(); ++i) {
+    EXPECT_TRUE(data[i]["choices"][0]["finish_reason"].is_null());
+    text += data[i]["choices"][0]["delta"]["content"].get<std::string>();
+  }
+  const Json& usage = data.back()["usage"];
+  EXPECT_EQ(data.back()["choices"], Json::array());
+  EXPECT_EQ(usage["prompt_tokens"], kOpenAiInputTokens);
+  const uint64_t out = usage["completion_tokens"];
+  EXPECT_EQ(usage["total_tokens"], kOpenAiInputTokens + out);
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+  EXPECT_EQ(data[data.size() - 2]["choices"][0]["finish_reason"], out == 1000 ? "length" : "stop");
+
+  Start(options);
+  const Reply whole = OpenAi(OpenAiBody(/*max_tokens=*/1000));
+  EXPECT_EQ(whole.json()["choices"][0]["message"]["content"], text);
+
+  // Without include_usage: no usage chunk.
+  const Streamed plain = PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(),
+                                    Streaming(OpenAiBody(/*max_tokens=*/3)));
+  ASSERT_EQ(plain.status, 200);
+  for (const Json& chunk : plain.data()) {
+    EXPECT_FALSE(chunk.contains("usage"));
+    EXPECT_THAT(chunk["choices"], SizeIs(1));
+  }
+}
+
+// Usage streamed is charged and settled as unstreamed: the TPM bucket holds
+// exactly the limit less the total the usage chunk reports.
+TEST_F(FakeProviderTest, StreamsChargeAndSettleAsUnstreamed) {
+  FakeProviderOptions options;
+  options.tpm = 1000;
+  options.otpm = 8000;
+  options.time_scale = 0.001;
+  Start(options);
+  Json body = Streaming(OpenAiBody(/*max_tokens=*/600));
+  body["stream_options"] = {{"include_usage", true}};
+  const Streamed openai =
+      PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(), body);
+  ASSERT_EQ(openai.status, 200);
+  const uint64_t total = openai.data().back()["usage"]["total_tokens"];
+  const Reply next = OpenAi(OpenAiBody(/*max_tokens=*/1));
+  ASSERT_EQ(next.status, 200) << next.body;
+  EXPECT_EQ(next.header("x-ratelimit-remaining-tokens"),
+            absl::StrCat(1000 - total - next.json()["usage"]["total_tokens"].get<uint64_t>()));
+
+  const Streamed anthropic = PostStream(provider_->base_url(), "/v1/messages", AnthropicHeaders(),
+                                        Streaming(AnthropicBody(/*max_tokens=*/4000)));
+  ASSERT_EQ(anthropic.status, 200);
+  const uint64_t out = anthropic.data()[anthropic.data().size() - 2]["usage"]["output_tokens"];
+  const Reply after = Anthropic(AnthropicBody(/*max_tokens=*/1));
+  ASSERT_EQ(after.status, 200);
+  EXPECT_EQ(after.header("anthropic-ratelimit-output-tokens-remaining"),
+            absl::StrCat((8000 - out - 1 + 500) / 1000 * 1000));
+  const FakeProviderStats stats = provider_->stats();
+  EXPECT_EQ(stats.ForKey(FakeApi::kOpenAi, kOpenAiKey).admitted, 2u);
+  EXPECT_EQ(stats.ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, out + 1);
+}
+
+TEST_F(FakeProviderTest, StreamedRequestsGetPlainJsonErrors) {
+  FakeProviderOptions options;
+  options.rpm = 1;
+  Start(options);
+  ASSERT_EQ(Anthropic(Streaming(AnthropicBody())).status, 200);
+  const Reply limited = Anthropic(Streaming(AnthropicBody()));
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_THAT(limited.header("Content-Type"), StartsWith("application/json"));
+  EXPECT_EQ(limited.json()["error"]["type"], "rate_limit_error");
+  const Reply no_key = Anthropic(Streaming(AnthropicBody()), {{"anthropic-version", "2023-06-01"}});
+  EXPECT_EQ(no_key.status, 401);
+  EXPECT_EQ(no_key.json()["error"]["type"], "authentication_error");
+  Json bad = Streaming(OpenAiBody());
+  bad["stream_options"] = {{"include_usage", "yes"}};
+  const Reply bad_options = OpenAi(bad);
+  EXPECT_EQ(bad_options.status, 400);
+  EXPECT_EQ(bad_options.json()["error"]["param"], "stream_options.include_usage");
+}
+
+TEST_F(FakeProviderTest, TruncatedStreamStopsHalfwayAndSlowStreamArrivesWhole) {
+  FakeProviderOptions options;
+  options.truncated_body_rate = 1;
+  Start(options);
+  const Streamed cut = PostStream(provider_->base_url(), "/v1/messages", AnthropicHeaders(),
+                                  Streaming(AnthropicBody(/*max_tokens=*/100)));
+  EXPECT_NE(cut.error, httplib::Error::Success);  // the chunked body never ends
+  ASSERT_FALSE(cut.events.empty());
+  EXPECT_EQ(cut.events[0].name, "message_start");
+  EXPECT_THAT(cut.names(), Not(Contains("message_stop")));
+
+  options.truncated_body_rate = 0;
+  options.slow_body_rate = 1;
+  Start(options);
+  const absl::Time start = absl::Now();
+  const Streamed slow = PostStream(provider_->base_url(), "/v1/chat/completions", OpenAiHeaders(),
+                                   Streaming(OpenAiBody()));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(300));
+  ASSERT_EQ(slow.error, httplib::Error::Success);
+  EXPECT_EQ(slow.events.back().data, "[DONE]");
+}
+
+// OpenAI's Responses and Embeddings ----------------------------------------------------
+
+TEST_F(FakeProviderTest, ResponsesAnswersTextWithUsage) {
+  FakeProviderOptions options;
+  options.seed = 7;
+  Start(options);
+  // "You are terse." (14) + "What is 2+2?" (12): ceil(26 / 4) + 4 * 1 message.
+  const Json body = {{"model", "gpt-4o"},
+                     {"instructions", "You are terse."},
+                     {"input", "What is 2+2?"},
+                     {"max_output_tokens", 1000}};
+  const Reply r = Post("/v1/responses", OpenAiHeaders(), body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.header("x-request-id"), Not(IsEmpty()));
+  EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "999");
+  const Json j = r.json();
+  EXPECT_THAT(j["id"].get<std::string>(), StartsWith("resp_"));
+  EXPECT_EQ(j["object"], "response");
+  EXPECT_EQ(j["model"], "gpt-4o");
+  const uint64_t out = j["usage"]["output_tokens"];
+  EXPECT_EQ(j["status"], out == 1000 ? "incomplete" : "completed");
+  EXPECT_EQ(j["usage"]["input_tokens"], 7 + 4);
+  EXPECT_EQ(j["usage"]["total_tokens"], 11 + out);
+  ASSERT_THAT(j["output"], SizeIs(1));
+  EXPECT_EQ(j["output"][0]["role"], "assistant");
+  const std::string text = j["output"][0]["content"][0]["text"];
+  EXPECT_EQ(j["output"][0]["content"][0]["type"], "output_text");
+  EXPECT_EQ(WordCount(text), static_cast<int>(out));
+
+  // Streamed: created, the text in deltas, completed with the same usage.
+  Start(options);
+  Json streamed = body;
+  streamed["stream"] = true;
+  const Streamed s = PostStream(provider_->base_url(), "/v1/responses", OpenAiHeaders(), streamed);
+  ASSERT_EQ(s.status, 200);
+  EXPECT_THAT(s.header("Content-Type"), StartsWith("text/event-stream"));
+  const std::vector<Json> data = s.data();
+  ASSERT_GE(data.size(), 3u);
+  EXPECT_EQ(s.events.front().name, "response.created");
+  EXPECT_EQ(s.events.back().name, "response.completed");
+  std::string joined;
+  for (size_t i = 1; i + 1 < data.size(); ++i) {
+    EXPECT_EQ(data[i]["type"], "response.output_text.delta");
+    EXPECT_EQ(data[i]["sequence_number"], i);
+    joined += data[i]["delta"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+  EXPECT_EQ(data.back()["response"]["usage"], j["usage"]);
+
+  // A list of messages, and a bad body naming its param.
+  const Json messages = {
+      {"model", "gpt-4o"},
+      {"input",
+       {{{"role", "user"}, {"content", "abcd"}},
+        {{"role", "user"}, {"content", {{{"type", "input_text"}, {"text", "efgh"}}}}}}}};
+  const Reply listed = Post("/v1/responses", OpenAiHeaders(), messages.dump());
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(listed.json()["usage"]["input_tokens"], 2 + 4 * 2);
+  const Reply bad = Post("/v1/responses", OpenAiHeaders(), R"({"model":"gpt-4o"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["param"], "input");
+}
+
+TEST_F(FakeProviderTest, EmbeddingsAnswersVectorsAndChargesTheInputTokens) {
+  FakeProviderOptions options;
+  options.tpm = 1000;
+  options.time_scale = 0.001;
+  Start(options);
+  // ceil(5 / 4) + ceil(12 / 4): each input counted on its own.
+  const Json body = {{"model", "text-embedding-3-small"}, {"input", {"hello", "how are you?"}}};
+  const Reply r = Post("/v1/embeddings", OpenAiHeaders(), body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const Json j = r.json();
+  EXPECT_EQ(j["object"], "list");
+  ASSERT_THAT(j["data"], SizeIs(2));
+  EXPECT_EQ(j["data"][1]["object"], "embedding");
+  EXPECT_EQ(j["data"][1]["index"], 1);
+  EXPECT_THAT(j["data"][1]["embedding"], Not(IsEmpty()));
+  EXPECT_EQ(j["usage"], Json({{"prompt_tokens", 5}, {"total_tokens", 5}}));
+  EXPECT_EQ(r.header("x-ratelimit-remaining-tokens"), "995");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kOpenAi, kOpenAiKey).input_tokens, 5u);
+
+  const Reply bad = Post("/v1/embeddings", OpenAiHeaders(), R"({"model":"m","input":[1]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(bad.json()["error"]["param"], "input.0");
+  const Reply no_key = Post("/v1/embeddings", {}, body.dump());
+  EXPECT_EQ(no_key.status, 401);
+}
+
+TEST_F(FakeProviderTest, OpenAiEndpointsShareTheKeysLimits) {
+  FakeProviderOptions options;
+  options.rpm = 2;
+  Start(options);
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 200);
+  EXPECT_EQ(Post("/v1/embeddings", OpenAiHeaders(), R"({"model":"m","input":"x"})").status, 200);
+  const Reply limited = Post("/v1/responses", OpenAiHeaders(), R"({"model":"gpt-4o","input":"x"})");
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_EQ(limited.json()["error"]["code"], "rate_limit_exceeded");
+  EXPECT_EQ(provider_->stats().ForKey(FakeApi::kOpenAi, kOpenAiKey).requests, 3u);
+  const Reply get = ToReply(client_->Get("/v1/responses"));
+  EXPECT_EQ(get.status, 404);
+  EXPECT_THAT(get.json()["error"]["message"].get<std::string>(), HasSubstr("Invalid URL"));
 }
 
 // Rate limits -----------------------------------------------------------------------
@@ -640,6 +1043,89 @@ TEST_F(FakeProviderTest, BucketSpanBoundsTheBurst) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.header("x-ratelimit-limit-requests"), "1000");
   EXPECT_EQ(r.header("x-ratelimit-remaining-requests"), "15");
+}
+
+// Every limit, not only RPM, holds limit * span / 1 min: with a 1 s span,
+// 6000 per minute is a bucket of 100. A charge of exactly the capacity fits
+// a full bucket; one more can never fit (a 429 without retry-after).
+Json AnthropicBodyOfInputTokens(uint64_t tokens, uint64_t max_tokens = 1) {
+  Json body = AnthropicBody(max_tokens);
+  body.erase("system");
+  // One message: ceil(B / 4) + 4 tokens.
+  body["messages"][0]["content"] = std::string(4 * (tokens - 4), 'x');
+  return body;
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheInputTokensBurst) {
+  FakeProviderOptions options;
+  options.itpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = Anthropic(AnthropicBodyOfInputTokens(101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(), HasSubstr("input tokens"));
+  EXPECT_FALSE(never.has_header("retry-after"));
+  const Reply half = Anthropic(AnthropicBodyOfInputTokens(50));
+  ASSERT_EQ(half.status, 200) << half.body;
+  EXPECT_EQ(half.json()["usage"]["input_tokens"], 50);
+  EXPECT_EQ(Anthropic(AnthropicBodyOfInputTokens(50)).status, 200);
+  const Reply empty = Anthropic(AnthropicBodyOfInputTokens(5));
+  EXPECT_EQ(empty.status, 429);
+  EXPECT_TRUE(empty.has_header("retry-after"));  // it fits once the bucket refills
+
+  Start(options);  // a fresh bucket holds exactly 100
+  EXPECT_EQ(Anthropic(AnthropicBodyOfInputTokens(100)).status, 200);
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheOutputTokensBurst) {
+  FakeProviderOptions options;
+  options.otpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = Anthropic(AnthropicBody(/*max_tokens=*/101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(), HasSubstr("output tokens"));
+  EXPECT_FALSE(never.has_header("retry-after"));
+  const Reply full = Anthropic(AnthropicBody(/*max_tokens=*/100));
+  ASSERT_EQ(full.status, 200) << full.body;
+  // Pre-charged 100 and settled to the output: what is left is 100 - out.
+  const uint64_t out = full.json()["usage"]["output_tokens"];
+  const Reply rest = Anthropic(AnthropicBody(/*max_tokens=*/100 - out + 1));
+  EXPECT_EQ(rest.status, 429);
+  EXPECT_TRUE(rest.has_header("retry-after"));
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheTokensBurst) {
+  FakeProviderOptions options;
+  options.tpm = 6000;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);
+  Start(options);
+  const Reply never = OpenAi(OpenAiBody(/*max_tokens=*/101));
+  EXPECT_EQ(never.status, 429);
+  EXPECT_THAT(never.json()["error"]["message"].get<std::string>(),
+              AllOf(StartsWith("Request too large"), HasSubstr("Limit 6000, Requested 101")));
+  const Reply full = OpenAi(OpenAiBody(/*max_tokens=*/100));
+  ASSERT_EQ(full.status, 200) << full.body;
+  EXPECT_EQ(full.header("x-ratelimit-limit-tokens"), "6000");
+  EXPECT_EQ(full.header("x-ratelimit-remaining-tokens"),
+            absl::StrCat(100 - full.json()["usage"]["total_tokens"].get<uint64_t>()));
+}
+
+TEST_F(FakeProviderTest, BucketSpanBoundsTheRequestsBurstOfBothApis) {
+  FakeProviderOptions options;
+  options.rpm = 120;
+  options.time_scale = 0.01;
+  options.bucket_span = absl::Seconds(1);  // 2 requests
+  Start(options);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(Anthropic(AnthropicBody()).status, 200);
+    EXPECT_EQ(OpenAi(OpenAiBody()).status, 200);
+  }
+  EXPECT_EQ(Anthropic(AnthropicBody()).status, 429);
+  EXPECT_EQ(OpenAi(OpenAiBody()).status, 429);
 }
 
 TEST_F(FakeProviderTest, KeepAliveConnectionsServeManyRequests) {
@@ -871,6 +1357,125 @@ TEST_F(FakeProviderTest, StatsCountPerKeyAndNeverShowTheKey) {
   const FakeProviderStats s = provider_->stats();
   EXPECT_EQ(s.ForKey(FakeApi::kAnthropic, kAnthropicKey).output_tokens, output);
   EXPECT_EQ(s.ForKey(FakeApi::kOpenAi, kAnthropicKey).requests, 0u);
+}
+
+// Many connections -------------------------------------------------------------------
+
+// Lets this process open as many descriptors as it is allowed to (each
+// connection takes two here: the client's and the server's).
+void RaiseDescriptorLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  limit.rlim_cur = limit.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &limit);
+}
+
+// One transfer of a libcurl multi: its request, and what came back.
+struct Transfer {
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  std::string body;
+  std::string response;
+  std::string request_id;  // the response's request-id header
+  long status = 0;
+};
+
+size_t AppendBody(char* data, size_t size, size_t n, void* transfer) {
+  static_cast<Transfer*>(transfer)->response.append(data, size * n);
+  return size * n;
+}
+
+size_t ReadRequestId(char* data, size_t size, size_t n, void* transfer) {
+  absl::string_view line(data, size * n);
+  if (absl::ConsumePrefix(&line, "request-id: ")) {
+    static_cast<Transfer*>(transfer)->request_id =
+        std::string(absl::StripTrailingAsciiWhitespace(line));
+  }
+  return size * n;
+}
+
+// The issue's launch day: 1,300 requests sent at once, each on a keep-alive
+// connection of its own, against a provider allowing 1,200 a minute with a
+// bucket of one minute. A thread per connection answered them in 61 s and
+// refused none; every one must be answered promptly, and exactly the last
+// 100 the provider handled refused. time_scale 0.001 makes the refill during
+// the burst (0.02 permits a second) too small to admit a 1,201st.
+TEST(FakeProviderManyConnectionsTest, ThirteenHundredAtOnceAreAnsweredAndTheLast100Refused) {
+  constexpr int kRequests = 1300;
+  RaiseDescriptorLimit();
+  FakeProviderOptions options;
+  options.rpm = 1200;
+  options.time_scale = 0.001;
+  absl::StatusOr<std::unique_ptr<FakeProvider>> provider = FakeProvider::Start(options);
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  const std::string url = (*provider)->base_url() + "/v1/messages";
+
+  ASSERT_EQ(curl_global_init(CURL_GLOBAL_DEFAULT), CURLE_OK);
+  CURLM* multi = curl_multi_init();
+  std::vector<Transfer> transfers(kRequests);
+  for (Transfer& t : transfers) {
+    t.easy = curl_easy_init();
+    t.body = AnthropicBody(/*max_tokens=*/10).dump();
+    t.headers = curl_slist_append(t.headers, "content-type: application/json");
+    t.headers = curl_slist_append(t.headers, "anthropic-version: 2023-06-01");
+    t.headers = curl_slist_append(t.headers, absl::StrCat("x-api-key: ", kAnthropicKey).c_str());
+    curl_easy_setopt(t.easy, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(t.easy, CURLOPT_HTTPHEADER, t.headers);
+    curl_easy_setopt(t.easy, CURLOPT_POSTFIELDS, t.body.c_str());
+    curl_easy_setopt(t.easy, CURLOPT_WRITEFUNCTION, AppendBody);
+    curl_easy_setopt(t.easy, CURLOPT_WRITEDATA, &t);
+    curl_easy_setopt(t.easy, CURLOPT_HEADERFUNCTION, ReadRequestId);
+    curl_easy_setopt(t.easy, CURLOPT_HEADERDATA, &t);
+    curl_easy_setopt(t.easy, CURLOPT_TIMEOUT, 120L);
+    curl_multi_add_handle(multi, t.easy);
+  }
+  const absl::Time start = absl::Now();
+  int running = kRequests;
+  while (running > 0) {
+    ASSERT_EQ(curl_multi_perform(multi, &running), CURLM_OK);
+    if (running > 0) ASSERT_EQ(curl_multi_poll(multi, nullptr, 0, 100, nullptr), CURLM_OK);
+  }
+  const absl::Duration took = absl::Now() - start;
+
+  long connections = 0;
+  std::vector<const Transfer*> answered;
+  int ok = 0, limited = 0, failed = 0;
+  for (Transfer& t : transfers) {
+    long connects = 0;
+    curl_easy_getinfo(t.easy, CURLINFO_NUM_CONNECTS, &connects);
+    connections += connects;
+    curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &t.status);
+    (t.status == 200 ? ok : t.status == 429 ? limited : failed)++;
+    answered.push_back(&t);
+  }
+  EXPECT_EQ(connections, kRequests);  // one connection each, all open at once
+  EXPECT_EQ(failed, 0);
+  EXPECT_EQ(ok, 1200);
+  EXPECT_EQ(limited, 100);
+  EXPECT_LT(took, absl::Seconds(20));
+  // Request ids count up in the order the provider handled the requests:
+  // the refused are the last 100 of them.
+  std::sort(answered.begin(), answered.end(),
+            [](const Transfer* a, const Transfer* b) { return a->request_id < b->request_id; });
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_EQ(answered[i]->status, i < 1200 ? 200 : 429)
+        << "request " << i << " (" << answered[i]->request_id << ")";
+  }
+  const FakeProviderStats::Counts key =
+      (*provider)->stats().ForKey(FakeApi::kAnthropic, kAnthropicKey);
+  EXPECT_EQ(key.admitted, 1200u);
+  EXPECT_EQ(key.rate_limited, 100u);
+
+  for (Transfer& t : transfers) {
+    curl_multi_remove_handle(multi, t.easy);
+    curl_easy_cleanup(t.easy);
+    curl_slist_free_all(t.headers);
+  }
+  curl_multi_cleanup(multi);
+  // Stop does not wait out the 1,300 idle keep-alive connections.
+  const absl::Time stop = absl::Now();
+  (*provider)->Stop();
+  EXPECT_LT(absl::Now() - stop, absl::Seconds(2));
 }
 
 TEST(KeyLabelTest, IsShortStableAndDistinct) {

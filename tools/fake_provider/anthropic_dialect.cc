@@ -55,6 +55,10 @@ std::optional<Reply> Parse(const std::string& body, const BodyRules& rules,
   return std::nullopt;
 }
 
+const char* StopReason(const ChatRequest& chat, uint64_t output_tokens) {
+  return output_tokens == chat.max_tokens ? "max_tokens" : "end_turn";
+}
+
 }  // namespace
 
 Reply AnthropicDialect::Error(int status, absl::string_view type, absl::string_view message,
@@ -74,9 +78,13 @@ std::vector<Dimension> AnthropicDialect::dimensions() const {
 std::optional<Reply> AnthropicDialect::ReadApiKey(HeaderLookup headers,
                                                   absl::string_view request_id,
                                                   std::string* api_key) const {
+  // The official TypeScript SDK authenticates with a Bearer token instead;
+  // when a request carries both, x-api-key is the one that counts.
   *api_key = headers("x-api-key");
+  if (api_key->empty()) *api_key = BearerToken(headers);
   if (!api_key->empty()) return std::nullopt;
-  return Error(401, "authentication_error", "x-api-key header is required", request_id);
+  return Error(401, "authentication_error",
+               "x-api-key header or Authorization: Bearer header is required", request_id);
 }
 
 Reply AnthropicDialect::UnknownKey(absl::string_view request_id) const {
@@ -189,7 +197,7 @@ std::string AnthropicDialect::ReplyBody(const ChatRequest& chat, uint64_t output
       {"role", "assistant"},
       {"model", chat.model},
       {"content", Json::array({{{"type", "text"}, {"text", ReplyText(output_tokens)}}})},
-      {"stop_reason", output_tokens == chat.max_tokens ? "max_tokens" : "end_turn"},
+      {"stop_reason", StopReason(chat, output_tokens)},
       {"stop_sequence", nullptr},
       {"usage",
        {{"input_tokens", chat.input_tokens},
@@ -197,6 +205,52 @@ std::string AnthropicDialect::ReplyBody(const ChatRequest& chat, uint64_t output
         {"cache_creation_input_tokens", 0},
         {"cache_read_input_tokens", 0}}},
   });
+}
+
+// message_start carries the input usage and the first output token;
+// message_delta the stop reason and the cumulative output.
+std::vector<std::string> AnthropicDialect::StreamEvents(const ChatRequest& chat,
+                                                        uint64_t output_tokens,
+                                                        absl::string_view reply_id,
+                                                        absl::Time) const {
+  const auto event = [](absl::string_view name, const Json& data) {
+    return absl::StrCat("event: ", name, "\ndata: ", Dump(data), "\n\n");
+  };
+  std::vector<std::string> events;
+  events.push_back(
+      event("message_start", {{"type", "message_start"},
+                              {"message",
+                               {{"id", reply_id},
+                                {"type", "message"},
+                                {"role", "assistant"},
+                                {"model", chat.model},
+                                {"content", Json::array()},
+                                {"stop_reason", nullptr},
+                                {"stop_sequence", nullptr},
+                                {"usage",
+                                 {{"input_tokens", chat.input_tokens},
+                                  {"cache_creation_input_tokens", 0},
+                                  {"cache_read_input_tokens", 0},
+                                  {"output_tokens", std::min<uint64_t>(output_tokens, 1)}}}}}}));
+  events.push_back(
+      event("content_block_start", {{"type", "content_block_start"},
+                                    {"index", 0},
+                                    {"content_block", {{"type", "text"}, {"text", ""}}}}));
+  events.push_back(event("ping", {{"type", "ping"}}));
+  for (std::string& text : ReplyTextPieces(output_tokens)) {
+    events.push_back(event("content_block_delta",
+                           {{"type", "content_block_delta"},
+                            {"index", 0},
+                            {"delta", {{"type", "text_delta"}, {"text", std::move(text)}}}}));
+  }
+  events.push_back(event("content_block_stop", {{"type", "content_block_stop"}, {"index", 0}}));
+  events.push_back(event(
+      "message_delta",
+      {{"type", "message_delta"},
+       {"delta", {{"stop_reason", StopReason(chat, output_tokens)}, {"stop_sequence", nullptr}}},
+       {"usage", {{"output_tokens", output_tokens}}}}));
+  events.push_back(event("message_stop", {{"type", "message_stop"}}));
+  return events;
 }
 
 std::vector<std::pair<std::string, std::string>> AnthropicDialect::RateLimitHeaders(

@@ -1,5 +1,7 @@
 // The Anthropic Messages API as the simulated provider speaks it (see
-// dialect.h): x-api-key and anthropic-version headers; errors as
+// dialect.h): the key in x-api-key or in Authorization: Bearer (x-api-key
+// wins when both are present), and an anthropic-version header of any
+// value; errors as
 // {"type":"error","error":{"type","message"},"request_id"}; 429s with
 // retry-after in whole seconds; anthropic-ratelimit-* headers with token
 // counts rounded to the thousand and RFC 3339 resets; the request-id header.
@@ -49,6 +51,8 @@ class AnthropicDialect final : public Dialect {
 
   std::string ReplyBody(const ChatRequest& chat, uint64_t output_tokens, absl::string_view reply_id,
                         absl::Time now) const override;
+  std::vector<std::string> StreamEvents(const ChatRequest& chat, uint64_t output_tokens,
+                                        absl::string_view reply_id, absl::Time now) const override;
   std::vector<std::pair<std::string, std::string>> RateLimitHeaders(const LimitViews& limits,
                                                                     absl::Time now) const override;
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tools/fake_provider/fake_provider.h"
 
@@ -19,6 +20,12 @@ struct ChatRequest {
   std::string model;
   uint64_t max_tokens = 0;  // as given, or the default for OpenAI
   uint64_t input_tokens = 0;
+  // "stream": true asks for server-sent events; OpenAI's
+  // "stream_options": {"include_usage": true} for a final usage chunk.
+  bool stream = false;
+  bool include_usage = false;
+  // An embeddings request: how many inputs it embeds (0 otherwise).
+  uint64_t embeddings = 0;
 };
 
 // Why a body was refused: the field (a JSON path such as "messages.0.content")
@@ -44,8 +51,21 @@ inline constexpr BodyRules kOpenAiRules = {false, true, false};
 std::optional<BadRequest> ParseChat(const std::string& text, const BodyRules& rules,
                                     const FakeProviderOptions& options, ChatRequest* out);
 
+// The bodies of OpenAI's Responses and Embeddings endpoints, read into a
+// ChatRequest: the input tokens count as a chat's do (instructions as a
+// system prompt; each embeddings input on its own, without the per-message
+// 4), max_output_tokens is the Responses' max_tokens, and an embeddings
+// request generates nothing (max_tokens 0).
+std::optional<BadRequest> ParseResponses(const std::string& text,
+                                         const FakeProviderOptions& options, ChatRequest* out);
+std::optional<BadRequest> ParseEmbeddings(const std::string& text, ChatRequest* out);
+
 // "tok tok tok ...": `words` of them.
 std::string ReplyText(uint64_t words);
+
+// ReplyText(words) in the pieces a stream sends it in, a few words each;
+// joined, they are ReplyText(words) exactly.
+std::vector<std::string> ReplyTextPieces(uint64_t words);
 
 }  // namespace fake_provider_internal
 }  // namespace sluice

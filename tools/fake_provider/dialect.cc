@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 
 namespace sluice {
@@ -9,6 +10,13 @@ namespace fake_provider_internal {
 
 std::string Dump(const Json& doc) {
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string BearerToken(HeaderLookup headers) {
+  const std::string authorization = headers("Authorization");
+  constexpr absl::string_view kBearer = "Bearer ";
+  if (!absl::StartsWith(authorization, kBearer)) return "";
+  return authorization.substr(kBearer.size());
 }
 
 std::string Reply::header(absl::string_view name) const {

@@ -11,6 +11,8 @@
 //
 //   AnthropicDialect (anthropic_dialect.h)  Messages API, /v1/messages
 //   OpenAiDialect (openai_dialect.h)        Chat Completions, /v1/chat/completions
+//   OpenAiResponsesDialect, OpenAiEmbeddingsDialect (openai_endpoints.h)
+//                                           /v1/responses, /v1/embeddings
 //
 // Thread safety: dialects hold no mutable state; every method is const and
 // safe from any number of threads.
@@ -39,6 +41,7 @@ namespace fake_provider_internal {
 using Json = nlohmann::ordered_json;
 
 inline constexpr char kJson[] = "application/json";
+inline constexpr char kEventStream[] = "text/event-stream";
 
 // Serializes a reply. Strings echoed from requests (the model name) were
 // valid UTF-8 when parsed, but `replace` keeps dump() from ever throwing.
@@ -56,6 +59,10 @@ struct Reply {
 
 // A request header by name ("" when absent), however the server stores them.
 using HeaderLookup = absl::FunctionRef<std::string(absl::string_view name)>;
+
+// The KEY of an "Authorization: Bearer KEY" header, or "" when there is
+// none (or it is not Bearer, or the key is empty).
+std::string BearerToken(HeaderLookup headers);
 
 // The limits a provider keeps per API key, each per minute.
 enum class Dimension : uint8_t {
@@ -162,6 +169,13 @@ class Dialect {
   // The 200 body of an admitted request that generated `output_tokens`.
   virtual std::string ReplyBody(const ChatRequest& chat, uint64_t output_tokens,
                                 absl::string_view reply_id, absl::Time now) const = 0;
+  // The same reply streamed ("stream": true): the server-sent events in
+  // order, each whole ("event: NAME\ndata: JSON\n\n" or "data: ...\n\n")
+  // and meant to be sent and flushed on its own. The text and usage are
+  // ReplyBody's.
+  virtual std::vector<std::string> StreamEvents(const ChatRequest& chat, uint64_t output_tokens,
+                                                absl::string_view reply_id,
+                                                absl::Time now) const = 0;
 
   // The rate-limit headers of a key's limits at `now` (wall clock).
   virtual std::vector<std::pair<std::string, std::string>> RateLimitHeaders(

@@ -1,7 +1,7 @@
-// The simulated provider's server core: one httplib::Server, its options,
-// the keys, their limits (the judge's exact buckets) and counts, and /stats.
-// Each API request runs on one of its worker threads through exchange.cc and
-// the API's dialect.
+// The simulated provider's server core: the asynchronous HTTP server, its
+// options, the keys, their limits (the judge's exact buckets) and counts, and
+// /stats. Each API request is handled on the server's loop through
+// exchange.cc and the API's dialect.
 
 #include "tools/fake_provider/fake_provider.h"
 
@@ -22,7 +22,6 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "sluice/client.h"
 #include "sluice/clock.h"
@@ -34,7 +33,6 @@ namespace {
 
 using fake_provider_internal::Dump;
 using fake_provider_internal::kJson;
-using fake_provider_internal::kKeepAliveMaxRequests;
 
 bool ValidRate(double rate) { return rate >= 0 && rate <= 1; }  // false for NaN too
 
@@ -136,77 +134,27 @@ FakeProviderStats::Counts FakeProviderStats::ForKey(FakeApi api, absl::string_vi
 }
 
 absl::Status FakeProvider::Impl::Listen() {
-  const int threads = options_.threads;
-  server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  server_.set_payload_max_length(options_.max_body_bytes);
-  // httplib's default also sets SO_REUSEPORT, which would let a second
-  // provider share this port and split the traffic (and the limits) with
-  // it. SO_REUSEADDR alone still allows a restart while old connections
-  // linger in TIME_WAIT.
-  server_.set_socket_options([](socket_t sock) {
-    const int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  // httplib sends headers and body in separate writes; with Nagle on, the
-  // body of a reply on a reused connection waits for the client's delayed
-  // ACK of the headers (40 ms on Linux).
-  server_.set_tcp_nodelay(true);
-  // httplib closes a connection after 5 requests by default; the providers
-  // keep them far longer, and clients pool them.
-  server_.set_keep_alive_max_count(kKeepAliveMaxRequests);
-  server_.Post("/v1/messages", [this](const httplib::Request& req, httplib::Response& res) {
-    ServeApi(anthropic_, req, res);
-  });
-  server_.Post(
-      "/v1/messages/count_tokens",
-      [this](const httplib::Request& req, httplib::Response& res) { ServeCountTokens(req, res); });
-  server_.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-    ServeApi(openai_, req, res);
-  });
-  server_.Get("/stats", [this](const httplib::Request& req, httplib::Response& res) {
-    ServeStats(req, res);
-  });
-  server_.set_error_handler(httplib::Server::HandlerWithResponse(
-      [this](const httplib::Request& req, httplib::Response& res) {
-        return ServeError(req, res);
-      }));
-
-  if (options_.port == 0) {
-    port_ = server_.bind_to_any_port(options_.host);
-  } else {
-    port_ = server_.bind_to_port(options_.host, options_.port) ? options_.port : -1;
-  }
-  if (port_ <= 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen on ", options_.host, ":", options_.port));
-  }
-  server_.RaiseListenBacklog();
-  listener_ = std::thread([this] {
-    server_.listen_after_bind();
-    listener_done_.store(true, std::memory_order_release);
-  });
-  // httplib's stop() does nothing until the accept loop has started, so
-  // return only once it has: a Stop() right after Start() must work.
-  while (!server_.is_running()) {
-    if (listener_done_.load(std::memory_order_acquire)) {
-      return absl::UnavailableError(
-          absl::StrCat("the server on ", options_.host, ":", port_, " stopped at once"));
-    }
-    absl::SleepFor(absl::Milliseconds(1));
-  }
+  HttpServerOptions server;
+  server.host = options_.host;
+  server.port = options_.port;
+  server.threads = options_.threads;
+  server.max_body_bytes = options_.max_body_bytes;
+  absl::StatusOr<std::unique_ptr<HttpServer>> started = HttpServer::Start(
+      server, [this](std::shared_ptr<HttpExchange> http) { Handle(std::move(http)); });
+  if (!started.ok()) return started.status();
+  server_ = *std::move(started);
   return absl::OkStatus();
 }
 
+// Idle keep-alive connections close at once; requests in generation are
+// answered with the shutting-down 500 (so their clients hear why), and any
+// reply still dribbling out gets kStopDeadline to finish.
 void FakeProvider::Impl::Stop() {
   absl::MutexLock lock(&stop_mu_);
-  if (stopped_) return;
+  if (stopped_ || server_ == nullptr) return;
   stopped_ = true;
-  if (!stopping_.HasBeenNotified()) stopping_.Notify();
-  // Returns once the accept loop and every worker have finished; a worker
-  // blocked on an idle keep-alive connection holds it up to httplib's
-  // keep-alive timeout (5 s).
-  server_.stop();
-  if (listener_.joinable()) listener_.join();
+  server_->Post([this] { AnswerGeneratingOnStop(); });
+  server_->Stop(fake_provider_internal::kStopDeadline);
 }
 
 std::string FakeProvider::Impl::NextId(absl::string_view prefix) {
@@ -323,7 +271,7 @@ std::optional<Failure> FakeProvider::Impl::PreAdmissionFault(const Draws& d) con
   return std::nullopt;
 }
 
-FakeProvider::Impl::Delivery FakeProvider::Impl::DeliveryFault(const Draws& d) const {
+Delivery FakeProvider::Impl::DeliveryFault(const Draws& d) const {
   if (d.reset < options_.reset_rate) return Delivery::kReset;
   if (d.truncated_body < options_.truncated_body_rate) return Delivery::kTruncated;
   if (d.malformed_json < options_.malformed_json_rate) return Delivery::kMalformed;
@@ -344,10 +292,11 @@ absl::Duration FakeProvider::Impl::Latency(const Draws& d) const {
 
 // Counting ----------------------------------------------------------------------------
 
-void FakeProvider::Impl::CountRequest(const httplib::Request& req) {
+void FakeProvider::Impl::CountRequest(const HttpRequest& req) {
+  const std::optional<absl::string_view> custom_id = FindField(req.headers, kCustomIdHeader);
   absl::MutexLock lock(&mu_);
   ++totals_.requests;
-  if (req.has_header(kCustomIdHeader)) ++custom_ids_[req.get_header_value(kCustomIdHeader)];
+  if (custom_id.has_value()) ++custom_ids_[std::string(*custom_id)];
 }
 
 void FakeProvider::Impl::CountFault(Exchange& ex) {
@@ -391,7 +340,7 @@ FakeProviderStats FakeProvider::Impl::stats() const {
 
 // Stats -----------------------------------------------------------------------------------
 
-void FakeProvider::Impl::ServeStats(const httplib::Request&, httplib::Response& res) {
+void FakeProvider::Impl::ServeStats(HttpExchange& http) {
   const FakeProviderStats s = stats();
   const auto counts = [](const FakeProviderStats::Counts& c) {
     return Json{{"requests", c.requests},           {"admitted", c.admitted},
@@ -404,9 +353,10 @@ void FakeProvider::Impl::ServeStats(const httplib::Request&, httplib::Response& 
     entry.update(counts(key.counts));
     keys.push_back(std::move(entry));
   }
-  res.set_content(
-      Dump({{"totals", counts(s.totals)}, {"keys", std::move(keys)}, {"custom_ids", s.custom_ids}}),
-      kJson);
+  http.Respond(
+      200, {{"content-type", kJson}},
+      Dump(
+          {{"totals", counts(s.totals)}, {"keys", std::move(keys)}, {"custom_ids", s.custom_ids}}));
 }
 
 // FakeProvider ---------------------------------------------------------------------------
@@ -424,9 +374,7 @@ absl::StatusOr<std::unique_ptr<FakeProvider>> FakeProvider::Start(FakeProviderOp
 
 int FakeProvider::port() const { return impl_->port(); }
 
-std::string FakeProvider::base_url() const {
-  return absl::StrCat("http://", impl_->host(), ":", impl_->port());
-}
+std::string FakeProvider::base_url() const { return impl_->base_url(); }
 
 FakeProviderStats FakeProvider::stats() const { return impl_->stats(); }
 

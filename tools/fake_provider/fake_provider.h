@@ -7,13 +7,28 @@
 // something faithful to hit without spending money or quota.
 //
 // Endpoints:
-//   POST /v1/messages                Anthropic: x-api-key, anthropic-version
+//   POST /v1/messages                Anthropic: x-api-key (or Authorization:
+//                                    Bearer KEY), anthropic-version
 //   POST /v1/messages/count_tokens   Anthropic: {"input_tokens": N}, unlimited
 //   POST /v1/chat/completions        OpenAI: Authorization: Bearer KEY
+//   POST /v1/responses               OpenAI Responses, minimal: text input
+//                                    ("input", "instructions"), text output
+//   POST /v1/embeddings              OpenAI Embeddings, minimal: usage and
+//                                    placeholder vectors
 //   GET  /stats                      counters per API key (never the key itself)
 //                                    and per x-sluice-custom-id header value
 // Anything else is a 404 in the shape of the provider the path belongs to.
-// Streaming ("stream": true) is refused with a 400 naming the field.
+//
+// Streaming ("stream": true) answers an admitted request with
+// content-type text/event-stream and the providers' events, each written and
+// flushed on its own: Anthropic's message_start (the input usage),
+// content_block_start, ping, content_block_delta (a few words of text
+// each), content_block_stop, message_delta (stop reason, output usage) and
+// message_stop; OpenAI's chat.completion.chunk data lines (the role, then the
+// text, then the finish reason), one more with the usage when
+// "stream_options": {"include_usage": true}, then "data: [DONE]". The text,
+// the usage and the charges are those of the same request unstreamed; every
+// error (401, 400, 429, ...) is the plain JSON reply.
 //
 // Token counting is deterministic, so that tests can check usage exactly:
 //   input tokens  = ceil(B / 4) + 4 * M, where B is the total UTF-8 bytes of
@@ -36,7 +51,9 @@
 //   Anthropic: RPM (1 per request), ITPM (input tokens), OTPM (pre-charged
 //              max_tokens, settled to the actual output);
 //   OpenAI:    RPM, TPM (pre-charged max(max_tokens, input tokens), settled to
-//              prompt + completion tokens).
+//              prompt + completion tokens), shared by its three endpoints;
+//              an embeddings request generates nothing and is charged its
+//              input tokens.
 // The buckets are exact integer token buckets (tools/judge/exact_bucket.h)
 // that share no code with sluice's own bucket, so that the provider is an
 // independent judge of the clients it refuses. A request takes from all of
@@ -56,25 +73,31 @@
 // retry-after). After admission, so the request is charged and counted as
 // the providers do but the answer is lost or damaged: reset (the connection
 // is dropped without a response), truncated_body (Content-Length promises
-// more than is sent, then the connection closes), malformed_json (a 200 whose
-// body is not JSON) and slow_body (the body dribbles out in small pieces over
-// about 400 ms). Latency (mean +- uniform jitter) is spent before answering an
+// more than is sent, then the connection closes; a stream stops after half
+// its events), malformed_json (a 200 whose body, or a stream's middle event,
+// is not JSON) and slow_body (the body, or a stream's events, dribbles out in
+// small pieces over about 400 ms). Latency (mean +- uniform jitter) is spent before answering an
 // admitted request, as generation time.
 //
 // Inside, a server core (keys, limits, faults, counts, delivery) answers
 // through one dialect per API (anthropic_dialect.h, openai_dialect.h), which
 // render every body and header above and know nothing of the HTTP server.
 //
-// Thread safety: a FakeProvider serves requests on its own threads; stats(),
-// port(), base_url() and Stop() are safe to call from any thread.
+// It serves any number of connections at once, like a real provider: every
+// exchange is handled on the event loop of sluice's asynchronous HTTP server
+// (sluice/http_server.h), latency is a timer and a slow body timed writes,
+// so no connection, idle or waiting, holds a thread.
+//
+// Thread safety: a FakeProvider serves requests on its own loop thread(s);
+// stats(), port(), base_url() and Stop() are safe to call from any thread
+// (Stop and the destructor not from a handler, which they would wait for).
 //
 // Example:
 //   sluice::FakeProviderOptions options;
 //   options.rpm = 50;
 //   auto provider = sluice::FakeProvider::Start(options);
 //   if (!provider.ok()) return provider.status();
-//   httplib::Client client((*provider)->base_url());
-//   ... POST /v1/messages ...
+//   // Point any HTTP client at (*provider)->base_url() and POST /v1/messages.
 //   sluice::FakeProviderStats stats = (*provider)->stats();
 
 #ifndef SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_H_
@@ -148,10 +171,9 @@ struct FakeProviderOptions {
   // Seeds the generator behind output lengths, faults and latency jitter.
   uint64_t seed = 1;
 
-  // Worker threads. A client's keep-alive connection holds one for as long as
-  // it stays open (up to 5 s idle), so this bounds the connections served at
-  // once; more wait in a queue.
-  int threads = 64;
+  // Event-loop threads. Connections are not bound to threads: one loop
+  // serves thousands of them, and idle keep-alive connections cost none.
+  int threads = 1;
 
   // Request bodies larger than this get a 413 request_too_large.
   size_t max_body_bytes = 4 << 20;
@@ -179,7 +201,7 @@ struct FakeProviderStats {
     Counts counts;
   };
 
-  // Every request to /v1/messages or /v1/chat/completions, including those
+  // Every request to an API endpoint (all but count_tokens), including those
   // refused before a key was known (so totals.requests may exceed the sum
   // over keys).
   Counts totals;
@@ -197,8 +219,8 @@ struct FakeProviderStats {
 // The running server. Destroying it stops it.
 class FakeProvider {
  public:
-  // Binds `options.host`:`options.port`, starts serving on background
-  // threads and returns once connections are accepted. InvalidArgument naming
+  // Binds `options.host`:`options.port`, starts serving on its loop
+  // thread(s) and returns once connections are accepted. InvalidArgument naming
   // the option when one is out of range; Unavailable when the address cannot
   // be bound.
   static absl::StatusOr<std::unique_ptr<FakeProvider>> Start(FakeProviderOptions options);
@@ -213,10 +235,10 @@ class FakeProvider {
 
   FakeProviderStats stats() const;
 
-  // Stops accepting, cuts short any latency or slow body in progress, and
-  // returns once every worker thread has finished: at once, unless a client
-  // holds an idle keep-alive connection open, which httplib waits out (5 s
-  // at most). Idempotent.
+  // Stops accepting and closes idle connections at once, answers requests
+  // still in generation (latency) with a 500 "shutting down", gives a slow
+  // body up to a second to finish, then closes every connection and returns
+  // once the loop threads have ended. Idempotent.
   void Stop();
 
   // The label /stats and FakeProviderStats show for an API key: "key_" and 8

@@ -1,12 +1,13 @@
 // The simulated provider's server core: what its files share (fake_provider.cc
 // runs the server, keys, limits and counts; exchange.cc answers an API
 // exchange through its dialect and delivers the reply). The APIs themselves
-// are dialects (dialect.h), which know nothing of the server. Internal to the
-// simulated provider.
+// are dialects (dialect.h), which know nothing of the server; the server is
+// sluice's asynchronous one (sluice/http_server.h): every exchange is handled
+// on its event loop, generation time is a timer and a slow body timed
+// writes, so no connection holds a thread. Internal to the simulated
+// provider.
 #ifndef SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_IMPL_H_
 #define SLUICE_TOOLS_FAKE_PROVIDER_FAKE_PROVIDER_IMPL_H_
-
-#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdint>
@@ -15,7 +16,7 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <thread>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -23,26 +24,23 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "httplib.h"
+#include "sluice/http_server.h"
 #include "tools/fake_provider/anthropic_dialect.h"
 #include "tools/fake_provider/chat_body.h"
+#include "tools/fake_provider/delivery.h"
 #include "tools/fake_provider/dialect.h"
 #include "tools/fake_provider/fake_provider.h"
 #include "tools/fake_provider/openai_dialect.h"
+#include "tools/fake_provider/openai_endpoints.h"
 #include "tools/judge/exact_bucket.h"
 
 namespace sluice {
 namespace fake_provider_internal {
 
-// Requests served on one connection before it is closed.
-inline constexpr size_t kKeepAliveMaxRequests = 100;
-
-// The slow_body fault: the body goes out in this many pieces, each after a
-// pause, about 400 ms in all (real time: time_scale does not apply).
-inline constexpr int kSlowBodyPieces = 8;
-inline constexpr absl::Duration kSlowBodyPause = absl::Milliseconds(50);
+// How long Stop lets replies already under way (a slow body, the 500s it
+// answers requests in generation with) finish before it cuts them.
+inline constexpr absl::Duration kStopDeadline = absl::Seconds(1);
 
 // The random values one request may need, all drawn at once so that every
 // authenticated request consumes the same amount of the sequence whatever
@@ -83,30 +81,24 @@ class Generator {
   std::mt19937_64 engine_ ABSL_GUARDED_BY(mu_);
 };
 
-// httplib listens with a backlog of 5 (fixed when the library was built):
-// a burst of new connections overflows it and the kernel drops their SYNs,
-// which clients retry only after a second. Listening again on the bound
-// socket raises the backlog; svr_sock_ is only reachable from a subclass.
-class HttpServer : public httplib::Server {
- public:
-  void RaiseListenBacklog() { ::listen(svr_sock_, SOMAXCONN); }
-};
-
 }  // namespace fake_provider_internal
 
 using fake_provider_internal::AnthropicDialect;
 using fake_provider_internal::Charge;
 using fake_provider_internal::ChatRequest;
+using fake_provider_internal::Delivery;
 using fake_provider_internal::Dialect;
 using fake_provider_internal::Dimension;
 using fake_provider_internal::Draws;
 using fake_provider_internal::Failure;
 using fake_provider_internal::Generator;
-using fake_provider_internal::HttpServer;
 using fake_provider_internal::Json;
 using fake_provider_internal::kDimensions;
 using fake_provider_internal::LimitViews;
 using fake_provider_internal::OpenAiDialect;
+using fake_provider_internal::OpenAiEmbeddingsDialect;
+using fake_provider_internal::OpenAiResponsesDialect;
+using fake_provider_internal::Outgoing;
 using fake_provider_internal::Refusal;
 using fake_provider_internal::Settlement;
 
@@ -119,8 +111,8 @@ class FakeProvider::Impl {
 
   absl::Status Listen();
   void Stop();
-  int port() const { return port_; }
-  const std::string& host() const { return options_.host; }
+  int port() const { return server_->port(); }
+  std::string base_url() const { return server_->base_url(); }
   FakeProviderStats stats() const;
 
  private:
@@ -143,9 +135,6 @@ class FakeProvider::Impl {
     FakeProviderStats::Counts counts;
   };
 
-  // The faults that damage or lose an admitted request's reply.
-  enum class Delivery { kWhole, kReset, kTruncated, kMalformed, kSlow };
-
   // One API exchange: its dialect, its request id, and its key once known.
   struct Exchange {
     const Dialect* dialect;
@@ -153,18 +142,38 @@ class FakeProvider::Impl {
     KeyState* key = nullptr;
   };
 
-  // Routing.
-  void ServeApi(const Dialect& dialect, const httplib::Request& req, httplib::Response& res);
-  void ServeCountTokens(const httplib::Request& req, httplib::Response& res);
-  void ServeStats(const httplib::Request& req, httplib::Response& res);
-  httplib::Server::HandlerResponse ServeError(const httplib::Request& req, httplib::Response& res);
+  // A request admitted and charged, whose reply is generated after `latency`.
+  struct Admitted {
+    ChatRequest chat;
+    uint64_t output_tokens;
+    Delivery delivery;
+    absl::Duration latency;
+  };
+
+  // An admitted request in generation (its latency timer pending).
+  struct Generating {
+    std::shared_ptr<HttpExchange> http;
+    Exchange ex;
+    Admitted admitted;
+    HttpServer::TimerId timer = 0;
+  };
+
+  // Routing, on the server's loop.
+  void Handle(std::shared_ptr<HttpExchange> http);
+  void ServeApi(const Dialect& dialect, std::shared_ptr<HttpExchange> http);
+  void ServeCountTokens(HttpExchange& http);
+  void ServeStats(HttpExchange& http);
+  // The server's own refusals (no route, a body over the cap) in the shape
+  // of the API the path belongs to.
+  void Refuse(HttpExchange& http, int status);
 
   // An exchange once its request id is set: authenticate, draw, validate,
-  // fault, admit, settle, answer.
-  void Answer(const httplib::Request& req, httplib::Response& res, Exchange& ex);
+  // fault, admit and settle. The reply when it ends there, else what was
+  // admitted.
+  std::variant<Reply, Admitted> Answer(const HttpRequest& req, Exchange& ex);
   // The 401 or 400 when the request's key or headers are refused; else
   // sets *api_key.
-  std::optional<Reply> Authenticate(const Dialect& dialect, const httplib::Request& req,
+  std::optional<Reply> Authenticate(const Dialect& dialect, const HttpRequest& req,
                                     absl::string_view request_id, std::string* api_key) const;
 
   // Keys, limits, faults.
@@ -182,30 +191,44 @@ class FakeProvider::Impl {
   absl::Duration Latency(const Draws& d) const;
 
   // Counting.
-  void CountRequest(const httplib::Request& req);
+  void CountRequest(const HttpRequest& req);
   void CountFault(Exchange& ex);
   void CountRateLimited(Exchange& ex);
   void CountAdmitted(Exchange& ex, uint64_t input_tokens, uint64_t output_tokens);
 
-  // Sends an admitted request's reply, damaged as `delivery` says.
-  void Deliver(const httplib::Request& req, httplib::Response& res, Delivery delivery,
-               std::string body);
+  // Replies. Every API reply carries the request id and, once the key is
+  // known, its rate-limit headers as they stand when it is sent.
+  HttpFields ReplyHeaders(const Exchange& ex) const;
+  void Send(HttpExchange& http, const Exchange& ex, const Reply& reply) const;
+  // Generates an admitted request's reply now and sends it.
+  void Deliver(std::shared_ptr<HttpExchange> http, const Exchange& ex, const Admitted& admitted);
+  // Sends `out`'s pieces from `next` on, each after its pause, then ends.
+  void WritePieces(std::shared_ptr<HttpExchange> http, std::shared_ptr<const Outgoing> out,
+                   size_t next);
+
+  // Generation time: a timer per request, remembered so that Stop can
+  // answer them at once.
+  void StartGenerating(Generating generating);
+  void FinishGenerating(uint64_t id);
+  void AnswerGeneratingOnStop();
 
   std::string NextId(absl::string_view prefix);
 
   const FakeProviderOptions options_;
   const AnthropicDialect anthropic_;
   const OpenAiDialect openai_;
+  const OpenAiResponsesDialect openai_responses_;
+  const OpenAiEmbeddingsDialect openai_embeddings_;
   Generator generator_;
   std::atomic<uint64_t> next_id_{1};
-  absl::Notification stopping_;  // cuts latency and slow bodies short
 
-  HttpServer server_;
-  std::thread listener_;
-  std::atomic<bool> listener_done_{false};
-  int port_ = 0;
+  std::unique_ptr<HttpServer> server_;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+
+  absl::Mutex generating_mu_;
+  uint64_t next_generating_ ABSL_GUARDED_BY(generating_mu_) = 0;
+  absl::flat_hash_map<uint64_t, Generating> generating_ ABSL_GUARDED_BY(generating_mu_);
 
   mutable absl::Mutex mu_;
   // By API, then by the key itself (kept only here, never shown).

@@ -6,7 +6,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
@@ -35,6 +34,17 @@ std::string Decimal(uint64_t n, int scale) {
   return absl::StrFormat("%s.%0*d", text, scale, frac);
 }
 
+const char* FinishReason(const ChatRequest& chat, uint64_t output_tokens) {
+  return output_tokens == chat.max_tokens ? "length" : "stop";
+}
+
+Json Usage(const ChatRequest& chat, uint64_t output_tokens) {
+  return {{"prompt_tokens", chat.input_tokens},
+          {"completion_tokens", output_tokens},
+          {"total_tokens", chat.input_tokens + output_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", 0}}}};
+}
+
 }  // namespace
 
 Reply OpenAiDialect::Error(int status, absl::string_view message, absl::string_view type,
@@ -54,12 +64,8 @@ std::vector<Dimension> OpenAiDialect::dimensions() const {
 
 std::optional<Reply> OpenAiDialect::ReadApiKey(HeaderLookup headers, absl::string_view,
                                                std::string* api_key) const {
-  const std::string authorization = headers("Authorization");
-  constexpr absl::string_view kBearer = "Bearer ";
-  if (absl::StartsWith(authorization, kBearer) && authorization.size() > kBearer.size()) {
-    *api_key = authorization.substr(kBearer.size());
-    return std::nullopt;
-  }
+  *api_key = BearerToken(headers);
+  if (!api_key->empty()) return std::nullopt;
   return Error(401,
                "You didn't provide an API key. You need to provide your API key in an "
                "Authorization header using Bearer auth (i.e. Authorization: Bearer "
@@ -78,7 +84,10 @@ std::optional<Reply> OpenAiDialect::CheckHeaders(HeaderLookup, absl::string_view
 std::optional<Reply> OpenAiDialect::ParseBody(const std::string& body,
                                               const FakeProviderOptions& options, absl::string_view,
                                               ChatRequest* out) const {
-  const std::optional<BadRequest> bad = ParseChat(body, kOpenAiRules, options, out);
+  return BadBody(ParseChat(body, kOpenAiRules, options, out));
+}
+
+std::optional<Reply> OpenAiDialect::BadBody(const std::optional<BadRequest>& bad) {
   if (!bad.has_value()) return std::nullopt;
   std::string message;
   if (bad->param.empty()) {
@@ -173,14 +182,50 @@ std::string OpenAiDialect::ReplyBody(const ChatRequest& chat, uint64_t output_to
            {"message",
             {{"role", "assistant"}, {"content", ReplyText(output_tokens)}, {"refusal", nullptr}}},
            {"logprobs", nullptr},
-           {"finish_reason", output_tokens == chat.max_tokens ? "length" : "stop"},
+           {"finish_reason", FinishReason(chat, output_tokens)},
        }})},
-      {"usage",
-       {{"prompt_tokens", chat.input_tokens},
-        {"completion_tokens", output_tokens},
-        {"total_tokens", chat.input_tokens + output_tokens},
-        {"prompt_tokens_details", {{"cached_tokens", 0}}}}},
+      {"usage", Usage(chat, output_tokens)},
   });
+}
+
+// Chunks with the role, then the text, then the finish reason; with
+// include_usage, every one of them says "usage": null and one more carries
+// the usage and no choices.
+std::vector<std::string> OpenAiDialect::StreamEvents(const ChatRequest& chat,
+                                                     uint64_t output_tokens,
+                                                     absl::string_view reply_id,
+                                                     absl::Time now) const {
+  const auto chunk = [&](Json choices) {
+    Json data = {{"id", reply_id},
+                 {"object", "chat.completion.chunk"},
+                 {"created", absl::ToUnixSeconds(now)},
+                 {"model", chat.model},
+                 {"system_fingerprint", nullptr},
+                 {"choices", std::move(choices)}};
+    if (chat.include_usage) data["usage"] = nullptr;
+    return data;
+  };
+  const auto choice = [](Json delta, Json finish_reason) {
+    return Json::array({{{"index", 0},
+                         {"delta", std::move(delta)},
+                         {"logprobs", nullptr},
+                         {"finish_reason", std::move(finish_reason)}}});
+  };
+  const auto event = [](const Json& data) { return absl::StrCat("data: ", Dump(data), "\n\n"); };
+  std::vector<std::string> events;
+  events.push_back(event(
+      chunk(choice({{"role", "assistant"}, {"content", ""}, {"refusal", nullptr}}, nullptr))));
+  for (std::string& text : ReplyTextPieces(output_tokens)) {
+    events.push_back(event(chunk(choice({{"content", std::move(text)}}, nullptr))));
+  }
+  events.push_back(event(chunk(choice(Json::object(), FinishReason(chat, output_tokens)))));
+  if (chat.include_usage) {
+    Json last = chunk(Json::array());
+    last["usage"] = Usage(chat, output_tokens);
+    events.push_back(event(last));
+  }
+  events.push_back("data: [DONE]\n\n");
+  return events;
 }
 
 std::vector<std::pair<std::string, std::string>> OpenAiDialect::RateLimitHeaders(

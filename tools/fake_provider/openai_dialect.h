@@ -24,7 +24,7 @@
 namespace sluice {
 namespace fake_provider_internal {
 
-class OpenAiDialect final : public Dialect {
+class OpenAiDialect : public Dialect {
  public:
   FakeApi api() const override { return FakeApi::kOpenAi; }
   absl::string_view request_id_header() const override { return "x-request-id"; }
@@ -49,6 +49,8 @@ class OpenAiDialect final : public Dialect {
 
   std::string ReplyBody(const ChatRequest& chat, uint64_t output_tokens, absl::string_view reply_id,
                         absl::Time now) const override;
+  std::vector<std::string> StreamEvents(const ChatRequest& chat, uint64_t output_tokens,
+                                        absl::string_view reply_id, absl::Time now) const override;
   std::vector<std::pair<std::string, std::string>> RateLimitHeaders(const LimitViews& limits,
                                                                     absl::Time now) const override;
 
@@ -56,6 +58,8 @@ class OpenAiDialect final : public Dialect {
   // param or code being null.
   static Reply Error(int status, absl::string_view message, absl::string_view type,
                      absl::string_view param, absl::string_view code);
+  // The 400 for a bad body, naming the param as OpenAI does; nullopt for none.
+  static std::optional<Reply> BadBody(const std::optional<BadRequest>& bad);
 };
 
 }  // namespace fake_provider_internal

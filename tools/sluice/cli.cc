@@ -134,7 +134,6 @@ void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOption
   options->base_url = provider.base_url();
   options->api_key = "sk-sluice-simulated";  // it accepts any key; never a real secret
   options->provider_time_scale = started_with.time_scale;
-  options->max_connections = started_with.threads / 2;
 }
 
 namespace {

@@ -121,9 +121,8 @@ double Percentile(std::vector<double>& values, double q);
 nlohmann::ordered_json WaitPercentilesJson(std::vector<double> waits_s);
 
 // Points `options` at `provider`, a simulated provider this process started
-// with `started_with`: its URL, a key it accepts, its time scale, and fewer
-// connections than it has threads (a connection beyond them would wait for a
-// thread, and its requests would reach the provider late and all at once).
+// with `started_with`: its URL, a key it accepts and its time scale. (No
+// connection cap: it serves any number of connections at once.)
 void UseSimulatedProvider(const FakeProvider& provider, const FakeProviderOptions& started_with,
                           ClientOptions* options);
 

@@ -24,7 +24,7 @@ ABSL_FLAG(uint64_t, otpm, sluice::FakeProviderOptions().otpm,
 ABSL_FLAG(uint64_t, tpm, sluice::FakeProviderOptions().tpm,
           "OpenAI tokens per minute, per API key");
 ABSL_FLAG(int, threads, sluice::FakeProviderOptions().threads,
-          "worker threads: connections served at once (a keep-alive connection holds one)");
+          "event-loop threads (each serves any number of connections)");
 ABSL_FLAG(bool, unlimited, false, "enforce no limits and send no rate-limit headers");
 ABSL_FLAG(absl::Duration, bucket_span, sluice::FakeProviderOptions().bucket_span,
           "each limit's bucket holds this much of it (1s: a 60 rpm key bursts at most 1), "
@@ -112,10 +112,11 @@ const Verb kFakeProviderVerb = {
         "[--truncated-body-rate F] [--slow-body-rate F] [--reset-rate F] [--seed N] [--threads N]",
     .summary = "serve a simulated Anthropic and OpenAI API on 127.0.0.1",
     .description =
-        "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions (OpenAI) on\n"
-        "127.0.0.1:N, with per-key limits as continuous token buckets, the providers'\n"
-        "rate-limit headers and errors, and faults injected at the given rates (each in\n"
-        "[0, 1], drawn per request from --seed). GET /stats shows counters per key.\n"
+        "Serves POST /v1/messages (Anthropic) and POST /v1/chat/completions,\n"
+        "/v1/responses and /v1/embeddings (OpenAI) on 127.0.0.1:N, streamed when asked,\n"
+        "with per-key limits as continuous token buckets, the providers' rate-limit\n"
+        "headers and errors, and faults injected at the given rates (each in [0, 1],\n"
+        "drawn per request from --seed). GET /stats shows counters per key.\n"
         "Prints \"fake-provider listening on http://127.0.0.1:N\" once it accepts\n"
         "connections, and serves until SIGINT or SIGTERM, then exits 0.",
     .flags = kFakeProviderFlags,

@@ -114,7 +114,7 @@ struct ClientOptions {
   // Connections open at once (CURLMOPT_MAX_TOTAL_CONNECTIONS); transfers
   // beyond it queue inside libcurl. 0: no cap, a connection per request in
   // flight, as HTTP/1.1 needs when calls last seconds. Cap it below what the
-  // server can serve at once (the simulated provider: a thread each).
+  // server can serve at once.
   int max_connections = 0;
   RetryOptions retry;
   // Feed rate-limit headers back into the provider buckets: clamp to what
