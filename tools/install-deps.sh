@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev nlohmann-json3-dev libtomlplusplus-dev libcpp-httplib-dev libboost-dev
-  libssl-dev
+  libssl-dev zlib1g-dev
   clang libclang-rt-14-dev
   wrk gnuplot-nox
 )

@@ -405,6 +405,8 @@ void Headers::Set(absl::string_view name, absl::string_view value) {
                            std::string(absl::StripAsciiWhitespace(value)));
 }
 
+void Headers::Erase(absl::string_view name) { fields_.erase(absl::AsciiStrToLower(name)); }
+
 bool Headers::AddLine(absl::string_view line) {
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
   if (absl::StartsWith(line, "HTTP/")) {

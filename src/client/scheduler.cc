@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "src/client/body_decoder.h"
 #include "src/client/stream_reader.h"
 #include "src/client/wire_request.h"
 
@@ -75,11 +76,14 @@ struct Scheduler::Job final : TransportSink {
   bool unkept = false;
   bool delivered = false;              // some of it went out: never retried
   std::optional<StreamReader> stream;  // reads a streamed 2xx for usage and errors
+  // Decodes a compressed body for reading; null for an identity one.
+  std::unique_ptr<BodyDecoder> decoder;
   absl::Status outcome;
 
   void OnResponse(int status, const Headers& headers) override {
     http_status = status;
     headers_in = headers;
+    decoder = BodyDecoder::For(headers);
     streaming = request.on_chunk != nullptr && Is2xx(status);
     if (!streaming) return;
     unkept = IsEventStream(headers);
@@ -87,20 +91,25 @@ struct Scheduler::Job final : TransportSink {
     if (request.on_response) request.on_response(status, headers);
   }
   bool OnData(absl::string_view chunk) override {
-    const bool fits = response.size() + chunk.size() <= owner->options_.max_response_bytes;
+    // What is read (usage, errors) and kept is the body decoded; what is
+    // passed on is the body as it came.
+    std::string decoded;
+    if (decoder != nullptr) decoded = decoder->Feed(chunk);
+    const absl::string_view readable = decoder != nullptr ? absl::string_view(decoded) : chunk;
+    const bool fits = response.size() + readable.size() <= owner->options_.max_response_bytes;
     if (streaming) {
       delivered = true;
-      stream->Feed(chunk);
+      stream->Feed(readable);
       request.on_chunk(chunk);
       unkept |= !fits;
-      if (!unkept) response.append(chunk.data(), chunk.size());
+      if (!unkept) response.append(readable.data(), readable.size());
       return true;
     }
     if (!fits) {
       too_large = true;
       return false;
     }
-    response.append(chunk.data(), chunk.size());
+    response.append(readable.data(), readable.size());
     return true;
   }
   void OnDone(absl::Status status) override {
@@ -402,6 +411,7 @@ void Scheduler::StartDue(int64_t now) {
 void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   job->http_status = 0;
   job->headers_in.Clear();
+  job->decoder.reset();
   job->response.clear();
   job->too_large = false;
   job->streaming = false;
@@ -597,6 +607,11 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
   }
   Classification& c = a.c;
   r.headers = job.headers_in;
+  if (job.decoder != nullptr) {
+    // The body kept (error_body) is the decoded one: its headers say so.
+    r.headers.Erase("content-encoding");
+    r.headers.Erase("content-length");
+  }
   // Part of the response went out already: another attempt would repeat it.
   if (job.delivered) c.retryable = false;
   if (c.request_id.empty()) c.request_id = r.request_id;

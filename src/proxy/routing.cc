@@ -96,8 +96,7 @@ absl::StatusOr<Identity> Identify(const HttpFields& headers, const LimitsConfig&
 std::vector<std::pair<std::string, std::string>> UpstreamFields(const HttpFields& fields) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& [name, value] : fields) {
-    if (IsHopByHop(name) || name == "host" || name == "accept-encoding" || name == kScopeHeader ||
-        name == kPriorityHeader) {
+    if (IsHopByHop(name) || name == "host" || name == kScopeHeader || name == kPriorityHeader) {
       continue;
     }
     out.emplace_back(name, value);

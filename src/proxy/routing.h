@@ -56,8 +56,9 @@ struct Identity {
 absl::StatusOr<Identity> Identify(const HttpFields& headers, const LimitsConfig& config);
 
 // The request fields to send upstream: all but hop-by-hop fields, host,
-// content-length, accept-encoding (responses come back uncompressed, so
-// that their usage can be read), x-sluice-scope and x-sluice-priority.
+// content-length, x-sluice-scope and x-sluice-priority. accept-encoding
+// passes: a compressed response comes back compressed, and the client reads
+// its usage from a decoded copy.
 std::vector<std::pair<std::string, std::string>> UpstreamFields(const HttpFields& fields);
 
 // The response fields to send back: all but hop-by-hop fields and

@@ -2,6 +2,8 @@
 // transport: unthrottled requests, per-request throttle limits, the start
 // hook, withdrawing a reservation, per-key provider accounts, and settling
 // replies passed on piece by piece.
+#include <zlib.h>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -30,6 +32,26 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
+
+// `reply` with its body gzip-compressed, in three pieces split anywhere.
+ScriptedReply Gzipped(ScriptedReply reply) {
+  const std::string plain = absl::StrJoin(reply.chunks, "");
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY),
+            Z_OK);
+  std::string out(deflateBound(&z, plain.size()) + 32, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(plain.data()));
+  z.avail_in = static_cast<uInt>(plain.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(out.size() - z.avail_out);
+  deflateEnd(&z);
+  const size_t third = out.size() / 3;
+  reply.chunks = {out.substr(0, third), out.substr(third, third), out.substr(2 * third)};
+  reply.headers.Set("content-encoding", "gzip");
+  return reply;
+}
 
 // An unthrottled request (a proxy's pass-through path) is sent when due,
 // whatever the buckets hold: it reserves nothing, and its response's
@@ -242,23 +264,42 @@ TEST(SchedulerTest, APassedOnResponseSettlesWithTheUsageItReported) {
                "data: [DONE]\n\n"}),
        1000},
   };
-  for (const auto& c : kCases) {
-    SCOPED_TRACE(c.name);
-    Rig rig([&](const TransportRequest&) { return c.reply; }, Options(c.provider), R"(
+  // Each as sent, and gzip-compressed (a proxy passes a compressed body on
+  // compressed, and reads the usage from a decoded copy).
+  for (const bool gzip : {false, true}) {
+    for (const auto& c : kCases) {
+      SCOPED_TRACE(absl::StrCat(c.name, gzip ? ", gzip" : ""));
+      const ScriptedReply reply = gzip ? Gzipped(c.reply) : c.reply;
+      Rig rig([&](const TransportRequest&) { return reply; }, Options(c.provider), R"(
 [scopes.global]
 output_tokens_per_minute = 1000
 [scopes.global.burst]
 output_tokens_per_minute = 1000
 )");
-    std::string passed;
-    CallRequest request = CallRequest::Simple("m", "hi", 1000);
-    request.on_chunk = [&](absl::string_view chunk) { absl::StrAppend(&passed, chunk); };
-    const CallResult r = rig.client->Call(request);
-    ASSERT_TRUE(r.status.ok()) << r.status;
-    EXPECT_EQ(passed, absl::StrJoin(c.reply.chunks, ""));
-    // At 1,000 tokens a minute, the 1 ms the reply took refilled nothing.
-    EXPECT_EQ(Levels(rig).at("scope:global:otpm"), 1000 - c.charged);
+      std::string passed;
+      CallRequest request = CallRequest::Simple("m", "hi", 1000);
+      request.on_chunk = [&](absl::string_view chunk) { absl::StrAppend(&passed, chunk); };
+      const CallResult r = rig.client->Call(request);
+      ASSERT_TRUE(r.status.ok()) << r.status;
+      EXPECT_EQ(passed, absl::StrJoin(reply.chunks, ""));
+      // At 1,000 tokens a minute, the 1 ms the reply took refilled nothing.
+      EXPECT_EQ(Levels(rig).at("scope:global:otpm"), 1000 - c.charged);
+    }
   }
+}
+
+// A compressed error body is kept decoded (what a proxy answers with), and
+// the result's headers no longer claim an encoding.
+TEST(SchedulerTest, ACompressedErrorBodyIsKeptDecoded) {
+  ClientOptions options = Options();
+  options.retry.max_attempts = 1;
+  const ScriptedReply error = AnthropicError(400, "invalid_request_error");
+  Rig rig([&](const TransportRequest&) { return Gzipped(error); }, options);
+  const CallResult r = rig.client->Call(CallRequest::Simple("m", "hi", 4));
+  EXPECT_EQ(r.http_status, 400);
+  EXPECT_EQ(r.error_body, absl::StrJoin(error.chunks, ""));
+  EXPECT_EQ(r.headers.Find("content-encoding"), nullptr);
+  EXPECT_EQ(r.error.provider_type, "invalid_request_error");
 }
 
 // Withdraw gives back a reservation that has not been sent (the next

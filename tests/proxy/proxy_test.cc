@@ -385,5 +385,93 @@ TEST_F(ProxyTest, OtherPathsPassThroughAndMetricsAreServed) {
   EXPECT_THAT(metrics->body, HasSubstr("sluice_proxy_requests_total 2"));
 }
 
+// The event names and the text of a server-sent-events body, in order.
+struct Stream {
+  std::vector<std::string> events;
+  std::string text;
+};
+
+Stream ReadStream(const std::string& body) {
+  Stream out;
+  size_t at = 0;
+  while (at < body.size()) {
+    size_t end = body.find("\n\n", at);
+    if (end == std::string::npos) end = body.size();
+    const std::string event = body.substr(at, end - at);
+    at = end + 2;
+    std::string name, data;
+    for (size_t line = 0; line < event.size();) {
+      size_t eol = event.find('\n', line);
+      if (eol == std::string::npos) eol = event.size();
+      const std::string l = event.substr(line, eol - line);
+      if (l.rfind("event: ", 0) == 0) name = l.substr(7);
+      if (l.rfind("data: ", 0) == 0) data = l.substr(6);
+      line = eol + 1;
+    }
+    if (data.empty()) continue;
+    if (data == "[DONE]") {
+      out.events.push_back("[DONE]");
+      continue;
+    }
+    nlohmann::json json = nlohmann::json::parse(data);
+    out.events.push_back(name.empty() ? json.value("object", "") : name);
+    if (json.contains("delta") && json["delta"].is_object()) {
+      out.text += json["delta"].value("text", "");
+    }
+    if (json.contains("choices") && !json["choices"].empty()) {
+      out.text += json["choices"][0]["delta"].value("content", "");
+    }
+  }
+  return out;
+}
+
+// A streamed reply through the proxy is the one the provider sends directly
+// (same events, same text: the simulated provider is seeded), passed on as
+// an event stream, and settled with the usage in its events.
+TEST_F(ProxyTest, StreamsPassThroughUnchangedForBothApis) {
+  struct Case {
+    std::string path;
+    std::string body;
+    httplib::Headers headers;
+  };
+  const std::vector<Case> cases = {
+      {"/v1/messages",
+       R"({"model":"claude-sonnet-4","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hello there"}]})",
+       {{"x-api-key", kKey}, {"anthropic-version", "2023-06-01"}}},
+      {"/v1/chat/completions",
+       R"({"model":"gpt-4o","max_tokens":64,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]})",
+       {{"Authorization", absl::StrCat("Bearer ", kKey)}}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.path);
+    FakeProviderOptions direct_options;
+    direct_options.unlimited = true;
+    auto direct = FakeProvider::Start(direct_options);
+    ASSERT_TRUE(direct.ok());
+    httplib::Client to_direct((*direct)->base_url());
+    httplib::Result expected =
+        to_direct.Post(c.path.c_str(), c.headers, c.body, "application/json");
+    ASSERT_TRUE(expected);
+    ASSERT_EQ(expected->status, 200) << expected->body;
+
+    log_.clear();
+    Start();  // a fresh provider, seeded alike, behind the proxy
+    httplib::Result proxied = Post(c.path, c.body, c.headers);
+    ASSERT_TRUE(proxied);
+    ASSERT_EQ(proxied->status, 200) << proxied->body;
+    EXPECT_EQ(proxied->get_header_value("content-type"), "text/event-stream");
+    const Stream want = ReadStream(expected->body);
+    const Stream got = ReadStream(proxied->body);
+    EXPECT_EQ(got.events, want.events);
+    EXPECT_EQ(got.text, want.text);
+    EXPECT_FALSE(got.text.empty());
+    const std::vector<std::string> lines = Log(1);
+    ASSERT_EQ(lines.size(), 1u);
+    EXPECT_THAT(lines[0], AllOf(HasSubstr("status=200"), Not(HasSubstr(" in=0 ")),
+                                Not(HasSubstr(" out=0 "))));
+    proxy_.reset();
+  }
+}
+
 }  // namespace
 }  // namespace sluice

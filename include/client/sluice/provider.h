@@ -102,6 +102,8 @@ class Headers {
   // Sets field `name` (any case) to `value`, replacing an earlier value.
   // Leading and trailing spaces, tabs, CR and LF are dropped from the value.
   void Set(absl::string_view name, absl::string_view value);
+  // Removes field `name` (any case), if present.
+  void Erase(absl::string_view name);
 
   // Adds one line as libcurl's header callback delivers it ("Name: value\r\n"
   // with the line ending). A status line ("HTTP/1.1 200 OK") starts a new
