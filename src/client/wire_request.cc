@@ -120,11 +120,23 @@ std::string PromptText(const nlohmann::json& body) {
       }
     }
   };
-  if (body.contains("system")) add(body["system"]);
-  if (body.contains("messages") && body["messages"].is_array()) {
-    for (const auto& m : body["messages"]) {
+  auto add_messages = [&](const nlohmann::json& messages) {
+    for (const auto& m : messages) {
       if (m.is_object() && m.contains("content")) add(m["content"]);
+      if (m.is_string()) text += m.get<std::string>();  // an embeddings input list
     }
+  };
+  if (!body.is_object()) return text;
+  for (const char* key : {"system", "instructions"}) {
+    if (body.contains(key)) add(body[key]);
+  }
+  if (body.contains("messages") && body["messages"].is_array()) add_messages(body["messages"]);
+  // The Responses and Embeddings APIs' "input": a string, or a list of
+  // messages (Responses) or of strings (Embeddings).
+  if (body.contains("input")) {
+    const nlohmann::json& input = body["input"];
+    if (input.is_string()) text += input.get<std::string>();
+    if (input.is_array()) add_messages(input);
   }
   return text;
 }
@@ -136,7 +148,8 @@ std::string ModelOf(const nlohmann::json& body) {
 }
 
 uint64_t MaxTokens(const nlohmann::json& body) {
-  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+  if (!body.is_object()) return 0;
+  for (const char* key : {"max_tokens", "max_completion_tokens", "max_output_tokens"}) {
     if (body.contains(key) && body[key].is_number_unsigned()) return body[key].get<uint64_t>();
   }
   return 0;

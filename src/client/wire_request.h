@@ -38,14 +38,17 @@ std::string SendingKey(const ClientOptions& options, const CallRequest& request)
 // KeyFingerprint, else "" (none).
 std::string RequestAccount(const ClientOptions& options, const CallRequest& request);
 
-// All prompt text in a request body, for estimating its input tokens.
+// All prompt text in a request body, for estimating its input tokens: the
+// system prompt or instructions, the messages' text, and the Responses and
+// Embeddings APIs' "input" (a string, messages, or a list of strings).
 std::string PromptText(const nlohmann::json& body);
 
 // The body's model; "" when it has none (or is not an object: a GET has
 // no body).
 std::string ModelOf(const nlohmann::json& body);
 
-// The body's max_tokens (or max_completion_tokens); 0 when it has none.
+// The body's max_tokens (or max_completion_tokens, or the Responses API's
+// max_output_tokens); 0 when it has none.
 uint64_t MaxTokens(const nlohmann::json& body);
 
 }  // namespace sluice

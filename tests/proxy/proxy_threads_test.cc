@@ -90,13 +90,13 @@ TEST(ProxyThreadsTest, CallersReloadAndShutdownTogether) {
   const char* kPriorities[] = {"high", "normal", "low"};
   for (int i = 0; i < kCallers; ++i) {
     // Every fourth caller hangs up after 30 ms, most likely while queued.
-    callers.emplace_back([&, i] {
-      statuses[i] = Post(url, kPriorities[i % 3], i % 4 == 3 ? 30 : 0);
-    });
+    callers.emplace_back(
+        [&, i] { statuses[i] = Post(url, kPriorities[i % 3], i % 4 == 3 ? 30 : 0); });
   }
   absl::SleepFor(absl::Milliseconds(50));
-  ASSERT_TRUE((*proxy)->Reload(Limits("[scopes.global]\nrequests_per_minute = 6000\n"
-                                      "[scopes.global.burst]\nrequests_per_minute = 5\n"))
+  ASSERT_TRUE((*proxy)
+                  ->Reload(Limits("[scopes.global]\nrequests_per_minute = 6000\n"
+                                  "[scopes.global.burst]\nrequests_per_minute = 5\n"))
                   .ok());
   for (std::thread& t : callers) t.join();
   int served = 0;
