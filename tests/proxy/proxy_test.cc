@@ -56,6 +56,12 @@ class ProxyTest : public ::testing::Test {
   void Start(const std::string& toml = "", ProxyOptions options = {},
              FakeProviderOptions provider_options = {}) {
     provider_options.unlimited = true;
+    StartLimited(toml, std::move(options), std::move(provider_options));
+  }
+
+  // The same with the provider's limits as given.
+  void StartLimited(const std::string& toml, ProxyOptions options,
+                    FakeProviderOptions provider_options) {
     auto provider = FakeProvider::Start(provider_options);
     ASSERT_TRUE(provider.ok()) << provider.status();
     provider_ = *std::move(provider);
@@ -471,6 +477,42 @@ TEST_F(ProxyTest, StreamsPassThroughUnchangedForBothApis) {
                                 Not(HasSubstr(" out=0 "))));
     proxy_.reset();
   }
+}
+
+// A provider's 429 passes through as it is, and is not retried on the
+// caller's behalf (no request is charged twice unseen).
+TEST_F(ProxyTest, AProviders429PassesThroughUntouchedAndUnretried) {
+  FakeProviderOptions provider_options;
+  provider_options.spend_limit_rate = 1.0;  // every request: the month's spend is used up
+  StartLimited("", {}, provider_options);
+  httplib::Result limited = Post("/v1/messages", kMessage);
+  ASSERT_TRUE(limited);
+  EXPECT_EQ(limited->status, 429);
+  const nlohmann::json body = nlohmann::json::parse(limited->body);
+  EXPECT_EQ(body["error"]["type"], "rate_limit_error");
+  EXPECT_EQ(body["error"]["details"]["error_code"], "enforced_spend_limit_reached");
+  EXPECT_TRUE(limited->has_header("request-id"));
+  EXPECT_EQ(provider_->stats().totals.requests, 1u);
+  EXPECT_EQ(proxy_->stats().upstream_rate_limited, 1u);
+}
+
+// The provider's rate-limit headers feed the key's buckets: with a limit
+// the proxy was never told (one a minute at the provider), the second
+// request waits in the proxy rather than drawing the provider's 429.
+TEST_F(ProxyTest, TheProvidersHeadersHoldTheKeysBuckets) {
+  FakeProviderOptions provider_options;
+  provider_options.rpm = 1;
+  ProxyOptions options;
+  options.queue_timeout = absl::Milliseconds(300);
+  StartLimited("headroom = 1.0\n[providers.anthropic]\nrequests_per_minute = 100\n", options,
+               provider_options);
+  EXPECT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  httplib::Result held = Post("/v1/messages", kMessage);
+  ASSERT_TRUE(held);
+  EXPECT_EQ(held->status, 429);
+  EXPECT_THAT(held->body, HasSubstr("sluice proxy"));
+  EXPECT_EQ(provider_->stats().totals.requests, 1u);
+  EXPECT_EQ(provider_->stats().totals.rate_limited, 0u);
 }
 
 }  // namespace
