@@ -100,6 +100,33 @@ TEST(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
   std::remove(limits.c_str());
 }
 
+// --time-scale 60 runs the limits 60 times faster, as the simulated
+// provider's: one a minute is one a second, so the second request waits
+// about a second, not a minute (past --queue-timeout: a 429).
+TEST(ProxyCliTest, TimeScaleRunsTheLimitsFaster) {
+  FakeProviderOptions provider_options;
+  provider_options.unlimited = true;
+  auto provider = FakeProvider::Start(provider_options);
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  ScratchSegment segment;
+  const std::string limits = absl::StrCat(segment.path(), ".toml");
+  WriteText(limits, "[scopes.global]\nrequests_per_minute = 1\n");
+  CliProcess proxy({"proxy", "--listen", "127.0.0.1:0", "--config", limits, "--segment",
+                    segment.path(), "--anthropic-url", (*provider)->base_url(), "--queue-timeout",
+                    "20s", "--time-scale", "60"});
+  const std::string url = ProviderUrl(proxy);
+  ASSERT_THAT(url, HasSubstr("http://127.0.0.1:"));
+  EXPECT_EQ(PostStatus(url), 200);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(PostStatus(url), 200);
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_GE(waited, absl::Milliseconds(500));
+  EXPECT_LE(waited, absl::Seconds(15));
+  proxy.Kill(SIGTERM);
+  EXPECT_EQ(proxy.Wait().status, 0);
+  std::remove(limits.c_str());
+}
+
 TEST(ProxyCliTest, ABadConfigOrAddressIsRefusedAtStart) {
   ScratchSegment segment;
   const std::string limits = absl::StrCat(segment.path(), ".toml");
@@ -110,6 +137,10 @@ TEST(ProxyCliTest, ABadConfigOrAddressIsRefusedAtStart) {
   EXPECT_THAT(bad.err, HasSubstr(absl::StrCat(limits, ":2:")));
   CliResult address = RunCli({"proxy", "--listen", "nowhere", "--segment", segment.path()});
   EXPECT_EQ(address.status, 64) << address.err;
+  CliResult scale = RunCli(
+      {"proxy", "--listen", "127.0.0.1:0", "--segment", segment.path(), "--time-scale", "0"});
+  EXPECT_EQ(scale.status, 64) << scale.err;
+  EXPECT_THAT(scale.err, HasSubstr("--time-scale must be in (0, 1e6]"));
   std::remove(limits.c_str());
 }
 
