@@ -282,18 +282,22 @@ int64_t BudgetWindowId(BudgetPeriod period, absl::Time t) {
 }
 
 LimitsConfig TimeScaled(LimitsConfig config, double scale) {
-  auto scale_set = [scale](LimitSet& set) {
-    for (auto& [kind, per_period] : set.per_period) {
-      const double scaled = std::round(static_cast<double>(per_period) * scale);
-      per_period = scaled >= 1.8e19 ? std::numeric_limits<uint64_t>::max()
-                                    : std::max<uint64_t>(1, static_cast<uint64_t>(scaled));
-    }
+  auto scale_rate = [scale](uint64_t& per_period) {
+    const double scaled = std::round(static_cast<double>(per_period) * scale);
+    per_period = scaled >= 1.8e19 ? std::numeric_limits<uint64_t>::max()
+                                  : std::max<uint64_t>(1, static_cast<uint64_t>(scaled));
+  };
+  auto scale_set = [&scale_rate](LimitSet& set) {
+    for (auto& [kind, per_period] : set.per_period) scale_rate(per_period);
   };
   for (auto& [name, provider] : config.providers) {
     scale_set(provider.limits);
     for (ModelClass& model_class : provider.models) scale_set(model_class.limits);
   }
   for (auto& [name, scope] : config.scopes) scale_set(scope.limits);
+  if (config.proxy.count_tokens_requests_per_minute.has_value()) {
+    scale_rate(*config.proxy.count_tokens_requests_per_minute);
+  }
   config.minute_burst /= scale;
   config.day_burst /= scale;
   return config;

@@ -127,6 +127,14 @@ TEST_F(SeedTest, TimeScaledBucketsRefillFasterAndKeepTheirBursts) {
                     {"scope:workflow:nightly-batch:rpm", "workflow:nightly-batch",
                      LimitKind::kRequestsPerMinute, 3'000, Rate::PerMinute(3'000), 5},
                 });
+  // The proxy's count_tokens limit is a rate too; nothing else in [proxy] is.
+  LimitsConfig with_proxy = config_;
+  with_proxy.proxy.count_tokens_requests_per_minute = 100;
+  with_proxy.proxy.retry_upstream = true;
+  const LimitsConfig scaled_proxy = TimeScaled(with_proxy, 60);
+  EXPECT_EQ(scaled_proxy.proxy.count_tokens_requests_per_minute, 6'000u);
+  EXPECT_TRUE(scaled_proxy.proxy.retry_upstream);
+  EXPECT_FALSE(scaled.proxy.count_tokens_requests_per_minute.has_value());
   // Scale 1 changes nothing.
   const LimitsConfig same = TimeScaled(config_, 1);
   EXPECT_EQ(ProviderBuckets(same, same.providers.at("openai"), nullptr)[0].limit, 400u);

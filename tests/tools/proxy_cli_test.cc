@@ -6,9 +6,12 @@
 
 #include <fstream>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -57,31 +60,49 @@ int PostStatus(const std::string& base_url) {
   return r ? r->status : -1;
 }
 
-TEST(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
-  FakeProviderOptions provider_options;
-  provider_options.unlimited = true;
-  auto provider = FakeProvider::Start(provider_options);
-  ASSERT_TRUE(provider.ok()) << provider.status();
-  ScratchSegment segment;
-  const std::string limits = absl::StrCat(segment.path(), ".toml");
-  WriteText(limits, "[scopes.global]\nrequests_per_minute = 1\n");
+// An unlimited simulated provider, a scratch segment, and a limits file of
+// one request a minute for the proxy in front of it.
+class ProxyCliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    FakeProviderOptions options;
+    options.unlimited = true;
+    auto provider = FakeProvider::Start(options);
+    ASSERT_TRUE(provider.ok()) << provider.status();
+    provider_ = *std::move(provider);
+    WriteText(limits_, "[scopes.global]\nrequests_per_minute = 1\n");
+  }
+  void TearDown() override { std::remove(limits_.c_str()); }
 
-  CliProcess proxy({"proxy", "--listen", "127.0.0.1:0", "--config", limits, "--segment",
-                    segment.path(), "--anthropic-url", (*provider)->base_url(), "--queue-timeout",
-                    "300ms"});
+  // `sluice proxy` in front of the provider, with the limits file and `flags`.
+  std::vector<std::string> ProxyArgs(std::initializer_list<std::string> flags) const {
+    std::vector<std::string> args = {"proxy",         "--listen",        "127.0.0.1:0",
+                                     "--config",      limits_,           "--segment",
+                                     segment_.path(), "--anthropic-url", provider_->base_url()};
+    args.insert(args.end(), flags);
+    return args;
+  }
+
+  ScratchSegment segment_;
+  const std::string limits_ = absl::StrCat(segment_.path(), ".toml");
+  std::unique_ptr<FakeProvider> provider_;
+};
+
+TEST_F(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
+  CliProcess proxy(ProxyArgs({"--queue-timeout", "300ms"}));
   const std::string url = ProviderUrl(proxy);
   ASSERT_THAT(url, HasSubstr("http://127.0.0.1:"));
   EXPECT_EQ(PostStatus(url), 200);
   EXPECT_EQ(PostStatus(url), 429);  // one a minute
 
-  WriteText(limits, "[scopes.global]\nrequests_per_minut = 60000\n");
+  WriteText(limits_, "[scopes.global]\nrequests_per_minut = 60000\n");
   proxy.Kill(SIGHUP);
   ASSERT_TRUE(
       Eventually([&] { return StderrOf(proxy).find("reload refused") != std::string::npos; }));
   EXPECT_THAT(StderrOf(proxy), HasSubstr("requests_per_minut: unknown key"));
   EXPECT_EQ(PostStatus(url), 429);  // the old limits stay
 
-  WriteText(limits, "[scopes.global]\nrequests_per_minute = 60000\n");
+  WriteText(limits_, "[scopes.global]\nrequests_per_minute = 60000\n");
   proxy.Kill(SIGHUP);
   EXPECT_TRUE(Eventually([&] { return PostStatus(url) == 200; }));
 
@@ -97,20 +118,36 @@ TEST(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
   EXPECT_THAT(result.out, HasSubstr("POST /v1/messages anthropic scope=global"));
   EXPECT_THAT(result.out, HasSubstr("status=429 outcome=throttled"));
   EXPECT_THAT(result.out + result.err, Not(HasSubstr(kKey)));
-  std::remove(limits.c_str());
 }
 
-TEST(ProxyCliTest, ABadConfigOrAddressIsRefusedAtStart) {
-  ScratchSegment segment;
-  const std::string limits = absl::StrCat(segment.path(), ".toml");
-  WriteText(limits, "[scopes.global]\nrequests_per_minute = -1\n");
-  CliResult bad =
-      RunCli({"proxy", "--listen", "127.0.0.1:0", "--config", limits, "--segment", segment.path()});
+// --time-scale 60 runs the limits 60 times faster, as the simulated
+// provider's: one a minute is one a second, so the second request waits
+// about a second, not a minute (past --queue-timeout: a 429).
+TEST_F(ProxyCliTest, TimeScaleRunsTheLimitsFaster) {
+  CliProcess proxy(ProxyArgs({"--queue-timeout", "20s", "--time-scale", "60"}));
+  const std::string url = ProviderUrl(proxy);
+  ASSERT_THAT(url, HasSubstr("http://127.0.0.1:"));
+  EXPECT_EQ(PostStatus(url), 200);
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(PostStatus(url), 200);
+  const absl::Duration waited = absl::Now() - start;
+  EXPECT_GE(waited, absl::Milliseconds(500));
+  EXPECT_LE(waited, absl::Seconds(15));
+  proxy.Kill(SIGTERM);
+  EXPECT_EQ(proxy.Wait().status, 0);
+}
+
+TEST_F(ProxyCliTest, ABadConfigOrAddressIsRefusedAtStart) {
+  WriteText(limits_, "[scopes.global]\nrequests_per_minute = -1\n");
+  CliResult bad = RunCli(ProxyArgs({}));
   EXPECT_EQ(bad.status, 78) << bad.err;
-  EXPECT_THAT(bad.err, HasSubstr(absl::StrCat(limits, ":2:")));
-  CliResult address = RunCli({"proxy", "--listen", "nowhere", "--segment", segment.path()});
+  EXPECT_THAT(bad.err, HasSubstr(absl::StrCat(limits_, ":2:")));
+  CliResult address = RunCli({"proxy", "--listen", "nowhere", "--segment", segment_.path()});
   EXPECT_EQ(address.status, 64) << address.err;
-  std::remove(limits.c_str());
+  CliResult scale = RunCli(
+      {"proxy", "--listen", "127.0.0.1:0", "--segment", segment_.path(), "--time-scale", "0"});
+  EXPECT_EQ(scale.status, 64) << scale.err;
+  EXPECT_THAT(scale.err, HasSubstr("--time-scale must be in (0, 1e6]"));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
@@ -14,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "sluice/limits.h"
 #include "sluice/proxy.h"
 #include "sluice/segment.h"
 #include "sluice/store.h"
@@ -36,11 +38,24 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 namespace sluice {
 namespace {
 
+// The limits of --config on the real clock of an upstream that runs
+// `time_scale` simulated minutes per real minute (the simulated provider's
+// --time-scale): rates scaled up, bursts kept in permits.
+absl::StatusOr<LimitsConfig> ScaledLimitsFromFlags(double time_scale) {
+  absl::StatusOr<LimitsConfig> config = LimitsFromFlags();
+  if (!config.ok() || time_scale == 1.0) return config;
+  return TimeScaled(*std::move(config), time_scale);
+}
+
 int RunProxy(const Command& cmd) {
   absl::StatusOr<ListenAddress> address = ParseListenAddress(absl::GetFlag(FLAGS_listen));
   if (!address.ok()) return UsageError(*cmd.verb, address.status().message());
+  const double time_scale = absl::GetFlag(FLAGS_time_scale);
+  if (!(time_scale > 0) || time_scale > 1e6) {
+    return UsageError(*cmd.verb, "--time-scale must be in (0, 1e6]");
+  }
   const std::string config_path = absl::GetFlag(FLAGS_config);
-  absl::StatusOr<LimitsConfig> config = LimitsFromFlags();
+  absl::StatusOr<LimitsConfig> config = ScaledLimitsFromFlags(time_scale);
   if (!config.ok()) return Report(*cmd.verb, kExitConfig, config.status().message());
   absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
   if (!segment.ok()) return Fail(cmd, segment.status());
@@ -54,7 +69,7 @@ int RunProxy(const Command& cmd) {
   options.queue_timeout = absl::GetFlag(FLAGS_queue_timeout);
   options.max_queue = absl::GetFlag(FLAGS_max_queue);
   options.json_log = absl::GetFlag(FLAGS_json_log);
-  options.provider_time_scale = absl::GetFlag(FLAGS_time_scale);
+  options.provider_time_scale = time_scale;
   options.segment = (*segment)->path();
   auto log_mu = std::make_shared<absl::Mutex>();
   options.log = [log_mu](absl::string_view line) {
@@ -78,7 +93,7 @@ int RunProxy(const Command& cmd) {
     if (!signal.ok()) return Fail(cmd, signal.status());
     if (*signal != SIGHUP) break;
     // A bad file is refused and the old limits stay.
-    absl::StatusOr<LimitsConfig> fresh = LimitsFromFlags();
+    absl::StatusOr<LimitsConfig> fresh = ScaledLimitsFromFlags(time_scale);
     absl::Status reloaded = fresh.ok() ? (*proxy)->Reload(*fresh) : fresh.status();
     if (reloaded.ok()) {
       absl::FPrintF(stderr, "sluice proxy: reloaded %s\n", config_path);
@@ -114,6 +129,8 @@ const Verb kProxyVerb = {
         "GET /metrics serves Prometheus text. One log line per request on stdout.\n"
         "SIGHUP reloads --config (a bad file is refused and the old limits stay);\n"
         "SIGTERM stops accepting and lets requests finish for --drain-timeout.\n"
+        "--time-scale X rehearses against `sluice fake-provider --time-scale X`: the\n"
+        "limits' rates are multiplied by X (bursts stay in permits), as the provider's.\n"
         "Prints \"proxy listening on http://HOST:PORT\" once it accepts connections.",
     .flags = kProxyFlags,
     .required = kProxyRequired,

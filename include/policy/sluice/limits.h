@@ -249,7 +249,8 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
 //
 // `config` for a rehearsal in which `scale` simulated minutes pass per real
 // minute (the simulated provider's time_scale): every per-minute and per-day
-// limit is multiplied by `scale` (rounded, at least 1) and the default burst
+// limit (the proxy's count_tokens limit too) is multiplied by `scale`
+// (rounded, at least 1) and the default burst
 // durations divided by it, so that every bucket keeps its capacity in permits
 // (to within rounding) and refills `scale` times faster on the real clock. Explicit bursts,
 // budgets and concurrency caps are not rates and stay as they are.
