@@ -52,7 +52,7 @@ bool IsEventStream(const Headers& headers) {
 }  // namespace
 
 std::array<Scheduler::ReportedDimension, 4> Scheduler::Dimensions(Provider provider,
-                                                                 const RateLimitInfo& info) {
+                                                                  const RateLimitInfo& info) {
   // Anthropic rounds token counts to the nearest thousand.
   const int64_t rounding = provider == Provider::kAnthropic ? 500 : 0;
   return {{{info.requests, LimitKind::kRequestsPerMinute, 0},

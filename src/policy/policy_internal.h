@@ -206,7 +206,7 @@ class PolicyImpl {
   // provider owner ("anthropic", "anthropic@1f2e"); and the routes they
   // superseded, kept alive as Resolve promised.
   absl::node_hash_map<std::string, std::vector<OpenedBucket>> learned_providers_;  // guarded by mu_
-  std::vector<std::unique_ptr<Route>> retired_;  // guarded by mu_
+  std::vector<std::unique_ptr<Route>> retired_;                                    // guarded by mu_
   mutable std::atomic<uint64_t> rollbacks_{0};
   mutable std::atomic<uint64_t> never_fits_{0};
 };

@@ -103,9 +103,9 @@ class LocalStore final : public Store {
 
   // Serialized by mu_, as BucketRef::Reconfigure requires. REQUIRES: mu_ held.
   absl::Status ApplyLocked(BucketEntry& entry) {
-    const BucketConfig target = CapBurst(
-        entry.learned ? LowerTo(entry.configured, *entry.learned) : entry.configured,
-        entry.learned_burst);
+    const BucketConfig target =
+        CapBurst(entry.learned ? LowerTo(entry.configured, *entry.learned) : entry.configured,
+                 entry.learned_burst);
     if (target.rate == entry.running.rate && target.capacity == entry.running.capacity) {
       return absl::OkStatus();
     }

@@ -43,7 +43,8 @@ class ShortBucketProvider {
     last_ = now;
     const bool admitted = tokens_ >= 1;
     if (admitted) tokens_ -= 1;
-    ScriptedReply reply = admitted ? AnthropicOk(latency_) : AnthropicError(429, "rate_limit_error");
+    ScriptedReply reply =
+        admitted ? AnthropicOk(latency_) : AnthropicError(429, "rate_limit_error");
     reply.latency = latency_;
     reply.headers.Set("anthropic-ratelimit-requests-limit", absl::StrCat(std::lround(rpm_)));
     reply.headers.Set("anthropic-ratelimit-requests-remaining",
@@ -206,8 +207,7 @@ TEST(ColdStartTest, AnUnconfiguredProvidersLimitsAreLearnedFromItsFirstResponse)
   std::optional<ShortBucketProvider> provider;
   ClientOptions options = Options();
   options.retry.max_attempts = 10;
-  Rig rig([&](const TransportRequest&) { return provider->Answer(); }, options,
-          "headroom = 0.9\n");
+  Rig rig([&](const TransportRequest&) { return provider->Answer(); }, options, "headroom = 0.9\n");
   provider.emplace(&rig.clock, 600, 10);
   EXPECT_FALSE(FindBucket(*rig.policy, kRpmKey).has_value());
   const std::vector<CallResult> results = RunMany(rig, 40);
@@ -215,8 +215,8 @@ TEST(ColdStartTest, AnUnconfiguredProvidersLimitsAreLearnedFromItsFirstResponse)
   EXPECT_EQ(rig.transport->sent()[1].at_ns, kStart + 50 * kMs);
   const std::optional<PolicyStats::Bucket> rpm = FindBucket(*rig.policy, kRpmKey);
   ASSERT_TRUE(rpm.has_value());
-  EXPECT_EQ(rpm->limit, 540u);    // 600 * 0.9
-  EXPECT_EQ(rpm->capacity, 9);    // floor(10 * 0.9)
+  EXPECT_EQ(rpm->limit, 540u);  // 600 * 0.9
+  EXPECT_EQ(rpm->capacity, 9);  // floor(10 * 0.9)
   EXPECT_EQ(provider->limited(), 0);
 
   // Without learning, nothing stands between the 40 and a bucket of 10.

@@ -165,7 +165,8 @@ TEST(SchedulerTest, OverloadIsRetriedUpToTheAttemptBudget) {
 // A concurrency cap of one: the others wait for the lease (not failing) and
 // run strictly one at a time.
 TEST(SchedulerTest, RequestsBeyondAConcurrencyCapRunOneAtATime) {
-  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); }, WarmOptions(),
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); },
+          WarmOptions(),
           R"(
 [scopes.global]
 requests_per_minute = 100000
