@@ -483,11 +483,10 @@ absl::Status Scheduler::ColdWaitExpired(const Job& job) const {
 
 void Scheduler::EndProbe(Job& job, bool responded) {
   if (job.route == nullptr) return;
-  if (responded) cold_start_.End(*job.route, job.id, /*responded=*/true);
-  if (!job.probe) return;
-  job.probe = false;
-  cold_start_.End(*job.route, job.id, responded);
-  waiting_->Unblock();  // the next request may go, or probe in its turn
+  const bool probed = std::exchange(job.probe, false);
+  // Any response ends the cold start, a probe's or not.
+  if (probed || responded) cold_start_.End(*job.route, job.id, responded);
+  if (probed) waiting_->Unblock();  // the next request may go, or probe in its turn
 }
 
 void Scheduler::ExpireBlocked(int64_t now) {

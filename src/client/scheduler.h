@@ -101,7 +101,8 @@ class Scheduler {
   // Holds a job back while another request probes its cold provider
   // buckets; true when it did (or ended it: its throttle wait ran out).
   bool AwaitProbe(std::unique_ptr<Job>& job, int64_t now, int64_t deadline);
-  // A probe's attempt ended (`responded`: with a response) or it went away.
+  // The job's attempt ended (`responded`: with a response) or it went away:
+  // ends its probe, if it was one, and any response ends the cold start.
   void EndProbe(Job& job, bool responded);
   // The error of a request whose wait for a probe outlasted its throttle timeout.
   absl::Status ColdWaitExpired(const Job& job) const;

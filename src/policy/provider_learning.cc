@@ -79,7 +79,8 @@ void PolicyImpl::LearnProviderBurst(const Route& route, LimitKind kind, int64_t 
   charged = std::max<int64_t>(charged, 0);
   const int64_t held = SaturatingSum(remaining, charged);
   if (held == 0) return;  // a refusal with nothing left says nothing of the size
-  const double scaled = std::floor(static_cast<double>(held) * config_.headroom);
+  // Half the headroom's share: the other half absorbs jitter (policy.h).
+  const double scaled = std::floor(static_cast<double>(held) * config_.headroom / 2);
   const uint64_t target = std::max<uint64_t>(
       {1, static_cast<uint64_t>(charged), static_cast<uint64_t>(std::min(scaled, 9.2e18))});
   for (const Charge& c : route.rep_->charges) {
@@ -96,15 +97,13 @@ void PolicyImpl::LearnProviderBurst(const Route& route, LimitKind kind, int64_t 
 }
 
 bool PolicyImpl::ProviderCold(const Route& route) const {
-  const RouteRep& rep = *route.rep_;
   bool has_provider = false;
-  for (const Charge& c : rep.charges) {
+  for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider) continue;
     if (c.opened->burst->load(std::memory_order_relaxed) != 0) return false;
     has_provider = true;
   }
-  // An unconfigured provider is cold until its buckets are learned.
-  return has_provider || !rep.provider_configured;
+  return has_provider;
 }
 
 absl::Status PolicyImpl::LearnProviderLimits(

@@ -3,6 +3,7 @@
 // provider, reclaiming idle buckets, and inspecting (sluice/segment.h).
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <string>
@@ -196,36 +197,38 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
                       LearnedOf(slot), slot.learned_burst);
 }
 
+absl::Status Segment::LearnLocked(absl::string_view name,
+                                  const std::function<bool(const Claim&)>& record) {
+  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
+  std::lock_guard<std::mutex> guard(mu_);
+  Lock lock;
+  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
+  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindBucket, false);
+  if (!claim.ok()) return claim.status();
+  if (!record(*claim)) return absl::OkStatus();
+  return ApplyLocked(*claim->slot, options_);
+}
+
 absl::Status Segment::LearnBucket(absl::string_view name, std::optional<Rate> learned) {
   if (learned) {
     if (absl::Status s = learned->Validate(); !s.ok()) return s;
   }
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  std::lock_guard<std::mutex> guard(mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindBucket, false);
-  if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
-  slot.learned_permits = learned ? learned->permits() : 0;
-  slot.learned_period_ns = learned ? absl::ToInt64Nanoseconds(learned->period()) : 0;
-  return ApplyLocked(slot, options_);
+  return LearnLocked(name, [&](const Claim& claim) {
+    claim.slot->learned_permits = learned ? learned->permits() : 0;
+    claim.slot->learned_period_ns = learned ? absl::ToInt64Nanoseconds(learned->period()) : 0;
+    return true;
+  });
 }
 
 absl::Status Segment::LearnBucketBurst(absl::string_view name, uint64_t burst) {
   if (burst == 0) return absl::InvalidArgumentError("a learned burst must be at least 1 permit");
-  if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
-  std::lock_guard<std::mutex> guard(mu_);
-  Lock lock;
-  if (absl::Status s = LockFile(&lock); !s.ok()) return s;
-  absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindBucket, false);
-  if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
   const uint32_t recorded =
       static_cast<uint32_t>(std::min<uint64_t>(burst, std::numeric_limits<uint32_t>::max()));
-  if (recorded <= slot.learned_burst) return absl::OkStatus();
-  slot.learned_burst = recorded;
-  return ApplyLocked(slot, options_);
+  return LearnLocked(name, [&](const Claim& claim) {
+    if (recorded <= claim.slot->learned_burst) return false;  // evidence only raises it
+    claim.slot->learned_burst = recorded;
+    return true;
+  });
 }
 
 absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {

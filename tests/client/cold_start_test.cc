@@ -104,10 +104,10 @@ TEST(ColdStartTest, TheFirstRequestGoesAloneAndItsHeadersSizeTheBurst) {
   // Nothing else went before the first response (50 ms) came back.
   EXPECT_EQ(sent[1].at_ns, kStart + 50 * kMs);
   // 9 remained after the first request: the provider's bucket holds 10, and
-  // sluice's 9 (the headroom's share).
+  // sluice's 4 (half the headroom's share, floor(10 * 0.9 / 2)).
   const std::optional<PolicyStats::Bucket> rpm = FindBucket(*rig.policy, kRpmKey);
   ASSERT_TRUE(rpm.has_value());
-  EXPECT_EQ(rpm->capacity, 9);
+  EXPECT_EQ(rpm->capacity, 4);
   EXPECT_EQ(provider->limited(), 0);
 }
 
@@ -124,7 +124,7 @@ TEST(ColdStartTest, WithoutItTheConfiguredBurstDraws429s) {
   EXPECT_GE(provider->limited(), 20);
 }
 
-// The headroom leaves a margin below the provider's bucket, and a larger
+// Half the headroom's share of the provider's bucket, and a larger
 // remaining seen later raises the learned burst, never above the
 // configured one.
 TEST(ColdStartTest, TheBurstIsTheHeadroomsShareAndOnlyRisesOnEvidence) {
@@ -142,17 +142,19 @@ requests_per_minute = 1200
   EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 60);  // 600 a minute, 6 s
   policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 19, 1);
   EXPECT_FALSE(policy->ProviderCold(*route));
-  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 10);  // 20 * 0.5
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 5);  // 20 * 0.5 / 2
   policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 3, 1);
-  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 10);  // a lower bound: no news
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 5);  // a lower bound: no news
   policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 0, 0);
-  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 10);  // a refusal says nothing
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 5);  // a refusal says nothing
   policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 39, 1);
-  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 20);
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 10);
+  // A request the provider just took fits again, whatever the rest says.
+  policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 0, 12);
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 12);
   policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 999, 1);
   EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 60);  // never above the configuration
-  // A request the provider just took always fits again.
-  policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, -1, 1);
+  policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, -1, 1);  // unknown
   EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 60);
 }
 
@@ -171,7 +173,7 @@ TEST(ColdStartTest, TheLearnedBurstIsSharedThroughTheSegment) {
     auto policy = *Policy::Create(config, store.get());
     const Route* route = *policy->Resolve("global", "anthropic", "m");
     policy->LearnProviderBurst(*route, LimitKind::kRequestsPerMinute, 9, 1);
-    EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 9);
+    EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 4);
   }
   auto segment = *Segment::Open(path, segment_options);
   auto store = NewSegmentStore(segment.get());
@@ -179,7 +181,7 @@ TEST(ColdStartTest, TheLearnedBurstIsSharedThroughTheSegment) {
   ClientOptions options = Options();
   options.retry.max_attempts = 10;
   auto policy = *Policy::Create(config, store.get());
-  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 9);
+  EXPECT_EQ(FindBucket(*policy, kRpmKey)->capacity, 4);
   EXPECT_FALSE(policy->ProviderCold(**policy->Resolve("global", "anthropic", "m")));
   auto owned = std::make_unique<ScriptedTransport>(
       &clock, [&](const TransportRequest&) { return provider->Answer(); });
@@ -194,15 +196,16 @@ TEST(ColdStartTest, TheLearnedBurstIsSharedThroughTheSegment) {
       },
       30, [](size_t, CallResult r) { EXPECT_TRUE(r.status.ok()) << r.status; });
   ASSERT_EQ(transport->sent().size(), 30u);
-  EXPECT_EQ(transport->sent()[8].at_ns, kStart) << "the known burst goes at once";
-  EXPECT_GT(transport->sent()[9].at_ns, kStart);
+  EXPECT_EQ(transport->sent()[3].at_ns, kStart) << "the known burst goes at once";
+  EXPECT_GT(transport->sent()[4].at_ns, kStart);
   EXPECT_EQ(provider->limited(), 0);
   EXPECT_TRUE(segment->Unlink().ok());
 }
 
 // No provider limits in the file: the first response's `*-limit` headers
 // make the provider's buckets (limit times headroom, the burst its
-// `remaining` shows), and the rest draw no 429s.
+// `remaining` shows), and what follows draws no 429s. Until then nothing is
+// held back: a configuration of scopes alone keeps its concurrency.
 TEST(ColdStartTest, AnUnconfiguredProvidersLimitsAreLearnedFromItsFirstResponse) {
   std::optional<ShortBucketProvider> provider;
   ClientOptions options = Options();
@@ -210,24 +213,34 @@ TEST(ColdStartTest, AnUnconfiguredProvidersLimitsAreLearnedFromItsFirstResponse)
   Rig rig([&](const TransportRequest&) { return provider->Answer(); }, options, "headroom = 0.9\n");
   provider.emplace(&rig.clock, 600, 10);
   EXPECT_FALSE(FindBucket(*rig.policy, kRpmKey).has_value());
-  const std::vector<CallResult> results = RunMany(rig, 40);
-  for (const CallResult& r : results) EXPECT_TRUE(r.status.ok()) << r.status;
-  EXPECT_EQ(rig.transport->sent()[1].at_ns, kStart + 50 * kMs);
+  EXPECT_TRUE(rig.client->Call(CallRequest::Simple("m", "hi", 4)).status.ok());
   const std::optional<PolicyStats::Bucket> rpm = FindBucket(*rig.policy, kRpmKey);
   ASSERT_TRUE(rpm.has_value());
   EXPECT_EQ(rpm->limit, 540u);  // 600 * 0.9
-  EXPECT_EQ(rpm->capacity, 9);  // floor(10 * 0.9)
+  EXPECT_EQ(rpm->capacity, 4);  // floor(10 * 0.9 / 2)
+  const std::vector<CallResult> results = RunMany(rig, 40);
+  for (const CallResult& r : results) EXPECT_TRUE(r.status.ok()) << r.status;
   EXPECT_EQ(provider->limited(), 0);
 
   // Without learning, nothing stands between the 40 and a bucket of 10.
   std::optional<ShortBucketProvider> unguarded;
-  options.cold_start = false;
   options.learn_provider_rate = false;
   Rig blind([&](const TransportRequest&) { return unguarded->Answer(); }, options,
             "headroom = 0.9\n");
   unguarded.emplace(&blind.clock, 600, 10);
+  EXPECT_TRUE(blind.client->Call(CallRequest::Simple("m", "hi", 4)).status.ok());
   RunMany(blind, 40);
   EXPECT_GE(unguarded->limited(), 20);
+}
+
+// Before that first response, a route without provider buckets is not
+// held back: the first requests go together.
+TEST(ColdStartTest, ScopesAloneKeepTheirConcurrency) {
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); }, Options(),
+          "[scopes.global]\nmax_concurrency = 2\n");
+  RunMany(rig, 2);
+  ASSERT_EQ(rig.transport->sent().size(), 2u);
+  EXPECT_EQ(rig.transport->sent()[1].at_ns, kStart);
 }
 
 // Provider accounts are cold on their own: each one's first request probes

@@ -129,11 +129,13 @@ struct ClientOptions {
   // response comes back, or when it fails without one, as the next probe);
   // every response's `*-remaining` then sizes their burst, never above what
   // the provider's own bucket holds (Policy::LearnProviderBurst), kept in the
-  // store for every process. With learn_provider_rate, a provider missing
-  // from the limits file gets its buckets from its first `*-limit` headers
-  // (Policy::LearnProviderLimits). A response without rate-limit headers
-  // ends the cold start as it is. false: send as the configuration says
-  // from the first request.
+  // store for every process. A response without rate-limit headers ends
+  // the cold start as it is. false: send as the configuration says from the
+  // first request. (With learn_provider_rate, whatever this says, a provider
+  // missing from the limits file gets its buckets from the first response's
+  // `*-limit` headers, Policy::LearnProviderLimits, their burst sized by its
+  // `*-remaining` when this is true; the requests sent before that response
+  // went unthrottled by the provider's limits.)
   bool cold_start = true;
   // Simulated minutes per real minute at the provider: 1 for the real APIs;
   // the simulated provider's --time-scale for a rehearsal, whose limit

@@ -319,24 +319,30 @@ class Policy {
   // left, so its bucket holds at least remaining + charged (exactly that
   // when nothing else drew from it, a lower bound otherwise: never more than
   // it holds). The rule: the route's provider bucket of `kind` takes as its
-  // learned burst floor((remaining + charged) * headroom), at least
-  // `charged` (a request the provider just took must fit again) and 1, and
-  // runs with no more capacity than that, at its rate otherwise: never more
-  // burst than the provider's own bucket holds, with the headroom's margin
-  // for requests that reach it closer together than they were sent.
-  // Evidence only raises a learned burst (each is a lower bound of the same
-  // bucket); it is kept in the store for every process (Store::LearnBurst),
-  // and a process starting later uses it and never raises it by opening.
-  // `remaining` < 0 (unknown) is ignored, and so is remaining + charged = 0
-  // (a refusal with nothing left says nothing of the bucket's size).
+  // learned burst half of that times the headroom, floor((remaining +
+  // charged) * headroom / 2), at least `charged` (a request the provider
+  // just took must fit again) and 1, and runs with no more capacity than
+  // that, at its rate otherwise. So sluice never holds more burst than the
+  // provider's own bucket, and a burst after a quiet spell leaves the other
+  // half of the provider's bucket to absorb requests that reach it closer
+  // together than they were sent (network and scheduling jitter); at the
+  // rate, pacing is what counts, not the burst. Evidence only raises a
+  // learned burst (each is a lower bound of the same bucket), never above
+  // the configured burst; it is kept in the store for every process
+  // (Store::LearnBurst), and a process starting later uses it and never
+  // raises it by opening. `remaining` < 0 (unknown) is ignored, and so is
+  // remaining + charged = 0 (a refusal with nothing left says nothing of the
+  // bucket's size).
   void LearnProviderBurst(const Route& route, LimitKind kind, int64_t remaining,
                           int64_t charged) const;
   // Whether the route's provider buckets still wait for the provider's
   // first rate-limit headers: it has provider buckets and none of them has a
-  // learned burst (in this process, or in the store when it was opened), or
-  // its provider is not in the configuration and LearnProviderLimits has not
-  // made its buckets. A client sends one request at a time to such buckets
-  // until a response comes back (sluice/client.h).
+  // learned burst (in this process, or in the store when it was opened). A
+  // client sends one request at a time to such buckets until a response
+  // comes back (sluice/client.h). A route without provider buckets (its
+  // provider is not in the configuration, and LearnProviderLimits has not
+  // made them yet) is not cold: there is nothing to size, and a
+  // configuration of scopes alone keeps its concurrency from the start.
   bool ProviderCold(const Route& route) const;
   // Learning the limits of a provider the configuration does not name at
   // all: `per_minute` holds what the provider's `*-limit` headers state for

@@ -288,6 +288,9 @@ class Segment {
   void MarkOpenedLocked(uint32_t index);
   absl::StatusOr<SharedBucket> OpenBucketLocked(absl::string_view name, const BucketConfig* config,
                                                 bool reconfigure);
+  // Finds bucket `name` under the segment lock, lets `record` write what was
+  // learned into its slot (false: nothing changed), and converges its cell.
+  absl::Status LearnLocked(absl::string_view name, const std::function<bool(const Claim&)>& record);
   void Unmap();
 
   const std::string path_;
