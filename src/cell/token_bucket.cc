@@ -66,6 +66,11 @@ BucketConfig LowerTo(const BucketConfig& config, const Rate& rate) {
   return ValidateBucketConfig(lowered).ok() ? lowered : config;
 }
 
+BucketConfig CapBurst(const BucketConfig& config, uint64_t burst) {
+  if (burst == 0 || burst >= config.capacity) return config;
+  return {config.rate, burst};
+}
+
 const char* PressureName(Pressure p) {
   switch (p) {
     case Pressure::kLow:

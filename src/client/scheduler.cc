@@ -1,6 +1,7 @@
 #include "src/client/scheduler.h"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <optional>
 #include <utility>
@@ -26,6 +27,10 @@ constexpr absl::Duration kCapRetryTick = absl::Milliseconds(200);
 // loop's view of the queue can get.
 constexpr int64_t kMaxPollNs = 1'000'000'000;
 
+// The most one response may teach a bucket its request cost (tokens): far
+// above any prompt, and clear of overflow.
+constexpr uint64_t kMaxCharge = uint64_t{1} << 40;
+
 int64_t SaturatingAdd(int64_t a, int64_t b) {
   int64_t sum;
   return __builtin_add_overflow(a, b, &sum) ? std::numeric_limits<int64_t>::max() : sum;
@@ -47,6 +52,16 @@ bool IsEventStream(const Headers& headers) {
 
 }  // namespace
 
+std::array<Scheduler::ReportedDimension, 4> Scheduler::Dimensions(Provider provider,
+                                                                  const RateLimitInfo& info) {
+  // Anthropic rounds token counts to the nearest thousand.
+  const int64_t rounding = provider == Provider::kAnthropic ? 500 : 0;
+  return {{{info.requests, LimitKind::kRequestsPerMinute, 0},
+           {info.tokens, LimitKind::kTokensPerMinute, rounding},
+           {info.input_tokens, LimitKind::kInputTokensPerMinute, 500},
+           {info.output_tokens, LimitKind::kOutputTokensPerMinute, 500}}};
+}
+
 // One request on its way: waiting for its start time (throttle or retry
 // delay), or in flight (then the transport's sink for its response).
 struct Scheduler::Job final : TransportSink {
@@ -56,6 +71,12 @@ struct Scheduler::Job final : TransportSink {
   CallRequest request;
   TransportRequest wire;  // what every attempt sends
   const Route* route = nullptr;
+  // What the route was resolved from, to resolve it again (Refresh).
+  std::string scope;
+  std::string model;
+  std::string account;
+  bool probe = false;      // probing its cold provider buckets (ColdStart)
+  bool cold_wait = false;  // blocked until another request's probe ends
   uint64_t input_estimate = 0;
   uint64_t max_tokens = 0;
   int attempt = 0;
@@ -199,7 +220,9 @@ class Scheduler::Queue {
   // The keys of the caps blocked jobs wait for, sorted, without repeats.
   std::vector<std::string> BlockedCaps() const {
     std::vector<std::string> keys;
-    for (const Blocked& b : blocked_) keys.push_back(FullConcurrencyCap(b.job->cap_full));
+    for (const Blocked& b : blocked_) {
+      if (!b.job->cold_wait) keys.push_back(FullConcurrencyCap(b.job->cap_full));
+    }
     std::sort(keys.begin(), keys.end());
     keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
     return keys;
@@ -229,7 +252,8 @@ Scheduler::Scheduler(ClientOptions options, Policy* policy, Transport* transport
       transport_(transport),
       clock_(clock),
       rng_(options_.seed != 0 ? options_.seed : std::random_device()()),
-      waiting_(std::make_unique<Queue>()) {}
+      waiting_(std::make_unique<Queue>()),
+      cold_start_(policy) {}
 
 Scheduler::~Scheduler() {
   watcher_.reset();  // stops its thread, which wakes the transport
@@ -243,6 +267,7 @@ absl::Duration Scheduler::ThrottleTimeout(const Job& job) const {
 size_t Scheduler::outstanding() const { return waiting_->size() + in_flight_.size(); }
 
 void Scheduler::Deliver(std::unique_ptr<Job> job, absl::Status status) {
+  EndProbe(*job, /*responded=*/false);
   job->result.status = std::move(status);
   job->done(std::move(job->result));
 }
@@ -261,9 +286,11 @@ void Scheduler::Admit(std::unique_ptr<Job> job) {
   job->throttle_timeout_ns = LimitNs(ThrottleTimeout(*job));
   // An unthrottled request has no route: nothing reserved, nothing fed back.
   if (policy_ != nullptr && job->request.throttled) {
-    const std::string& scope = job->request.scope.empty() ? options_.scope : job->request.scope;
-    absl::StatusOr<const Route*> route = policy_->Resolve(
-        scope, ProviderName(options_.provider), model, RequestAccount(options_, job->request));
+    job->scope = job->request.scope.empty() ? options_.scope : job->request.scope;
+    job->model = model;
+    job->account = RequestAccount(options_, job->request);
+    absl::StatusOr<const Route*> route =
+        policy_->Resolve(job->scope, ProviderName(options_.provider), model, job->account);
     if (!route.ok()) return Deliver(std::move(job), route.status());
     job->route = *route;
   }
@@ -378,6 +405,11 @@ void Scheduler::StartDue(int64_t now) {
     if (job->route != nullptr && !job->permit) {
       if (job->waiting_since_ns < 0) job->waiting_since_ns = now;
       const int64_t deadline = SaturatingAdd(job->waiting_since_ns, job->throttle_timeout_ns);
+      if (absl::Status s = Refresh(*job); !s.ok()) {
+        Deliver(std::move(job), s);
+        continue;
+      }
+      if (AwaitProbe(job, now, deadline)) continue;
       absl::StatusOr<Permit> permit =
           policy_->Reserve(*job->route, job->input_estimate, job->max_tokens,
                            absl::Nanoseconds(std::max<int64_t>(0, deadline - now)), now);
@@ -394,6 +426,7 @@ void Scheduler::StartDue(int64_t now) {
         continue;
       }
       job->permit = std::move(*permit);
+      job->probe = options_.cold_start && cold_start_.Go(*job->route, job->id);
       if (job->permit->ready_at_ns() > now) {
         job->not_before_ns = job->permit->ready_at_ns();
         waiting_->Push(std::move(job));
@@ -429,8 +462,50 @@ void Scheduler::StartAttempt(std::unique_ptr<Job> job) {
   transport_->Start(std::move(wire), sink);
 }
 
+absl::Status Scheduler::Refresh(Job& job) {
+  if (!job.route->superseded()) return absl::OkStatus();
+  absl::StatusOr<const Route*> route =
+      policy_->Resolve(job.scope, ProviderName(options_.provider), job.model, job.account);
+  if (!route.ok()) return route.status();
+  job.route = *route;
+  return absl::OkStatus();
+}
+
+bool Scheduler::AwaitProbe(std::unique_ptr<Job>& job, int64_t now, int64_t deadline) {
+  job->cold_wait = options_.cold_start && cold_start_.MustWait(*job->route, job->id);
+  if (!job->cold_wait) return false;
+  if (now < deadline) {
+    waiting_->Block(std::move(job), deadline);
+  } else {
+    absl::Status expired = ColdWaitExpired(*job);
+    Deliver(std::move(job), std::move(expired));
+  }
+  return true;
+}
+
+absl::Status Scheduler::ColdWaitExpired(const Job& job) const {
+  return absl::DeadlineExceededError(absl::StrCat(
+      "provider buckets ", job.route->provider_owner(),
+      ": waiting for the first response, whose rate-limit headers size their burst (cold "
+      "start); none came within ",
+      absl::FormatDuration(ThrottleTimeout(job))));
+}
+
+void Scheduler::EndProbe(Job& job, bool responded) {
+  if (job.route == nullptr) return;
+  const bool probed = std::exchange(job.probe, false);
+  // Any response ends the cold start, a probe's or not.
+  if (probed || responded) cold_start_.End(*job.route, job.id, responded);
+  if (probed) waiting_->Unblock();  // the next request may go, or probe in its turn
+}
+
 void Scheduler::ExpireBlocked(int64_t now) {
   for (std::unique_ptr<Job>& job : waiting_->Expire(now)) {
+    if (job->cold_wait) {
+      absl::Status expired = ColdWaitExpired(*job);
+      Deliver(std::move(job), std::move(expired));
+      continue;
+    }
     absl::Status timed_out = absl::DeadlineExceededError(
         absl::StrCat(job->cap_full.message(), "; none came back within ",
                      absl::FormatDuration(ThrottleTimeout(*job))));
@@ -511,33 +586,41 @@ void Scheduler::Serve() {
   stop_ = false;  // served again, it runs until the next Stop
 }
 
-void Scheduler::Feedback(const Job& job, const RateLimitInfo& info, const Classification& c) {
+void Scheduler::Feedback(Job& job, const RateLimitInfo& info, const Classification& c,
+                         const std::optional<Usage>& usage) {
   if (job.route == nullptr || !options_.header_feedback) return;
   const int64_t now = Now();
-  const struct {
-    const RateLimitInfo::Dimension& dim;
-    LimitKind kind;
-    int64_t slack;  // Anthropic rounds token counts to the nearest thousand
-  } dims[] = {
-      {info.requests, LimitKind::kRequestsPerMinute, 0},
-      {info.tokens, LimitKind::kTokensPerMinute,
-       options_.provider == Provider::kAnthropic ? 500 : 0},
-      {info.input_tokens, LimitKind::kInputTokensPerMinute, 500},
-      {info.output_tokens, LimitKind::kOutputTokensPerMinute, 500},
-  };
+  const auto dims = Dimensions(options_.provider, info);
+  if (options_.learn_provider_rate && !job.route->superseded()) {
+    // A provider the configuration does not name gets its buckets from its
+    // first `*-limit` headers (Anthropic's combined "tokens" is left out:
+    // its input and output limits say it more exactly).
+    std::vector<std::pair<LimitKind, double>> limits;
+    for (const ReportedDimension& d : dims) {
+      if (!d.dim.limit || *d.dim.limit <= 0) continue;
+      if (d.kind == LimitKind::kTokensPerMinute && options_.provider == Provider::kAnthropic) {
+        continue;
+      }
+      limits.emplace_back(d.kind, static_cast<double>(*d.dim.limit) * options_.provider_time_scale);
+    }
+    if (!limits.empty()) policy_->LearnProviderLimits(*job.route, limits).IgnoreError();
+  }
+  // The job's route draws from buckets learned just now (or by another job).
+  if (!Refresh(job).ok()) return;
+  if (options_.cold_start) LearnBurst(job, dims, usage);
   // The provider counted this response before the requests still in flight
   // reached it: they will take from what it says remains.
   const int64_t others = std::max<int64_t>(0, static_cast<int64_t>(in_flight_.size()) - 1);
-  for (const auto& d : dims) {
+  for (const ReportedDimension& d : dims) {
     if (!d.dim.remaining) continue;
     const int64_t in_transit = d.kind == LimitKind::kRequestsPerMinute ? others : 0;
-    policy_->ClampProvider(*job.route, d.kind, *d.dim.remaining + d.slack - in_transit, now);
+    policy_->ClampProvider(*job.route, d.kind, *d.dim.remaining + d.rounding - in_transit, now);
   }
   // Learn the key's real tier from the limit the provider states for it
   // (per minute of its clock). Exact, unlike an estimate from `remaining`
   // and the reset time: Anthropic gives resets to the second, which biases
   // any rate computed from them low by up to a second's worth.
-  for (const auto& d : dims) {
+  for (const ReportedDimension& d : dims) {
     if (!options_.learn_provider_rate) break;
     if (!d.dim.limit || *d.dim.limit <= 0) continue;
     policy_->LearnProviderRate(*job.route, d.kind,
@@ -549,6 +632,30 @@ void Scheduler::Feedback(const Job& job, const RateLimitInfo& info, const Classi
     // Clamped: whatever the server sent, no longer than max_retry_after.
     const int64_t hold_ns = absl::ToInt64Nanoseconds(QuotaHold(info, options_.retry));
     policy_->HoldProvider(*job.route, SaturatingAdd(now, hold_ns), now);
+  }
+}
+
+void Scheduler::LearnBurst(const Job& job, const std::array<ReportedDimension, 4>& dims,
+                           const std::optional<Usage>& usage) {
+  // What this request cost in each dimension, as far as the provider has
+  // counted it when it answers: one request, and the prompt (the output is
+  // counted as it is produced, maybe after the headers: 0 is the safe side).
+  const bool counted = Is2xx(job.http_status);
+  for (const ReportedDimension& d : dims) {
+    if (!d.dim.remaining) continue;
+    uint64_t charged = 0;
+    if (counted && d.kind == LimitKind::kRequestsPerMinute) charged = 1;
+    if (counted && usage && d.kind == LimitKind::kInputTokensPerMinute) {
+      charged = usage->input_tokens + usage->cache_creation_input_tokens;
+    }
+    if (counted && usage && d.kind == LimitKind::kTokensPerMinute &&
+        options_.provider == Provider::kOpenAi) {
+      charged = usage->input_tokens + usage->cache_read_input_tokens;  // every prompt token
+    }
+    // A rounded count may be up to `rounding` more than the bucket holds.
+    policy_->LearnProviderBurst(*job.route, d.kind,
+                                std::max<int64_t>(0, *d.dim.remaining - d.rounding),
+                                static_cast<int64_t>(std::min<uint64_t>(charged, kMaxCharge)));
   }
 }
 
@@ -617,21 +724,24 @@ void Scheduler::Finish(std::unique_ptr<Job> owned) {
   if (c.request_id.empty()) c.request_id = r.request_id;
   r.error = c;
   if (c.error_class == ErrorClass::kRateLimited) ++r.rate_limited;
-  Feedback(job, info, c);
+  // What the provider reported it counted, if it did.
+  std::optional<Usage> reported;
+  if (c.error_class == ErrorClass::kNone) {
+    if (a.reply) reported = a.reply->usage;
+    if (!a.reply && job.stream && job.stream->usage()) reported = *job.stream->usage();
+  }
+  Feedback(job, info, c, reported);
+  EndProbe(job, /*responded=*/r.http_status > 0);
 
   if (c.error_class == ErrorClass::kNone) {
     if (a.reply) {
       r.text = std::move(a.reply->text);
       r.response = std::move(a.response);
-      r.usage = a.reply->usage;
-    } else if (job.stream && job.stream->usage()) {
-      r.usage = *job.stream->usage();
     }
+    if (reported) r.usage = *reported;
     // Settled with what the provider reported; without a report (a stream
     // that carried no usage), dropping the permit keeps the estimate charged.
-    if (job.permit && (a.reply || (job.stream && job.stream->usage()))) {
-      job.permit->Settle(r.usage);
-    }
+    if (job.permit && reported) job.permit->Settle(r.usage);
     job.permit.reset();
     return Deliver(std::move(owned), absl::OkStatus());
   }

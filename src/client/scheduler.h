@@ -13,11 +13,13 @@
 #ifndef SLUICE_SRC_CLIENT_SCHEDULER_H_
 #define SLUICE_SRC_CLIENT_SCHEDULER_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,6 +30,7 @@
 #include "sluice/clock.h"
 #include "sluice/policy.h"
 #include "sluice/transport.h"
+#include "src/client/cold_start.h"
 #include "src/client/release_watcher.h"
 
 namespace sluice {
@@ -77,7 +80,32 @@ class Scheduler {
   void StartAttempt(std::unique_ptr<Job> job);
   void ExpireBlocked(int64_t now);
   void Finish(std::unique_ptr<Job> job);
-  void Feedback(const Job& job, const RateLimitInfo& info, const Classification& c);
+  // What the response's headers say, fed back into the job's provider
+  // buckets; `usage`: what the provider reported it counted, if anything.
+  void Feedback(Job& job, const RateLimitInfo& info, const Classification& c,
+                const std::optional<Usage>& usage);
+  // One dimension of a response's rate-limit headers, the kind of bucket it
+  // speaks of, and by how much its counts may be rounded.
+  struct ReportedDimension {
+    const RateLimitInfo::Dimension& dim;
+    LimitKind kind;
+    int64_t rounding;
+  };
+  static std::array<ReportedDimension, 4> Dimensions(Provider provider, const RateLimitInfo& info);
+  // The provider buckets' burst, learned from what remains after this
+  // request (the cold start; Policy::LearnProviderBurst).
+  void LearnBurst(const Job& job, const std::array<ReportedDimension, 4>& dims,
+                  const std::optional<Usage>& usage);
+  // Resolves the job's route again when learned provider buckets superseded it.
+  absl::Status Refresh(Job& job);
+  // Holds a job back while another request probes its cold provider
+  // buckets; true when it did (or ended it: its throttle wait ran out).
+  bool AwaitProbe(std::unique_ptr<Job>& job, int64_t now, int64_t deadline);
+  // The job's attempt ended (`responded`: with a response) or it went away:
+  // ends its probe, if it was one, and any response ends the cold start.
+  void EndProbe(Job& job, bool responded);
+  // The error of a request whose wait for a probe outlasted its throttle timeout.
+  absl::Status ColdWaitExpired(const Job& job) const;
   void Deliver(std::unique_ptr<Job> job, absl::Status status);
   // Ends job `id` (waiting or in flight) with Cancelled, saying `why`.
   void CancelNow(uint64_t id, absl::string_view why);
@@ -102,6 +130,7 @@ class Scheduler {
   // full concurrency cap; made the first time one does.
   std::unique_ptr<ReleaseWatcher> watcher_;
   std::vector<std::string> watched_caps_;
+  ColdStart cold_start_;
 
   std::atomic<uint64_t> next_id_{1};
   // What other threads hand the loop.

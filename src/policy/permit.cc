@@ -89,6 +89,8 @@ Route::~Route() = default;
 const std::string& Route::scope() const { return rep_->scope; }
 const std::vector<std::string>& Route::path() const { return rep_->path; }
 bool Route::fell_back() const { return rep_->fell_back; }
+const std::string& Route::provider_owner() const { return rep_->provider_owner; }
+bool Route::superseded() const { return rep_->superseded.load(std::memory_order_acquire); }
 
 // Permit --------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ namespace {
 
 constexpr int64_t kDaySeconds = 86'400;
 
+}  // namespace
+
 Meter MeterOf(LimitKind kind, bool openai_provider_bucket) {
   switch (kind) {
     case LimitKind::kRequestsPerMinute:
@@ -37,6 +39,8 @@ Meter MeterOf(LimitKind kind, bool openai_provider_bucket) {
   }
   return openai_provider_bucket ? Meter::kOpenAiTokens : Meter::kTotalTokens;
 }
+
+namespace {
 
 const char* UnitOf(Meter meter) {
   switch (meter) {
@@ -104,7 +108,8 @@ absl::StatusOr<OpenedBucket> PolicyImpl::OpenStored(const BucketSpec& spec) cons
   const uint64_t applied = handle->learned && handle->learned->period() == spec.config.rate.period()
                                ? std::min(spec.limit, handle->learned->permits())
                                : spec.limit;
-  return OpenedBucket{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied)};
+  return OpenedBucket{spec, *handle, std::make_unique<std::atomic<uint64_t>>(applied),
+                      std::make_unique<std::atomic<uint64_t>>(handle->learned_burst)};
 }
 
 absl::Status PolicyImpl::OpenBucket(const BucketSpec& spec) {
@@ -155,19 +160,14 @@ absl::StatusOr<std::vector<const OpenedBucket*>> PolicyImpl::OwnerBuckets(
   std::lock_guard<std::shared_mutex> lock(mu_);
   for (const BucketSpec& shared : owner.buckets) {
     // The provider's bucket, configured the same, under the account's key.
-    const absl::StatusOr<BucketKey> parsed = BucketKey::Parse(shared.key);
-    if (!parsed.ok()) return parsed.status();
-    const BucketKey key =
-        BucketKey::ProviderLimit(parsed->provider(), parsed->model_class(), shared.kind, account);
-    BucketSpec spec = shared;
-    spec.key = key.ToString();
-    spec.owner = key.OwnerName();
-    auto it = account_buckets_.find(spec.key);
+    absl::StatusOr<BucketSpec> spec = ForAccount(shared, account);
+    if (!spec.ok()) return spec.status();
+    auto it = account_buckets_.find(spec->key);
     if (it == account_buckets_.end()) {
-      absl::StatusOr<OpenedBucket> bucket = OpenStored(spec);
+      absl::StatusOr<OpenedBucket> bucket = OpenStored(*spec);
       if (!bucket.ok()) return bucket.status();
-      it = account_buckets_.emplace(spec.key, *std::move(bucket)).first;
-      account_order_.push_back(spec.key);
+      it = account_buckets_.emplace(spec->key, *std::move(bucket)).first;
+      account_order_.push_back(spec->key);
     }
     opened.push_back(&it->second);
   }
@@ -240,6 +240,7 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
                      "' has no entry in [prices]: its cost cannot be bounded"));
   }
   std::lock_guard<std::shared_mutex> lock(mu_);
+  AddLearnedProvider(provider, account, route.get());
   auto [it, inserted] = routes_.emplace(key, std::unique_ptr<Route>(new Route(std::move(route))));
   return it->second.get();
 }
@@ -484,6 +485,9 @@ PolicyStats PolicyImpl::Stats() const {
   for (const std::string& key : account_order_) {
     stats.buckets.push_back(BucketStats(account_buckets_.at(key), now));
   }
+  for (const auto& [owner, buckets] : learned_providers_) {
+    for (const OpenedBucket& opened : buckets) stats.buckets.push_back(BucketStats(opened, now));
+  }
   for (const auto& [key, route] : routes_) {
     const RouteRep& rep = *route->rep_;
     const uint64_t uses = rep.uses.load(std::memory_order_relaxed);
@@ -556,6 +560,18 @@ std::optional<StoredLeases> Policy::ConcurrencyCap(absl::string_view key) const 
 void Policy::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
                            int64_t now_ns) const {
   impl_->ClampProvider(route, kind, remaining, now_ns);
+}
+
+void Policy::LearnProviderBurst(const Route& route, LimitKind kind, int64_t remaining,
+                                int64_t charged) const {
+  impl_->LearnProviderBurst(route, kind, remaining, charged);
+}
+
+bool Policy::ProviderCold(const Route& route) const { return impl_->ProviderCold(route); }
+
+absl::Status Policy::LearnProviderLimits(
+    const Route& route, const std::vector<std::pair<LimitKind, double>>& per_minute) {
+  return impl_->LearnProviderLimits(route, per_minute);
 }
 
 void Policy::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {

@@ -14,6 +14,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -41,6 +42,10 @@ enum class Meter : uint8_t {
   kMicroUsd,      // a budget: worst-case cost in micro-dollars
 };
 
+// What a bucket of `kind` meters (a provider's bucket named "openai" meters
+// OpenAI's way).
+Meter MeterOf(LimitKind kind, bool openai_provider_bucket);
+
 // A token bucket the policy opened in the store.
 struct OpenedBucket {
   BucketSpec spec;
@@ -48,6 +53,9 @@ struct OpenedBucket {
   // The per-minute (or per-day) limit the bucket runs at now: the spec's,
   // or a lower one learned from the provider.
   std::unique_ptr<std::atomic<uint64_t>> applied;
+  // The burst learned from the provider as far as this process knows
+  // (permits; 0: none yet).
+  std::unique_ptr<std::atomic<uint64_t>> burst;
 };
 
 // One bucket or budget a route pays into.
@@ -80,6 +88,12 @@ struct RouteRep {
   bool precharge_output = true;
   const Price* price = nullptr;
   mutable std::atomic<uint64_t> uses{0};  // reservations made while fallen back
+  std::string provider;
+  std::string account;
+  bool provider_configured = false;  // the configuration names the provider
+  std::string provider_owner;        // Route::provider_owner
+  // Replaced by a route with learned provider buckets (Route::superseded).
+  mutable std::atomic<bool> superseded{false};
 };
 
 struct PermitState {
@@ -123,6 +137,11 @@ class PolicyImpl {
   void ClampProvider(const Route& route, LimitKind kind, int64_t remaining, int64_t now_ns) const;
   void HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const;
   void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
+  void LearnProviderBurst(const Route& route, LimitKind kind, int64_t remaining,
+                          int64_t charged) const;
+  bool ProviderCold(const Route& route) const;
+  absl::Status LearnProviderLimits(const Route& route,
+                                   const std::vector<std::pair<LimitKind, double>>& per_minute);
 
   Store* store() const { return store_; }
   const LimitsConfig& config() const { return config_; }
@@ -138,6 +157,14 @@ class PolicyImpl {
   };
 
   absl::StatusOr<OpenedBucket> OpenStored(const BucketSpec& spec) const;
+  // `spec` for provider account `account` (its key and owner); as it is
+  // for an empty account.
+  static absl::StatusOr<BucketSpec> ForAccount(BucketSpec spec, absl::string_view account);
+  // Sets the route's provider, account and provider owner, and, for a
+  // provider the configuration does not name, adds the buckets learned for
+  // it (LearnProviderLimits). REQUIRES: mu_ held exclusively.
+  void AddLearnedProvider(absl::string_view provider, absl::string_view account,
+                          RouteRep* route) const;
   absl::Status OpenBucket(const BucketSpec& spec);
   absl::Status OpenOwner(const OwnerLimits& owner);
   // The opened buckets `owner` charges, in its order: its own, or for a
@@ -175,6 +202,11 @@ class PolicyImpl {
   // nodes stay put: routes point at them).
   absl::node_hash_map<std::string, OpenedBucket> account_buckets_;  // guarded by mu_
   std::vector<std::string> account_order_;                          // guarded by mu_
+  // Buckets learned for providers the configuration does not name, by
+  // provider owner ("anthropic", "anthropic@1f2e"); and the routes they
+  // superseded, kept alive as Resolve promised.
+  absl::node_hash_map<std::string, std::vector<OpenedBucket>> learned_providers_;  // guarded by mu_
+  std::vector<std::unique_ptr<Route>> retired_;                                    // guarded by mu_
   mutable std::atomic<uint64_t> rollbacks_{0};
   mutable std::atomic<uint64_t> never_fits_{0};
 };

@@ -75,11 +75,12 @@ inline std::optional<Rate> LearnedOf(const segment_layout::Slot& slot) {
 }
 
 // What a bucket slot's cell should run at: its configuration, or the lower
-// limit learned from the provider.
+// limit learned from the provider, with no more burst than the provider's
+// bucket was seen to hold.
 inline BucketConfig EffectiveConfig(const segment_layout::Slot& slot) {
   const BucketConfig configured = ConfigOf(slot.configured);
   const std::optional<Rate> learned = LearnedOf(slot);
-  return learned ? LowerTo(configured, *learned) : configured;
+  return CapBurst(learned ? LowerTo(configured, *learned) : configured, slot.learned_burst);
 }
 
 inline absl::string_view SlotName(const segment_layout::Slot& slot) {

@@ -96,7 +96,10 @@ struct alignas(128) Slot {
   std::atomic<uint32_t> state;
   uint32_t name_length;
   uint32_t kind;
-  uint32_t reserved;
+  // Buckets (layout 3.1; a 3.0 reader ignores it): the burst the provider's
+  // headers showed its own bucket holds, in permits (0: none), so the
+  // capacity never exceeds it. Written under the segment lock.
+  uint32_t learned_burst;
   std::atomic<uint64_t> bottlenecks;  // refusals and waits this slot decided
   // Buckets: the configuration last given by a limits file or a command (the
   // bucket runs at it, or at the learned limit when that is lower).

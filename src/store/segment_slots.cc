@@ -1,7 +1,10 @@
 // The segment's slot table: buckets, window counters and concurrency caps
 // found or claimed by name under the segment lock, limits learned from the
 // provider, reclaiming idle buckets, and inspecting (sluice/segment.h).
+#include <algorithm>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -144,6 +147,7 @@ absl::StatusOr<Segment::Claim> Segment::FindOrClaimLocked(absl::string_view name
   memset(static_cast<void*>(&slot.configured), 0, sizeof(slot.configured));
   slot.learned_permits = 0;
   slot.learned_period_ns = 0;
+  slot.learned_burst = 0;
   slot.bottlenecks.store(0, std::memory_order_relaxed);
   MarkOpenedLocked(static_cast<uint32_t>(reusable));
   return Claim{&slot, static_cast<uint32_t>(reusable), true};
@@ -190,23 +194,41 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
     if (absl::Status s = ApplyLocked(slot, options_); !s.ok()) return s;
   }
   return SharedBucket(cell, options_.clock, std::string(name), claim->index, &slot.bottlenecks,
-                      LearnedOf(slot));
+                      LearnedOf(slot), slot.learned_burst);
 }
 
-absl::Status Segment::LearnBucket(absl::string_view name, std::optional<Rate> learned) {
-  if (learned) {
-    if (absl::Status s = learned->Validate(); !s.ok()) return s;
-  }
+absl::Status Segment::LearnLocked(absl::string_view name,
+                                  const std::function<bool(const Claim&)>& record) {
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
   std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
   if (absl::Status s = LockFile(&lock); !s.ok()) return s;
   absl::StatusOr<Claim> claim = FindOrClaimLocked(name, segment_layout::kKindBucket, false);
   if (!claim.ok()) return claim.status();
-  Slot& slot = *claim->slot;
-  slot.learned_permits = learned ? learned->permits() : 0;
-  slot.learned_period_ns = learned ? absl::ToInt64Nanoseconds(learned->period()) : 0;
-  return ApplyLocked(slot, options_);
+  if (!record(*claim)) return absl::OkStatus();
+  return ApplyLocked(*claim->slot, options_);
+}
+
+absl::Status Segment::LearnBucket(absl::string_view name, std::optional<Rate> learned) {
+  if (learned) {
+    if (absl::Status s = learned->Validate(); !s.ok()) return s;
+  }
+  return LearnLocked(name, [&](const Claim& claim) {
+    claim.slot->learned_permits = learned ? learned->permits() : 0;
+    claim.slot->learned_period_ns = learned ? absl::ToInt64Nanoseconds(learned->period()) : 0;
+    return true;
+  });
+}
+
+absl::Status Segment::LearnBucketBurst(absl::string_view name, uint64_t burst) {
+  if (burst == 0) return absl::InvalidArgumentError("a learned burst must be at least 1 permit");
+  const uint32_t recorded =
+      static_cast<uint32_t>(std::min<uint64_t>(burst, std::numeric_limits<uint32_t>::max()));
+  return LearnLocked(name, [&](const Claim& claim) {
+    if (recorded <= claim.slot->learned_burst) return false;  // evidence only raises it
+    claim.slot->learned_burst = recorded;
+    return true;
+  });
 }
 
 absl::StatusOr<SharedCounter> Segment::OpenCounter(absl::string_view name) {

@@ -38,7 +38,8 @@ class LocalStore final : public Store {
     }
     entry->configured = config;
     if (absl::Status s = ApplyLocked(*entry); !s.ok()) return s;
-    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks, entry->learned};
+    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks, entry->learned,
+                        entry->learned_burst};
   }
 
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
@@ -51,6 +52,18 @@ class LocalStore final : public Store {
       return absl::NotFoundError(absl::StrCat("no bucket named '", key, "'"));
     }
     it->second->learned = learned;
+    return ApplyLocked(*it->second);
+  }
+
+  absl::Status LearnBurst(absl::string_view key, uint64_t burst) override {
+    if (burst == 0) return absl::InvalidArgumentError("a learned burst must be at least 1 permit");
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = buckets_.find(key);
+    if (it == buckets_.end()) {
+      return absl::NotFoundError(absl::StrCat("no bucket named '", key, "'"));
+    }
+    if (burst <= it->second->learned_burst) return absl::OkStatus();
+    it->second->learned_burst = burst;
     return ApplyLocked(*it->second);
   }
 
@@ -83,6 +96,7 @@ class LocalStore final : public Store {
     BucketCell cell;
     BucketConfig configured;
     std::optional<Rate> learned;
+    uint64_t learned_burst = 0;
     BucketConfig running;  // what the cell runs at
     std::atomic<uint64_t> bottlenecks{0};
   };
@@ -90,7 +104,8 @@ class LocalStore final : public Store {
   // Serialized by mu_, as BucketRef::Reconfigure requires. REQUIRES: mu_ held.
   absl::Status ApplyLocked(BucketEntry& entry) {
     const BucketConfig target =
-        entry.learned ? LowerTo(entry.configured, *entry.learned) : entry.configured;
+        CapBurst(entry.learned ? LowerTo(entry.configured, *entry.learned) : entry.configured,
+                 entry.learned_burst);
     if (target.rate == entry.running.rate && target.capacity == entry.running.capacity) {
       return absl::OkStatus();
     }
@@ -131,11 +146,15 @@ class SegmentStore final : public Store {
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
     absl::StatusOr<SharedBucket> b = segment_->OpenBucket(key, config, /*reconfigure=*/true);
     if (!b.ok()) return b.status();
-    return StoredBucket{BucketRef(b->ref()), b->bottlenecks(), b->learned()};
+    return StoredBucket{BucketRef(b->ref()), b->bottlenecks(), b->learned(), b->learned_burst()};
   }
 
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
     return segment_->LearnBucket(key, learned);
+  }
+
+  absl::Status LearnBurst(absl::string_view key, uint64_t burst) override {
+    return segment_->LearnBucketBurst(key, burst);
   }
 
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override {

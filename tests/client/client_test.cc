@@ -226,7 +226,10 @@ max_concurrency = 1
   Policy* policy = local.policy.get();
   auto server = StartProvider();
   ASSERT_NE(server, nullptr);
-  auto client = MakeClient(Options(Provider::kAnthropic, *server), policy);
+  // Without the cold start, which would send the first request alone.
+  ClientOptions options = Options(Provider::kAnthropic, *server);
+  options.cold_start = false;
+  auto client = MakeClient(options, policy);
   int n = 0, succeeded = 0;
   client->Run(
       [&](CallRequest* r) {

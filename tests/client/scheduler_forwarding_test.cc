@@ -86,7 +86,7 @@ TEST(SchedulerTest, AnUnthrottledRequestReservesNothingAndFeedsNothingBack) {
 // A request's own throttle timeout replaces the client's, for a wait on the
 // buckets and for one on a full concurrency cap.
 TEST(SchedulerTest, ARequestsOwnThrottleTimeoutReplacesTheClients) {
-  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(5)); }, Options(),
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(5)); }, WarmOptions(),
           R"(
 [scopes.global]
 requests_per_minute = 60
@@ -306,7 +306,7 @@ TEST(SchedulerTest, ACompressedErrorBodyIsKeptDecoded) {
 // request takes its place at once) and leaves a request in flight alone: a
 // queue in front of the client never abandons what the provider has seen.
 TEST(SchedulerTest, WithdrawTakesBackOnlyWhatWasNotSent) {
-  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); }, Options(),
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); }, WarmOptions(),
           kOneASecond);
   ScriptedTransport* transport = rig.transport;
   Client& client = *rig.client;

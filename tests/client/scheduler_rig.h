@@ -65,6 +65,15 @@ inline ClientOptions Options(Provider provider = Provider::kAnthropic) {
   return options;
 }
 
+// Options without the cold start (ClientOptions::cold_start), for tests of
+// other things whose timing assumes the configured bursts from the first
+// request on (cold_start_test.cc tests the cold start).
+inline ClientOptions WarmOptions(Provider provider = Provider::kAnthropic) {
+  ClientOptions options = Options(provider);
+  options.cold_start = false;
+  return options;
+}
+
 inline std::unique_ptr<Policy> MakePolicy(absl::string_view toml, Store* store) {
   auto config = ParseLimitsConfig(toml, "test.toml");
   EXPECT_TRUE(config.ok()) << config.status();

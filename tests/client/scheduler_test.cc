@@ -165,7 +165,8 @@ TEST(SchedulerTest, OverloadIsRetriedUpToTheAttemptBudget) {
 // A concurrency cap of one: the others wait for the lease (not failing) and
 // run strictly one at a time.
 TEST(SchedulerTest, RequestsBeyondAConcurrencyCapRunOneAtATime) {
-  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); }, Options(),
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Milliseconds(50)); },
+          WarmOptions(),
           R"(
 [scopes.global]
 requests_per_minute = 100000
@@ -412,7 +413,7 @@ TEST(SchedulerTest, AStreamCutShortIsNotRetried) {
 // take its place at once), and one cancelled in flight is stopped in the
 // transport. Stop ends what is left as Cancelled.
 TEST(SchedulerTest, CancelGivesBackAWaitingReservationAndStopsATransfer) {
-  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); }, Options(),
+  Rig rig([](const TransportRequest&) { return AnthropicOk(absl::Seconds(10)); }, WarmOptions(),
           kOneASecond);
   ScriptedTransport* transport = rig.transport;
   Client& client = *rig.client;

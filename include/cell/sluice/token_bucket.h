@@ -75,6 +75,10 @@ absl::Status ValidateBucketConfig(const BucketConfig& config);
 // at or above the config's, or an invalid one, leaves `config` as it is.
 BucketConfig LowerTo(const BucketConfig& config, const Rate& rate);
 
+// `config` with its capacity no larger than `burst` (a burst learned from a
+// provider, in permits); 0, or a burst at or above the capacity, leaves it.
+BucketConfig CapBurst(const BucketConfig& config, uint64_t burst);
+
 // Decision
 //
 // The answer to a TryAcquire or Reserve.

@@ -123,6 +123,20 @@ struct ClientOptions {
   // key (its `*-limit` headers: the real tier, whatever the config says).
   bool header_feedback = true;
   bool learn_provider_rate = true;
+  // The cold start (with header_feedback): until the provider's rate-limit
+  // headers have been seen for a route's provider buckets (per account), one
+  // request at a time goes to them (the first alone; the next when its
+  // response comes back, or when it fails without one, as the next probe);
+  // every response's `*-remaining` then sizes their burst, never above what
+  // the provider's own bucket holds (Policy::LearnProviderBurst), kept in the
+  // store for every process. A response without rate-limit headers ends
+  // the cold start as it is. false: send as the configuration says from the
+  // first request. (With learn_provider_rate, whatever this says, a provider
+  // missing from the limits file gets its buckets from the first response's
+  // `*-limit` headers, Policy::LearnProviderLimits, their burst sized by its
+  // `*-remaining` when this is true; the requests sent before that response
+  // went unthrottled by the provider's limits.)
+  bool cold_start = true;
   // Simulated minutes per real minute at the provider: 1 for the real APIs;
   // the simulated provider's --time-scale for a rehearsal, whose limit
   // headers count per simulated minute.

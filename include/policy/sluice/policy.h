@@ -63,6 +63,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
@@ -139,6 +140,15 @@ class Route {
   // The scope path actually used, requested (or fallback) first.
   const std::vector<std::string>& path() const;
   bool fell_back() const;
+  // The provider buckets the route draws from, named as their owner
+  // ("anthropic/default", "anthropic@1f2e/claude-opus"); for a provider the
+  // configuration does not name, "anthropic" or "anthropic@1f2e" (the
+  // buckets Policy::LearnProviderLimits makes). Routes that share provider
+  // buckets share this name.
+  const std::string& provider_owner() const;
+  // True once Policy::LearnProviderLimits has made provider buckets this
+  // route lacks: Resolve it again to draw from them.
+  bool superseded() const;
 
  private:
   friend class internal_policy::PolicyImpl;
@@ -299,6 +309,56 @@ class Policy {
   // never raise it); only new evidence changes it, and never above the
   // configured limit.
   void LearnProviderRate(const Route& route, LimitKind kind, double per_minute) const;
+
+  // Cold start. A provider's bucket may hold far less than the configured
+  // burst (minute_burst, 6 s of the rate by default): a provider that
+  // enforces its per-minute limit over one second refuses most of a 6 s
+  // burst. Nobody can read the provider's burst off its documentation, but
+  // every response says what its bucket holds: right after the provider
+  // counted a request costing `charged` permits of `kind`, `remaining` were
+  // left, so its bucket holds at least remaining + charged (exactly that
+  // when nothing else drew from it, a lower bound otherwise: never more than
+  // it holds). The rule: the route's provider bucket of `kind` takes as its
+  // learned burst half of that times the headroom, floor((remaining +
+  // charged) * headroom / 2), at least `charged` (a request the provider
+  // just took must fit again) and 1, and runs with no more capacity than
+  // that, at its rate otherwise. So sluice never holds more burst than the
+  // provider's own bucket, and a burst after a quiet spell leaves the other
+  // half of the provider's bucket to absorb requests that reach it closer
+  // together than they were sent (network and scheduling jitter); at the
+  // rate, pacing is what counts, not the burst. Evidence only raises a
+  // learned burst (each is a lower bound of the same bucket), never above
+  // the configured burst; it is kept in the store for every process
+  // (Store::LearnBurst), and a process starting later uses it and never
+  // raises it by opening. `remaining` < 0 (unknown) is ignored, and so is
+  // remaining + charged = 0 (a refusal with nothing left says nothing of the
+  // bucket's size).
+  void LearnProviderBurst(const Route& route, LimitKind kind, int64_t remaining,
+                          int64_t charged) const;
+  // Whether the route's provider buckets still wait for the provider's
+  // first rate-limit headers: it has provider buckets and none of them has a
+  // learned burst (in this process, or in the store when it was opened). A
+  // client sends one request at a time to such buckets until a response
+  // comes back (sluice/client.h). A route without provider buckets (its
+  // provider is not in the configuration, and LearnProviderLimits has not
+  // made them yet) is not cold: there is nothing to size, and a
+  // configuration of scopes alone keeps its concurrency from the start.
+  bool ProviderCold(const Route& route) const;
+  // Learning the limits of a provider the configuration does not name at
+  // all: `per_minute` holds what the provider's `*-limit` headers state for
+  // the route's provider account, per kind (per minute of its clock). The
+  // first call for a (provider, account) makes that account's provider
+  // buckets, as a [providers.P] table with those limits and no model classes
+  // would (keys "provider:P[@account]:default:<kind>", the limit times the
+  // headroom, the default burst until LearnProviderBurst sizes it); routes
+  // resolved before are superseded (Route::superseded) and later ones draw
+  // from them. Later calls, and calls for a configured provider, do nothing
+  // (LearnProviderRate follows the provider's limit from then on, never
+  // above the first). Limits are clamped to [1, 1e12] a minute; a kind
+  // whose bucket would be invalid is left out. The store's error when it
+  // cannot open them.
+  absl::Status LearnProviderLimits(const Route& route,
+                                   const std::vector<std::pair<LimitKind, double>>& per_minute);
 
   Store* store() const;
   const LimitsConfig& config() const;

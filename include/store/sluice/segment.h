@@ -59,9 +59,11 @@ namespace sluice {
 // configuration of both cell parameter slots, the configured limit apart
 // from the learned one, and the header the creator's PID namespace. A
 // segment of an older version is refused with both versions named: remove it
-// with `sluice rm --force` (its buckets start full again).
+// with `sluice rm --force` (its buckets start full again). Version 3.1: a
+// bucket's slot records the burst learned from the provider (LearnBucketBurst)
+// in a word 3.0 left unused, which a 3.0 reader ignores.
 inline constexpr uint32_t kSegmentAbiMajor = 3;
-inline constexpr uint32_t kSegmentAbiMinor = 0;
+inline constexpr uint32_t kSegmentAbiMinor = 1;
 
 // The segment used when a tool is given no --segment.
 inline constexpr absl::string_view kDefaultSegmentName = "sluice";
@@ -112,6 +114,9 @@ class SharedBucket : private BucketRef {
   std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
   // The limit learned from the provider (LearnBucket) when it was opened.
   const std::optional<Rate>& learned() const { return learned_; }
+  // The burst learned from the provider (LearnBucketBurst) when it was
+  // opened, in permits; 0: none.
+  uint64_t learned_burst() const { return learned_burst_; }
   // The bucket as a BucketRef, for code written against the cell API.
   // Reconfigure through Segment::OpenBucket, which serializes across processes.
   const BucketRef& ref() const { return *this; }
@@ -119,17 +124,20 @@ class SharedBucket : private BucketRef {
  private:
   friend class Segment;
   SharedBucket(BucketCell* cell, Clock clock, std::string name, uint32_t slot,
-               std::atomic<uint64_t>* bottlenecks, std::optional<Rate> learned)
+               std::atomic<uint64_t>* bottlenecks, std::optional<Rate> learned,
+               uint64_t learned_burst)
       : BucketRef(cell, clock),
         name_(std::move(name)),
         slot_(slot),
         bottlenecks_(bottlenecks),
-        learned_(learned) {}
+        learned_(learned),
+        learned_burst_(learned_burst) {}
 
   std::string name_;
   uint32_t slot_;
   std::atomic<uint64_t>* bottlenecks_;
   std::optional<Rate> learned_;
+  uint64_t learned_burst_;
 };
 
 // SharedCounter
@@ -210,6 +218,14 @@ class Segment {
   // configuration. NotFound when there is no such bucket.
   absl::Status LearnBucket(absl::string_view name, std::optional<Rate> learned);
 
+  // Records that the provider's bucket behind bucket `name` holds at least
+  // `burst` permits, for every process on the host: the largest such
+  // evidence is kept (each is a lower bound of the same bucket; values above
+  // 2^32 - 1 are kept as that), and the bucket runs with its capacity no
+  // larger than it (at least 1). Opening never changes it. NotFound when
+  // there is no such bucket; InvalidArgument for a zero burst.
+  absl::Status LearnBucketBurst(absl::string_view name, uint64_t burst);
+
   // The existing bucket `name`, or NotFound.
   absl::StatusOr<SharedBucket> FindBucket(absl::string_view name);
 
@@ -272,6 +288,9 @@ class Segment {
   void MarkOpenedLocked(uint32_t index);
   absl::StatusOr<SharedBucket> OpenBucketLocked(absl::string_view name, const BucketConfig* config,
                                                 bool reconfigure);
+  // Finds bucket `name` under the segment lock, lets `record` write what was
+  // learned into its slot (false: nothing changed), and converges its cell.
+  absl::Status LearnLocked(absl::string_view name, const std::function<bool(const Claim&)>& record);
   void Unmap();
 
   const std::string path_;

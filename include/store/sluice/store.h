@@ -36,6 +36,9 @@ struct StoredBucket {
   std::atomic<uint64_t>* bottlenecks;
   // The limit learned from the provider (Store::Learn) when it was opened.
   std::optional<Rate> learned;
+  // The burst learned from the provider (Store::LearnBurst) when it was
+  // opened, in permits; 0: none yet.
+  uint64_t learned_burst = 0;
 };
 
 struct StoredCounter {
@@ -95,6 +98,13 @@ class Store {
   // none), for every user of the store, and reconfigures the bucket live to
   // the lower of it and its configuration. NotFound for a bucket never opened.
   virtual absl::Status Learn(absl::string_view key, std::optional<Rate> learned) = 0;
+  // Records that the provider's bucket behind bucket `key` holds at least
+  // `burst` permits, for every user of the store: the largest evidence is
+  // kept (the segment keeps at most 2^32 - 1), and the bucket runs with no
+  // more capacity than it, whatever its configuration (at least 1 permit).
+  // Opening the bucket again never changes it. NotFound for a bucket never
+  // opened; InvalidArgument for a zero burst.
+  virtual absl::Status LearnBurst(absl::string_view key, uint64_t burst) = 0;
   // The window counter `key`, created at zero if missing.
   virtual absl::StatusOr<StoredCounter> Counter(absl::string_view key) = 0;
   // The concurrency cap `key` of `count` leases, created if missing.
