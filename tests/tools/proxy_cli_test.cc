@@ -18,6 +18,7 @@
 #include "tests/store/segment_test_util.h"
 #include "tests/tools/cli_runner.h"
 #include "tests/tools/provider_process.h"
+#include "tests/tools/proxy_process.h"
 #include "tools/fake_provider/fake_provider.h"
 
 namespace sluice {
@@ -29,10 +30,6 @@ using ::testing::Not;
 constexpr char kKey[] = "sk-test-CLI-PROXY-SECRET";
 constexpr char kMessage[] =
     R"({"model":"claude-sonnet-4","max_tokens":8,"messages":[{"role":"user","content":"hi"}]})";
-
-void WriteText(const std::string& path, const std::string& text) {
-  std::ofstream(path, std::ios::trunc) << text;
-}
 
 // What the process has written to its stderr so far.
 std::string StderrOf(const CliProcess& process) {
@@ -58,30 +55,21 @@ int PostStatus(const std::string& base_url) {
 }
 
 TEST(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
-  FakeProviderOptions provider_options;
-  provider_options.unlimited = true;
-  auto provider = FakeProvider::Start(provider_options);
-  ASSERT_TRUE(provider.ok()) << provider.status();
-  ScratchSegment segment;
-  const std::string limits = absl::StrCat(segment.path(), ".toml");
-  WriteText(limits, "[scopes.global]\nrequests_per_minute = 1\n");
-
-  CliProcess proxy({"proxy", "--listen", "127.0.0.1:0", "--config", limits, "--segment",
-                    segment.path(), "--anthropic-url", (*provider)->base_url(), "--queue-timeout",
-                    "300ms"});
-  const std::string url = ProviderUrl(proxy);
+  ProxyProcess running("[scopes.global]\nrequests_per_minute = 1\n", {"--queue-timeout", "300ms"});
+  CliProcess& proxy = running.process();
+  const std::string url = running.url();
   ASSERT_THAT(url, HasSubstr("http://127.0.0.1:"));
   EXPECT_EQ(PostStatus(url), 200);
   EXPECT_EQ(PostStatus(url), 429);  // one a minute
 
-  WriteText(limits, "[scopes.global]\nrequests_per_minut = 60000\n");
+  running.WriteLimits("[scopes.global]\nrequests_per_minut = 60000\n");
   proxy.Kill(SIGHUP);
   ASSERT_TRUE(
       Eventually([&] { return StderrOf(proxy).find("reload refused") != std::string::npos; }));
   EXPECT_THAT(StderrOf(proxy), HasSubstr("requests_per_minut: unknown key"));
   EXPECT_EQ(PostStatus(url), 429);  // the old limits stay
 
-  WriteText(limits, "[scopes.global]\nrequests_per_minute = 60000\n");
+  running.WriteLimits("[scopes.global]\nrequests_per_minute = 60000\n");
   proxy.Kill(SIGHUP);
   EXPECT_TRUE(Eventually([&] { return PostStatus(url) == 200; }));
 
@@ -97,7 +85,6 @@ TEST(ProxyCliTest, ServesReloadsOnHupRefusingABadFileAndStopsOnTerm) {
   EXPECT_THAT(result.out, HasSubstr("POST /v1/messages anthropic scope=global"));
   EXPECT_THAT(result.out, HasSubstr("status=429 outcome=throttled"));
   EXPECT_THAT(result.out + result.err, Not(HasSubstr(kKey)));
-  std::remove(limits.c_str());
 }
 
 TEST(ProxyCliTest, ABadConfigOrAddressIsRefusedAtStart) {
