@@ -18,12 +18,14 @@ void Dispatcher::Add(Ticket* ticket) {
   ticket->state = Ticket::State::kQueued;
   ++queued_;
   // Priorities are ordered high first: a smaller value is more urgent.
-  if (reserving_ != nullptr && !reserving_->withdrawing &&
-      ticket->priority < reserving_->priority) {
-    reserving_->withdrawing = true;
-    withdraw_(reserving_);
-  }
+  if (reserving_ != nullptr && ticket->priority < reserving_->priority) WithdrawReserving();
   Pump();
+}
+
+void Dispatcher::WithdrawReserving() {
+  if (reserving_ == nullptr || reserving_->withdrawing) return;
+  reserving_->withdrawing = true;
+  withdraw_(reserving_);
 }
 
 void Dispatcher::Started(Ticket* ticket) {

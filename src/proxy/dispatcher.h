@@ -60,6 +60,11 @@ class Dispatcher {
   // A submitted ticket ended without starting (refused, timed out,
   // cancelled), or a started one finished.
   void Ended(Ticket* ticket);
+  // Asks the client to give back the ticket being reserved, if there is one
+  // and it is not being withdrawn already: after a reload, so that it is
+  // reserved again under the new limits (it comes back through Returned, or
+  // Started if it had started).
+  void WithdrawReserving();
   // Takes a queued ticket out (its client went away, its time ran out):
   // true if it was queued. A ticket being reserved is not removed (cancel
   // it in the client; it ends through Ended).

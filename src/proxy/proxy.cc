@@ -146,6 +146,10 @@ absl::Status Proxy::Impl::Reload(const LimitsConfig& config) {
   server_->Post([this, fresh] {
     Upstreams* old = upstreams_.back().get();
     upstreams_.push_back(std::move(*fresh));
+    // A request being reserved under the old limits may wait long for them
+    // (the reason for the reload, often), with every other behind it: it is
+    // withdrawn and reserved again under the new ones.
+    for (std::unique_ptr<Dispatcher>& dispatcher : dispatchers_) dispatcher->WithdrawReserving();
     ReleaseUpstreams(old);
   });
   counters_.reloads++;

@@ -90,6 +90,20 @@ TEST_F(DispatcherTest, AWithdrawnTicketGoesBackToTheFrontOfItsPriority) {
   EXPECT_THAT(submitted_, ElementsAre("low1", "high", "high2", "low1"));
 }
 
+TEST_F(DispatcherTest, WithdrawReservingGivesBackTheTicketBeingReservedOnce) {
+  dispatcher_.WithdrawReserving();  // nothing being reserved: nothing to do
+  EXPECT_THAT(withdrawn_, IsEmpty());
+  Named a("a"), b("b");
+  dispatcher_.Add(&a);
+  dispatcher_.Add(&b);
+  dispatcher_.WithdrawReserving();
+  dispatcher_.WithdrawReserving();
+  EXPECT_THAT(withdrawn_, ElementsAre("a"));
+  dispatcher_.Returned(&a);  // reserved again, ahead of b
+  EXPECT_EQ(dispatcher_.reserving(), &a);
+  EXPECT_THAT(submitted_, ElementsAre("a", "a"));
+}
+
 TEST_F(DispatcherTest, EqualOrLowerPriorityNeverWithdraws) {
   Named normal("normal"), normal2("normal2"), low("low", Priority::kLow);
   dispatcher_.Add(&normal);

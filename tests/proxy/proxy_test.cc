@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -358,6 +359,29 @@ TEST_F(ProxyTest, ReloadServesNewRequestsUnderTheNewLimits) {
   ASSERT_TRUE(proxy_->Reload(Limits("[scopes.global]\nrequests_per_minute = 60000\n")).ok());
   EXPECT_TRUE(Eventually([&] { return Post("/v1/messages", kMessage)->status == 200; }));
   EXPECT_EQ(proxy_->stats().reloads, 1u);
+}
+
+TEST_F(ProxyTest, ReloadReservesTheWaitingRequestsAgainUnderTheNewLimits) {
+  Start("[scopes.global]\nrequests_per_minute = 1\n");
+  ASSERT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  // The second is reserved for the next minute's permit, the third queued
+  // behind it.
+  std::atomic<int> ok{0};
+  std::vector<std::thread> waiting;
+  for (int i = 0; i < 2; ++i) {
+    waiting.emplace_back([&] {
+      httplib::Result r = Post("/v1/messages", kMessage);
+      if (r && r->status == 200) ok++;
+    });
+  }
+  ASSERT_TRUE(Eventually([&] { return proxy_->stats().queued_now == 2; }));
+  const absl::Time reloaded = absl::Now();
+  ASSERT_TRUE(proxy_->Reload(Limits("[scopes.global]\nrequests_per_minute = 60000\n")).ok());
+  for (std::thread& t : waiting) t.join();
+  EXPECT_EQ(ok, 2);
+  // Not a minute, as under the old limits.
+  EXPECT_LT(absl::Now() - reloaded, absl::Seconds(20));
+  EXPECT_EQ(provider_->stats().totals.requests, 3u);
 }
 
 TEST_F(ProxyTest, CountTokensIsNotChargedToTheMessagesBucketsButHasItsOwn) {

@@ -33,6 +33,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/server/raw_client.h"
 
 namespace sluice {
 namespace {
@@ -40,7 +41,7 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr absl::Duration kPatience = absl::Seconds(20);
+constexpr absl::Duration kPatience = RawClient::kPatience;
 
 // Standard mutexes here, not Abseil's: ThreadSanitizer sees through these
 // (the system's Abseil library is not built with it).
@@ -133,82 +134,6 @@ std::unique_ptr<HttpServer> StartEcho(HttpServerOptions options = {}) {
       },
       options);
 }
-
-// A blocking loopback socket with bounded reads.
-class RawClient {
- public:
-  // A socket, not yet connected.
-  RawClient() : fd_(socket(AF_INET, SOCK_STREAM, 0)) {}
-  explicit RawClient(int port) : RawClient() { Connect(port); }
-  bool Connect(int port) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    return connected_;
-  }
-  int fd() const { return fd_; }
-  ~RawClient() { Close(); }
-  RawClient(const RawClient&) = delete;
-  RawClient& operator=(const RawClient&) = delete;
-
-  bool connected() const { return connected_; }
-  void Close() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-  bool Send(absl::string_view bytes) {
-    while (!bytes.empty()) {
-      ssize_t n = send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      bytes.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-  // Reads until everything read contains `needle`, the peer closes, or
-  // kPatience passes; returns everything read so far.
-  const std::string& ReadUntil(absl::string_view needle) {
-    absl::Time deadline = absl::Now() + kPatience;
-    while (!absl::StrContains(data_, needle) && !ReadSome(deadline)) {
-    }
-    return data_;
-  }
-  // Reads until the peer closes (or kPatience passes).
-  const std::string& ReadToEnd() {
-    absl::Time deadline = absl::Now() + kPatience;
-    while (!ReadSome(deadline)) {
-    }
-    return data_;
-  }
-  bool eof() const { return eof_; }
-  bool reset() const { return reset_; }
-  void Forget() { data_.clear(); }
-
- private:
-  // Returns true when no more can come (closed, reset, or out of time).
-  bool ReadSome(absl::Time deadline) {
-    if (eof_) return true;
-    pollfd p{fd_, POLLIN, 0};
-    int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-    if (wait_ms <= 0 || poll(&p, 1, wait_ms) <= 0) return true;
-    char chunk[4096];
-    ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
-    if (n > 0) {
-      data_.append(chunk, static_cast<size_t>(n));
-      return false;
-    }
-    eof_ = true;
-    reset_ = n < 0 && errno == ECONNRESET;
-    return true;
-  }
-
-  int fd_ = -1;
-  bool connected_ = false;
-  bool eof_ = false;
-  bool reset_ = false;
-  std::string data_;
-};
 
 std::string Get(absl::string_view path, absl::string_view extra = "") {
   return absl::StrCat("GET ", path, " HTTP/1.1\r\nHost: t\r\n", extra, "\r\n");
@@ -515,16 +440,6 @@ TEST_F(HttpServerExchangeTest, AClientThatGoesAwayIsNoticedWhileItsExchangeWaits
   EXPECT_EQ(stats.exchanges_cut, 1u);
 }
 
-long ResidentBytes() {
-  FILE* f = fopen("/proc/self/statm", "r");
-  long pages = 0, resident = 0;
-  if (f != nullptr) {
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    fclose(f);
-  }
-  return resident * sysconf(_SC_PAGESIZE);
-}
-
 // 2,000 connections each wait at once for an answer; the loop holds them
 // all, then answers each. Also what one waiting exchange costs the process.
 TEST(HttpServerTest, TwoThousandExchangesWaitAtOnceAndAreAllAnswered) {
@@ -547,14 +462,14 @@ TEST(HttpServerTest, TwoThousandExchangesWaitAtOnceAndAreAllAnswered) {
   clients.reserve(kConnections);
   std::vector<std::shared_ptr<HttpExchange>> exchanges;
   exchanges.reserve(kConnections);
-  long before = ResidentBytes();
+  int64_t before = ResidentBytes();
   for (int i = 0; i < kConnections; ++i) {
     clients.push_back(std::make_unique<RawClient>(server->port()));
     ASSERT_TRUE(clients.back()->connected()) << i;
     ASSERT_TRUE(clients.back()->Send(Get(absl::StrCat("/n/", i), "x-api-key: k\r\n")));
   }
   ASSERT_TRUE(queue.AwaitSize(kConnections));
-  long after = ResidentBytes();
+  int64_t after = ResidentBytes();
   EXPECT_EQ(server->stats().exchanges_open, static_cast<uint64_t>(kConnections));
   EXPECT_EQ(server->stats().connections_open, static_cast<uint64_t>(kConnections));
   double per_exchange = static_cast<double>(after - before) / kConnections;

@@ -123,9 +123,10 @@ class Proxy {
   int port() const;
   std::string base_url() const;  // "http://HOST:PORT"
 
-  // Serves new requests under `config` from now on; requests already
-  // forwarded finish under the old one. On an error (a config the store
-  // refuses) nothing changes.
+  // Serves new requests under `config` from now on, and those still waiting
+  // too (the one being reserved under the old limits gives its reservation
+  // back and is reserved again); requests already forwarded finish under the
+  // old one. On an error (a config the store refuses) nothing changes.
   absl::Status Reload(const LimitsConfig& config);
 
   // Stops accepting connections, lets requests in progress (queued ones too)
