@@ -138,6 +138,7 @@ BucketSpec MakeBucket(const LimitsConfig& config, std::string key, std::string o
   spec.limit = limit;
   spec.config = {.rate = RateOf(kind, limit),
                  .capacity = burst ? *burst : DefaultBurst(config, kind, limit)};
+  spec.explicit_burst = burst.has_value();
   return spec;
 }
 

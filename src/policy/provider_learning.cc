@@ -84,7 +84,7 @@ void PolicyImpl::LearnProviderBurst(const Route& route, LimitKind kind, int64_t 
   const uint64_t target = std::max<uint64_t>(
       {1, static_cast<uint64_t>(charged), static_cast<uint64_t>(std::min(scaled, 9.2e18))});
   for (const Charge& c : route.rep_->charges) {
-    if (!c.is_provider || c.kind != kind) continue;
+    if (!c.is_provider || c.kind != kind || c.opened->spec.explicit_burst) continue;
     std::atomic<uint64_t>& known = *c.opened->burst;
     uint64_t seen = known.load(std::memory_order_relaxed);
     // Only evidence of a larger bucket is worth the store's lock.
@@ -100,6 +100,8 @@ bool PolicyImpl::ProviderCold(const Route& route) const {
   bool has_provider = false;
   for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider) continue;
+    // A burst the file states, or one learned: the provider's bucket is known.
+    if (c.opened->spec.explicit_burst) return false;
     if (c.opened->burst->load(std::memory_order_relaxed) != 0) return false;
     has_provider = true;
   }

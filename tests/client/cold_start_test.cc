@@ -124,6 +124,30 @@ TEST(ColdStartTest, WithoutItTheConfiguredBurstDraws429s) {
   EXPECT_GE(provider->limited(), 20);
 }
 
+// A burst the file states is the user's word on the provider's bucket: no
+// probe, and the headers do not shrink it.
+TEST(ColdStartTest, AnExplicitBurstIsTrustedAsWritten) {
+  std::optional<ShortBucketProvider> provider;
+  ClientOptions options = Options();
+  options.retry.max_attempts = 10;
+  Rig rig([&](const TransportRequest&) { return provider->Answer(); }, options, R"(
+headroom = 0.9
+[providers.anthropic]
+requests_per_minute = 600
+[providers.anthropic.burst]
+requests_per_minute = 10
+)");
+  provider.emplace(&rig.clock, 600, 10);
+  RunMany(rig, 10);
+  const auto& sent = rig.transport->sent();
+  ASSERT_EQ(sent.size(), 10u);
+  EXPECT_EQ(sent[9].at_ns, kStart) << "the ten went at once, none waited for a probe";
+  const std::optional<PolicyStats::Bucket> rpm = FindBucket(*rig.policy, kRpmKey);
+  ASSERT_TRUE(rpm.has_value());
+  EXPECT_EQ(rpm->capacity, 10);
+  EXPECT_EQ(provider->limited(), 0);
+}
+
 // Half the headroom's share of the provider's bucket, and a larger
 // remaining seen later raises the learned burst, never above the
 // configured one.

@@ -200,6 +200,10 @@ struct BucketSpec {
   LimitKind kind = LimitKind::kRequestsPerMinute;
   uint64_t limit = 0;   // permits per minute or per day after headroom
   BucketConfig config;  // rate = limit per minute (or day), capacity = burst
+  // The file gave this bucket's burst ([...burst] table): the user's word on
+  // the provider's bucket, trusted as it is; a derived burst is only a guess,
+  // which the client's cold start sizes from the provider's headers.
+  bool explicit_burst = false;
 };
 
 enum class BudgetPeriod : uint8_t { kDay, kMonth };

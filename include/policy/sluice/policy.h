@@ -332,12 +332,14 @@ class Policy {
   // (Store::LearnBurst), and a process starting later uses it and never
   // raises it by opening. `remaining` < 0 (unknown) is ignored, and so is
   // remaining + charged = 0 (a refusal with nothing left says nothing of the
-  // bucket's size).
+  // bucket's size). A bucket whose burst the file states (an explicit
+  // [providers.P.burst] entry) is the user's word and is left as it is.
   void LearnProviderBurst(const Route& route, LimitKind kind, int64_t remaining,
                           int64_t charged) const;
   // Whether the route's provider buckets still wait for the provider's
   // first rate-limit headers: it has provider buckets and none of them has a
-  // learned burst (in this process, or in the store when it was opened). A
+  // learned burst (in this process, or in the store when it was opened) or
+  // a burst the file states. A
   // client sends one request at a time to such buckets until a response
   // comes back (sluice/client.h). A route without provider buckets (its
   // provider is not in the configuration, and LearnProviderLimits has not
