@@ -539,5 +539,29 @@ TEST_F(ProxyTest, TheProvidersHeadersHoldTheKeysBuckets) {
   EXPECT_EQ(provider_->stats().totals.rate_limited, 0u);
 }
 
+// A proxy started with no limits at all learns the provider's from the
+// headers of its first answer (and the size of its bucket): the requests
+// after it wait in the proxy instead of drawing the provider's 429s.
+TEST_F(ProxyTest, WithNoLimitsItLearnsTheProvidersFromTheFirstAnswer) {
+  FakeProviderOptions provider_options;
+  provider_options.rpm = 600;  // 10 a second, a bucket of one second: 10
+  provider_options.bucket_span = absl::Seconds(1);
+  provider_options.itpm = provider_options.otpm = provider_options.tpm = 100000000;
+  StartLimited("", {}, provider_options);
+  ASSERT_EQ(Post("/v1/messages", kMessage)->status, 200);
+  std::vector<std::thread> callers;
+  std::vector<int> statuses(16, 0);
+  for (int i = 0; i < 16; ++i) {
+    callers.emplace_back([&, i] {
+      httplib::Result r = Post("/v1/messages", kMessage);
+      statuses[i] = r ? r->status : -1;
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (int status : statuses) EXPECT_EQ(status, 200);
+  EXPECT_EQ(provider_->stats().totals.rate_limited, 0u);
+  EXPECT_EQ(provider_->stats().totals.requests, 17u);
+}
+
 }  // namespace
 }  // namespace sluice
