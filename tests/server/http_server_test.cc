@@ -489,16 +489,23 @@ TEST(HttpServerTest, TwoThousandExchangesWaitAtOnceAndAreAllAnswered) {
 // Out of descriptors, the acceptor pauses between tries instead of spinning,
 // and serves the waiting client once descriptors are free again.
 TEST(HttpServerTest, AcceptingWithoutDescriptorsBacksOffAndRecovers) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  // The sanitizers' runtimes need descriptors of their own (UBSan checks a
+  // virtual call's type through a pipe): starved of them, they report
+  // errors that are not the server's. The Release build runs this test.
+  GTEST_SKIP() << "starves the process of descriptors, which the sanitizer runtime needs";
+#endif
   auto server = StartEcho();
   ASSERT_NE(server, nullptr);
   RawClient probe;  // its descriptor taken while descriptors are free
   ASSERT_GE(probe.fd(), 0);
+  const int port = server->port();
   rlimit saved{};
   getrlimit(RLIMIT_NOFILE, &saved);
   rlimit tight = saved;
   tight.rlim_cur = static_cast<rlim_t>(probe.fd());  // no new descriptor for anyone
   ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
-  bool connected = probe.Connect(server->port());
+  bool connected = probe.Connect(port);
   bool failed = StatsReach(*server, [](const auto& s) { return s.accept_errors >= 1; });
   absl::SleepFor(absl::Milliseconds(200));  // a spinning acceptor would count thousands
   uint64_t errors = server->stats().accept_errors;
