@@ -9,6 +9,7 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev nlohmann-json3-dev libtomlplusplus-dev libcpp-httplib-dev libboost-dev
   libssl-dev zlib1g-dev
+  redis-server libhiredis-dev
   clang libclang-rt-14-dev
   wrk gnuplot-nox
 )
