@@ -16,9 +16,9 @@ LeasePlan PlanLease(const LeaseInputs& in) {
   // figures read as none or as the share.
   double wanted = in.demand_per_second * absl::ToDoubleSeconds(horizon);
   if (!(wanted > 0)) wanted = 0;
-  const uint64_t lease =
-      wanted >= static_cast<double>(share) ? share
-                                           : std::max<uint64_t>(static_cast<uint64_t>(std::ceil(wanted)), 1);
+  const uint64_t lease = wanted >= static_cast<double>(share)
+                             ? share
+                             : std::max<uint64_t>(static_cast<uint64_t>(std::ceil(wanted)), 1);
   return {.lease = lease, .watermark = (lease + 1) / 2};
 }
 

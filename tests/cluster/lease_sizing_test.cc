@@ -47,8 +47,8 @@ TEST(LeaseSizingTest, IdleOrNonsenseDemandLeasesOnePermit) {
     EXPECT_EQ(plan.lease, 1u) << demand;
     EXPECT_EQ(plan.watermark, 1u) << demand;
   }
-  LeasePlan plan = PlanLease(
-      {.capacity = 1'000, .demand_per_second = std::numeric_limits<double>::infinity()});
+  LeasePlan plan =
+      PlanLease({.capacity = 1'000, .demand_per_second = std::numeric_limits<double>::infinity()});
   EXPECT_EQ(plan.lease, 500u);
   plan = PlanLease({.capacity = 1'000, .demand_per_second = 10, .hosts_alive = 0});
   EXPECT_EQ(plan.lease, 1u);  // ceil(10 * 0.02)

@@ -1,0 +1,152 @@
+// The fleet's GCRA in Lua (gcra_script.h).
+
+#include "src/cluster/gcra_script.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice {
+namespace internal_cluster {
+namespace {
+
+// Shared by every script: the time, loading and saving a bucket. Numbers go
+// back to Redis through string.format('%.0f'): Lua's own conversion keeps
+// only 14 digits.
+constexpr char kPrelude[] = R"lua(
+local UNITS_PER_S = 16000000000
+local UNITS_PER_US = 16000
+local DAY = 86400
+local MAX_SPAN = 2251799813685248
+local S, US
+if ARGV[1] ~= '' then
+  S, US = tonumber(ARGV[1]), tonumber(ARGV[2])
+else
+  local t = redis.call('TIME')
+  S, US = tonumber(t[1]), tonumber(t[2])
+end
+local function num(x) return string.format('%.0f', x) end
+local function load(key, interval, tau)
+  local st = redis.call('HMGET', key, 't', 'b', 'i', 'u')
+  local tat, base = tonumber(st[1]), tonumber(st[2])
+  if tat == nil or base == nil then tat, base = 0, S end
+  if S - base > DAY then
+    tat = math.max(tat - (S - base) * UNITS_PER_S, 0)
+    base = S
+  end
+  local now = 0
+  if S >= base then now = (S - base) * UNITS_PER_S + US * UNITS_PER_US end
+  local oi, ou = tonumber(st[3]), tonumber(st[4])
+  if oi ~= nil and ou ~= nil and ou > 0 and (oi ~= interval or ou ~= tau) and tat > now then
+    tat = now + math.min(math.ceil((tat - now) / ou * tau), tau + MAX_SPAN)
+  end
+  return tat, base, now
+end
+local function save(key, tat, base, now, interval, tau)
+  redis.call('HSET', key, 't', num(tat), 'b', num(base), 'i', num(interval), 'u', num(tau))
+  local ms = math.ceil(math.max(tat - now, 0) / 16000000) + 60000
+  redis.call('PEXPIRE', key, num(ms))
+end
+local function available(tat, now, interval, tau)
+  return math.max(math.floor((now + tau - math.max(tat, now)) / interval), 0)
+end
+)lua";
+
+constexpr char kReserveBody[] = R"lua(
+local maxwait = tonumber(ARGV[3]) * 16
+local states = {}
+local worst, worst_k = 0, 0
+for k = 1, #KEYS do
+  local interval, tau = tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2])
+  local n = tonumber(ARGV[3 * k + 3])
+  local tat, base, now = load(KEYS[k], interval, tau)
+  local cost = n * interval
+  if interval <= 0 or cost > tau then return {-1, k, 0, S, US} end
+  local nxt = math.max(tat, now) + cost
+  local excess = nxt - now - tau
+  if excess > maxwait then return {0, k, math.floor((excess + 15) / 16), S, US} end
+  local wait = 0
+  if excess > 0 then
+    wait = math.floor((excess + 15) / 16)
+    nxt = now + tau + wait * 16
+  end
+  if wait > worst then worst, worst_k = wait, k end
+  states[k] = {nxt, base, now, interval, tau}
+end
+for k = 1, #KEYS do
+  local s = states[k]
+  save(KEYS[k], s[1], s[2], s[3], s[4], s[5])
+end
+return {1, worst_k, worst, S, US}
+)lua";
+
+constexpr char kLeaseBody[] = R"lua(
+local host = ARGV[3]
+local out = {S, US, 0}
+for k = 1, #KEYS - 1 do
+  local interval, tau = tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2])
+  local want = tonumber(ARGV[3 * k + 3])
+  local tat, base, now = load(KEYS[k], interval, tau)
+  local from = math.max(tat, now)
+  local avail = available(tat, now, interval, tau)
+  local granted = math.min(want, avail)
+  local after = from + granted * interval
+  local wait = 0
+  if granted < want then
+    local more = math.min(want - granted, math.max(math.floor(tau / interval), 1))
+    local ready = after + more * interval - tau - now
+    if ready > 0 then wait = math.floor((ready + 15) / 16) end
+  end
+  if granted > 0 then save(KEYS[k], after, base, now, interval, tau) end
+  out[#out + 1] = granted
+  out[#out + 1] = wait
+  out[#out + 1] = avail - granted
+end
+if host ~= '' then
+  local hosts = KEYS[#KEYS]
+  redis.call('ZADD', hosts, S, host)
+  redis.call('ZREMRANGEBYSCORE', hosts, '-inf', S - 60)
+  redis.call('EXPIRE', hosts, 120)
+  out[3] = redis.call('ZCARD', hosts)
+end
+return out
+)lua";
+
+constexpr char kAdjustBody[] = R"lua(
+local out = {S, US}
+for k = 1, #KEYS do
+  local interval, tau = tonumber(ARGV[4 * k - 1]), tonumber(ARGV[4 * k])
+  local n, mode = tonumber(ARGV[4 * k + 1]), ARGV[4 * k + 2]
+  local tat, base, now = load(KEYS[k], interval, tau)
+  if n > 0 then
+    if mode == 'return' then
+      if tat > now then tat = math.max(tat - n * interval, now) end
+    else
+      tat = math.min(math.max(tat, now) + n * interval, now + tau + MAX_SPAN)
+    end
+    save(KEYS[k], tat, base, now, interval, tau)
+  end
+  out[#out + 1] = available(tat, now, interval, tau)
+end
+return out
+)lua";
+
+}  // namespace
+
+const std::string& ReserveScript() {
+  static const std::string* script = new std::string(absl::StrCat(kPrelude, kReserveBody));
+  return *script;
+}
+
+const std::string& LeaseScript() {
+  static const std::string* script = new std::string(absl::StrCat(kPrelude, kLeaseBody));
+  return *script;
+}
+
+const std::string& AdjustScript() {
+  static const std::string* script = new std::string(absl::StrCat(kPrelude, kAdjustBody));
+  return *script;
+}
+
+}  // namespace internal_cluster
+}  // namespace sluice
