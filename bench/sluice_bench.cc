@@ -251,6 +251,8 @@ class RatioReporter : public benchmark::ConsoleReporter {
         {Key("BM_ShmAcquire_Admit", 1), Key("BM_Acquire_Admit", 1), 1.1},
         {Key("BM_ShmAcquire_Admit", 2), Key("BM_Acquire_Admit", 2), 1.1},
         {Key("BM_Policy_AcquireSettle", 1), Key("BM_Acquire_Admit", 1), 20.0},
+        {Key("BM_Redis_Exact", 1), Key("BM_Redis_ReferenceScript", 1), 1.2},
+        {Key("BM_Redis_Exact", 1), Key("BM_Redis_Ping", 1), 3.0},
     };
     bool header = false;
     for (const Ratio& r : ratios) {
@@ -284,7 +286,7 @@ int main(int argc, char** argv) {
   // unless a filter is given.
   std::vector<char*> args(argv, argv + argc);
   std::string default_filter =
-      "--benchmark_filter=^BM_(Floor|Acquire|ShmAcquire|Policy|MutexBucket)_";
+      "--benchmark_filter=^BM_(Floor|Acquire|ShmAcquire|Policy|MutexBucket|Redis)_";
   bool has_filter = false;
   for (int i = 1; i < argc; ++i)
     has_filter |= std::string(argv[i]).rfind("--benchmark_filter", 0) == 0;

@@ -75,6 +75,8 @@ struct RedisDecision {
   int bottleneck = -1;
   // Redis's clock when it decided, in ns since the Unix epoch.
   int64_t redis_now_ns = 0;
+
+  bool granted() const { return outcome == Outcome::kGranted; }
 };
 
 // A host's ask for permits from one bucket.
