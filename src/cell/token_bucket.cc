@@ -3,25 +3,22 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "sluice/pool.h"
+#include "src/cell/bucket_params.h"
 
 namespace sluice {
 
+using internal_gcra::Derive;
+using internal_gcra::Derived;
 using internal_gcra::kMaxSinceEpochNs;
 using internal_gcra::kMaxTat;
 using internal_gcra::kMaxTau;
 using internal_gcra::kUnitsPerNano;
 using internal_gcra::ToUnits;
 
-namespace {
-
-struct Derived {
-  int64_t interval;  // 1/16 ns per permit
-  int64_t tau;       // capacity * interval
-};
-
 // The per-permit interval, period / permits in 1/16 ns, rounded up so that
 // rounding can only slow the bucket, never speed it up.
-absl::StatusOr<Derived> Derive(const BucketConfig& config) {
+absl::StatusOr<Derived> internal_gcra::Derive(const BucketConfig& config) {
   if (absl::Status s = config.rate.Validate(); !s.ok()) return s;
   if (config.capacity == 0) {
     return absl::InvalidArgumentError("bucket capacity must be >= 1 permit");
@@ -48,8 +45,6 @@ absl::StatusOr<Derived> Derive(const BucketConfig& config) {
   }
   return Derived{static_cast<int64_t>(interval), static_cast<int64_t>(tau)};
 }
-
-}  // namespace
 
 absl::Status ValidateBucketConfig(const BucketConfig& config) { return Derive(config).status(); }
 
@@ -86,22 +81,28 @@ const char* PressureName(Pressure p) {
 absl::Status BucketRef::Init(BucketCell* cell, const BucketConfig& config, int64_t now_ns) {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();
-  for (BucketCell::Params& p : cell->params_) {
-    p.interval.store(d->interval, std::memory_order_relaxed);
-    p.tau.store(d->tau, std::memory_order_relaxed);
-    p.epoch_ns.store(now_ns, std::memory_order_relaxed);
-  }
-  cell->hold_until_ns_.store(std::numeric_limits<int64_t>::min(), std::memory_order_relaxed);
-  // TAT = now: full. Release publishes the parameters with the word.
-  cell->word_.store(0, std::memory_order_release);
+  cell->Reset(d->interval, d->tau, now_ns, 0);  // TAT = now: full
   return absl::OkStatus();
+}
+
+void BucketCell::Reset(int64_t interval, int64_t tau, int64_t epoch_ns, int64_t tat) {
+  for (Params& p : params_) {
+    p.interval.store(interval, std::memory_order_relaxed);
+    p.tau.store(tau, std::memory_order_relaxed);
+    p.epoch_ns.store(epoch_ns, std::memory_order_relaxed);
+  }
+  hold_until_ns_.store(std::numeric_limits<int64_t>::min(), std::memory_order_relaxed);
+  // Release publishes the parameters with the word; slot 0 in use.
+  word_.store(tat << 1, std::memory_order_release);
 }
 
 absl::Status BucketRef::Acquire(uint64_t n, absl::Duration timeout) const {
   const int64_t now = clock_.Now();
-  const int64_t max_wait = timeout == absl::InfiniteDuration()
-                               ? std::numeric_limits<int64_t>::max()
-                               : absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
+  int64_t max_wait = timeout == absl::InfiniteDuration()
+                         ? std::numeric_limits<int64_t>::max()
+                         : absl::ToInt64Nanoseconds(std::max(timeout, absl::ZeroDuration()));
+  // A pool refills only by Credit: a wait for it would be a wait into debt.
+  if (PoolRef::IsPool(*cell_)) max_wait = 0;
   const Decision d = Reserve(n, max_wait, now);
   switch (d.outcome) {
     case Outcome::kGranted:
@@ -137,6 +138,15 @@ int64_t ShareNow(__int128 cost, const Terms& taken, int64_t tau) {
   return static_cast<int64_t>(std::min<__int128>(now_units, kMaxTat));
 }
 
+// n permits taken at `taken` terms from a pool whose interval is now
+// `interval`: a pool counts permits whatever its configuration (pool.h), so
+// all n come back, as units of the pool now.
+int64_t PermitsNow(uint64_t n, const Terms& taken, int64_t interval) {
+  if (taken.tau <= 0) return 0;
+  const __int128 now_units = static_cast<__int128>(n) * std::max<int64_t>(interval, 0);
+  return static_cast<int64_t>(std::min<__int128>(now_units, kMaxTat));
+}
+
 }  // namespace
 
 void BucketRef::Refund(uint64_t n, const Terms& taken, int64_t now_ns) const {
@@ -154,7 +164,9 @@ void BucketRef::Refund(uint64_t n, const Terms& taken, int64_t now_ns) const {
                               interval, tau));
     const int64_t tat = word >> 1;
     if (tat <= floor) return;  // nothing to give back
-    const int64_t next = std::max(tat - ShareNow(cost, taken, tau), floor);
+    const int64_t back = epoch == internal_gcra::kPoolEpoch ? PermitsNow(n, taken, interval)
+                                                            : ShareNow(cost, taken, tau);
+    const int64_t next = std::max(tat - back, floor);
     if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
       return;
@@ -180,6 +192,8 @@ void BucketRef::Debit(uint64_t n, int64_t now_ns) const {
 }
 
 void BucketRef::HoldUntil(int64_t until_ns, int64_t now_ns) const {
+  // A pool's time stands still: a hold could only throw leased permits away.
+  if (PoolRef::IsPool(*cell_)) return;
   // Record the deadline first, so that a refund or reconfiguration racing the
   // word's update below already respects it.
   int64_t recorded = cell_->hold_until_ns_.load(std::memory_order_acquire);
@@ -268,26 +282,30 @@ absl::Status BucketRef::Validate(const BucketCell& cell, const BucketConfig& con
   return ValidateParamSlot(cell, static_cast<int>(word & 1), config);
 }
 
+int BucketCell::StageParams(int64_t word, int64_t interval, int64_t tau, int64_t epoch_ns) {
+  // The idle slot may still be read by an acquirer holding a word two
+  // generations old; the release fence pairs with its acquire fence so that
+  // it sees the word move and retries rather than trusting a torn read.
+  std::atomic_thread_fence(std::memory_order_release);
+  const int slot = static_cast<int>(word & 1) ^ 1;
+  params_[slot].interval.store(interval, std::memory_order_relaxed);
+  params_[slot].tau.store(tau, std::memory_order_relaxed);
+  params_[slot].epoch_ns.store(epoch_ns, std::memory_order_relaxed);
+  return slot;
+}
+
 absl::Status BucketRef::Reconfigure(BucketCell* cell, const BucketConfig& config, int64_t now_ns) {
+  if (PoolRef::IsPool(*cell)) return PoolRef::Reconfigure(cell, config).status();
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();
   int64_t word = cell->word_.load(std::memory_order_acquire);
-  const int slot = static_cast<int>(word & 1) ^ 1;
   const BucketCell::Params& old = cell->params_[word & 1];
   const int64_t old_tau = old.tau.load(std::memory_order_relaxed);
   const int64_t old_epoch = old.epoch_ns.load(std::memory_order_relaxed);
   // Move the epoch forward once half the word's range is used, so a bucket
   // that lives for years keeps counting.
   const int64_t epoch = now_ns - old_epoch > kMaxSinceEpochNs / 2 ? now_ns : old_epoch;
-
-  // The idle slot may still be read by an acquirer holding a word two
-  // generations old; the release fence pairs with its acquire fence so that
-  // it sees the word move and retries rather than trusting a torn read.
-  std::atomic_thread_fence(std::memory_order_release);
-  BucketCell::Params& next_params = cell->params_[slot];
-  next_params.interval.store(d->interval, std::memory_order_relaxed);
-  next_params.tau.store(d->tau, std::memory_order_relaxed);
-  next_params.epoch_ns.store(epoch, std::memory_order_relaxed);
+  const int slot = cell->StageParams(word, d->interval, d->tau, epoch);
 
   const int64_t old_now = ToUnits(now_ns, old_epoch);
   const int64_t new_now = ToUnits(now_ns, epoch);

@@ -23,6 +23,12 @@
 // shared-memory segment that every process on the host maps (BucketRef over a
 // cell someone else owns). The same code runs on both.
 //
+// Pools: a cell set up by PoolRef::Init (sluice/pool.h) is a host's pool of
+// permits leased from a fleet's bucket, whose time stands still: it never
+// refills by itself, only by PoolRef::Credit. BucketRef admits from it with
+// the same code; where a pool behaves differently (Acquire, Refund,
+// HoldUntil, Reconfigure), the operation says so.
+//
 // Thread safety: every BucketRef and TokenBucket operation is safe to call
 // concurrently from any number of threads and processes, except
 // BucketRef::Reconfigure, which REQUIRES that reconfigurations of one cell be
@@ -124,6 +130,8 @@ const char* PressureName(Pressure p);  // "low", "medium", "high"
 // The bucket's state: one cache line, position independent, with no pointers,
 // so it can be placed in shared memory. Treat it as opaque; construct it with
 // BucketRef::Init before use.
+class PoolRef;
+
 class alignas(64) BucketCell {
  public:
   BucketCell() = default;
@@ -132,6 +140,7 @@ class alignas(64) BucketCell {
 
  private:
   friend class BucketRef;
+  friend class PoolRef;
 
   // Parameters of one configuration generation. Two slots: a reconfiguration
   // writes the idle one, then flips the word's low bit to select it.
@@ -140,6 +149,16 @@ class alignas(64) BucketCell {
     std::atomic<int64_t> tau;       // capacity * interval, 1/16 ns
     std::atomic<int64_t> epoch_ns;  // clock reading the word counts from
   };
+
+  // Sets both parameter slots and the TAT (units since `epoch_ns`), with no
+  // hold, publishing them with the word. REQUIRES: no other thread uses the
+  // cell yet.
+  void Reset(int64_t interval, int64_t tau, int64_t epoch_ns, int64_t tat);
+
+  // The first half of a reconfiguration: writes the parameter slot that
+  // `word` does not select and returns its index (0 or 1), for the CAS that
+  // then selects it. REQUIRES: reconfigurations of the cell are serialized.
+  int StageParams(int64_t word, int64_t interval, int64_t tau, int64_t epoch_ns);
 
   // (TAT in 1/16 ns since the epoch) << 1 | parameter slot in use.
   std::atomic<int64_t> word_{0};
@@ -192,7 +211,8 @@ class BucketRef {
   // DeadlineExceeded when the wait would exceed `timeout` (the message says
   // how long it would have been), OutOfRange when n exceeds the capacity
   // ("can never fit"). Reserves, then sleeps once until the reserved time;
-  // a zero timeout tries once.
+  // a zero timeout tries once. On a pool it always tries once: no wait
+  // brings permits into a pool.
   absl::Status Acquire(uint64_t n, absl::Duration timeout) const;
 
   // Returns n permits taken by a Reserve or TryAcquire (whose Decision gave
@@ -200,6 +220,8 @@ class BucketRef {
   // that n permits were at `taken` (exactly the permits, when it was not
   // reconfigured since), rounded down, except that it never holds more than
   // its capacity and never ends a hold (HoldUntil) early. Never fails.
+  // A pool counts permits rather than shares: it gets back all n, whatever
+  // reconfigured it, up to its capacity.
   void Refund(uint64_t n, const Terms& taken, int64_t now_ns) const;
   void Refund(uint64_t n, const Terms& taken) const { Refund(n, taken, clock_.Now()); }
 
@@ -212,7 +234,8 @@ class BucketRef {
   // then and refills at its rate after (a provider's retry-after, applied to
   // every process sharing the bucket). A hold ending sooner than the bucket's
   // own debt changes nothing. Later refunds and reconfigurations keep the
-  // hold: nothing becomes available before `until_ns`.
+  // hold: nothing becomes available before `until_ns`. Does nothing to a
+  // pool: its time stands still, so a hold could only throw permits away.
   void HoldUntil(int64_t until_ns, int64_t now_ns) const;
 
   // Permits available at `now_ns` (0 while in debt), the capacity, and the
@@ -239,7 +262,9 @@ class BucketRef {
   // config. REQUIRES: reconfigurations of this cell are serialized by the
   // caller. A static function on the cell, not a member: whoever holds a
   // BucketRef may admit through it but cannot reconfigure past the owner's
-  // serialization (TokenBucket's mutex, the segment lock).
+  // serialization (TokenBucket's mutex, the segment lock). A pool stays a
+  // pool and keeps its count of permits (PoolRef::Reconfigure, less the
+  // report of what no longer fits).
   static absl::Status Reconfigure(BucketCell* cell, const BucketConfig& config, int64_t now_ns);
 
   // Which of the cell's two parameter slots is in use (0 or 1), and so which
