@@ -136,19 +136,20 @@ absl::StatusOr<bool> Parser::ReadBool(const toml::node& node, absl::string_view 
   return Error(node, path, absl::StrCat("must be true or false, not ", TypeName(node)));
 }
 
-absl::StatusOr<absl::Duration> Parser::ReadBurstDuration(const toml::node& node,
-                                                         absl::string_view path,
-                                                         absl::Duration below) const {
+absl::StatusOr<absl::Duration> Parser::ReadDuration(const toml::node& node, absl::string_view path,
+                                                    absl::Duration limit, Bound bound) const {
   absl::StatusOr<std::string> text = ReadString(node, path);
   if (!text.ok()) return text.status();
   absl::Duration duration;
   if (!absl::ParseDuration(*text, &duration)) {
     return Error(node, path, absl::StrCat("\"", *text, "\" is not a duration such as \"6s\""));
   }
-  if (duration <= absl::ZeroDuration() || duration >= below) {
-    return Error(node, path,
-                 absl::StrCat("must be more than 0 and less than ", absl::FormatDuration(below),
-                              ", got ", absl::FormatDuration(duration)));
+  const bool over = bound == Bound::kBelow ? duration >= limit : duration > limit;
+  if (duration <= absl::ZeroDuration() || over) {
+    return Error(
+        node, path,
+        absl::StrCat("must be more than 0 and ", bound == Bound::kBelow ? "less than " : "at most ",
+                     absl::FormatDuration(limit), ", got ", absl::FormatDuration(duration)));
   }
   return duration;
 }
@@ -195,9 +196,9 @@ absl::StatusOr<LimitsConfig> Parser::Parse(absl::string_view text) {
 }
 
 absl::Status Parser::ParseTop(const toml::table& root) {
-  if (absl::Status s = CheckKeys(
-          root, "",
-          {"headroom", "minute_burst", "day_burst", "providers", "scopes", "prices", "proxy"});
+  if (absl::Status s = CheckKeys(root, "",
+                                 {"headroom", "minute_burst", "day_burst", "providers", "scopes",
+                                  "prices", "proxy", "cluster"});
       !s.ok()) {
     return s;
   }
@@ -213,12 +214,13 @@ absl::Status Parser::ParseTop(const toml::table& root) {
   }
   if (const toml::node* node = root.get("minute_burst")) {
     absl::StatusOr<absl::Duration> burst =
-        ReadBurstDuration(*node, "minute_burst", absl::Minutes(1));
+        ReadDuration(*node, "minute_burst", absl::Minutes(1), Bound::kBelow);
     if (!burst.ok()) return burst.status();
     config_.minute_burst = *burst;
   }
   if (const toml::node* node = root.get("day_burst")) {
-    absl::StatusOr<absl::Duration> burst = ReadBurstDuration(*node, "day_burst", absl::Hours(24));
+    absl::StatusOr<absl::Duration> burst =
+        ReadDuration(*node, "day_burst", absl::Hours(24), Bound::kBelow);
     if (!burst.ok()) return burst.status();
     config_.day_burst = *burst;
   }
@@ -249,6 +251,9 @@ absl::Status Parser::ParseTop(const toml::table& root) {
   }
   if (const toml::node* node = root.get("proxy")) {
     if (absl::Status s = ParseProxy(*node); !s.ok()) return s;
+  }
+  if (const toml::node* node = root.get("cluster")) {
+    if (absl::Status s = ParseCluster(*node); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

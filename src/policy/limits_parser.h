@@ -8,8 +8,10 @@
 #ifndef SLUICE_SRC_POLICY_LIMITS_PARSER_H_
 #define SLUICE_SRC_POLICY_LIMITS_PARSER_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,16 @@ inline std::string Text(const toml::key& key) { return std::string(key.str()); }
 
 inline const toml::node* Get(const toml::table& table, absl::string_view key) {
   return table.get(std::string_view(key.data(), key.size()));
+}
+
+// The value of `all` whose name (by `name`) is `text`; nullopt for none.
+template <typename Enum, size_t N>
+std::optional<Enum> FromName(const Enum (&all)[N], absl::string_view (*name)(Enum),
+                             absl::string_view text) {
+  for (Enum value : all) {
+    if (name(value) == text) return value;
+  }
+  return std::nullopt;
 }
 
 // A node and its dotted path, for errors raised after the node was read.
@@ -81,8 +93,15 @@ class Parser {
   absl::StatusOr<double> ReadNumber(const toml::node& node, absl::string_view path) const;
   absl::StatusOr<std::string> ReadString(const toml::node& node, absl::string_view path) const;
   absl::StatusOr<bool> ReadBool(const toml::node& node, absl::string_view path) const;
-  absl::StatusOr<absl::Duration> ReadBurstDuration(const toml::node& node, absl::string_view path,
-                                                   absl::Duration below) const;
+  // A duration string ("6s", "50ms"), more than 0 and below `limit` (kBelow)
+  // or at most `limit` (kAtMost).
+  enum class Bound { kBelow, kAtMost };
+  absl::StatusOr<absl::Duration> ReadDuration(const toml::node& node, absl::string_view path,
+                                              absl::Duration limit, Bound bound) const;
+  // A string that names one of `all` (by `name`).
+  template <typename Enum, size_t N>
+  absl::StatusOr<Enum> ReadChoice(const toml::node& node, absl::string_view path,
+                                  const Enum (&all)[N], absl::string_view (*name)(Enum)) const;
   absl::StatusOr<double> ReadUsd(const toml::node& node, absl::string_view path) const;
   absl::Status CheckName(const toml::key& key, absl::string_view path, BucketKey::Part part) const;
 
@@ -102,10 +121,27 @@ class Parser {
   absl::Status ParseProxy(const toml::node& node);
   absl::StatusOr<Priority> ReadPriority(const toml::node& node, absl::string_view path) const;
   absl::Status CheckKeyLengths() const;
+  // cluster_section.cc
+  absl::Status ParseCluster(const toml::node& node);
+  absl::Status ParseClusterLimits(const toml::table& keys, ClusterSettings* cluster) const;
 
   LimitsConfig config_;
   std::map<std::string, Written> parent_at_;  // scope -> where its parent was named
 };
+
+template <typename Enum, size_t N>
+absl::StatusOr<Enum> Parser::ReadChoice(const toml::node& node, absl::string_view path,
+                                        const Enum (&all)[N],
+                                        absl::string_view (*name)(Enum)) const {
+  absl::StatusOr<std::string> text = ReadString(node, path);
+  if (!text.ok()) return text.status();
+  if (std::optional<Enum> value = FromName(all, name, *text)) return *value;
+  std::string choices;  // "a", "b" or "c"
+  for (size_t i = 0; i < N; ++i) {
+    absl::StrAppend(&choices, i == 0 ? "" : i + 1 == N ? " or " : ", ", "\"", name(all[i]), "\"");
+  }
+  return Error(node, path, absl::StrCat("must be ", choices, ", got \"", *text, "\""));
+}
 
 }  // namespace internal_limits
 }  // namespace sluice

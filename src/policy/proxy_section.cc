@@ -29,11 +29,12 @@ absl::string_view PriorityName(Priority priority) {
   return "normal";
 }
 
+namespace {
+constexpr Priority kAllPriorities[] = {Priority::kHigh, Priority::kNormal, Priority::kLow};
+}  // namespace
+
 std::optional<Priority> ParsePriority(absl::string_view name) {
-  for (Priority p : {Priority::kHigh, Priority::kNormal, Priority::kLow}) {
-    if (name == PriorityName(p)) return p;
-  }
-  return std::nullopt;
+  return internal_limits::FromName(kAllPriorities, PriorityName, name);
 }
 
 namespace internal_limits {
@@ -53,14 +54,7 @@ bool IsSha256Hex(absl::string_view text) {
 
 absl::StatusOr<Priority> Parser::ReadPriority(const toml::node& node,
                                               absl::string_view path) const {
-  absl::StatusOr<std::string> text = ReadString(node, path);
-  if (!text.ok()) return text.status();
-  std::optional<Priority> priority = ParsePriority(*text);
-  if (!priority) {
-    return Error(node, path,
-                 absl::StrCat("must be \"high\", \"normal\" or \"low\", got \"", *text, "\""));
-  }
-  return *priority;
+  return ReadChoice(node, path, kAllPriorities, PriorityName);
 }
 
 absl::Status Parser::ParseProxy(const toml::node& node) {

@@ -2,7 +2,9 @@
 // config it accepts: its effective limits (every key of which must parse back
 // as a BucketKey naming its owner), scope resolution, and a policy over a
 // process-local store (which opens every bucket, budget and cap the config
-// names). Seeds: tests/fuzz/corpus/limits.
+// names); and Redis URLs, the input itself and a [cluster] table's, each of
+// which must format back to an endpoint that parses the same. Seeds:
+// tests/fuzz/corpus/limits.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -12,10 +14,24 @@
 #include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
+#include "sluice/redis_url.h"
 #include "sluice/store.h"
+
+namespace {
+
+// An endpoint formats to a URL that parses back to it.
+void CheckRoundTrip(const sluice::RedisEndpoint& endpoint) {
+  absl::StatusOr<sluice::RedisEndpoint> again = sluice::ParseRedisUrl(endpoint.ToString());
+  if (!again.ok() || !(*again == endpoint)) __builtin_trap();
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const absl::string_view text(reinterpret_cast<const char*>(data), size);
+  if (absl::StatusOr<sluice::RedisEndpoint> endpoint = sluice::ParseRedisUrl(text); endpoint.ok()) {
+    CheckRoundTrip(*endpoint);
+  }
   // Any text that parses as a key formats back to itself.
   if (absl::StatusOr<sluice::BucketKey> key = sluice::BucketKey::Parse(text);
       key.ok() && key->ToString() != text) {
@@ -27,6 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (config.status().message().find("fuzz.toml") == absl::string_view::npos) __builtin_trap();
     return 0;
   }
+  if (config->cluster) CheckRoundTrip(config->cluster->redis);
   const sluice::EffectiveLimits limits(*config);
   for (const sluice::OwnerLimits& owner : limits.owners()) {
     std::vector<std::string> keys;

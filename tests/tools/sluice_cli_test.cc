@@ -452,6 +452,46 @@ TEST_F(SluiceCliTest, ConfigCheckJson) {
   EXPECT_TRUE(doc["scopes"][0]["parent"].is_null());  // global
 }
 
+TEST_F(SluiceCliTest, ConfigCheckShowsTheClusterButNeverItsPassword) {
+  constexpr char kVariable[] = "SLUICE_CLI_TEST_REDIS_PASSWORD";
+  constexpr char kSecret[] = "n0t-f0r-output";
+  ASSERT_EQ(setenv(kVariable, kSecret, 1), 0);  // the child inherits it
+  const LimitsFile file(absl::StrCat("[cluster]\nredis = \"redis://10.0.0.7:6380/2\"\n",
+                                     "password_env = \"", kVariable, "\"\nmode = \"exact\"\n"));
+  const Result text = RunCli({"config", "check", file.path()});
+  ASSERT_THAT(text, ExitsWith(0));
+  EXPECT_THAT(text.out, ContainsRegex("\nredis +redis://10.0.0.7:6380/2\n"));
+  EXPECT_THAT(text.out,
+              ContainsRegex(absl::StrCat("\npassword_env +\\$", kVariable, " \\(not shown\\)\n")));
+  EXPECT_THAT(text.out, ContainsRegex("\nmode +exact\n"));
+  EXPECT_THAT(text.out, ContainsRegex("\non_redis_down +local_share\n"));
+  EXPECT_THAT(text.out, ContainsRegex("\ntimeout +50ms\n"));
+  EXPECT_THAT(text.out, Not(HasSubstr(kSecret)));
+
+  const Result json = RunCli({"config", "check", file.path(), "--json"});
+  ASSERT_THAT(json, ExitsWith(0));
+  EXPECT_THAT(json.out, Not(HasSubstr(kSecret)));
+  const nlohmann::json doc = nlohmann::json::parse(json.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << json.out;
+  const nlohmann::json& cluster = doc["cluster"];
+  EXPECT_EQ(cluster.value("redis", ""), "redis://10.0.0.7:6380/2");
+  EXPECT_EQ(cluster.value("host", ""), "10.0.0.7");
+  EXPECT_EQ(cluster.value("port", 0), 6380);
+  EXPECT_EQ(cluster.value("db", 0), 2);
+  EXPECT_EQ(cluster.value("password_env", ""), kVariable);
+  EXPECT_EQ(cluster.value("key_prefix", ""), "sluice:");
+  EXPECT_EQ(cluster.value("mode", ""), "exact");
+  EXPECT_EQ(cluster.value("on_redis_down", ""), "local_share");
+  EXPECT_EQ(cluster.value("timeout", ""), "50ms");
+  EXPECT_EQ(cluster.value("expected_hosts", 0), 1);
+  EXPECT_EQ(cluster.value("lease_ttl", ""), "10s");
+  unsetenv(kVariable);
+
+  EXPECT_THAT(RunCli({"config", "check", kSeedLimits}).out, HasSubstr("\ncluster: none"));
+  EXPECT_TRUE(RunCli({"config", "check", kSeedLimits, "--json"}).out.find("\"cluster\": null") !=
+              std::string::npos);
+}
+
 TEST_F(SluiceCliTest, ConfigCheckOfAnInvalidFileNamesTheLine) {
   const LimitsFile file("headroom = 0.8\n[providers.anthropic]\ntokens_per_minut = 100000\n");
   const Result r = RunCli({"config", "check", file.path()});

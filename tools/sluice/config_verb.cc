@@ -1,6 +1,7 @@
 // sluice config check FILE [--json]: validates a limits file and prints the
 // limits it sets (every provider model class bucket after headroom, every
-// scope's buckets, budgets and concurrency cap, each scope's path).
+// scope's buckets, budgets and concurrency cap, each scope's path) and the
+// fleet's Redis it names, if any (never a password: only its variable's name).
 
 #include <optional>
 #include <string>
@@ -15,6 +16,7 @@
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "sluice/bucket_key.h"
+#include "sluice/cluster_settings.h"
 #include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "tools/sluice/cli.h"
@@ -56,6 +58,29 @@ std::string ModelsText(const OwnerLimits& model_class) {
 
 std::vector<std::string> BucketRow(const BucketSpec& spec) {
   return {spec.key, spec.config.rate.ToString(), absl::StrCat(spec.config.capacity)};
+}
+
+// The [cluster] table, one key a row; the password is not read, its
+// variable is named.
+void PrintClusterText(const std::optional<ClusterSettings>& cluster) {
+  if (!cluster) {
+    absl::FPrintF(stdout, "\ncluster: none (no [cluster] table: these limits hold on this host)\n");
+    return;
+  }
+  absl::FPrintF(stdout, "\ncluster (every host reading this file shares these limits)\n");
+  PrintTable({
+      {"KEY", "VALUE"},
+      {"redis", cluster->redis.ToString()},
+      {"password_env", cluster->password_env.empty()
+                           ? "none (no password)"
+                           : absl::StrCat("$", cluster->password_env, " (not shown)")},
+      {"key_prefix", absl::StrCat("\"", cluster->key_prefix, "\"")},
+      {"mode", std::string(ClusterModeName(cluster->mode))},
+      {"on_redis_down", std::string(RedisDownPolicyName(cluster->on_redis_down))},
+      {"timeout", absl::FormatDuration(cluster->timeout)},
+      {"expected_hosts", absl::StrCat(cluster->expected_hosts)},
+      {"lease_ttl", absl::FormatDuration(cluster->lease_ttl)},
+  });
 }
 
 void PrintConfigText(const EffectiveLimits& limits) {
@@ -120,6 +145,7 @@ void PrintConfigText(const EffectiveLimits& limits) {
     }
     PrintTable(rows);
   }
+  PrintClusterText(config.cluster);
 }
 
 Json BucketJson(const BucketSpec& spec) {
@@ -128,6 +154,23 @@ Json BucketJson(const BucketSpec& spec) {
           {"limit", spec.limit},
           {"rate", spec.config.rate.ToString()},
           {"burst", spec.config.capacity}};
+}
+
+Json ClusterJson(const std::optional<ClusterSettings>& cluster) {
+  if (!cluster) return nullptr;
+  return {
+      {"redis", cluster->redis.ToString()},
+      {"host", cluster->redis.host},
+      {"port", cluster->redis.port},
+      {"db", cluster->redis.db},
+      {"password_env", cluster->password_env.empty() ? Json(nullptr) : Json(cluster->password_env)},
+      {"key_prefix", cluster->key_prefix},
+      {"mode", ClusterModeName(cluster->mode)},
+      {"on_redis_down", RedisDownPolicyName(cluster->on_redis_down)},
+      {"timeout", absl::FormatDuration(cluster->timeout)},
+      {"expected_hosts", cluster->expected_hosts},
+      {"lease_ttl", absl::FormatDuration(cluster->lease_ttl)},
+  };
 }
 
 void PrintConfigJson(const EffectiveLimits& limits) {
@@ -196,6 +239,7 @@ void PrintConfigJson(const EffectiveLimits& limits) {
                              {"cache_write", price.cache_write},
                              {"cache_read", price.cache_read}});
   }
+  doc["cluster"] = ClusterJson(config.cluster);
   // Names come from the file and need not be valid UTF-8 (see PrintJson).
   absl::FPrintF(stdout, "%s\n", doc.dump(2, ' ', false, Json::error_handler_t::replace));
 }
@@ -227,9 +271,11 @@ const Verb kConfigVerb = {
     .description =
         "Parses and validates the limits file FILE (TOML; see examples/seed-limits.toml)\n"
         "and prints the effective limits: every provider model class bucket after\n"
-        "headroom, every scope's buckets, budgets and concurrency cap, and each scope's\n"
-        "path to its root. Exits 0 when the file is valid, 1 with the first error as\n"
-        "FILE:LINE:COLUMN: KEY: message otherwise. Touches no segment.",
+        "headroom, every scope's buckets, budgets and concurrency cap, each scope's\n"
+        "path to its root, and the [cluster] table's Redis and settings (the password's\n"
+        "variable by name: the password is never read or shown). Exits 0 when the file\n"
+        "is valid, 1 with the first error as FILE:LINE:COLUMN: KEY: message otherwise.\n"
+        "Touches no segment and no Redis.",
     .flags = kConfigFlags,
     .required = {},
     .args = kConfigArgs,

@@ -1,9 +1,11 @@
 // File: limits.h
 // -----------------------------------------------------------------------------
 // What the limits configuration says: provider limits (per model class),
-// application scopes and their parents, headroom, bursts, prices. Parsed from
-// TOML (toml++); every error names file:line:column and the offending key, and
-// unknown keys are errors so that a typo never silently disables a limit.
+// application scopes and their parents, headroom, bursts, prices, and the
+// tables only some readers use ([proxy]; [cluster], cluster_settings.h).
+// Parsed from TOML (toml++); every error names file:line:column and the
+// offending key, and unknown keys are errors so that a typo never silently
+// disables a limit.
 //
 // The configuration is turned into bucket specifications (BucketSpec,
 // BudgetSpec, ConcurrencySpec) with stable keys (BucketKey, bucket_key.h);
@@ -40,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sluice/cluster_settings.h"
 #include "sluice/token_bucket.h"
 
 namespace sluice {
@@ -161,6 +164,9 @@ struct LimitsConfig {
   std::map<std::string, ScopeLimits> scopes;
   std::map<std::string, Price> prices;  // model name (trailing '*' = prefix) -> price
   ProxySettings proxy;
+  // The [cluster] table (cluster_settings.h): the fleet's Redis. Absent: this
+  // host is on its own, and nothing speaks to Redis.
+  std::optional<ClusterSettings> cluster;
 };
 
 // Parses and validates a TOML document. `source` names it in errors.
@@ -184,7 +190,12 @@ struct LimitsConfig {
 // other than "max_tokens" or "none"; a limit too fast for a bucket
 // (ValidateBucketConfig); a scope's priority other than "high", "normal" or
 // "low"; in [proxy.keys], a name that is not 64 hex digits or a scope name
-// that could not be one.
+// that could not be one; in [cluster], a missing redis, a redis URL that
+// ParseRedisUrl refuses (its message, which never repeats a password), a
+// key_prefix that is not 1 to 32 of [A-Za-z0-9:_.-], a mode or on_redis_down
+// not among their words, a password_env that is not an environment variable
+// name ([A-Za-z_][A-Za-z0-9_]*), a timeout not in (0, 10s], an
+// expected_hosts outside 1..100000, a lease_ttl not in (0, 1h].
 absl::StatusOr<LimitsConfig> ParseLimitsConfig(absl::string_view toml, absl::string_view source);
 
 // Reads and parses a file (named in errors by `path`); NotFound if it cannot
@@ -257,7 +268,9 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
 // (rounded, at least 1) and the default burst
 // durations divided by it, so that every bucket keeps its capacity in permits
 // (to within rounding) and refills `scale` times faster on the real clock. Explicit bursts,
-// budgets and concurrency caps are not rates and stay as they are.
+// budgets and concurrency caps are not rates and stay as they are; so does the
+// [cluster] table, whose durations (timeout, lease_ttl) are real time on the
+// link to Redis, not the simulated provider's.
 // REQUIRES: scale > 0 and finite.
 LimitsConfig TimeScaled(LimitsConfig config, double scale);
 
