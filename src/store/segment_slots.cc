@@ -12,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "sluice/pool.h"
 #include "sluice/segment.h"
 #include "sluice/segment_info.h"
 #include "src/store/process.h"
@@ -80,6 +81,11 @@ absl::StatusOr<SharedBucket> Segment::OpenBucket(absl::string_view name, const B
                                                  bool reconfigure) {
   if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
   return OpenBucketLocked(name, &config, reconfigure);
+}
+
+absl::StatusOr<SharedBucket> Segment::OpenPool(absl::string_view name, const BucketConfig& config) {
+  if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
+  return OpenBucketLocked(name, &config, /*reconfigure=*/true, /*pool=*/true);
 }
 
 absl::StatusOr<SharedBucket> Segment::FindBucket(absl::string_view name) {
@@ -162,8 +168,8 @@ void Segment::MarkOpenedLocked(uint32_t index) {
 }
 
 absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
-                                                       const BucketConfig* config,
-                                                       bool reconfigure) {
+                                                       const BucketConfig* config, bool reconfigure,
+                                                       bool pool) {
   if (absl::Status s = CheckBucketName(name); !s.ok()) return s;
   std::lock_guard<std::mutex> guard(mu_);
   Lock lock;
@@ -174,12 +180,20 @@ absl::StatusOr<SharedBucket> Segment::OpenBucketLocked(absl::string_view name,
   Slot& slot = *claim->slot;
   BucketCell* cell = segment_layout::BucketCellOf(slot);
   if (claim->created) {
-    if (absl::Status s = BucketRef::Init(cell, *config, options_.clock.Now()); !s.ok()) return s;
+    absl::Status s =
+        pool ? PoolRef::Init(cell, *config) : BucketRef::Init(cell, *config, options_.clock.Now());
+    if (!s.ok()) return s;
     segment_internal::Store(slot.configured, *config);
     segment_internal::Store(slot.params[0], *config);
     segment_internal::Store(slot.params[1], *config);
     slot.state.store(segment_layout::kSlotReady, std::memory_order_release);
   } else if (config != nullptr) {
+    if (pool && !PoolRef::IsPool(*cell)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path_, ": '", name,
+          "' is a bucket that refills by itself, not a pool of a fleet's leases; remove it "
+          "(sluice rm) before this host joins the fleet"));
+    }
     const BucketConfig current = ConfigOf(slot.configured);
     if (!SameConfig(current, *config)) {
       if (!reconfigure) {

@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
+#include "sluice/pool.h"
 #include "src/store/process.h"
 
 namespace sluice {
@@ -25,21 +26,11 @@ class LocalStore final : public Store {
   explicit LocalStore(Clock clock) : clock_(clock) {}
 
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
-    if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
-    std::lock_guard<std::mutex> lock(mu_);
-    auto& entry = buckets_[key];
-    if (entry == nullptr) {
-      entry = std::make_unique<BucketEntry>();
-      if (absl::Status s = BucketRef::Init(&entry->cell, config, clock_.Now()); !s.ok()) {
-        buckets_.erase(key);
-        return s;
-      }
-      entry->running = config;
-    }
-    entry->configured = config;
-    if (absl::Status s = ApplyLocked(*entry); !s.ok()) return s;
-    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks, entry->learned,
-                        entry->learned_burst};
+    return Open(key, config, /*pool=*/false);
+  }
+
+  absl::StatusOr<StoredBucket> Pool(absl::string_view key, const BucketConfig& config) override {
+    return Open(key, config, /*pool=*/true);
   }
 
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
@@ -92,6 +83,31 @@ class LocalStore final : public Store {
   Clock clock() const override { return clock_; }
 
  private:
+  struct BucketEntry;
+
+  absl::StatusOr<StoredBucket> Open(absl::string_view key, const BucketConfig& config, bool pool) {
+    if (absl::Status s = ValidateBucketConfig(config); !s.ok()) return s;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& entry = buckets_[key];
+    if (entry == nullptr) {
+      entry = std::make_unique<BucketEntry>();
+      absl::Status s = pool ? PoolRef::Init(&entry->cell, config)
+                            : BucketRef::Init(&entry->cell, config, clock_.Now());
+      if (!s.ok()) {
+        buckets_.erase(key);
+        return s;
+      }
+      entry->running = config;
+    } else if (pool && !PoolRef::IsPool(entry->cell)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "'", key, "' is a bucket that refills by itself, not a pool of a fleet's leases"));
+    }
+    entry->configured = config;
+    if (absl::Status s = ApplyLocked(*entry); !s.ok()) return s;
+    return StoredBucket{BucketRef(&entry->cell, clock_), &entry->bottlenecks, entry->learned,
+                        entry->learned_burst, PoolRef::IsPool(entry->cell)};
+  }
+
   struct BucketEntry {
     BucketCell cell;
     BucketConfig configured;
@@ -144,9 +160,11 @@ class SegmentStore final : public Store {
   explicit SegmentStore(Segment* segment) : segment_(segment) {}
 
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override {
-    absl::StatusOr<SharedBucket> b = segment_->OpenBucket(key, config, /*reconfigure=*/true);
-    if (!b.ok()) return b.status();
-    return StoredBucket{BucketRef(b->ref()), b->bottlenecks(), b->learned(), b->learned_burst()};
+    return Stored(segment_->OpenBucket(key, config, /*reconfigure=*/true));
+  }
+
+  absl::StatusOr<StoredBucket> Pool(absl::string_view key, const BucketConfig& config) override {
+    return Stored(segment_->OpenPool(key, config));
   }
 
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override {
@@ -172,6 +190,12 @@ class SegmentStore final : public Store {
   Clock clock() const override { return segment_->clock(); }
 
  private:
+  static absl::StatusOr<StoredBucket> Stored(absl::StatusOr<SharedBucket> b) {
+    if (!b.ok()) return b.status();
+    return StoredBucket{BucketRef(b->ref()), b->bottlenecks(), b->learned(), b->learned_burst(),
+                        PoolRef::IsPool(*b->ref().cell())};
+  }
+
   Segment* const segment_;
 };
 

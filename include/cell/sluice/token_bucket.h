@@ -280,6 +280,8 @@ class BucketRef {
                                         const BucketConfig& config);
 
   const Clock& clock() const { return clock_; }
+  // The cell this BucketRef acts on (for PoolRef, sluice/pool.h).
+  BucketCell* cell() const { return cell_; }
 
  private:
   BucketCell* cell_;

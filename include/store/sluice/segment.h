@@ -212,6 +212,15 @@ class Segment {
   absl::StatusOr<SharedBucket> OpenBucket(absl::string_view name, const BucketConfig& config,
                                           bool reconfigure = false);
 
+  // The pool `name` (sluice/pool.h: a host's permits leased from a fleet's
+  // bucket of `config`), created empty if missing, and reconfigured live to
+  // `config` otherwise (keeping its permits as a count). FailedPrecondition
+  // when `name` is an ordinary bucket: a bucket that refills by itself can
+  // never become a fleet's pool in place (remove it first); other errors as
+  // OpenBucket's. Opening `name` with OpenBucket later gets the pool, which
+  // stays a pool.
+  absl::StatusOr<SharedBucket> OpenPool(absl::string_view name, const BucketConfig& config);
+
   // Records the limit the provider's headers state for bucket `name`
   // (nullopt: none, run at the configuration), for every process on the
   // host, and reconfigures the bucket live to the lower of it and its
@@ -287,7 +296,7 @@ class Segment {
   absl::StatusOr<Claim> FindOrClaimLocked(absl::string_view name, uint32_t kind, bool create);
   void MarkOpenedLocked(uint32_t index);
   absl::StatusOr<SharedBucket> OpenBucketLocked(absl::string_view name, const BucketConfig* config,
-                                                bool reconfigure);
+                                                bool reconfigure, bool pool = false);
   // Finds bucket `name` under the segment lock, lets `record` write what was
   // learned into its slot (false: nothing changed), and converges its cell.
   absl::Status LearnLocked(absl::string_view name, const std::function<bool(const Claim&)>& record);

@@ -39,6 +39,10 @@ struct StoredBucket {
   // The burst learned from the provider (Store::LearnBurst) when it was
   // opened, in permits; 0: none yet.
   uint64_t learned_burst = 0;
+  // A pool (Store::Pool, sluice/pool.h): it holds only what was leased into
+  // it and never refills by itself, so waiting on it brings nothing:
+  // reserve from it with no wait (max_wait 0).
+  bool pool = false;
 };
 
 struct StoredCounter {
@@ -94,6 +98,11 @@ class Store {
   // the segment's errors otherwise.
   virtual absl::StatusOr<StoredBucket> Bucket(absl::string_view key,
                                               const BucketConfig& config) = 0;
+  // The pool `key` (sluice/pool.h): a host's permits leased from a fleet's
+  // bucket of `config`, created empty if missing, reconfigured live
+  // otherwise (keeping its permits as a count), under the same learned-limit
+  // rules as Bucket. FailedPrecondition when `key` is an ordinary bucket.
+  virtual absl::StatusOr<StoredBucket> Pool(absl::string_view key, const BucketConfig& config) = 0;
   // Records the limit the provider's headers state for bucket `key` (nullopt:
   // none), for every user of the store, and reconfigures the bucket live to
   // the lower of it and its configuration. NotFound for a bucket never opened.
@@ -112,6 +121,14 @@ class Store {
 
   // The clock the store's buckets run on.
   virtual Clock clock() const = 0;
+
+  // A caller waits for `permits` of pool `key`: a store that fills pools
+  // (a fleet's, sluice/fleet_store.h) leases at least that many next. The
+  // other stores have no pools to fill and ignore it.
+  virtual void Want(absl::string_view key, uint64_t permits) {
+    (void)key;
+    (void)permits;
+  }
 };
 
 // Cells in this process's memory.
