@@ -339,9 +339,18 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
       }
       continue;
     }
-    const Decision d = c.bucket.Reserve(static_cast<uint64_t>(amount), max_wait_ns, now_ns);
+    // A pool (lease mode) is never reserved into: waiting brings it nothing.
+    const bool pool = c.opened != nullptr && c.opened->handle.pool;
+    const Decision d =
+        c.bucket.Reserve(static_cast<uint64_t>(amount), pool ? 0 : max_wait_ns, now_ns);
     if (!d.granted()) {
       roll_back(i, c);
+      if (pool && d.outcome == Outcome::kRefused) {
+        store_->Want(c.key, static_cast<uint64_t>(amount));
+        return absl::DeadlineExceededError(
+            absl::StrCat("bucket ", c.key, ": this host's pool holds fewer than ", amount, " ",
+                         UnitOf(c.meter), " (the fleet's refiller tops it up from Redis)"));
+      }
       if (d.outcome == Outcome::kNeverFits) {
         never_fits_.fetch_add(1, std::memory_order_relaxed);
         return absl::OutOfRangeError(
@@ -370,6 +379,27 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
   return Permit(std::move(permit));
 }
 
+// Lease mode: a pool fills only when the host's refiller leases from the
+// fleet, so a request whose pools hold too little waits for them, looking
+// every millisecond, until `deadline_ns` (then reserving reports which).
+void PolicyImpl::WaitForPools(const RouteRep& route, const Request& request,
+                              int64_t deadline_ns) const {
+  const Clock clock = store_->clock();
+  for (int64_t now = clock.Now();; now = clock.Now()) {
+    bool short_of_permits = false;
+    for (const Charge& c : route.charges) {
+      if (c.opened == nullptr || !c.opened->handle.pool) continue;
+      const int64_t amount =
+          ReservedAmount(route, c.meter, request.input_tokens, request.max_output_tokens);
+      if (c.bucket.Available(now) >= amount) continue;
+      short_of_permits = true;
+      store_->Want(c.key, static_cast<uint64_t>(amount));
+    }
+    if (!short_of_permits || now >= deadline_ns) return;
+    clock.SleepUntil(std::min(deadline_ns, now + 1'000'000));
+  }
+}
+
 absl::StatusOr<Permit> PolicyImpl::Acquire(const Request& request, absl::Duration timeout) {
   absl::StatusOr<const Route*> route =
       Resolve(request.scope, request.provider, request.model, /*account=*/"");
@@ -393,6 +423,7 @@ absl::StatusOr<Permit> PolicyImpl::Acquire(const Request& request, absl::Duratio
     }
     permit->leases.push_back(static_cast<int32_t>(*index));
   }
+  WaitForPools(rep, request, start + timeout_ns);
   const int64_t now = clock.Now();
   absl::StatusOr<Permit> reserved = ReserveCharges(
       rep, request.input_tokens, request.max_output_tokens,

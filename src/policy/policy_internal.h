@@ -128,6 +128,7 @@ class PolicyImpl {
   absl::Status OpenAll();
   absl::StatusOr<const Route*> Resolve(absl::string_view scope, absl::string_view provider,
                                        absl::string_view model, absl::string_view account);
+  void WaitForPools(const RouteRep& route, const Request& request, int64_t deadline_ns) const;
   absl::StatusOr<Permit> Reserve(const Route& route, uint64_t input_tokens,
                                  uint64_t max_output_tokens, absl::Duration max_wait,
                                  int64_t now_ns);
