@@ -1,0 +1,148 @@
+// File: fleet_store.h
+// -----------------------------------------------------------------------------
+// The same limits across a fleet of hosts, in lease mode: a Store whose
+// buckets are pools (sluice/pool.h) in this host's store (its shared segment,
+// or process memory), topped up by host leases from buckets in one Redis
+// (sluice/redis_buckets.h).
+//
+// Admitting is what it is on one host: the policy's BucketRef on a cell in
+// the segment, one load and one CAS, no lock, no virtual call, no round trip.
+// What changes is where permits come from: a pool never refills by itself;
+// the host's one refiller (one thread, in whichever process on the host wins
+// the segment's "fleet:refiller" lease; another takes over if it dies) keeps
+// every pool above its watermark by leasing from Redis in the background, a
+// lease sized by PlanLease (sluice/lease_sizing.h) from the host's demand,
+// the round trip and the hosts alive. Every lease is a real debit of the
+// fleet's bucket, so the fleet together never takes more than C + R·t from
+// it in any window; what leasing costs is permits leased but not used, at
+// most about one lease per host. A pool unused for `idle_return` gives its
+// permits back, and so does every pool when its refiller stops.
+//
+// Three kinds of lease, named apart: a concurrency lease is one call in
+// flight (sluice/store.h StoredLeases); a host lease is permits this host
+// took from the fleet (here); a thread's permit cache is cell v2's.
+//
+// When Redis is down (on_redis_down):
+//   * kLocalShare (default): each pool goes on at the host's share of the
+//     bucket's rate, the rate ÷ the hosts seen alive at the last lease (or
+//     expected_hosts when this host never reached Redis), never holding more
+//     than its share of the capacity. So during an outage the fleet admits
+//     at most C + R·t plus one pool per host, as long as no new host joins
+//     (a new host adds its share). Risk: hosts that join during the outage,
+//     or hosts counted alive that are gone (the others do not take their
+//     share: under-admission).
+//   * kFailClosed: nothing more is admitted than the pools hold. Risk: an
+//     outage stops the fleet once pools are spent.
+//   * kFailOpen: pools are kept full: no limit at all. Risk: the provider's
+//     429s, and budgets overrun.
+// Whatever was credited during an outage is debited from the fleet's
+// buckets when Redis answers again, so the fleet's buckets account for it.
+// No admit ever waits on Redis; the refiller waits at most the timeout.
+//
+// What stays per host for now: window counters (budgets) and concurrency
+// caps are the local store's (not yet shared across hosts), and so are
+// limits and bursts learned from provider headers.
+//
+// Thread safety: a FleetStore is safe for concurrent use; its handles are as
+// safe as their cells.
+
+#ifndef SLUICE_FLEET_STORE_H_
+#define SLUICE_FLEET_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "sluice/redis_buckets.h"
+#include "sluice/store.h"
+
+namespace sluice {
+
+namespace internal_cluster {
+class Refiller;
+}  // namespace internal_cluster
+
+enum class RedisDown : uint8_t { kLocalShare, kFailClosed, kFailOpen };
+
+struct FleetOptions {
+  RedisBucketsOptions redis;
+  RedisDown on_redis_down = RedisDown::kLocalShare;
+  // The hosts a host assumes share the fleet when it never reached Redis.
+  uint32_t expected_hosts = 1;
+  // This host's name in the fleet's set of hosts; empty: hostname and pid.
+  std::string host;
+  // A pool with no admits for this long gives its permits back.
+  absl::Duration idle_return = absl::Seconds(1);
+  // How often the refiller looks at the pools.
+  absl::Duration tick = absl::Milliseconds(1);
+  // false: no refiller thread; the owner calls RefillOnce (tests, on a fake
+  // clock; one-shot commands).
+  bool start_refiller = true;
+  // Whether the host's refiller gives every pool back when it stops (false:
+  // what is left stays in the pools, for the host's next process).
+  bool give_back_at_stop = true;
+};
+
+struct FleetBucketStats {
+  std::string key;
+  uint64_t capacity = 0;
+  int64_t pool = 0;              // permits in this host's pool
+  uint64_t fleet_available = 0;  // in Redis, at the last answer
+  uint64_t leased = 0;           // host leases taken
+  uint64_t returned = 0;         // given back
+  uint64_t outage_credited = 0;  // credited while Redis was away, not yet debited
+  double demand_per_second = 0;
+  uint64_t lease_size = 0;  // the plan's lease now
+};
+
+struct FleetStats {
+  bool refiller = false;  // this process is the host's refiller
+  bool redis_up = false;
+  uint32_t hosts_alive = 0;
+  absl::Duration round_trip;
+  uint64_t commands = 0;
+  std::vector<FleetBucketStats> buckets;
+};
+
+class FleetStore final : public Store {
+ public:
+  // Over `local` (REQUIRES: it outlives the FleetStore). Connects lazily: a
+  // host starts while Redis is down (and goes by on_redis_down).
+  static absl::StatusOr<std::unique_ptr<FleetStore>> Create(Store* local, FleetOptions options);
+  // Stops the refiller and, if this process was the host's refiller, gives
+  // every pool's permits back to the fleet.
+  ~FleetStore() override;
+
+  // The pool of the fleet's bucket `key`, registered with the refiller.
+  // InvalidArgument also for a bucket Redis cannot hold exactly
+  // (RedisBuckets::Validate).
+  absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override;
+  absl::StatusOr<StoredBucket> Pool(absl::string_view key, const BucketConfig& config) override {
+    return Bucket(key, config);
+  }
+  absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override;
+  absl::Status LearnBurst(absl::string_view key, uint64_t burst) override;
+  absl::StatusOr<StoredCounter> Counter(absl::string_view key) override;
+  absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override;
+  Clock clock() const override;
+
+  // One round of the refiller at `now_ns` (the local store's clock): what
+  // the thread does every tick. For tests with start_refiller = false.
+  void RefillOnce(int64_t now_ns);
+  // A caller waits for `permits` of bucket `key`: the next lease asks for
+  // at least that many (demand alone would not know a request's size).
+  void Want(absl::string_view key, uint64_t permits) override;
+  FleetStats Stats() const;
+
+ private:
+  FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller);
+  Store* const local_;
+  std::unique_ptr<internal_cluster::Refiller> refiller_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_FLEET_STORE_H_

@@ -1,0 +1,69 @@
+// Lease mode: pools in the host's store, topped up from Redis
+// (sluice/fleet_store.h).
+
+#include "sluice/fleet_store.h"
+
+#include <unistd.h>
+
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "src/cluster/refiller.h"
+
+namespace sluice {
+
+FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller)
+    : local_(local), refiller_(std::move(refiller)) {}
+
+FleetStore::~FleetStore() { refiller_->Stop(); }
+
+absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, FleetOptions options) {
+  if (options.host.empty()) {
+    char name[256] = {};
+    if (gethostname(name, sizeof(name) - 1) != 0) name[0] = '\0';
+    options.host = absl::StrCat(name, ":", getpid());
+  }
+  const bool start = options.start_refiller;
+  auto redis = RedisBuckets::Lazy(options.redis);
+  auto refiller =
+      std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
+  if (start) refiller->Start();
+  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller)));
+}
+
+absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
+  if (absl::Status s = RedisBuckets::Validate(config); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("bucket '", key, "': ", s.message()));
+  }
+  absl::StatusOr<StoredBucket> pool = local_->Pool(key, config);
+  if (!pool.ok()) return pool.status();
+  refiller_->Register(key, config, pool->bucket);
+  return pool;
+}
+
+absl::Status FleetStore::Learn(absl::string_view key, std::optional<Rate> learned) {
+  return local_->Learn(key, learned);
+}
+
+absl::Status FleetStore::LearnBurst(absl::string_view key, uint64_t burst) {
+  return local_->LearnBurst(key, burst);
+}
+
+absl::StatusOr<StoredCounter> FleetStore::Counter(absl::string_view key) {
+  return local_->Counter(key);
+}
+
+absl::StatusOr<StoredLeases> FleetStore::Leases(absl::string_view key, uint32_t count) {
+  return local_->Leases(key, count);
+}
+
+Clock FleetStore::clock() const { return local_->clock(); }
+
+void FleetStore::RefillOnce(int64_t now_ns) { refiller_->Step(now_ns); }
+
+void FleetStore::Want(absl::string_view key, uint64_t permits) { refiller_->Want(key, permits); }
+
+FleetStats FleetStore::Stats() const { return refiller_->Stats(); }
+
+}  // namespace sluice
