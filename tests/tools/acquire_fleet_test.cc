@@ -1,0 +1,94 @@
+// `sluice acquire --redis URL`: shell scripts on many hosts (here: two
+// segments) share one bucket in a private redis-server, in both modes.
+
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/tools/cli_runner.h"
+#include "tests/tools/redis_server.h"
+
+namespace sluice {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class AcquireFleetTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  AcquireFleetTest() {
+    static std::atomic<int> counter{0};
+    for (std::string& s : segments_)
+      s = absl::StrCat("sluice-fleet-cli-", getpid(), "-", counter++);
+  }
+  ~AcquireFleetTest() override {
+    for (const std::string& s : segments_) unlink(absl::StrCat("/dev/shm/", s).c_str());
+  }
+
+  // One acquire on host `host` (its own segment) of the fleet's bucket.
+  CliResult Acquire(int host, std::vector<std::string> more = {}) {
+    std::vector<std::string> args = {"acquire",   "fleet-key",
+                                     "--segment", segments_[host],
+                                     "--rate",    "1/h",
+                                     "--burst",   "5",
+                                     "--redis",   absl::StrCat("redis://127.0.0.1:", redis_.port()),
+                                     "--mode",    GetParam(),
+                                     "--timeout", "300ms"};
+    args.insert(args.end(), more.begin(), more.end());
+    return RunCli(args);
+  }
+
+  RedisServer redis_;
+  std::string segments_[2];
+};
+
+TEST_P(AcquireFleetTest, TwoHostsShareOneBurst) {
+  ASSERT_TRUE(redis_.ok());
+  int granted = 0, refused = 0;
+  for (int i = 0; i < 8; ++i) {
+    const CliResult r = Acquire(i % 2);
+    if (r.status == 0) ++granted;
+    if (r.status == 75) ++refused;
+    if (r.status == 75) EXPECT_THAT(r.err, HasSubstr("fleet-key")) << r.err;
+  }
+  // Five permits in the fleet, an hour from the next: every acquire either
+  // took one or was refused, and together they took the five.
+  EXPECT_EQ(granted, 5);
+  EXPECT_EQ(refused, 3);
+}
+
+TEST_P(AcquireFleetTest, BadFlagsAreUsageErrors) {
+  ASSERT_TRUE(redis_.ok());
+  CliResult r = RunCli({"acquire", "k", "--rate", "1/s", "--burst", "1", "--redis",
+                        "redis://user:hunter2@127.0.0.1:1", "--mode", GetParam()});
+  EXPECT_EQ(r.status, 64) << r.err;
+  EXPECT_THAT(r.err, AllOf(HasSubstr("--redis"), Not(HasSubstr("hunter2"))));
+  r = RunCli({"acquire", "k", "--rate", "1/s", "--burst", "1", "--redis",
+              absl::StrCat("redis://127.0.0.1:", redis_.port()), "--mode", "sometimes"});
+  EXPECT_EQ(r.status, 64) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--mode"));
+  // A burst Redis cannot hold exactly (two days of it).
+  r = RunCli({"acquire", "k", "--rate", "1/day", "--burst", "2", "--redis",
+              absl::StrCat("redis://127.0.0.1:", redis_.port()), "--mode", GetParam()});
+  EXPECT_EQ(r.status, 64) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("spans at most"));
+}
+
+TEST_P(AcquireFleetTest, AnUnreachableRedisFailsWithinTheTimeout) {
+  // A port nothing listens on: the connection is refused at once.
+  const CliResult r = RunCli({"acquire", "k", "--rate", "1/s", "--burst", "1", "--redis",
+                              "redis://127.0.0.1:1", "--mode", GetParam(), "--timeout", "200ms"});
+  EXPECT_NE(r.status, 0);
+  if (GetParam() == "exact") EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1")) << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, AcquireFleetTest, ::testing::Values("exact", "lease"));
+
+}  // namespace
+}  // namespace sluice
