@@ -87,7 +87,7 @@ absl::Status Parser::ParseCluster(const toml::node& node) {
   if (!table.ok()) return table.status();
   if (absl::Status s = CheckKeys(**table, "cluster",
                                  {"redis", "key_prefix", "mode", "on_redis_down", "password_env",
-                                  "timeout", "expected_hosts", "lease_ttl"});
+                                  "timeout", "expected_hosts", "concurrency_lease_ttl"});
       !s.ok()) {
     return s;
   }
@@ -145,7 +145,7 @@ absl::Status Parser::ParseCluster(const toml::node& node) {
   return absl::OkStatus();
 }
 
-// The table's numbers: timeout, expected_hosts, lease_ttl.
+// The table's numbers: timeout, expected_hosts, concurrency_lease_ttl.
 absl::Status Parser::ParseClusterLimits(const toml::table& keys, ClusterSettings* cluster) const {
   if (const toml::node* timeout = keys.get("timeout")) {
     absl::StatusOr<absl::Duration> value =
@@ -162,11 +162,11 @@ absl::Status Parser::ParseClusterLimits(const toml::table& keys, ClusterSettings
     }
     cluster->expected_hosts = static_cast<uint32_t>(*value);
   }
-  if (const toml::node* ttl = keys.get("lease_ttl")) {
-    absl::StatusOr<absl::Duration> value =
-        ReadDuration(*ttl, "cluster.lease_ttl", kMaxLeaseTtl, Bound::kAtMost);
+  if (const toml::node* ttl = keys.get("concurrency_lease_ttl")) {
+    absl::StatusOr<absl::Duration> value = ReadDuration(*ttl, "cluster.concurrency_lease_ttl",
+                                                        kMaxConcurrencyLeaseTtl, Bound::kAtMost);
     if (!value.ok()) return value.status();
-    cluster->lease_ttl = *value;
+    cluster->concurrency_lease_ttl = *value;
   }
   return absl::OkStatus();
 }

@@ -61,7 +61,7 @@ TEST(ClusterSectionTest, DefaultsBesideTheRequiredRedis) {
   EXPECT_EQ(cluster.password_env, "");
   EXPECT_EQ(cluster.timeout, absl::Milliseconds(50));
   EXPECT_EQ(cluster.expected_hosts, 1u);
-  EXPECT_EQ(cluster.lease_ttl, absl::Seconds(10));
+  EXPECT_EQ(cluster.concurrency_lease_ttl, absl::Seconds(10));
 }
 
 TEST(ClusterSectionTest, ReadsEveryKey) {
@@ -76,7 +76,7 @@ on_redis_down = "fail_closed"
 password_env = "SLUICE_REDIS_PASSWORD"
 timeout = "250ms"
 expected_hosts = 12
-lease_ttl = "1m30s"
+concurrency_lease_ttl = "1m30s"
 )");
   EXPECT_EQ(cluster.redis_url, "redis://[::1]:6380/3");
   EXPECT_EQ(cluster.redis, (RedisEndpoint{.host = "::1", .port = 6380, .db = 3}));
@@ -86,7 +86,7 @@ lease_ttl = "1m30s"
   EXPECT_EQ(cluster.password_env, "SLUICE_REDIS_PASSWORD");
   EXPECT_EQ(cluster.timeout, absl::Milliseconds(250));
   EXPECT_EQ(cluster.expected_hosts, 12u);
-  EXPECT_EQ(cluster.lease_ttl, absl::Seconds(90));
+  EXPECT_EQ(cluster.concurrency_lease_ttl, absl::Seconds(90));
   // An inline table is the same table.
   EXPECT_EQ(ClusterOf("cluster = { redis = \"redis://h\", on_redis_down = \"fail_open\" }\n")
                 .on_redis_down,
@@ -94,18 +94,19 @@ lease_ttl = "1m30s"
 }
 
 TEST(ClusterSectionTest, BoundsAreInclusive) {
-  const ClusterSettings most = ClusterOf(ClusterTable(
-      absl::StrCat("key_prefix = \"", std::string(32, 'k'),
-                   "\"\ntimeout = \"10s\"\nexpected_hosts = 100000\nlease_ttl = \"1h\"\n")));
+  const ClusterSettings most = ClusterOf(ClusterTable(absl::StrCat(
+      "key_prefix = \"", std::string(32, 'k'),
+      "\"\ntimeout = \"10s\"\nexpected_hosts = 100000\nconcurrency_lease_ttl = \"1h\"\n")));
   EXPECT_EQ(most.key_prefix, std::string(32, 'k'));
   EXPECT_EQ(most.timeout, kMaxRedisTimeout);
   EXPECT_EQ(most.expected_hosts, kMaxExpectedHosts);
-  EXPECT_EQ(most.lease_ttl, kMaxLeaseTtl);
-  const ClusterSettings least = ClusterOf(ClusterTable(
-      "key_prefix = \":\"\ntimeout = \"1ns\"\nexpected_hosts = 1\nlease_ttl = \"1ms\"\n"));
+  EXPECT_EQ(most.concurrency_lease_ttl, kMaxConcurrencyLeaseTtl);
+  const ClusterSettings least =
+      ClusterOf(ClusterTable("key_prefix = \":\"\ntimeout = \"1ns\"\nexpected_hosts = "
+                             "1\nconcurrency_lease_ttl = \"1ms\"\n"));
   EXPECT_EQ(least.key_prefix, ":");
   EXPECT_EQ(least.timeout, absl::Nanoseconds(1));
-  EXPECT_EQ(least.lease_ttl, absl::Milliseconds(1));
+  EXPECT_EQ(least.concurrency_lease_ttl, absl::Milliseconds(1));
 }
 
 TEST(ClusterSectionTest, TheTableAndItsRedisAreRequiredAsSuch) {
@@ -177,12 +178,15 @@ TEST(ClusterSectionTest, RefusesDurationsAndCountsOutOfRange) {
             "t.toml:3:11: cluster.timeout: \"soon\" is not a duration such as \"6s\"");
   EXPECT_EQ(ErrorOf(ClusterTable("timeout = 50\n")),
             "t.toml:3:11: cluster.timeout: must be a string, not an integer");
-  EXPECT_EQ(ErrorOf(ClusterTable("lease_ttl = \"0s\"\n")),
-            "t.toml:3:13: cluster.lease_ttl: must be more than 0 and at most 1h, got 0");
-  EXPECT_EQ(ErrorOf(ClusterTable("lease_ttl = \"1h0m1s\"\n")),
-            "t.toml:3:13: cluster.lease_ttl: must be more than 0 and at most 1h, got 1h1s");
-  EXPECT_EQ(ErrorOf(ClusterTable("lease_ttl = \"inf\"\n")),
-            "t.toml:3:13: cluster.lease_ttl: must be more than 0 and at most 1h, got inf");
+  EXPECT_EQ(
+      ErrorOf(ClusterTable("concurrency_lease_ttl = \"0s\"\n")),
+      "t.toml:3:25: cluster.concurrency_lease_ttl: must be more than 0 and at most 1h, got 0");
+  EXPECT_EQ(
+      ErrorOf(ClusterTable("concurrency_lease_ttl = \"1h0m1s\"\n")),
+      "t.toml:3:25: cluster.concurrency_lease_ttl: must be more than 0 and at most 1h, got 1h1s");
+  EXPECT_EQ(
+      ErrorOf(ClusterTable("concurrency_lease_ttl = \"inf\"\n")),
+      "t.toml:3:25: cluster.concurrency_lease_ttl: must be more than 0 and at most 1h, got inf");
   EXPECT_EQ(ErrorOf(ClusterTable("expected_hosts = 0\n")),
             "t.toml:3:18: cluster.expected_hosts: must be a positive integer, got 0");
   EXPECT_EQ(ErrorOf(ClusterTable("expected_hosts = 100001\n")),
@@ -250,12 +254,13 @@ TEST(ClusterSectionTest, ThePasswordComesFromTheNamedVariable) {
 
 TEST(ClusterSectionTest, TimeScaledLeavesTheClusterAsItIs) {
   absl::StatusOr<LimitsConfig> config = ParseLimitsConfig(
-      ClusterTable("timeout = \"20ms\"\nlease_ttl = \"5s\"\nexpected_hosts = 4\n"), "t.toml");
+      ClusterTable("timeout = \"20ms\"\nconcurrency_lease_ttl = \"5s\"\nexpected_hosts = 4\n"),
+      "t.toml");
   ASSERT_TRUE(config.ok()) << config.status();
   const LimitsConfig scaled = TimeScaled(*config, 60);
   ASSERT_TRUE(scaled.cluster.has_value());
   EXPECT_EQ(scaled.cluster->timeout, absl::Milliseconds(20));
-  EXPECT_EQ(scaled.cluster->lease_ttl, absl::Seconds(5));
+  EXPECT_EQ(scaled.cluster->concurrency_lease_ttl, absl::Seconds(5));
   EXPECT_EQ(scaled.cluster->expected_hosts, 4u);
   EXPECT_EQ(scaled.cluster->redis, config->cluster->redis);
 }

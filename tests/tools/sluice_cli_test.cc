@@ -484,7 +484,7 @@ TEST_F(SluiceCliTest, ConfigCheckShowsTheClusterButNeverItsPassword) {
   EXPECT_EQ(cluster.value("on_redis_down", ""), "local_share");
   EXPECT_EQ(cluster.value("timeout", ""), "50ms");
   EXPECT_EQ(cluster.value("expected_hosts", 0), 1);
-  EXPECT_EQ(cluster.value("lease_ttl", ""), "10s");
+  EXPECT_EQ(cluster.value("concurrency_lease_ttl", ""), "10s");
   unsetenv(kVariable);
 
   EXPECT_THAT(RunCli({"config", "check", kSeedLimits}).out, HasSubstr("\ncluster: none"));

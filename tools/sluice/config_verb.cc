@@ -79,7 +79,7 @@ void PrintClusterText(const std::optional<ClusterSettings>& cluster) {
       {"on_redis_down", std::string(RedisDownPolicyName(cluster->on_redis_down))},
       {"timeout", absl::FormatDuration(cluster->timeout)},
       {"expected_hosts", absl::StrCat(cluster->expected_hosts)},
-      {"lease_ttl", absl::FormatDuration(cluster->lease_ttl)},
+      {"concurrency_lease_ttl", absl::FormatDuration(cluster->concurrency_lease_ttl)},
   });
 }
 
@@ -169,7 +169,7 @@ Json ClusterJson(const std::optional<ClusterSettings>& cluster) {
       {"on_redis_down", RedisDownPolicyName(cluster->on_redis_down)},
       {"timeout", absl::FormatDuration(cluster->timeout)},
       {"expected_hosts", cluster->expected_hosts},
-      {"lease_ttl", absl::FormatDuration(cluster->lease_ttl)},
+      {"concurrency_lease_ttl", absl::FormatDuration(cluster->concurrency_lease_ttl)},
   };
 }
 

@@ -15,7 +15,7 @@
 //   on_redis_down = "local_share"            # or "fail_closed", "fail_open"
 //   timeout = "50ms"                         # the longest a decision waits on Redis
 //   expected_hosts = 1                       # see on_redis_down
-//   lease_ttl = "10s"                        # concurrency leases' time to live
+//   concurrency_lease_ttl = "10s"                        # concurrency leases' time to live
 // Every key but redis is optional; the values above (but password_env, which
 // is unset by default) are the defaults.
 //
@@ -49,7 +49,7 @@
 //   go on, and only the provider's own limits hold.
 // timeout: a duration ("50ms", "1s"), more than 0 and at most 10s.
 // expected_hosts: 1 to 100000.
-// lease_ttl: how long a concurrency lease (one call in flight) held in Redis
+// concurrency_lease_ttl: how long a concurrency lease (one call in flight) held in Redis
 //   lives unless its holder refreshes it, so that a dead host's calls stop
 //   counting; more than 0 and at most 1h.
 //
@@ -93,8 +93,8 @@ inline constexpr size_t kMaxKeyPrefixLength = 32;
 inline constexpr absl::Duration kDefaultRedisTimeout = absl::Milliseconds(50);
 inline constexpr absl::Duration kMaxRedisTimeout = absl::Seconds(10);
 inline constexpr uint32_t kMaxExpectedHosts = 100'000;
-inline constexpr absl::Duration kDefaultLeaseTtl = absl::Seconds(10);
-inline constexpr absl::Duration kMaxLeaseTtl = absl::Hours(1);
+inline constexpr absl::Duration kDefaultConcurrencyLeaseTtl = absl::Seconds(10);
+inline constexpr absl::Duration kMaxConcurrencyLeaseTtl = absl::Hours(1);
 
 struct ClusterSettings {
   std::string redis_url;  // as written in the file (it never holds credentials)
@@ -107,7 +107,8 @@ struct ClusterSettings {
   std::string password_env;
   absl::Duration timeout = kDefaultRedisTimeout;  // longest wait on Redis per decision
   uint32_t expected_hosts = 1;                    // hosts assumed by a host that never saw Redis
-  absl::Duration lease_ttl = kDefaultLeaseTtl;    // of concurrency leases held in Redis
+  absl::Duration concurrency_lease_ttl =
+      kDefaultConcurrencyLeaseTtl;  // of concurrency leases held in Redis
 };
 
 // ClusterPassword()

@@ -195,7 +195,7 @@ struct LimitsConfig {
 // key_prefix that is not 1 to 32 of [A-Za-z0-9:_.-], a mode or on_redis_down
 // not among their words, a password_env that is not an environment variable
 // name ([A-Za-z_][A-Za-z0-9_]*), a timeout not in (0, 10s], an
-// expected_hosts outside 1..100000, a lease_ttl not in (0, 1h].
+// expected_hosts outside 1..100000, a concurrency_lease_ttl not in (0, 1h].
 absl::StatusOr<LimitsConfig> ParseLimitsConfig(absl::string_view toml, absl::string_view source);
 
 // Reads and parses a file (named in errors by `path`); NotFound if it cannot
@@ -269,7 +269,7 @@ ScopePath ResolveScope(const LimitsConfig& config, absl::string_view scope);
 // durations divided by it, so that every bucket keeps its capacity in permits
 // (to within rounding) and refills `scale` times faster on the real clock. Explicit bursts,
 // budgets and concurrency caps are not rates and stay as they are; so does the
-// [cluster] table, whose durations (timeout, lease_ttl) are real time on the
+// [cluster] table, whose durations (timeout, concurrency_lease_ttl) are real time on the
 // link to Redis, not the simulated provider's.
 // REQUIRES: scale > 0 and finite.
 LimitsConfig TimeScaled(LimitsConfig config, double scale);
