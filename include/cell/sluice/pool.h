@@ -117,6 +117,10 @@ class PoolRef {
   const BucketRef& ref() const { return ref_; }
 
  private:
+  // Moves up to n permits into the pool (Credit) or out of it (Drain);
+  // returns how many moved.
+  uint64_t Move(uint64_t n, bool into) const;
+
   BucketCell* cell_;
   BucketRef ref_;
 };
