@@ -74,40 +74,30 @@ absl::StatusOr<uint64_t> PoolRef::Reconfigure(BucketCell* cell, const BucketConf
   }
 }
 
-uint64_t PoolRef::Credit(uint64_t n) const {
-  int64_t word = cell_->word_.load(std::memory_order_acquire);
-  for (;;) {
-    const BucketCell::Params& p = cell_->params_[word & 1];
-    const int64_t interval = p.interval.load(std::memory_order_relaxed);
-    const Level level = LevelOf(word, interval, p.tau.load(std::memory_order_relaxed));
-    // Room for the debt and the capacity; both fit in int64 by LevelOf's range.
-    const int64_t room = level.sound ? std::max<int64_t>(level.capacity - level.held, 0) : 0;
-    const int64_t credit = static_cast<int64_t>(std::min<uint64_t>(n, room));
-    if (credit == 0) return 0;
-    // At most room * interval < tat + interval: clamping at 0 (full) can only
-    // drop a fraction of a permit, so the pool gains exactly `credit`.
-    const int64_t next = std::max<int64_t>((word >> 1) - credit * interval, 0);
-    if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
-                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return static_cast<uint64_t>(credit);
-    }
-  }
-}
+uint64_t PoolRef::Credit(uint64_t n) const { return Move(n, /*into=*/true); }
 
-uint64_t PoolRef::Drain(uint64_t n) const {
+uint64_t PoolRef::Drain(uint64_t n) const { return Move(n, /*into=*/false); }
+
+uint64_t PoolRef::Move(uint64_t n, bool into) const {
   int64_t word = cell_->word_.load(std::memory_order_acquire);
   for (;;) {
     const BucketCell::Params& p = cell_->params_[word & 1];
     const int64_t interval = p.interval.load(std::memory_order_relaxed);
     const Level level = LevelOf(word, interval, p.tau.load(std::memory_order_relaxed));
-    const int64_t take =
-        static_cast<int64_t>(std::min<uint64_t>(n, std::max<int64_t>(level.held, 0)));
-    if (take == 0) return 0;
-    // held * interval <= tau - tat, so the TAT stays at or below tau.
-    const int64_t next = std::max<int64_t>(word >> 1, 0) + take * interval;
+    // Into: room for the debt and the capacity; out: what is held. Both fit
+    // in int64 by LevelOf's range.
+    const int64_t limit = !level.sound ? 0 : into ? level.capacity - level.held : level.held;
+    const int64_t moved = static_cast<int64_t>(std::min<uint64_t>(n, std::max<int64_t>(limit, 0)));
+    if (moved == 0) return 0;
+    const int64_t tat = std::max<int64_t>(word >> 1, 0);
+    // Into: room * interval < tat + interval, so clamping at 0 (full) drops
+    // at most a fraction of a permit and the pool gains exactly `moved`.
+    // Out: held * interval <= tau - tat, so the TAT stays at or below tau.
+    const int64_t next =
+        into ? std::max<int64_t>(tat - moved * interval, 0) : tat + moved * interval;
     if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
                                            std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return static_cast<uint64_t>(take);
+      return static_cast<uint64_t>(moved);
     }
   }
 }

@@ -43,16 +43,22 @@ int64_t TakeAll(const BucketRef& b, int64_t now) {
   return n;
 }
 
-TEST(PoolTest, PoolEpochReadsEveryClockAsZero) {
+// A new, empty pool of the fleet bucket kFleet.
+class PoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok()); }
+
+  BucketCell cell;
+  const PoolRef pool{&cell};
+};
+
+TEST(PoolCellTest, PoolEpochReadsEveryClockAsZero) {
   for (int64_t now : kNows) {
     EXPECT_EQ(internal_gcra::ToUnits(now, internal_gcra::kPoolEpoch), 0) << now;
   }
 }
 
-TEST(PoolTest, NewPoolIsEmptyAtEveryNow) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, NewPoolIsEmptyAtEveryNow) {
   EXPECT_TRUE(PoolRef::IsPool(cell));
   EXPECT_EQ(pool.Available(), 0);
   EXPECT_EQ(pool.Capacity(), 100);
@@ -70,7 +76,7 @@ TEST(PoolTest, NewPoolIsEmptyAtEveryNow) {
   EXPECT_TRUE(BucketRef::ValidateParamSlot(cell, BucketRef::ParamSlot(cell), kFleet).ok());
 }
 
-TEST(PoolTest, BucketIsNotAPool) {
+TEST(PoolCellTest, BucketIsNotAPool) {
   BucketCell cell;
   ASSERT_TRUE(BucketRef::Init(&cell, kFleet, kT0).ok());
   EXPECT_FALSE(PoolRef::IsPool(cell));
@@ -78,10 +84,7 @@ TEST(PoolTest, BucketIsNotAPool) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST(PoolTest, InitRefusesABadConfigAndLeavesTheCell) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, InitRefusesABadConfigAndLeavesTheCell) {
   ASSERT_EQ(pool.Credit(7), 7u);
   const absl::Status s = PoolRef::Init(&cell, {Rate::PerSecond(1000), 0});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
@@ -89,10 +92,7 @@ TEST(PoolTest, InitRefusesABadConfigAndLeavesTheCell) {
   EXPECT_EQ(pool.Available(), 7);
 }
 
-TEST(PoolTest, AdmitsExactlyWhatWasCreditedWhateverTheClockSays) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, AdmitsExactlyWhatWasCreditedWhateverTheClockSays) {
   EXPECT_EQ(pool.Credit(5), 5u);
   // Time running forward, backward and to the ends refills nothing.
   int64_t admitted = 0;
@@ -110,20 +110,14 @@ TEST(PoolTest, AdmitsExactlyWhatWasCreditedWhateverTheClockSays) {
   EXPECT_EQ(pool.Available(), 0);
 }
 
-TEST(PoolTest, MoreThanTheFleetCapacityNeverFits) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, MoreThanTheFleetCapacityNeverFits) {
   ASSERT_EQ(pool.Credit(kAll), 100u);
   EXPECT_EQ(pool.ref().TryAcquire(101, kT0).outcome, Outcome::kNeverFits);
   EXPECT_EQ(pool.ref().Reserve(101, kMax, kT0).outcome, Outcome::kNeverFits);
   EXPECT_EQ(pool.Available(), 100);
 }
 
-TEST(PoolTest, CreditStopsAtTheCapacity) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, CreditStopsAtTheCapacity) {
   EXPECT_EQ(pool.Credit(0), 0u);
   EXPECT_EQ(pool.Credit(70), 70u);
   EXPECT_EQ(pool.Credit(50), 30u);  // the caller gives the other 20 back
@@ -134,10 +128,7 @@ TEST(PoolTest, CreditStopsAtTheCapacity) {
   EXPECT_TRUE(BucketRef::Validate(cell, kFleet).ok());
 }
 
-TEST(PoolTest, DrainTakesWhatIsHeldAndNeverGoesIntoDebt) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, DrainTakesWhatIsHeldAndNeverGoesIntoDebt) {
   EXPECT_EQ(pool.Drain(5), 0u);
   ASSERT_EQ(pool.Credit(10), 10u);
   EXPECT_EQ(pool.Drain(4), 4u);
@@ -149,10 +140,7 @@ TEST(PoolTest, DrainTakesWhatIsHeldAndNeverGoesIntoDebt) {
   EXPECT_TRUE(BucketRef::Validate(cell, kFleet).ok());
 }
 
-TEST(PoolTest, CreditPaysDebtFirst) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, CreditPaysDebtFirst) {
   ASSERT_EQ(pool.Credit(3), 3u);
   pool.ref().Debit(5, kT0);  // the estimate was 2 short of the usage
   EXPECT_EQ(pool.Available(), 0);
@@ -168,10 +156,7 @@ TEST(PoolTest, CreditPaysDebtFirst) {
   EXPECT_EQ(pool.Available(), 100);
 }
 
-TEST(PoolTest, DebitSaturatesAndCreditStillPaysIt) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, DebitSaturatesAndCreditStillPaysIt) {
   pool.ref().Debit(kAll, kT0);
   // The TAT stops at its largest value: the debt is what that many units owe
   // at 1 ms (16e6 units) a permit, past the pool's span of 100 permits.
@@ -183,10 +168,7 @@ TEST(PoolTest, DebitSaturatesAndCreditStillPaysIt) {
   EXPECT_EQ(pool.Available(), 100);
 }
 
-TEST(PoolTest, RefundReturnsExactlyWhatWasTakenUpToTheCapacity) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, RefundReturnsExactlyWhatWasTakenUpToTheCapacity) {
   ASSERT_EQ(pool.Credit(10), 10u);
   const Decision d = pool.ref().TryAcquire(4, kT0);
   ASSERT_TRUE(d.granted());
@@ -204,10 +186,7 @@ TEST(PoolTest, RefundReturnsExactlyWhatWasTakenUpToTheCapacity) {
   EXPECT_TRUE(BucketRef::Validate(cell, kFleet).ok());
 }
 
-TEST(PoolTest, RefundCountsPermitsAcrossAReconfiguration) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, RefundCountsPermitsAcrossAReconfiguration) {
   ASSERT_EQ(pool.Credit(50), 50u);
   const Decision d = pool.ref().TryAcquire(10, kT0);
   ASSERT_TRUE(d.granted());
@@ -225,11 +204,8 @@ TEST(PoolTest, RefundCountsPermitsAcrossAReconfiguration) {
   EXPECT_EQ(pool.Available(), 50);
 }
 
-TEST(PoolTest, ReserveWithAWaitGoesIntoDebt) {
+TEST_F(PoolTest, ReserveWithAWaitGoesIntoDebt) {
   // Callers pass max_wait = 0 for pools; this pins what a wait does anyway.
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
   ASSERT_EQ(pool.Credit(3), 3u);
   const Decision refused = pool.ref().Reserve(5, 0, kT0);
   EXPECT_EQ(refused.outcome, Outcome::kRefused);
@@ -246,12 +222,9 @@ TEST(PoolTest, ReserveWithAWaitGoesIntoDebt) {
   EXPECT_EQ(pool.Available(), 1);
 }
 
-TEST(PoolTest, AcquireOnAPoolNeverWaits) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
+TEST_F(PoolTest, AcquireOnAPoolNeverWaits) {
   FakeClock clock(kT0);
   const BucketRef ref(&cell, Clock::Fake(&clock));
-  const PoolRef pool(&cell);
   ASSERT_EQ(pool.Credit(2), 2u);
   EXPECT_EQ(ref.Acquire(3, absl::Seconds(10)).code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_EQ(ref.Acquire(3, absl::InfiniteDuration()).code(), absl::StatusCode::kDeadlineExceeded);
@@ -262,10 +235,7 @@ TEST(PoolTest, AcquireOnAPoolNeverWaits) {
   EXPECT_EQ(clock.sleeps(), 0);
 }
 
-TEST(PoolTest, HoldUntilLeavesAPoolAlone) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, HoldUntilLeavesAPoolAlone) {
   ASSERT_EQ(pool.Credit(10), 10u);
   pool.ref().HoldUntil(kT0 + 3600 * kSec, kT0);
   EXPECT_EQ(pool.Available(), 10);
@@ -278,10 +248,7 @@ TEST(PoolTest, HoldUntilLeavesAPoolAlone) {
   EXPECT_EQ(pool.Available(), 10);
 }
 
-TEST(PoolTest, ReconfigureKeepsTheCountAndReportsWhatNoLongerFits) {
-  BucketCell cell;
-  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
-  const PoolRef pool(&cell);
+TEST_F(PoolTest, ReconfigureKeepsTheCountAndReportsWhatNoLongerFits) {
   ASSERT_EQ(pool.Credit(40), 40u);
   const int slot = BucketRef::ParamSlot(cell);
   // Ten times the capacity: a bucket would stay 40% full (400); a pool keeps 40.

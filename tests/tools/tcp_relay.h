@@ -213,10 +213,11 @@ class TcpRelay {
     link->target = target;
     link->cut = eventfd(0, EFD_CLOEXEC);
     if (link->cut < 0) return;  // the Link closes both sockets
+    // Counted before any byte can pass, so a client that got an answer sees it.
+    relayed_.fetch_add(1);
     Link* l = link.get();
     link->up = std::thread([this, l] { Pump(l, l->client, l->target); });
     link->down = std::thread([this, l] { Pump(l, l->target, l->client); });
-    relayed_.fetch_add(1);
     // Declared before the lock, so ended links are joined after it is released.
     std::vector<std::unique_ptr<Link>> ended;
     std::lock_guard<std::mutex> lock(mu_);

@@ -38,8 +38,9 @@
 //     A provider's retry-after belongs on the fleet's bucket.
 //   - Available(now) and GetPressure(now): the permits held, and the pressure
 //     they make against the fleet bucket's capacity, the same at every now.
-//   - FullForNanos: always 0, so a store never reclaims a pool as idle (it
-//     may hold leased permits).
+//   - FullForNanos: always 0 (a pool is never "full for a while"). A store
+//     that reclaims idle buckets should still skip pools by IsPool: a pool
+//     may hold leased permits, which are lost to the fleet with it.
 //   - Validate / ValidateParamSlot: a pool passes against the fleet bucket's
 //     config like a bucket does; IsPool tells the two apart.
 //   - BucketRef::Reconfigure: keeps the pool a pool and its permits a count;
@@ -117,6 +118,10 @@ class PoolRef {
   const BucketRef& ref() const { return ref_; }
 
  private:
+  // Moves up to n permits into the pool (Credit) or out of it (Drain);
+  // returns how many moved.
+  uint64_t Move(uint64_t n, bool into) const;
+
   BucketCell* cell_;
   BucketRef ref_;
 };
