@@ -330,6 +330,8 @@ absl::StatusOr<int> Segment::ReclaimIdle(absl::Duration idle) {
     // Only buckets: a counter holds a budget's spend and a cap holds leases.
     if (slot.kind != segment_layout::kKindBucket) continue;
     if ((held[i / 64] >> (i % 64)) & 1) continue;
+    // A pool holds permits leased from a fleet, however idle it is.
+    if (PoolRef::IsPool(*segment_layout::BucketCellOf(slot))) continue;
     if (BucketRef(segment_layout::BucketCellOf(slot), options_.clock).FullForNanos(now) < idle_ns)
       continue;
     slot.state.store(segment_layout::kSlotTombstone, std::memory_order_release);

@@ -1,6 +1,7 @@
 // The shared-memory segment within one process (and forked children where a
 // second process is the point): creation, permissions, the bucket table,
 // reclaiming, layout checks, recovery and removal.
+#include "sluice/pool.h"
 #include "sluice/segment.h"
 
 #include <signal.h>
@@ -211,6 +212,35 @@ TEST(SegmentTest, ReclaimsIdleBucketsNoLiveProcessHolds) {
   EXPECT_TRUE(segment->FindBucket("held").ok());
   clock.Advance(10'000'000'000);
   EXPECT_EQ(*segment->ReclaimIdle(absl::Seconds(1)), 0);  // the rest are held by this process
+}
+
+// A pool holds permits leased from a fleet: reclaiming it would lose them,
+// however long it sits unused.
+TEST(SegmentTest, NeverReclaimsAPool) {
+  ScratchSegment scratch;
+  FakeClock clock(1'000'000'000);
+  SegmentOptions options;
+  options.clock = Clock::Fake(&clock);
+  auto segment = MustOpen(scratch.path(), options);
+  ASSERT_EQ(InChild([&] {
+              auto child = Segment::Open(scratch.path(), options);
+              if (!child.ok()) return 1;
+              auto pool = (*child)->OpenPool("leased", kTenPerSecond);
+              if (!pool.ok()) return 2;
+              return PoolRef(pool->ref().cell()).Credit(3) == 3 ? 0 : 3;
+            }),
+            0);
+  clock.Advance(int64_t{3'600} * 1'000'000'000);
+  auto freed = segment->ReclaimIdle(absl::ZeroDuration());
+  ASSERT_TRUE(freed.ok()) << freed.status();
+  EXPECT_EQ(*freed, 0);
+  auto pool = segment->FindBucket("leased");
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(pool->Available(), 3);
+  // And a pool cannot be opened over an ordinary bucket.
+  ASSERT_TRUE(segment->OpenBucket("plain", kTenPerSecond).ok());
+  EXPECT_EQ(segment->OpenPool("plain", kTenPerSecond).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(SegmentTest, CountersAndLeaseSetsShareTheTableWithBuckets) {
