@@ -23,6 +23,10 @@ namespace {
 // its lease back.
 constexpr absl::Duration kCapRetryTick = absl::Milliseconds(200);
 
+// How soon a request refused by a pool that holds too little (lease mode)
+// looks again: the host's refiller tops pools up every millisecond.
+constexpr int64_t kPoolRetryNs = 1'000'000;
+
 // The longest one Poll waits, whatever is due: a bound on how stale the
 // loop's view of the queue can get.
 constexpr int64_t kMaxPollNs = 1'000'000'000;
@@ -420,6 +424,13 @@ void Scheduler::StartDue(int64_t now) {
         if (IsConcurrencyFull(permit.status()) && now < deadline) {
           job->cap_full = permit.status();
           waiting_->Block(std::move(job), deadline);
+          continue;
+        }
+        // A pool (lease mode) fills from the fleet in the background: look
+        // again in a millisecond, up to the throttle deadline.
+        if (IsPoolShort(permit.status()) && now < deadline) {
+          job->not_before_ns = std::min(now + kPoolRetryNs, deadline);
+          waiting_->Push(std::move(job));
           continue;
         }
         Deliver(std::move(job), permit.status());

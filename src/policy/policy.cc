@@ -58,6 +58,7 @@ std::string Usd(int64_t micro_usd) {
 }
 
 constexpr absl::string_view kConcurrencyFullPayload = "type.sluice/concurrency-full";
+constexpr absl::string_view kPoolShortPayload = "type.sluice/pool-short";
 
 // Amount of a charge of `meter` reserved for a request's estimate.
 int64_t ReservedAmount(const RouteRep& route, Meter meter, uint64_t input_tokens,
@@ -347,9 +348,11 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
       roll_back(i, c);
       if (pool && d.outcome == Outcome::kRefused) {
         store_->Want(c.key, static_cast<uint64_t>(amount));
-        return absl::DeadlineExceededError(
+        absl::Status short_of_permits = absl::DeadlineExceededError(
             absl::StrCat("bucket ", c.key, ": this host's pool holds fewer than ", amount, " ",
                          UnitOf(c.meter), " (the fleet's refiller tops it up from Redis)"));
+        short_of_permits.SetPayload(kPoolShortPayload, absl::Cord(c.key));
+        return short_of_permits;
       }
       if (d.outcome == Outcome::kNeverFits) {
         never_fits_.fetch_add(1, std::memory_order_relaxed);
@@ -535,6 +538,10 @@ PolicyStats PolicyImpl::Stats() const {
 
 using internal_policy::kConcurrencyFullPayload;
 using internal_policy::PolicyImpl;
+
+bool IsPoolShort(const absl::Status& status) {
+  return status.GetPayload(internal_policy::kPoolShortPayload).has_value();
+}
 
 bool IsConcurrencyFull(const absl::Status& status) {
   return status.GetPayload(kConcurrencyFullPayload).has_value();

@@ -240,6 +240,10 @@ struct PolicyStats {
 bool IsConcurrencyFull(const absl::Status& status);
 // The key of the cap such a refusal names ("" for any other status).
 std::string FullConcurrencyCap(const absl::Status& status);
+// True for Policy::Reserve's refusal because a pool on the route (lease mode,
+// sluice/fleet_store.h) holds too little now: it clears when the host's
+// refiller tops the pool up from the fleet, typically within milliseconds.
+bool IsPoolShort(const absl::Status& status);
 
 class Policy {
  public:
