@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/tools/cli_runner.h"
 #include "tests/tools/redis_server.h"
+#include "tools/fake_provider/fake_provider.h"
 
 namespace sluice {
 namespace {
@@ -86,6 +89,39 @@ TEST_P(AcquireFleetTest, AnUnreachableRedisFailsWithinTheTimeout) {
                               "redis://127.0.0.1:1", "--mode", GetParam(), "--timeout", "200ms"});
   EXPECT_NE(r.status, 0);
   if (GetParam() == "exact") EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1")) << r.err;
+}
+
+// A limits file with a [cluster] table: `sluice call` on two hosts (two
+// segments) draws from one fleet bucket of two permits, 30 s to the next.
+TEST(ClusterLimitsTest, CallsOnTwoHostsShareTheFleetsBurst) {
+  RedisServer redis;
+  ASSERT_TRUE(redis.ok());
+  auto provider = FakeProvider::Start({});
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  const std::string limits =
+      absl::StrCat(::testing::TempDir(), "/fleet-limits-", getpid(), ".toml");
+  std::ofstream(limits) << "[cluster]\nredis = \"redis://127.0.0.1:" << redis.port()
+                        << "/0\"\n[scopes.global]\nrequests_per_minute = 2\n"
+                           "[scopes.global.burst]\nrequests_per_minute = 2\n";
+  setenv("ANTHROPIC_API_KEY", "sk-fleet-test", 1);
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    const std::string segment = absl::StrCat("sluice-fleet-call-", getpid(), "-", i % 2);
+    const CliResult r =
+        RunCli({"call", "hi", "--segment", segment, "--config", limits, "--base-url",
+                (*provider)->base_url(), "--max-tokens", "8", "--timeout", "300ms"});
+    if (r.status == 0) ++ok;
+    if (r.status != 0) {
+      ++refused;
+      EXPECT_THAT(r.err, HasSubstr("pool")) << r.err;
+    }
+  }
+  unsetenv("ANTHROPIC_API_KEY");
+  for (int h = 0; h < 2; ++h)
+    unlink(absl::StrCat("/dev/shm/sluice-fleet-call-", getpid(), "-", h).c_str());
+  std::remove(limits.c_str());
+  EXPECT_EQ(ok, 2);
+  EXPECT_EQ(refused, 2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, AcquireFleetTest, ::testing::Values("exact", "lease"));

@@ -274,6 +274,7 @@ struct Throttle {
   std::unique_ptr<FakeProvider> fake;
   std::unique_ptr<Segment> segment;
   std::unique_ptr<Store> store;
+  std::unique_ptr<Store> fleet;  // over `store`, when the limits have a [cluster] table
   std::unique_ptr<Policy> policy;
   ClientOptions client;
 };
@@ -318,8 +319,16 @@ absl::StatusOr<std::unique_ptr<Throttle>> OpenThrottle(const Command& cmd, const
     t->segment = *std::move(opened);
     t->store = NewSegmentStore(t->segment.get());
   }
+  // A fleet shares a real provider's limits; the simulated one is this
+  // process's alone.
+  Store* store = t->store.get();
+  if (!simulated) {
+    absl::StatusOr<Store*> s = StoreForLimits(t->limits, t->store.get(), &t->fleet);
+    if (!s.ok()) return s.status();
+    store = *s;
+  }
   absl::StatusOr<std::unique_ptr<Policy>> policy =
-      Policy::Create(TimeScaled(t->limits, flags.time_scale), t->store.get());
+      Policy::Create(TimeScaled(t->limits, flags.time_scale), store);
   if (!policy.ok()) return policy.status();
   t->policy = *std::move(policy);
   return t;

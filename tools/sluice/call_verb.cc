@@ -38,8 +38,11 @@ int RunCall(const Command& cmd) {
   if (!limits.ok()) return Fail(cmd, limits.status());
   absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
   if (!segment.ok()) return Fail(cmd, segment.status());
-  std::unique_ptr<Store> store = NewSegmentStore(segment->get());
-  absl::StatusOr<std::unique_ptr<Policy>> policy = Policy::Create(*limits, store.get());
+  std::unique_ptr<Store> local = NewSegmentStore(segment->get());
+  std::unique_ptr<Store> fleet;
+  absl::StatusOr<Store*> store = StoreForLimits(*limits, local.get(), &fleet);
+  if (!store.ok()) return Fail(cmd, store.status());
+  absl::StatusOr<std::unique_ptr<Policy>> policy = Policy::Create(*limits, *store);
   if (!policy.ok()) return Fail(cmd, policy.status());
 
   ClientOptions options;

@@ -13,6 +13,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "sluice/cluster_settings.h"
+#include "sluice/fleet_store.h"
 
 // Flags more than one verb takes.
 ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
@@ -173,6 +175,17 @@ absl::StatusOr<std::unique_ptr<Segment>> OpenExisting() {
   options.create = false;
   options.register_process = false;
   return Segment::Open(absl::GetFlag(FLAGS_segment), options);
+}
+
+absl::StatusOr<Store*> StoreForLimits(const LimitsConfig& limits, Store* local,
+                                      std::unique_ptr<Store>* fleet) {
+  if (!limits.cluster) return local;
+  absl::StatusOr<FleetOptions> options = FleetOptionsFor(*limits.cluster);
+  if (!options.ok()) return options.status();
+  absl::StatusOr<std::unique_ptr<FleetStore>> store = FleetStore::Create(local, *options);
+  if (!store.ok()) return store.status();
+  *fleet = *std::move(store);
+  return fleet->get();
 }
 
 absl::StatusOr<LimitsConfig> LimitsFromFlags() {

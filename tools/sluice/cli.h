@@ -23,6 +23,7 @@
 #include "sluice/client.h"
 #include "sluice/limits.h"
 #include "sluice/segment.h"
+#include "sluice/store.h"
 #include "tools/fake_provider/fake_provider.h"
 
 ABSL_DECLARE_FLAG(std::string, segment);
@@ -142,6 +143,13 @@ absl::StatusOr<std::unique_ptr<Segment>> OpenExisting();
 // The limits a command runs under: the --config file, or, without one, a
 // bare `global` scope with no limits.
 absl::StatusOr<LimitsConfig> LimitsFromFlags();
+
+// The store a verb's policy runs over: `local` itself, or, when the limits
+// file has a [cluster] table, a fleet store over it (sluice/fleet_store.h;
+// lease mode), kept in `*fleet`, whose refiller runs until it is destroyed.
+// ClusterSettings' errors (exact mode, a password variable unset).
+absl::StatusOr<Store*> StoreForLimits(const LimitsConfig& limits, Store* local,
+                                      std::unique_ptr<Store>* fleet);
 
 // The limits `sluice demo` runs under (examples/demo-limits.toml): the
 // simulated provider's own, with no headroom. `sluice batch` uses them too

@@ -59,7 +59,10 @@ int RunProxy(const Command& cmd) {
   if (!config.ok()) return Report(*cmd.verb, kExitConfig, config.status().message());
   absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(absl::GetFlag(FLAGS_segment));
   if (!segment.ok()) return Fail(cmd, segment.status());
-  std::unique_ptr<Store> store = NewSegmentStore(segment->get());
+  std::unique_ptr<Store> local = NewSegmentStore(segment->get());
+  std::unique_ptr<Store> fleet;
+  absl::StatusOr<Store*> store = StoreForLimits(*config, local.get(), &fleet);
+  if (!store.ok()) return Report(*cmd.verb, kExitConfig, store.status().message());
 
   ProxyOptions options;
   options.host = address->host;
@@ -79,7 +82,7 @@ int RunProxy(const Command& cmd) {
   };
 
   if (absl::Status s = BlockStopSignals(); !s.ok()) return Fail(cmd, s);
-  absl::StatusOr<std::unique_ptr<Proxy>> proxy = Proxy::Start(options, *config, store.get());
+  absl::StatusOr<std::unique_ptr<Proxy>> proxy = Proxy::Start(options, *config, *store);
   if (!proxy.ok()) {
     if (absl::IsInvalidArgument(proxy.status())) {
       return UsageError(*cmd.verb, proxy.status().message());

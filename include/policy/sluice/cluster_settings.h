@@ -68,6 +68,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sluice/fleet_store.h"
 #include "sluice/redis_url.h"
 
 namespace sluice {
@@ -76,8 +77,9 @@ namespace sluice {
 enum class ClusterMode : uint8_t { kLease, kExact };
 inline constexpr ClusterMode kAllClusterModes[] = {ClusterMode::kLease, ClusterMode::kExact};
 
-// What a host does while Redis is down (see on_redis_down above).
-enum class RedisDownPolicy : uint8_t { kLocalShare, kFailClosed, kFailOpen };
+// What a host does while Redis is down (see on_redis_down above): the
+// fleet store's own (sluice/fleet_store.h), under the file's name.
+using RedisDownPolicy = RedisDown;
 inline constexpr RedisDownPolicy kAllRedisDownPolicies[] = {
     RedisDownPolicy::kLocalShare, RedisDownPolicy::kFailClosed, RedisDownPolicy::kFailOpen};
 
@@ -117,6 +119,15 @@ struct ClusterSettings {
 // `settings.password_env`, or "" when it names none. FailedPrecondition
 // naming the variable (never a value) when it is unset or empty.
 absl::StatusOr<std::string> ClusterPassword(const ClusterSettings& settings);
+
+// FleetOptionsFor()
+//
+// The fleet store's options (sluice/fleet_store.h) for a [cluster] table:
+// its Redis, password (ClusterPassword's errors), timeout, key prefix,
+// on_redis_down and expected hosts. Lease mode only: FailedPrecondition for
+// mode = "exact", which only `sluice acquire --redis --mode exact` and
+// RedisBuckets (sluice/redis_buckets.h) offer so far.
+absl::StatusOr<FleetOptions> FleetOptionsFor(const ClusterSettings& settings);
 
 }  // namespace sluice
 
