@@ -27,7 +27,9 @@ else
 end
 local function num(x) return string.format('%.0f', x) end
 local function load(key, interval, tau)
-  local st = redis.call('HMGET', key, 't', 'b', 'i', 'u')
+  local st = {}
+  local text = redis.call('GET', key)
+  if text then st = {string.match(text, '^(%d+) (%d+) (%d+) (%d+)$')} end
   local tat, base = tonumber(st[1]), tonumber(st[2])
   if tat == nil or base == nil then tat, base = 0, S end
   if S - base > DAY then
@@ -43,9 +45,9 @@ local function load(key, interval, tau)
   return tat, base, now
 end
 local function save(key, tat, base, now, interval, tau)
-  redis.call('HSET', key, 't', num(tat), 'b', num(base), 'i', num(interval), 'u', num(tau))
   local ms = math.ceil(math.max(tat - now, 0) / 16000000) + 60000
-  redis.call('PEXPIRE', key, num(ms))
+  redis.call('SET', key, num(tat) .. ' ' .. num(base) .. ' ' .. num(interval) .. ' ' .. num(tau),
+             'PX', num(ms))
 end
 local function available(tat, now, interval, tau)
   return math.max(math.floor((now + tau - math.max(tat, now)) / interval), 0)

@@ -15,10 +15,12 @@
 //     (2^51 units: about 1.63 days), checked by the caller, so the TAT stays
 //     under 2^53 too.
 //
-// Each bucket is a hash: t (TAT, units since the base), b (base, TIME
-// seconds), i and u (the interval and span it was last written with: a
-// bucket whose configuration changed keeps its fraction of capacity in use,
-// as BucketRef::Reconfigure does, rounded toward less available).
+// Each bucket is one string, "TAT BASE INTERVAL TAU": the TAT in units since
+// the base, the base in TIME seconds, and the interval and span it was last
+// written with (a bucket whose configuration changed keeps its fraction of
+// capacity in use, as BucketRef::Reconfigure does, rounded toward less
+// available). It expires a minute after the bucket would be full again: a
+// full bucket and a missing one are the same.
 //
 // Every script takes ARGV[1], ARGV[2] = the time to act at (seconds and
 // microseconds); empty strings mean Redis's TIME (what production passes).

@@ -13,7 +13,7 @@
 //     with Return. A lease is a real debit: the fleet together never takes
 //     more than C + R·t from a bucket in any window.
 //
-// Keys: every bucket lives at "{<prefix>}<bucket key>" (a Redis hash), so
+// Keys: every bucket lives at "{<prefix>}<bucket key>" (a Redis string), so
 // that all of a fleet's keys share one hash tag and one script may touch any
 // of them, on a single Redis or a Redis Cluster alike. Hosts mark themselves
 // alive in "{<prefix>}hosts" with every lease.
