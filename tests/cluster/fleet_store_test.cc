@@ -4,9 +4,11 @@
 
 #include "sluice/fleet_store.h"
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -155,6 +157,38 @@ TEST_F(FleetStoreTest, OneRefillerPerHostStore) {
   clock_.Advance(200 * kMs);
   (*b)->RefillOnce(clock_.Now());
   EXPECT_TRUE((*b)->Stats().refiller);
+}
+
+// Real time: the refiller's thread tops the pool up while two threads admit
+// from it; together they never take more than was leased, and a stopping
+// host gives the rest back.
+TEST_F(FleetStoreTest, TheRefillerThreadFeedsThreadsAdmittingAtOnce) {
+  const BucketConfig config{Rate::PerSecond(100'000), 10'000};
+  auto local = NewLocalStore();
+  FleetOptions o = Options("threads");
+  o.start_refiller = true;
+  auto fleet = FleetStore::Create(local.get(), o);
+  ASSERT_TRUE(fleet.ok());
+  auto pool = (*fleet)->Bucket("threads", config);
+  ASSERT_TRUE(pool.ok());
+  std::atomic<uint64_t> admitted{0};
+  const int64_t end = Clock::MonotonicNanos() + 300 * kMs;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      while (Clock::MonotonicNanos() < end) {
+        if (pool->bucket.TryAcquire(1).granted()) admitted.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const FleetStats stats = (*fleet)->Stats();
+  ASSERT_EQ(stats.buckets.size(), 1u);
+  EXPECT_GT(admitted.load(), 0u);
+  EXPECT_EQ(stats.buckets[0].leased - stats.buckets[0].returned,
+            admitted.load() + static_cast<uint64_t>(stats.buckets[0].pool));
+  fleet->reset();
+  EXPECT_EQ(pool->bucket.Available(), 0);
 }
 
 // The outage modes, on the fake clock: Redis is killed after a first lease.
