@@ -52,6 +52,42 @@ end
 local function available(tat, now, interval, tau)
   return math.max(math.floor((now + tau - math.max(tat, now)) / interval), 0)
 end
+-- Permits out in hosts' pools, per bucket: the hash "<bucket>:pools" holds
+-- host -> "permits last-seen-second" and _total. A host unseen for a minute
+-- is dropped (a host that died lost its pool), looked for every 10 s.
+-- Returns the hash's key and the total with `host` holding `held`.
+local function pools(key, host, held)
+  local pk = key .. ':pools'
+  local total = tonumber(redis.call('HGET', pk, '_total')) or 0
+  local clean = tonumber(redis.call('HGET', pk, '_clean')) or 0
+  if S - clean >= 10 then
+    total = 0
+    local all = redis.call('HGETALL', pk)
+    for i = 1, #all, 2 do
+      if string.sub(all[i], 1, 1) ~= '_' then
+        local h, seen = string.match(all[i + 1], '^(%d+) (%d+)$')
+        if tonumber(seen) < S - 60 then
+          redis.call('HDEL', pk, all[i])
+        else
+          total = total + tonumber(h)
+        end
+      end
+    end
+    redis.call('HSET', pk, '_clean', num(S))
+  end
+  if host ~= '' then
+    local old = redis.call('HGET', pk, host)
+    local was = 0
+    if old then was = tonumber(string.match(old, '^(%d+)')) end
+    total = math.max(total - was + held, 0)
+  end
+  return pk, total
+end
+local function setpool(pk, host, held, total)
+  if host ~= '' then redis.call('HSET', pk, host, num(held) .. ' ' .. num(S)) end
+  redis.call('HSET', pk, '_total', num(total))
+  redis.call('EXPIRE', pk, 120)
+end
 )lua";
 
 constexpr char kReserveBody[] = R"lua(
@@ -86,9 +122,14 @@ constexpr char kLeaseBody[] = R"lua(
 local host = ARGV[3]
 local out = {S, US, 0}
 for k = 1, #KEYS - 1 do
-  local interval, tau = tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2])
-  local want = tonumber(ARGV[3 * k + 3])
+  local interval, tau = tonumber(ARGV[4 * k]), tonumber(ARGV[4 * k + 1])
+  local want, held = tonumber(ARGV[4 * k + 2]), tonumber(ARGV[4 * k + 3])
   local tat, base, now = load(KEYS[k], interval, tau)
+  -- What the pools hold counts against the bucket: bucket and pools together
+  -- never hold more than its capacity, so permits kept in a pool across a
+  -- refill cannot make a burst larger than the bucket's.
+  local pk, total = pools(KEYS[k], host, held)
+  tat = math.max(tat, now + math.min(total * interval, tau))
   local from = math.max(tat, now)
   local avail = available(tat, now, interval, tau)
   local granted = math.min(want, avail)
@@ -100,6 +141,7 @@ for k = 1, #KEYS - 1 do
     if ready > 0 then wait = math.floor((ready + 15) / 16) end
   end
   if granted > 0 then save(KEYS[k], after, base, now, interval, tau) end
+  setpool(pk, host, held + granted, total + granted)
   out[#out + 1] = granted
   out[#out + 1] = wait
   out[#out + 1] = avail - granted
@@ -115,11 +157,17 @@ return out
 )lua";
 
 constexpr char kAdjustBody[] = R"lua(
+local host = ARGV[3]
 local out = {S, US}
 for k = 1, #KEYS do
-  local interval, tau = tonumber(ARGV[4 * k - 1]), tonumber(ARGV[4 * k])
-  local n, mode = tonumber(ARGV[4 * k + 1]), ARGV[4 * k + 2]
+  local interval, tau = tonumber(ARGV[5 * k - 1]), tonumber(ARGV[5 * k])
+  local n, mode = tonumber(ARGV[5 * k + 1]), ARGV[5 * k + 2]
+  local held = tonumber(ARGV[5 * k + 3])
   local tat, base, now = load(KEYS[k], interval, tau)
+  if mode == 'return' and host ~= '' then
+    local pk, total = pools(KEYS[k], host, held)
+    setpool(pk, host, held, total)
+  end
   if n > 0 then
     if mode == 'return' then
       if tat > now then tat = math.max(tat - n * interval, now) end

@@ -50,16 +50,21 @@ inline constexpr int64_t kMaxRedisSpanUnits = int64_t{1} << 51;
 const std::string& ReserveScript();
 
 // KEYS: the buckets, then the hosts' set. ARGV: s, us, host, then per key
-// interval, tau, want. Takes up to `want` permits from each bucket, no debt
-// (a host lease), and marks `host` alive. Returns {s, us, hosts alive in the
-// last minute, then per key granted, wait_ns until the rest would be
+// interval, tau, want, held (what the host's pool holds now). Takes up to
+// `want` permits from each bucket, no debt (a host lease), and marks `host`
+// alive. Permits out in pools count against their bucket: the bucket never
+// holds more than its capacity less what the pools hold (as hosts reported
+// it, a host unseen for a minute counting nothing), so that permits kept in
+// pools across a refill cannot add to a burst. Returns {s, us, hosts alive
+// in the last minute, then per key granted, wait_ns until the rest would be
 // available (0 when all were granted), available after}.
 const std::string& LeaseScript();
 
-// KEYS: the buckets. ARGV: s, us, then per key interval, tau, n, mode:
-// mode "return" gives n permits back (never above capacity), "debit" takes n
-// unconditionally (into debt, saturating). Returns {s, us, then per key the
-// permits available after}.
+// KEYS: the buckets. ARGV: s, us, host, then per key interval, tau, n, mode,
+// held: mode "return" gives n permits back (never above capacity) and
+// records that `host`'s pool holds `held` now ("" host: no pool to record),
+// "debit" takes n unconditionally (into debt, saturating). Returns {s, us,
+// then per key the permits available after}.
 const std::string& AdjustScript();
 
 }  // namespace internal_cluster

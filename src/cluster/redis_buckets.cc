@@ -142,7 +142,8 @@ absl::StatusOr<LeaseResult> RedisBuckets::Lease(absl::Span<const LeaseAsk> asks,
     if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(a.key, ": ", t.status().message()));
     keys.push_back(RedisKey(a.key));
     args.insert(args.end(), {absl::StrCat(t->interval), absl::StrCat(t->tau),
-                             absl::StrCat(std::min(a.want, a.config.capacity))});
+                             absl::StrCat(std::min(a.want, a.config.capacity)),
+                             absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   keys.push_back(RedisKey("hosts"));
   absl::StatusOr<RedisValue> r = link_->Eval(internal_cluster::LeaseScript(), keys, args);
@@ -164,16 +165,18 @@ absl::StatusOr<LeaseResult> RedisBuckets::Lease(absl::Span<const LeaseAsk> asks,
 }
 
 absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Adjust(absl::Span<const LeaseAsk> asks,
-                                                           absl::string_view mode) {
+                                                           absl::string_view mode,
+                                                           absl::string_view host) {
   std::vector<std::string> keys;
   std::vector<std::string> args = TimeArgs();
+  args.push_back(std::string(host));
   for (const LeaseAsk& a : asks) {
     absl::StatusOr<Terms2> t = Derive(a.config);
     if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(a.key, ": ", t.status().message()));
     keys.push_back(RedisKey(a.key));
-    args.insert(args.end(),
-                {absl::StrCat(t->interval), absl::StrCat(t->tau),
-                 absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)), std::string(mode)});
+    args.insert(args.end(), {absl::StrCat(t->interval), absl::StrCat(t->tau),
+                             absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)),
+                             std::string(mode), absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   if (keys.empty()) return std::vector<uint64_t>();
   absl::StatusOr<RedisValue> r = link_->Eval(internal_cluster::AdjustScript(), keys, args);
@@ -186,18 +189,19 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Adjust(absl::Span<const Leas
   return levels;
 }
 
-absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Return(absl::Span<const LeaseAsk> permits) {
-  return Adjust(permits, "return");
+absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Return(absl::Span<const LeaseAsk> permits,
+                                                           absl::string_view host) {
+  return Adjust(permits, "return", host);
 }
 
 absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Debit(absl::Span<const LeaseAsk> permits) {
-  return Adjust(permits, "debit");
+  return Adjust(permits, "debit", "");
 }
 
 absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Available(absl::Span<const LeaseAsk> buckets) {
   std::vector<LeaseAsk> reads(buckets.begin(), buckets.end());
   for (LeaseAsk& a : reads) a.want = 0;
-  return Adjust(reads, "return");
+  return Adjust(reads, "return", "");
 }
 
 }  // namespace sluice

@@ -20,6 +20,11 @@ constexpr int64_t kElectionEveryNs = 100'000'000;
 constexpr int64_t kHeartbeatEveryNs = 10'000'000'000;
 constexpr int64_t kProbeEveryNs = 100'000'000;
 
+// What a pool holds now, as Redis counts it.
+uint64_t HeldBy(BucketCell* cell) {
+  return static_cast<uint64_t>(std::max<int64_t>(PoolRef(cell).Available(), 0));
+}
+
 double PerNanosecond(const Rate& rate) {
   return static_cast<double>(rate.permits()) /
          static_cast<double>(absl::ToInt64Nanoseconds(rate.period()));
@@ -142,7 +147,7 @@ void Refiller::Step(int64_t now_ns) {
         now_ns - t.last_active_ns > absl::ToInt64Nanoseconds(options_.idle_return)) {
       const uint64_t drained = pool.Drain(static_cast<uint64_t>(level));
       t.last_level -= static_cast<int64_t>(drained);
-      if (drained > 0) gives.push_back({t.key, t.config, drained});
+      if (drained > 0) gives.push_back({t.key, t.config, drained, HeldBy(t.cell)});
       continue;
     }
     const int64_t target = static_cast<int64_t>(std::max(plan.lease, t.wanted));
@@ -150,7 +155,7 @@ void Refiller::Step(int64_t now_ns) {
          debt > 0) &&
         now_ns >= t.retry_at_ns) {
       const uint64_t want = std::max<int64_t>(target - level, 1) + std::max<int64_t>(debt, 0);
-      asks.push_back({t.key, t.config, want});
+      asks.push_back({t.key, t.config, want, static_cast<uint64_t>(std::max<int64_t>(level, 0))});
       asking.push_back(&t);
     }
   }
@@ -185,7 +190,9 @@ void Refiller::LeaseLocked(std::vector<Tracked*>& asking, std::vector<LeaseAsk>&
     t.last_level += static_cast<int64_t>(credited);
     t.leased += g.granted;
     t.fleet_available = g.available;
-    if (credited < g.granted) excess.push_back({t.key, t.config, g.granted - credited});
+    if (credited < g.granted) {
+      excess.push_back({t.key, t.config, g.granted - credited, HeldBy(t.cell)});
+    }
     if (g.granted < asks[i].want) {
       t.retry_at_ns = now_ns + std::max(g.wait_ns, absl::ToInt64Nanoseconds(rtt_));
     }
@@ -196,7 +203,7 @@ void Refiller::LeaseLocked(std::vector<Tracked*>& asking, std::vector<LeaseAsk>&
 // Permits taken out of pools go back to Redis; if Redis is away they go
 // back into their pools (they were paid for), never lost.
 void Refiller::GiveBackLocked(std::vector<LeaseAsk>& gives) {
-  absl::StatusOr<std::vector<uint64_t>> r = redis_->Return(gives);
+  absl::StatusOr<std::vector<uint64_t>> r = redis_->Return(gives, options_.host);
   for (size_t i = 0; i < gives.size(); ++i) {
     for (auto& t : tracked_) {
       if (t->key != gives[i].key) continue;
@@ -280,7 +287,7 @@ void Refiller::GiveEverythingBackLocked() {
   for (auto& t : tracked_) {
     const uint64_t drained = PoolRef(t->cell).Drain(~uint64_t{0});
     t->last_level -= static_cast<int64_t>(drained);
-    if (drained > 0) gives.push_back({t->key, t->config, drained});
+    if (drained > 0) gives.push_back({t->key, t->config, drained, HeldBy(t->cell)});
   }
   if (!gives.empty()) GiveBackLocked(gives);
 }

@@ -79,11 +79,16 @@ struct RedisDecision {
   bool granted() const { return outcome == Outcome::kGranted; }
 };
 
-// A host's ask for permits from one bucket.
+// A host's ask for permits from one bucket (or, to Return and Debit, the
+// permits it gives or owes).
 struct LeaseAsk {
   std::string key;
   BucketConfig config;
   uint64_t want = 0;
+  // What the host's pool holds: before this lease, or after this return.
+  // Redis counts every host's pool against the bucket, so that the bucket
+  // and the pools together never hold more than its capacity.
+  uint64_t held = 0;
 };
 
 struct LeaseGrant {
@@ -127,9 +132,11 @@ class RedisBuckets {
   // A host lease: up to `want` from each bucket, never into debt, and
   // `host` marked alive ("" leaves the hosts' set alone).
   absl::StatusOr<LeaseResult> Lease(absl::Span<const LeaseAsk> asks, absl::string_view host);
-  // Gives unused permits back (never above a bucket's capacity); returns
-  // what each bucket holds after.
-  absl::StatusOr<std::vector<uint64_t>> Return(absl::Span<const LeaseAsk> permits);
+  // Gives unused permits back (never above a bucket's capacity), recording
+  // what `host`'s pools hold after ("" records nothing); returns what each
+  // bucket holds after.
+  absl::StatusOr<std::vector<uint64_t>> Return(absl::Span<const LeaseAsk> permits,
+                                               absl::string_view host = "");
   // Takes permits unconditionally (usage that exceeded an estimate, or what
   // a host admitted while Redis was away); into debt, saturating.
   absl::StatusOr<std::vector<uint64_t>> Debit(absl::Span<const LeaseAsk> permits);
@@ -150,7 +157,7 @@ class RedisBuckets {
   RedisBuckets(RedisBucketsOptions options, std::unique_ptr<internal_cluster::RedisLink> link);
   std::vector<std::string> TimeArgs() const;
   absl::StatusOr<std::vector<uint64_t>> Adjust(absl::Span<const LeaseAsk> asks,
-                                               absl::string_view mode);
+                                               absl::string_view mode, absl::string_view host);
 
   RedisBucketsOptions options_;
   std::unique_ptr<internal_cluster::RedisLink> link_;
