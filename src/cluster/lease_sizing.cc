@@ -19,13 +19,13 @@ LeasePlan PlanLease(const LeaseInputs& in) {
   // figures read as none or as the share.
   double wanted = in.demand_per_second * absl::ToDoubleSeconds(horizon);
   if (!(wanted > 0)) wanted = 0;
-  const uint64_t lease =
-      wanted >= static_cast<double>(share) ? share
-                                           : std::max<uint64_t>(static_cast<uint64_t>(std::ceil(wanted)), 1);
+  const uint64_t lease = wanted >= static_cast<double>(share)
+                             ? share
+                             : std::max<uint64_t>(static_cast<uint64_t>(std::ceil(wanted)), 1);
   absl::Duration backoff = horizon / 2;
   if (in.rate_per_second > 0) {  // false for NaN too
-    backoff = std::min(backoff, absl::Seconds(static_cast<double>(in.capacity) /
-                                              (4 * in.rate_per_second)));
+    backoff = std::min(backoff,
+                       absl::Seconds(static_cast<double>(in.capacity) / (4 * in.rate_per_second)));
   }
   return {.lease = lease, .watermark = (lease + 1) / 2, .backoff = backoff};
 }

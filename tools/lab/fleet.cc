@@ -28,7 +28,7 @@ namespace {
 
 constexpr int64_t kNever = INT64_MAX;
 constexpr int64_t kSecond = 1'000'000'000;
-constexpr int64_t kBurstOnNs = 2 * kSecond;       // bursty: on 2 s at 4x, off 6 s
+constexpr int64_t kBurstOnNs = 2 * kSecond;  // bursty: on 2 s at 4x, off 6 s
 constexpr int64_t kBurstPeriodNs = 8 * kSecond;
 constexpr int64_t kCrashDownNs = 5 * kSecond;
 constexpr int64_t kSelfRefillEveryNs = 10'000'000;  // the broken refiller's tick
@@ -36,22 +36,22 @@ constexpr int64_t kSelfRefillEveryNs = 10'000'000;  // the broken refiller's tic
 int64_t Nanos(absl::Duration d) { return absl::ToInt64Nanoseconds(d); }
 
 struct Host {
-  uint64_t pool = 0;            // permits leased and not used
-  std::deque<int64_t> queue;    // arrival times of waiting requests (one permit each)
+  uint64_t pool = 0;          // permits leased and not used
+  std::deque<int64_t> queue;  // arrival times of waiting requests (one permit each)
   bool crashed = false;
-  uint32_t epoch = 0;           // bumped at a crash: what was on its way is lost
-  bool in_flight = false;       // a LEASE is on its way or being answered
-  LeasePlan sent_plan;          // the plan and queue of the LEASE in flight
+  uint32_t epoch = 0;      // bumped at a crash: what was on its way is lost
+  bool in_flight = false;  // a LEASE is on its way or being answered
+  LeasePlan sent_plan;     // the plan and queue of the LEASE in flight
   uint64_t sent_queued = 0;
-  int64_t next_lease_ns = 0;    // no LEASE before this (Redis said the rest comes then)
+  int64_t next_lease_ns = 0;  // no LEASE before this (Redis said the rest comes then)
   bool retry_pending = false;
-  int64_t last_use_ns = 0;      // last admit or grant: the idle clock
+  int64_t last_use_ns = 0;  // last admit or grant: the idle clock
   bool idle_check_pending = false;
-  double demand = 0;            // requests per second, decayed to demand_at_ns
+  double demand = 0;  // requests per second, decayed to demand_at_ns
   int64_t demand_at_ns = 0;
-  uint32_t hosts_alive = 1;     // as Redis last said
-  double rate = 0;              // offered requests per second while on
-  int64_t phase_ns = 0;         // bursty: where its on/off cycle starts
+  uint32_t hosts_alive = 1;      // as Redis last said
+  double rate = 0;               // offered requests per second while on
+  int64_t phase_ns = 0;          // bursty: where its on/off cycle starts
   uint64_t used_unreported = 0;  // admitted since the last call to Redis
   int64_t offered = 0;
   int64_t admitted = 0;
@@ -209,8 +209,8 @@ FleetResult FleetSim::Run() {
     Dispatch(e);
   }
   Finish();
-  FleetResult result{.workload = workload_, .hosts = config_.hosts,
-                     .round_trip = config_.round_trip};
+  FleetResult result{
+      .workload = workload_, .hosts = config_.hosts, .round_trip = config_.round_trip};
   result.metrics = JudgeFleet(config_, trace_);
   return result;
 }
@@ -313,8 +313,12 @@ void FleetSim::MaybeLease(uint32_t h) {
   host.sent_plan = plan;
   host.sent_queued = host.queue.size();
   const uint64_t want = std::min<uint64_t>(plan.lease + host.sent_queued, config_.capacity);
-  Push({.t = now_ + half_trip_ns_, .kind = Kind::kLeaseAtRedis, .host = h, .epoch = host.epoch,
-        .n = want, .aux = static_cast<int64_t>(host.used_unreported)});
+  Push({.t = now_ + half_trip_ns_,
+        .kind = Kind::kLeaseAtRedis,
+        .host = h,
+        .epoch = host.epoch,
+        .n = want,
+        .aux = static_cast<int64_t>(host.used_unreported)});
   host.used_unreported = 0;
 }
 
@@ -325,8 +329,12 @@ void FleetSim::OnLeaseAtRedis(const Event& e) {
       redis_.Lease(CallerId(e.host, e.epoch), e.n, static_cast<uint64_t>(e.aux), now_);
   granted_ += static_cast<int64_t>(grant.granted);
   if (granted_ - returned_ > AllowedBy(config_, now_)) ++trace_.cumulative_breaches;
-  Push({.t = now_ + (trip_ns_ - half_trip_ns_), .kind = Kind::kGrantAtHost, .host = e.host,
-        .epoch = e.epoch, .alive = grant.hosts_alive, .n = grant.granted,
+  Push({.t = now_ + (trip_ns_ - half_trip_ns_),
+        .kind = Kind::kGrantAtHost,
+        .host = e.host,
+        .epoch = e.epoch,
+        .alive = grant.hosts_alive,
+        .n = grant.granted,
         .aux = grant.rest_at_ns});
 }
 
@@ -344,8 +352,8 @@ void FleetSim::OnGrant(const Event& e) {
   }
   if (e.aux != 0) {
     const int64_t backoff = Nanos(host.sent_plan.backoff);
-    const int64_t drawn =
-        backoff + std::uniform_int_distribution<int64_t>(0, std::max<int64_t>(0, backoff - 1))(rng_);
+    const int64_t drawn = backoff + std::uniform_int_distribution<int64_t>(
+                                        0, std::max<int64_t>(0, backoff - 1))(rng_);
     host.next_lease_ns = std::max({e.aux, now_ + trip_ns_, now_ + drawn});
   }
   if (e.n > 0) host.last_use_ns = now_;
@@ -383,8 +391,12 @@ void FleetSim::OnIdleCheck(uint32_t h) {
   }
   ++trace_.return_calls;
   returned_ += static_cast<int64_t>(host.pool);
-  Push({.t = now_ + half_trip_ns_, .kind = Kind::kReturnAtRedis, .host = h, .epoch = host.epoch,
-        .n = host.pool, .aux = static_cast<int64_t>(host.used_unreported)});
+  Push({.t = now_ + half_trip_ns_,
+        .kind = Kind::kReturnAtRedis,
+        .host = h,
+        .epoch = host.epoch,
+        .n = host.pool,
+        .aux = static_cast<int64_t>(host.used_unreported)});
   host.used_unreported = 0;
   pooled_ -= static_cast<int64_t>(host.pool);
   host.pool = 0;
@@ -444,8 +456,8 @@ void FleetSim::Finish() {
   trace_.duration_ns = end_ns_;
   for (uint32_t h = 0; h < config_.hosts; ++h) {
     const bool equal_demand = h < hot_hosts_;
-    trace_.hosts.push_back({.offered = hosts_[h].offered, .admitted = hosts_[h].admitted,
-                            .hot = equal_demand});
+    trace_.hosts.push_back(
+        {.offered = hosts_[h].offered, .admitted = hosts_[h].admitted, .hot = equal_demand});
   }
   trace_.skewed = workload_ == FleetWorkload::kSkewed;
 }
@@ -472,8 +484,8 @@ absl::StatusOr<FleetWorkload> ParseFleetWorkload(absl::string_view name) {
     if (FleetWorkloadName(w) == name) return w;
     names.push_back(FleetWorkloadName(w));
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown fleet workload \"", name,
-                                                 "\"; known: ", absl::StrJoin(names, ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown fleet workload \"", name, "\"; known: ", absl::StrJoin(names, ", ")));
 }
 
 absl::Status ValidateFleetConfig(const FleetConfig& c) {
@@ -503,10 +515,11 @@ absl::Status ValidateFleetConfig(const FleetConfig& c) {
 
 absl::StatusOr<FleetResult> SimulateFleet(const FleetConfig& config, FleetWorkload workload) {
   if (absl::Status s = ValidateFleetConfig(config); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<ExactBucket>> bucket = ExactBucket::Create(
-      {.permits = config.limit.permits(), .period_ns = Nanos(config.limit.period()),
-       .capacity = config.capacity},
-      0);
+  absl::StatusOr<std::unique_ptr<ExactBucket>> bucket =
+      ExactBucket::Create({.permits = config.limit.permits(),
+                           .period_ns = Nanos(config.limit.period()),
+                           .capacity = config.capacity},
+                          0);
   if (!bucket.ok()) return bucket.status();
   return FleetSim(config, workload, *std::move(bucket)).Run();
 }

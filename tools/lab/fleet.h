@@ -71,8 +71,7 @@ enum class FleetWorkload : uint8_t {
   kCrash,   // "crash": steady, and a tenth of the hosts (at least 1) crash once, down 5 s
 };
 inline constexpr FleetWorkload kAllFleetWorkloads[] = {
-    FleetWorkload::kSteady, FleetWorkload::kBursty, FleetWorkload::kSkewed,
-    FleetWorkload::kCrash};
+    FleetWorkload::kSteady, FleetWorkload::kBursty, FleetWorkload::kSkewed, FleetWorkload::kCrash};
 
 absl::string_view FleetWorkloadName(FleetWorkload workload);
 // InvalidArgument naming `name` and listing the known names.
@@ -87,15 +86,15 @@ enum class FleetFault : uint8_t {
 };
 
 struct FleetConfig {
-  uint32_t hosts = 10;                             // 1 .. kMaxFleetHosts
-  Rate limit = Rate::PerSecond(100'000);           // R
-  uint64_t capacity = 600'000;                     // C, permits
+  uint32_t hosts = 10;                    // 1 .. kMaxFleetHosts
+  Rate limit = Rate::PerSecond(100'000);  // R
+  uint64_t capacity = 600'000;            // C, permits
   absl::Duration round_trip = absl::Milliseconds(1);
   absl::Duration duration = absl::Minutes(1);
   double load = 1.2;  // offered requests per second, over R, the whole fleet
-  absl::Duration max_wait = absl::Seconds(1);      // a request waiting longer gives up
-  absl::Duration idle_return = absl::Seconds(1);   // no admit this long: return the pool
-  absl::Duration demand_window = absl::Seconds(1); // time constant of the demand estimate
+  absl::Duration max_wait = absl::Seconds(1);       // a request waiting longer gives up
+  absl::Duration idle_return = absl::Seconds(1);    // no admit this long: return the pool
+  absl::Duration demand_window = absl::Seconds(1);  // time constant of the demand estimate
   uint64_t seed = 1;
   // Redis caps its bucket's level at C minus the permits out in pools, as
   // the hosts report them (see tools/lab/fleet_redis.h); false: the plain
@@ -113,18 +112,18 @@ absl::Status ValidateFleetConfig(const FleetConfig& config);
 // The judge's verdict on windows of one length.
 struct FleetWindow {
   int64_t window_ns = 0;
-  int64_t most = 0;           // the most admitted in one window
-  int64_t bound = 0;          // floor(C + R W)
-  int64_t over = 0;           // windows (ending at an admission) above the bound
+  int64_t most = 0;   // the most admitted in one window
+  int64_t bound = 0;  // floor(C + R W)
+  int64_t over = 0;   // windows (ending at an admission) above the bound
 };
 
 struct FleetMetrics {
   int64_t offered = 0;
   int64_t admitted = 0;
-  int64_t gave_up = 0;       // waited longer than max_wait, or still waiting at the end
-  int64_t lost_queued = 0;   // waiting on a host when it crashed
-  int64_t allowed = 0;       // floor(C + R t), t the duration
-  double utilization = 0;    // admitted / allowed
+  int64_t gave_up = 0;          // waited longer than max_wait, or still waiting at the end
+  int64_t lost_queued = 0;      // waiting on a host when it crashed
+  int64_t allowed = 0;          // floor(C + R t), t the duration
+  double utilization = 0;       // admitted / allowed
   int64_t over_admissions = 0;  // windows above their bound, plus cumulative breaches
   std::vector<FleetWindow> windows;
   int64_t leased = 0;           // granted by Redis, net of what came back
@@ -132,13 +131,13 @@ struct FleetMetrics {
   int64_t lost_in_crashes = 0;  // in pools (or on their way) when a host crashed
   int64_t most_pooled = 0;      // the most held in all pools at once
   int64_t pool_breaches = 0;    // grants leaving a pool above lease + watermark + queued
-  double fairness = 1;   // Jain's index of admitted / offered over the hosts of equal demand
-  double hot_share = 0;  // skewed: what the hot hosts admitted, over `allowed`
+  double fairness = 1;          // Jain's index of admitted / offered over the hosts of equal demand
+  double hot_share = 0;         // skewed: what the hot hosts admitted, over `allowed`
   int64_t lease_calls = 0;
   int64_t return_calls = 0;
   double commands_per_second = 0;  // (lease + return calls) / t
   double commands_per_1000 = 0;    // per 1,000 admitted
-  int64_t wait_p50_ns = 0;  // admitted requests, arrival to admission
+  int64_t wait_p50_ns = 0;         // admitted requests, arrival to admission
   int64_t wait_p99_ns = 0;
   int64_t wait_max_ns = 0;
 };

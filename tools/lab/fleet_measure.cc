@@ -64,8 +64,8 @@ void MeasureFairness(const FleetTrace& trace, FleetMetrics& m) {
 }  // namespace
 
 int64_t AllowedBy(const FleetConfig& config, int64_t t_ns) {
-  const __int128 refilled = static_cast<__int128>(config.limit.permits()) * std::max<int64_t>(0, t_ns) /
-                            Nanos(config.limit.period());
+  const __int128 refilled = static_cast<__int128>(config.limit.permits()) *
+                            std::max<int64_t>(0, t_ns) / Nanos(config.limit.period());
   const __int128 allowed = refilled + config.capacity;
   return allowed > INT64_MAX ? INT64_MAX : static_cast<int64_t>(allowed);
 }
@@ -89,8 +89,8 @@ FleetMetrics JudgeFleet(const FleetConfig& config, FleetTrace& trace) {
   m.gave_up = trace.gave_up;
   m.lost_queued = trace.lost_queued;
   m.allowed = AllowedBy(config, trace.duration_ns);
-  m.utilization = m.allowed > 0 ? static_cast<double>(m.admitted) / static_cast<double>(m.allowed)
-                                : 0;
+  m.utilization =
+      m.allowed > 0 ? static_cast<double>(m.admitted) / static_cast<double>(m.allowed) : 0;
   m.over_admissions = CumulativeBreaches(config, trace);
   for (int64_t w : WindowLengths(trace.duration_ns)) {
     m.windows.push_back(JudgeWindow(trace.admitted_ns, w, AllowedBy(config, w)));
@@ -116,10 +116,10 @@ FleetMetrics JudgeFleet(const FleetConfig& config, FleetTrace& trace) {
 }
 
 std::vector<std::vector<std::string>> FleetRows(absl::Span<const FleetResult> results) {
-  std::vector<std::vector<std::string>> rows = {
-      {"hosts", "workload", "admitted", "util", "over", "unused@end", "lost", "most pooled",
-       "fairness", "hot share", "redis/s", "per 1k", "wait p50", "wait p99", "wait max",
-       "gave up"}};
+  std::vector<std::vector<std::string>> rows = {{"hosts", "workload", "admitted", "util", "over",
+                                                 "unused@end", "lost", "most pooled", "fairness",
+                                                 "hot share", "redis/s", "per 1k", "wait p50",
+                                                 "wait p99", "wait max", "gave up"}};
   for (const FleetResult& r : results) {
     const FleetMetrics& m = r.metrics;
     rows.push_back({absl::StrCat(r.hosts), std::string(FleetWorkloadName(r.workload)),
@@ -157,28 +157,29 @@ nlohmann::ordered_json FleetToJson(const FleetConfig& config,
       windows.push_back(
           {{"window_ns", w.window_ns}, {"most", w.most}, {"bound", w.bound}, {"over", w.over}});
     }
-    list.push_back({{"hosts", r.hosts},
-                    {"workload", FleetWorkloadName(r.workload)},
-                    {"offered", m.offered},
-                    {"admitted", m.admitted},
-                    {"allowed", m.allowed},
-                    {"utilization", m.utilization},
-                    {"over_admissions", m.over_admissions},
-                    {"windows", windows},
-                    {"leased", m.leased},
-                    {"returned_at_end", m.returned_at_end},
-                    {"lost_in_crashes", m.lost_in_crashes},
-                    {"most_pooled", m.most_pooled},
-                    {"pool_breaches", m.pool_breaches},
-                    {"fairness", m.fairness},
-                    {"hot_share", m.hot_share},
-                    {"lease_calls", m.lease_calls},
-                    {"return_calls", m.return_calls},
-                    {"commands_per_second", m.commands_per_second},
-                    {"commands_per_1000_admits", m.commands_per_1000},
-                    {"wait_ns", {{"p50", m.wait_p50_ns}, {"p99", m.wait_p99_ns}, {"max", m.wait_max_ns}}},
-                    {"gave_up", m.gave_up},
-                    {"lost_queued", m.lost_queued}});
+    list.push_back(
+        {{"hosts", r.hosts},
+         {"workload", FleetWorkloadName(r.workload)},
+         {"offered", m.offered},
+         {"admitted", m.admitted},
+         {"allowed", m.allowed},
+         {"utilization", m.utilization},
+         {"over_admissions", m.over_admissions},
+         {"windows", windows},
+         {"leased", m.leased},
+         {"returned_at_end", m.returned_at_end},
+         {"lost_in_crashes", m.lost_in_crashes},
+         {"most_pooled", m.most_pooled},
+         {"pool_breaches", m.pool_breaches},
+         {"fairness", m.fairness},
+         {"hot_share", m.hot_share},
+         {"lease_calls", m.lease_calls},
+         {"return_calls", m.return_calls},
+         {"commands_per_second", m.commands_per_second},
+         {"commands_per_1000_admits", m.commands_per_1000},
+         {"wait_ns", {{"p50", m.wait_p50_ns}, {"p99", m.wait_p99_ns}, {"max", m.wait_max_ns}}},
+         {"gave_up", m.gave_up},
+         {"lost_queued", m.lost_queued}});
   }
   doc["results"] = list;
   return doc;

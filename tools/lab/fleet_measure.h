@@ -50,8 +50,8 @@ struct FleetTrace {
 // window of length t_ns.
 int64_t AllowedBy(const FleetConfig& config, int64_t t_ns);
 
-// The most of `sorted_ns` in a window [t, t + window_ns) and how many such
-// windows, one starting at each admission, hold more than `bound`.
+// The most of `sorted_ns` in a window (t - window_ns, t] and how many such
+// windows, one ending at each admission t, hold more than `bound`.
 FleetWindow JudgeWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns, int64_t bound);
 
 // The figures of one run. Sorts trace.waits_ns.

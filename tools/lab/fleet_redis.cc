@@ -41,18 +41,19 @@ uint64_t FleetRedis::Cap() const {
 }
 
 void FleetRedis::Trim(int64_t now_ns) {
-  if (!cap_outstanding_) return;
+  // With nothing out the bucket's own capacity is the cap.
+  if (!cap_outstanding_ || outstanding_ == 0) return;
   const int64_t cap = static_cast<int64_t>(Cap());
   const int64_t level = bucket_->Available(now_ns);
-  // Whole permits only: from floor(level) >= cap down to cap - 1 and a
-  // fraction, strictly below the cap.
+  // The level may hold a fraction of a permit that Available does not show:
+  // from floor(level) >= cap, down to cap - 1 and that fraction, below the
+  // cap (at the cost of at most one permit).
   if (level >= cap) {
     bucket_->Debit(static_cast<uint64_t>(level - cap + 1), now_ns);
   }
 }
 
-FleetRedis::Grant FleetRedis::Lease(uint64_t caller, uint64_t want, uint64_t used,
-                                    int64_t now_ns) {
+FleetRedis::Grant FleetRedis::Lease(uint64_t caller, uint64_t want, uint64_t used, int64_t now_ns) {
   Caller& c = Touch(caller, now_ns);
   Grant grant{.hosts_alive = alive_};
   if (cap_outstanding_) {

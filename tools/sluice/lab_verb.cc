@@ -107,8 +107,8 @@ absl::StatusOr<std::vector<uint32_t>> FleetHostsFromFlag() {
        absl::StrSplit(absl::GetFlag(FLAGS_fleet_hosts), ',', absl::SkipWhitespace())) {
     uint32_t n = 0;
     if (!absl::SimpleAtoi(text, &n) || n < 1 || n > lab::kMaxFleetHosts) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--fleet-hosts: \"", text, "\" is not a count of 1 .. ", lab::kMaxFleetHosts));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--fleet-hosts: \"", text, "\" is not a count of 1 .. ", lab::kMaxFleetHosts));
     }
     hosts.push_back(n);
   }
@@ -138,13 +138,15 @@ absl::StatusOr<lab::FleetConfig> FleetConfigFromFlags(const Command& cmd) {
   lab::FleetConfig config;
   if (cmd.Given("lab_rate")) {
     absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_lab_rate));
-    if (!rate.ok()) return absl::InvalidArgumentError(absl::StrCat("--lab-rate: ", rate.status().message()));
+    if (!rate.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--lab-rate: ", rate.status().message()));
     config.limit = *rate;
   }
   config.capacity = absl::GetFlag(FLAGS_lab_burst);
   if (config.capacity == 0) {
-    config.capacity = static_cast<uint64_t>(static_cast<double>(config.limit.permits()) *
-                                            absl::FDivDuration(absl::Seconds(6), config.limit.period()));
+    config.capacity =
+        static_cast<uint64_t>(static_cast<double>(config.limit.permits()) *
+                              absl::FDivDuration(absl::Seconds(6), config.limit.period()));
   }
   if (cmd.Given("lab_duration")) config.duration = absl::GetFlag(FLAGS_lab_duration);
   if (cmd.Given("lab_max_wait")) config.max_wait = absl::GetFlag(FLAGS_lab_max_wait);
@@ -178,10 +180,10 @@ int RunFleet(const Command& cmd) {
                 "one Redis bucket of %s, capacity %d; round trip %s; the fleet offers %.2fx the "
                 "rate;\n%s of simulated time per run, a request waits at most %s, idle pools go "
                 "back after %s; seed %d.\n\n",
-                config->limit.ToString(), config->capacity, absl::FormatDuration(config->round_trip),
-                config->load, absl::FormatDuration(config->duration),
-                absl::FormatDuration(config->max_wait), absl::FormatDuration(config->idle_return),
-                config->seed);
+                config->limit.ToString(), config->capacity,
+                absl::FormatDuration(config->round_trip), config->load,
+                absl::FormatDuration(config->duration), absl::FormatDuration(config->max_wait),
+                absl::FormatDuration(config->idle_return), config->seed);
   PrintTable(lab::FleetRows(*results));
   return kExitOk;
 }
@@ -242,11 +244,23 @@ int RunLab(const Command& cmd) {
   return kExitOk;
 }
 
-constexpr absl::string_view kLabFlags[] = {
-    "lab_rate",     "lab_burst",   "lab_algorithms", "lab_duration", "lab_clients",
-    "lab_max_wait", "lab_latency", "lab_plot_dir",   "seed",         "json",
-    "fleet",        "fleet_hosts", "fleet_rtt",      "fleet_workloads", "fleet_load",
-    "fleet_idle_return", "fleet_cap_outstanding"};
+constexpr absl::string_view kLabFlags[] = {"lab_rate",
+                                           "lab_burst",
+                                           "lab_algorithms",
+                                           "lab_duration",
+                                           "lab_clients",
+                                           "lab_max_wait",
+                                           "lab_latency",
+                                           "lab_plot_dir",
+                                           "seed",
+                                           "json",
+                                           "fleet",
+                                           "fleet_hosts",
+                                           "fleet_rtt",
+                                           "fleet_workloads",
+                                           "fleet_load",
+                                           "fleet_idle_return",
+                                           "fleet_cap_outstanding"};
 
 const Verb kLabVerb = {
     .order = 90,
@@ -256,7 +270,8 @@ const Verb kLabVerb = {
         "[--lab-duration D] [--lab-clients N] [--lab-max-wait D] [--lab-latency D] [--seed N] "
         "[--lab-plot-dir DIR] [--json]\n"
         "       lab --fleet [--fleet-hosts N,N,...] [--fleet-rtt D] [--fleet-workloads W,W,...] "
-        "[--fleet-load X] [--fleet-idle-return D] [--fleet-cap-outstanding=false] [--lab-rate N/UNIT] [--lab-burst N] "
+        "[--fleet-load X] [--fleet-idle-return D] [--fleet-cap-outstanding=false] [--lab-rate "
+        "N/UNIT] [--lab-burst N] "
         "[--lab-duration D] [--lab-max-wait D] [--seed N] [--json]",
     .summary = "compare throttle algorithms on simulated traffic",
     .description =
