@@ -357,14 +357,16 @@ void FleetSim::OnGrant(const Event& e) {
     host.next_lease_ns = std::max({e.aux, now_ + trip_ns_, now_ + drawn});
   }
   if (e.n > 0) host.last_use_ns = now_;
-  ServeQueue(host);
   ScheduleIdleCheck(e.host);
   MaybeLease(e.host);
 }
 
+// Adds n permits to the pool and admits what waits on them: the pools are
+// measured once the queue has taken its share.
 void FleetSim::AddToPool(Host& host, uint64_t n) {
   host.pool += n;
   pooled_ += static_cast<int64_t>(n);
+  ServeQueue(host);
   trace_.most_pooled = std::max(trace_.most_pooled, pooled_);
 }
 
@@ -433,7 +435,6 @@ void FleetSim::OnSelfRefill(uint32_t h) {
   const __int128 tick = static_cast<__int128>(config_.limit.permits()) * kSelfRefillEveryNs /
                         Nanos(config_.limit.period()) / config_.hosts;
   AddToPool(host, std::max<uint64_t>(1, static_cast<uint64_t>(tick)));
-  ServeQueue(host);
 }
 
 // The end of the run: what waits gives up; pools, and grants still on their

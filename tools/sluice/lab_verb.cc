@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "sluice/lab/algorithms.h"
 #include "sluice/rate.h"
@@ -55,18 +56,25 @@ ABSL_FLAG(bool, fleet_cap_outstanding, true,
 namespace sluice {
 namespace {
 
-absl::StatusOr<std::vector<Algorithm>> AlgorithmsFromFlag() {
-  const std::string text = absl::GetFlag(FLAGS_lab_algorithms);
-  if (text == "all")
-    return std::vector<Algorithm>(std::begin(kAllAlgorithms), std::end(kAllAlgorithms));
-  std::vector<Algorithm> algorithms;
+// The comma-separated names of `text` parsed by `parse`, or every one of
+// `all` for "all". InvalidArgument naming `flag` when it names none.
+template <typename T, typename Parse>
+absl::StatusOr<std::vector<T>> ListFromFlag(const std::string& text, absl::Span<const T> all,
+                                            Parse parse, absl::string_view flag) {
+  if (text == "all") return std::vector<T>(all.begin(), all.end());
+  std::vector<T> list;
   for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    absl::StatusOr<Algorithm> a = ParseAlgorithm(name);
-    if (!a.ok()) return a.status();
-    algorithms.push_back(*a);
+    absl::StatusOr<T> item = parse(name);
+    if (!item.ok()) return item.status();
+    list.push_back(*item);
   }
-  if (algorithms.empty()) return absl::InvalidArgumentError("--lab-algorithms names none");
-  return algorithms;
+  if (list.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, " names none"));
+  return list;
+}
+
+absl::StatusOr<std::vector<Algorithm>> AlgorithmsFromFlag() {
+  return ListFromFlag<Algorithm>(absl::GetFlag(FLAGS_lab_algorithms), kAllAlgorithms,
+                                 ParseAlgorithm, "--lab-algorithms");
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& text) {
@@ -117,19 +125,9 @@ absl::StatusOr<std::vector<uint32_t>> FleetHostsFromFlag() {
 }
 
 absl::StatusOr<std::vector<lab::FleetWorkload>> FleetWorkloadsFromFlag() {
-  const std::string text = absl::GetFlag(FLAGS_fleet_workloads);
-  if (text == "all") {
-    return std::vector<lab::FleetWorkload>(std::begin(lab::kAllFleetWorkloads),
-                                           std::end(lab::kAllFleetWorkloads));
-  }
-  std::vector<lab::FleetWorkload> workloads;
-  for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    absl::StatusOr<lab::FleetWorkload> w = lab::ParseFleetWorkload(name);
-    if (!w.ok()) return w.status();
-    workloads.push_back(*w);
-  }
-  if (workloads.empty()) return absl::InvalidArgumentError("--fleet-workloads names none");
-  return workloads;
+  return ListFromFlag<lab::FleetWorkload>(absl::GetFlag(FLAGS_fleet_workloads),
+                                          lab::kAllFleetWorkloads, lab::ParseFleetWorkload,
+                                          "--fleet-workloads");
 }
 
 // The fleet's config: the lab's flags where given, else the fleet's own

@@ -21,12 +21,13 @@
 //     about once per horizon, so the last term keeps the whole fleet's lease
 //     calls on one bucket near kFleetLeaseCallsPerSecond at steady demand
 //     however many hosts share it. Chosen from `sluice lab --fleet` (100,000/s,
-//     capacity 600,000, 1 ms round trips, the fleet offering 1.2x the rate):
-//     without the term 1,000 hosts made 155,000 calls a second (1,417 per
-//     1,000 admits); with 1,000 calls/s per fleet they make about 1,350
-//     (12.5 per 1,000) and hold about 1.4 s of the rate in their pools, for a
-//     utilization of 0.986 at the end of a minute; 4,000 gave 46 per 1,000
-//     and 0.997, 250 gave 5 per 1,000 but 0.966;
+//     capacity 600,000, 1 ms round trips, the fleet offering 1.2x the rate
+//     for a minute): without the term 1,000 hosts made 155,000 calls a
+//     second (1,417 per 1,000 admits). With it, at 1,000 calls/s per fleet,
+//     they make 1,354 (12.4 per 1,000), hold at most 136,000 permits (1.4 s
+//     of the rate) in their pools and use 0.994 of C + R t; at 4,000 calls/s,
+//     44.9 per 1,000 and 1.000; at 250, 5.3 per 1,000 but 0.967, with 318,000
+//     permits in pools;
 //   * lease = ceil(demand * horizon), at least 1, and at most the host's fair
 //     share of the bucket's capacity, capacity / (2 * hosts alive), so that
 //     every host alive can hold a lease and half the capacity is never in
