@@ -284,10 +284,12 @@ const Verb kLabVerb = {
         "--fleet simulates instead H hosts (each of --fleet-hosts) leasing permits from one\n"
         "Redis bucket (--lab-rate, default 100000/s; capacity --lab-burst, default 6 s of the\n"
         "rate) with the lease sizing rule, per workload (steady, bursty, skewed, crash), for\n"
-        "--lab-duration (default 1m), and prints: utilization (admitted over C + R t),\n"
-        "over-admissions (windows of 10 ms, 1 s, 10 s and the run above C + R W: must be 0),\n"
-        "permits leased but unused at the end and lost with crashed hosts, the most pooled at\n"
-        "once, fairness, Redis calls per second and per 1,000 admits, and waits.",
+        "--lab-duration (default 1m; a request waits at most --lab-max-wait, default 1s),\n"
+        "and prints: utilization (admitted over C + R t), over-admissions (windows of 10 ms,\n"
+        "1 s, 10 s and the run above C + R W: must be 0), permits leased but unused at the\n"
+        "end and lost with crashed hosts, the most pooled at once, fairness, Redis calls per\n"
+        "second and per 1,000 admits, and waits. Redis keeps its bucket below C minus the\n"
+        "permits out in pools unless --fleet-cap-outstanding=false.",
     .flags = kLabFlags,
     .required = {},
     .args = {},
