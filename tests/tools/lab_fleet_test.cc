@@ -161,12 +161,19 @@ TEST(FleetRedisTest, TheCapKeepsBucketAndPoolsBelowTheCapacity) {
 
 // Runs -------------------------------------------------------------------------------
 
+// Also: pools hold at most a lease each. pool_breaches counts grants that
+// left a pool above lease + watermark + what its queue needed.
 TEST(FleetLabTest, NoOverAdmissionOnAnyWorkloadCrashesIncluded) {
   for (uint32_t hosts : {4u, 100u}) {
+    const FleetConfig config = TestConfig(hosts);
+    const LeasePlan most =
+        PlanLease({.capacity = config.capacity, .demand_per_second = 1e18, .hosts_alive = 1});
     for (FleetWorkload w : kAllFleetWorkloads) {
-      const FleetMetrics m = Simulate(TestConfig(hosts), w);
+      const FleetMetrics m = Simulate(config, w);
       EXPECT_EQ(m.over_admissions, 0) << hosts << " " << FleetWorkloadName(w);
       EXPECT_EQ(m.pool_breaches, 0) << hosts << " " << FleetWorkloadName(w);
+      EXPECT_LE(m.most_pooled, int64_t{hosts} * static_cast<int64_t>(most.lease) +
+                                   static_cast<int64_t>(config.capacity));
       EXPECT_GT(m.admitted, 0);
       EXPECT_LE(m.admitted, m.allowed);
       if (w == FleetWorkload::kCrash) {
@@ -196,21 +203,6 @@ TEST(FleetLabTest, SaturatingHostsUseTheLimit) {
 TEST(FleetLabTest, AHotHostAmongThreeIdleGetsMostOfTheLimit) {
   const FleetMetrics m = Simulate(TestConfig(4), FleetWorkload::kSkewed);
   EXPECT_GE(m.hot_share, 0.9);
-}
-
-TEST(FleetLabTest, PoolsHoldAtMostALeaseEach) {
-  // pool_breaches counts grants that left a pool above lease + watermark +
-  // what its queue needed; at the end, pools hold at most that much.
-  for (FleetWorkload w : kAllFleetWorkloads) {
-    const FleetConfig config = TestConfig(100);
-    const FleetMetrics m = Simulate(config, w);
-    EXPECT_EQ(m.pool_breaches, 0) << FleetWorkloadName(w);
-    const LeasePlan most =
-        PlanLease({.capacity = config.capacity, .demand_per_second = 1e18, .hosts_alive = 1});
-    EXPECT_LE(m.most_pooled, int64_t{config.hosts} * static_cast<int64_t>(most.lease) +
-                                 static_cast<int64_t>(config.capacity))
-        << FleetWorkloadName(w);
-  }
 }
 
 TEST(FleetLabTest, RedisCallsStayFewPerThousandAdmits) {
