@@ -1,5 +1,7 @@
 // `sluice lab [WORKLOAD...]`: the algorithm lab (tools/lab/lab.h) on the
 // command line: a table, or --json, and SVG plots with --lab-plot-dir.
+// `sluice lab --fleet`: the fleet lab (tools/lab/fleet.h), hosts leasing
+// permits from one Redis bucket, a table or --json.
 
 #include <sys/stat.h>
 
@@ -11,14 +13,17 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "sluice/lab/algorithms.h"
 #include "sluice/rate.h"
+#include "tools/lab/fleet.h"
 #include "tools/lab/lab.h"
 #include "tools/sluice/cli.h"
 
@@ -35,22 +40,41 @@ ABSL_FLAG(absl::Duration, lab_latency, absl::Seconds(2),
           "mean time an admitted call is in flight (uniform from half to 1.5x)");
 ABSL_FLAG(std::string, lab_plot_dir, "",
           "write one SVG per workload (WORKLOAD.svg) into this directory, created if missing");
+ABSL_FLAG(bool, fleet, false,
+          "simulate hosts leasing permits from one Redis bucket instead of comparing algorithms");
+ABSL_FLAG(std::string, fleet_hosts, "10,100,1000", "comma-separated fleet sizes to simulate");
+ABSL_FLAG(absl::Duration, fleet_rtt, absl::Milliseconds(1), "round trip from a host to Redis");
+ABSL_FLAG(std::string, fleet_workloads, "all",
+          "comma-separated fleet workloads: steady, bursty, skewed, crash, or all");
+ABSL_FLAG(double, fleet_load, 1.2, "requests offered by the whole fleet, over the rate");
+ABSL_FLAG(absl::Duration, fleet_idle_return, absl::Seconds(1),
+          "a host whose pool has had no admit this long returns it to Redis");
+ABSL_FLAG(bool, fleet_cap_outstanding, true,
+          "Redis keeps its bucket below the capacity minus the permits out in pools (false: "
+          "the plain protocol, which can admit past C + R W)");
 
 namespace sluice {
 namespace {
 
-absl::StatusOr<std::vector<Algorithm>> AlgorithmsFromFlag() {
-  const std::string text = absl::GetFlag(FLAGS_lab_algorithms);
-  if (text == "all")
-    return std::vector<Algorithm>(std::begin(kAllAlgorithms), std::end(kAllAlgorithms));
-  std::vector<Algorithm> algorithms;
+// The comma-separated names of `text` parsed by `parse`, or every one of
+// `all` for "all". InvalidArgument naming `flag` when it names none.
+template <typename T, typename Parse>
+absl::StatusOr<std::vector<T>> ListFromFlag(const std::string& text, absl::Span<const T> all,
+                                            Parse parse, absl::string_view flag) {
+  if (text == "all") return std::vector<T>(all.begin(), all.end());
+  std::vector<T> list;
   for (absl::string_view name : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
-    absl::StatusOr<Algorithm> a = ParseAlgorithm(name);
-    if (!a.ok()) return a.status();
-    algorithms.push_back(*a);
+    absl::StatusOr<T> item = parse(name);
+    if (!item.ok()) return item.status();
+    list.push_back(*item);
   }
-  if (algorithms.empty()) return absl::InvalidArgumentError("--lab-algorithms names none");
-  return algorithms;
+  if (list.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, " names none"));
+  return list;
+}
+
+absl::StatusOr<std::vector<Algorithm>> AlgorithmsFromFlag() {
+  return ListFromFlag<Algorithm>(absl::GetFlag(FLAGS_lab_algorithms), kAllAlgorithms,
+                                 ParseAlgorithm, "--lab-algorithms");
 }
 
 absl::Status WriteFile(const std::string& path, const std::string& text) {
@@ -85,7 +109,85 @@ absl::StatusOr<std::vector<std::string>> WritePlots(const std::string& dir,
   return paths;
 }
 
+absl::StatusOr<std::vector<uint32_t>> FleetHostsFromFlag() {
+  std::vector<uint32_t> hosts;
+  for (absl::string_view text :
+       absl::StrSplit(absl::GetFlag(FLAGS_fleet_hosts), ',', absl::SkipWhitespace())) {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(text, &n) || n < 1 || n > lab::kMaxFleetHosts) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--fleet-hosts: \"", text, "\" is not a count of 1 .. ", lab::kMaxFleetHosts));
+    }
+    hosts.push_back(n);
+  }
+  if (hosts.empty()) return absl::InvalidArgumentError("--fleet-hosts names none");
+  return hosts;
+}
+
+absl::StatusOr<std::vector<lab::FleetWorkload>> FleetWorkloadsFromFlag() {
+  return ListFromFlag<lab::FleetWorkload>(absl::GetFlag(FLAGS_fleet_workloads),
+                                          lab::kAllFleetWorkloads, lab::ParseFleetWorkload,
+                                          "--fleet-workloads");
+}
+
+// The fleet's config: the lab's flags where given, else the fleet's own
+// defaults (100,000/s, six seconds of it as capacity, a minute, 1 s waits).
+absl::StatusOr<lab::FleetConfig> FleetConfigFromFlags(const Command& cmd) {
+  lab::FleetConfig config;
+  if (cmd.Given("lab_rate")) {
+    absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_lab_rate));
+    if (!rate.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--lab-rate: ", rate.status().message()));
+    config.limit = *rate;
+  }
+  config.capacity = absl::GetFlag(FLAGS_lab_burst);
+  if (config.capacity == 0) {
+    config.capacity =
+        static_cast<uint64_t>(static_cast<double>(config.limit.permits()) *
+                              absl::FDivDuration(absl::Seconds(6), config.limit.period()));
+  }
+  if (cmd.Given("lab_duration")) config.duration = absl::GetFlag(FLAGS_lab_duration);
+  if (cmd.Given("lab_max_wait")) config.max_wait = absl::GetFlag(FLAGS_lab_max_wait);
+  config.round_trip = absl::GetFlag(FLAGS_fleet_rtt);
+  config.load = absl::GetFlag(FLAGS_fleet_load);
+  config.idle_return = absl::GetFlag(FLAGS_fleet_idle_return);
+  config.cap_outstanding = absl::GetFlag(FLAGS_fleet_cap_outstanding);
+  config.seed = absl::GetFlag(FLAGS_seed);
+  if (absl::Status s = lab::ValidateFleetConfig(config); !s.ok()) return s;
+  return config;
+}
+
+int RunFleet(const Command& cmd) {
+  if (!cmd.args.empty()) {
+    return UsageError(*cmd.verb, "--fleet takes its workloads from --fleet-workloads");
+  }
+  absl::StatusOr<lab::FleetConfig> config = FleetConfigFromFlags(cmd);
+  if (!config.ok()) return UsageError(*cmd.verb, config.status().message());
+  absl::StatusOr<std::vector<uint32_t>> hosts = FleetHostsFromFlag();
+  if (!hosts.ok()) return UsageError(*cmd.verb, hosts.status().message());
+  absl::StatusOr<std::vector<lab::FleetWorkload>> workloads = FleetWorkloadsFromFlag();
+  if (!workloads.ok()) return UsageError(*cmd.verb, workloads.status().message());
+  absl::StatusOr<std::vector<lab::FleetResult>> results =
+      lab::RunFleetLab(*config, *hosts, *workloads);
+  if (!results.ok()) return UsageError(*cmd.verb, results.status().message());
+  if (absl::GetFlag(FLAGS_json)) {
+    absl::FPrintF(stdout, "%s\n", lab::FleetToJson(*config, *results).dump(2));
+    return kExitOk;
+  }
+  absl::FPrintF(stdout,
+                "one Redis bucket of %s, capacity %d; round trip %s; the fleet offers %.2fx the "
+                "rate;\n%s of simulated time per run, a request waits at most %s, idle pools go "
+                "back after %s; seed %d.\n\n",
+                config->limit.ToString(), config->capacity,
+                absl::FormatDuration(config->round_trip), config->load,
+                absl::FormatDuration(config->duration), absl::FormatDuration(config->max_wait),
+                absl::FormatDuration(config->idle_return), config->seed);
+  PrintTable(lab::FleetRows(*results));
+  return kExitOk;
+}
+
 int RunLab(const Command& cmd) {
+  if (absl::GetFlag(FLAGS_fleet)) return RunFleet(cmd);
   lab::LabConfig config;
   absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_lab_rate));
   if (!rate.ok())
@@ -140,9 +242,23 @@ int RunLab(const Command& cmd) {
   return kExitOk;
 }
 
-constexpr absl::string_view kLabFlags[] = {
-    "lab_rate",     "lab_burst",   "lab_algorithms", "lab_duration", "lab_clients",
-    "lab_max_wait", "lab_latency", "lab_plot_dir",   "seed",         "json"};
+constexpr absl::string_view kLabFlags[] = {"lab_rate",
+                                           "lab_burst",
+                                           "lab_algorithms",
+                                           "lab_duration",
+                                           "lab_clients",
+                                           "lab_max_wait",
+                                           "lab_latency",
+                                           "lab_plot_dir",
+                                           "seed",
+                                           "json",
+                                           "fleet",
+                                           "fleet_hosts",
+                                           "fleet_rtt",
+                                           "fleet_workloads",
+                                           "fleet_load",
+                                           "fleet_idle_return",
+                                           "fleet_cap_outstanding"};
 
 const Verb kLabVerb = {
     .order = 90,
@@ -150,7 +266,11 @@ const Verb kLabVerb = {
     .usage =
         "lab [WORKLOAD...] [--lab-rate N/UNIT] [--lab-burst N] [--lab-algorithms A,B,...] "
         "[--lab-duration D] [--lab-clients N] [--lab-max-wait D] [--lab-latency D] [--seed N] "
-        "[--lab-plot-dir DIR] [--json]",
+        "[--lab-plot-dir DIR] [--json]\n"
+        "       lab --fleet [--fleet-hosts N,N,...] [--fleet-rtt D] [--fleet-workloads W,W,...] "
+        "[--fleet-load X] [--fleet-idle-return D] [--fleet-cap-outstanding=false] [--lab-rate "
+        "N/UNIT] [--lab-burst N] "
+        "[--lab-duration D] [--lab-max-wait D] [--seed N] [--json]",
     .summary = "compare throttle algorithms on simulated traffic",
     .description =
         "Runs each WORKLOAD (steady, poisson, bursty, launch-spike, boundary; default all)\n"
@@ -159,7 +279,17 @@ const Verb kLabVerb = {
         "bucket at the limit would have answered; the most admitted in any one period and\n"
         "its ratio to the limit (overshoot); utilization (admitted over what the limit\n"
         "allows); p50 and p99 waits; Jain's fairness across clients. --lab-plot-dir writes\n"
-        "WORKLOAD.svg pictures of the admitted rate over time. Same seed, same numbers.",
+        "WORKLOAD.svg pictures of the admitted rate over time. Same seed, same numbers.\n"
+        "\n"
+        "--fleet simulates instead H hosts (each of --fleet-hosts) leasing permits from one\n"
+        "Redis bucket (--lab-rate, default 100000/s; capacity --lab-burst, default 6 s of the\n"
+        "rate) with the lease sizing rule, per workload (steady, bursty, skewed, crash), for\n"
+        "--lab-duration (default 1m; a request waits at most --lab-max-wait, default 1s),\n"
+        "and prints: utilization (admitted over C + R t), over-admissions (windows of 10 ms,\n"
+        "1 s, 10 s and the run above C + R W: must be 0), permits leased but unused at the\n"
+        "end and lost with crashed hosts, the most pooled at once, fairness, Redis calls per\n"
+        "second and per 1,000 admits, and waits. Redis keeps its bucket below C minus the\n"
+        "permits out in pools unless --fleet-cap-outstanding=false.",
     .flags = kLabFlags,
     .required = {},
     .args = {},
