@@ -3,10 +3,13 @@
 #include "sluice/redis_buckets.h"
 
 #include <algorithm>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "src/cluster/gcra_script.h"
 #include "src/cluster/redis_link.h"
@@ -46,6 +49,17 @@ int64_t RedisNanos(const RedisValue& s, const RedisValue& us) {
   return std::clamp<int64_t>(Integer(s), 0, int64_t{9'000'000'000}) * 1'000'000'000 +
          std::clamp<int64_t>(Integer(us), 0, 999'999) * 1'000;
 }
+
+// A bulk string holding an integer (TIME's fields, a sorted set's scores).
+std::optional<int64_t> IntegerText(const RedisValue& v) {
+  int64_t n = 0;
+  if (v.type != RedisValue::Type::kString || !absl::SimpleAtoi(v.text, &n)) return std::nullopt;
+  return n;
+}
+
+// A host counts as alive while its last lease is less than this many seconds
+// old (the lease script prunes the rest: scores up to now - 60).
+constexpr int64_t kHostsWindowSeconds = 60;
 
 uint64_t NonNegative(const RedisValue& v) {
   return static_cast<uint64_t>(std::max<int64_t>(Integer(v), 0));
@@ -202,6 +216,35 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Available(absl::Span<const L
   std::vector<LeaseAsk> reads(buckets.begin(), buckets.end());
   for (LeaseAsk& a : reads) a.want = 0;
   return Adjust(reads, "return", "");
+}
+
+absl::StatusOr<std::vector<FleetHost>> RedisBuckets::Hosts() {
+  int64_t now_s = fixed_now_ns_ / 1'000'000'000;
+  if (fixed_now_ns_ < 0) {
+    absl::StatusOr<RedisValue> time = link_->Command({"TIME"});
+    if (!time.ok()) return time.status();
+    if (absl::Status s = Malformed("TIME", *time, 2); !s.ok()) return s;
+    std::optional<int64_t> seconds = IntegerText(time->elements[0]);
+    if (!seconds) return absl::InternalError("Redis answered TIME with an unexpected reply");
+    now_s = *seconds;
+  }
+  absl::StatusOr<RedisValue> r =
+      link_->Command({"ZRANGEBYSCORE", RedisKey("hosts"),
+                      absl::StrCat("(", now_s - kHostsWindowSeconds), "+inf", "WITHSCORES"});
+  if (!r.ok()) return r.status();
+  if (absl::Status s = Malformed("the hosts' set", *r, 0); !s.ok()) return s;
+  std::vector<FleetHost> hosts;
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    const std::optional<int64_t> seen = IntegerText(r->elements[i + 1]);
+    if (r->elements[i].type != RedisValue::Type::kString || !seen) {
+      return absl::InternalError("Redis answered the hosts' set with an unexpected reply");
+    }
+    hosts.push_back({r->elements[i].text, absl::Seconds(std::max<int64_t>(now_s - *seen, 0))});
+  }
+  std::sort(hosts.begin(), hosts.end(), [](const FleetHost& a, const FleetHost& b) {
+    return std::tie(a.since_seen, a.name) < std::tie(b.since_seen, b.name);
+  });
+  return hosts;
 }
 
 }  // namespace sluice

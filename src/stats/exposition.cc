@@ -278,6 +278,30 @@ Json GroupJson(const Group& g) {
   };
 }
 
+// The fleet (with a [cluster] table): nulls where Redis did not answer.
+Json ClusterJson(const StatsSnapshot::Cluster& c) {
+  Json hosts = Json::array();
+  for (const StatsSnapshot::Cluster::Host& h : c.hosts) {
+    hosts.push_back({{"name", h.name}, {"seconds_since_seen", absl::ToInt64Seconds(h.since_seen)}});
+  }
+  Json buckets = Json::array();
+  for (const StatsSnapshot::Cluster::Bucket& b : c.buckets) {
+    buckets.push_back({{"key", b.key},
+                       {"capacity", b.capacity},
+                       {"global", b.global ? Json(*b.global) : Json(nullptr)},
+                       {"pool", b.pool ? Json(*b.pool) : Json(nullptr)}});
+  }
+  return {
+      {"redis", c.redis},
+      {"key_prefix", c.key_prefix},
+      {"mode", ClusterModeName(c.mode)},
+      {"error", c.error.empty() ? Json(nullptr) : Json(c.error)},
+      {"hosts_alive", c.error.empty() ? Json(c.hosts.size()) : Json(nullptr)},
+      {"hosts", std::move(hosts)},
+      {"buckets", std::move(buckets)},
+  };
+}
+
 }  // namespace
 
 std::string FormatStatsJson(const StatsSnapshot& s) {
@@ -298,6 +322,7 @@ std::string FormatStatsJson(const StatsSnapshot& s) {
                                 {"alive", p.alive},
                                 {"attached", Rfc3339(absl::FromUnixNanos(p.attached_unix_ns))}});
   }
+  doc["cluster"] = s.cluster ? ClusterJson(*s.cluster) : Json(nullptr);
   // Names come from shared memory and need not be valid UTF-8; `replace`
   // substitutes U+FFFD instead of throwing.
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

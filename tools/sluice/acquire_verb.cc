@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -21,7 +20,6 @@
 #include "sluice/fleet_store.h"
 #include "sluice/rate.h"
 #include "sluice/redis_buckets.h"
-#include "sluice/redis_url.h"
 #include "sluice/segment.h"
 #include "sluice/store.h"
 #include "sluice/token_bucket.h"
@@ -32,12 +30,6 @@ ABSL_FLAG(uint64_t, burst, 0, "the bucket's capacity: the most permits that can 
 ABSL_FLAG(uint64_t, tokens, 1, "permits to take");
 ABSL_FLAG(bool, reconfigure, false,
           "if the bucket exists with another rate or burst, change it (keeping its fill ratio)");
-ABSL_FLAG(std::string, redis, "",
-          "share the bucket with every host on this Redis, redis://HOST[:PORT][/DB] (a password "
-          "comes from $SLUICE_REDIS_PASSWORD)");
-ABSL_FLAG(std::string, mode, "lease",
-          "with --redis: lease (admit from this host's pool, leased from Redis) or exact (each "
-          "acquire decided in Redis)");
 
 namespace sluice {
 namespace {
@@ -106,20 +98,19 @@ int AcquireLeased(const Command& cmd, const RedisBucketsOptions& redis, const Re
 int AcquireFromFleet(const Command& cmd, const BucketConfig& config, uint64_t tokens,
                      absl::Duration timeout) {
   const Verb& verb = *cmd.verb;
-  absl::StatusOr<RedisEndpoint> endpoint = ParseRedisUrl(absl::GetFlag(FLAGS_redis));
-  if (!endpoint.ok())
-    return UsageError(verb, absl::StrCat("--redis: ", endpoint.status().message()));
-  const std::string mode = absl::GetFlag(FLAGS_mode);
-  if (mode != "lease" && mode != "exact") {
-    return UsageError(verb, absl::StrCat("--mode must be lease or exact, got '", mode, "'"));
-  }
+  absl::StatusOr<ClusterSettings> cluster = ClusterFromFlags(cmd);
+  if (!cluster.ok()) return UsageError(verb, cluster.status().message());
   if (absl::Status s = RedisBuckets::Validate(config); !s.ok())
     return UsageError(verb, s.message());
-  RedisBucketsOptions options{.host = endpoint->host, .port = endpoint->port, .db = endpoint->db};
-  if (const char* password = std::getenv("SLUICE_REDIS_PASSWORD")) options.password = password;
+  absl::StatusOr<std::string> password = ClusterPassword(*cluster);
+  if (!password.ok()) return Fail(cmd, password.status());
+  const RedisBucketsOptions options{.host = cluster->redis.host,
+                                    .port = cluster->redis.port,
+                                    .db = cluster->redis.db,
+                                    .password = *std::move(password)};
   const RedisCharge charge{cmd.args[0], config, tokens};
-  return mode == "exact" ? AcquireExact(cmd, options, charge, timeout)
-                         : AcquireLeased(cmd, options, charge, timeout);
+  return cluster->mode == ClusterMode::kExact ? AcquireExact(cmd, options, charge, timeout)
+                                              : AcquireLeased(cmd, options, charge, timeout);
 }
 
 int RunAcquire(const Command& cmd) {

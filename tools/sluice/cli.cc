@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "absl/flags/flag.h"
 #include "absl/strings/ascii.h"
@@ -15,6 +18,7 @@
 #include "absl/strings/str_replace.h"
 #include "sluice/cluster_settings.h"
 #include "sluice/fleet_store.h"
+#include "sluice/redis_url.h"
 
 // Flags more than one verb takes.
 ABSL_FLAG(std::string, segment, std::string(sluice::kDefaultSegmentName),
@@ -39,6 +43,12 @@ ABSL_FLAG(absl::Duration, latency, absl::ZeroDuration(),
 ABSL_FLAG(std::string, listen, "",
           "HOST:PORT to serve on, e.g. 127.0.0.1:9464 (port 0 picks a free one)");
 ABSL_FLAG(int, port, 0, "port to serve on, on 127.0.0.1 (0 picks a free one)");
+ABSL_FLAG(std::string, redis, "",
+          "the fleet's Redis, redis://HOST[:PORT][/DB], shared by every host naming it (a "
+          "password comes from $SLUICE_REDIS_PASSWORD)");
+ABSL_FLAG(std::string, mode, "lease",
+          "with --redis: lease (admit from this host's pool, leased from Redis) or exact (each "
+          "decision made in Redis)");
 
 namespace sluice {
 namespace {
@@ -195,6 +205,30 @@ absl::StatusOr<LimitsConfig> LimitsFromFlags() {
   config.source = "(no --config)";
   config.scopes["global"].name = "global";
   return config;
+}
+
+absl::StatusOr<ClusterSettings> ClusterFromFlags(const Command& cmd, ClusterSettings base) {
+  const std::string url = absl::GetFlag(FLAGS_redis);
+  absl::StatusOr<RedisEndpoint> endpoint = ParseRedisUrl(url);
+  if (!endpoint.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--redis: ", endpoint.status().message()));
+  }
+  base.redis_url = url;
+  base.redis = *std::move(endpoint);
+  if (cmd.Given("mode")) {
+    const std::string mode = absl::GetFlag(FLAGS_mode);
+    const std::optional<ClusterMode> parsed = ParseClusterMode(mode);
+    if (!parsed) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mode must be lease or exact, got '", mode, "'"));
+    }
+    base.mode = *parsed;
+  }
+  if (base.password_env.empty()) {
+    const char* password = std::getenv(kRedisPasswordEnv);
+    if (password != nullptr && *password != '\0') base.password_env = kRedisPasswordEnv;
+  }
+  return base;
 }
 
 }  // namespace sluice

@@ -21,6 +21,7 @@
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "sluice/client.h"
+#include "sluice/cluster_settings.h"
 #include "sluice/limits.h"
 #include "sluice/segment.h"
 #include "sluice/store.h"
@@ -40,6 +41,8 @@ ABSL_DECLARE_FLAG(int, port);
 ABSL_DECLARE_FLAG(std::string, listen);
 ABSL_DECLARE_FLAG(double, time_scale);
 ABSL_DECLARE_FLAG(absl::Duration, latency);
+ABSL_DECLARE_FLAG(std::string, redis);
+ABSL_DECLARE_FLAG(std::string, mode);
 
 namespace sluice {
 
@@ -135,6 +138,17 @@ absl::Status WaitForStopSignal();
 // The same, for verbs that also reload on SIGHUP (blocked with the others):
 // returns the signal received, SIGINT, SIGTERM or SIGHUP.
 absl::StatusOr<int> WaitForSignal();
+
+// Where --redis's password comes from (never a flag: flags show in process
+// listings).
+inline constexpr char kRedisPasswordEnv[] = "SLUICE_REDIS_PASSWORD";
+
+// The fleet that --redis URL (REQUIRES: given) and --mode name, over `base`
+// (a limits file's [cluster] table, or the defaults): --mode replaces the
+// base's mode only when given; the password comes from the base's
+// password_env or else from $SLUICE_REDIS_PASSWORD when it is set.
+// InvalidArgument naming the flag that is wrong.
+absl::StatusOr<ClusterSettings> ClusterFromFlags(const Command& cmd, ClusterSettings base = {});
 
 // Opens the --segment that must already exist, without recording this process
 // in it: the tools that only look or remove must not show up as users.

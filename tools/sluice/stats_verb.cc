@@ -35,6 +35,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sluice/cluster_settings.h"
+#include "sluice/cluster_stats.h"
 #include "sluice/limits.h"
 #include "tools/sluice/cli.h"
 #include "tools/stats/stats.h"
@@ -59,8 +61,28 @@ absl::StatusOr<std::optional<LimitsConfig>> ConfigFromFlags() {
   return std::optional<LimitsConfig>(*std::move(config));
 }
 
-absl::StatusOr<StatsSnapshot> Snapshot(const std::optional<LimitsConfig>& config) {
-  return TakeStatsSnapshot(absl::GetFlag(FLAGS_segment), config ? &*config : nullptr);
+// The fleet to show: --redis (over the file's [cluster] table, if any), or
+// the file's [cluster] table; none without either.
+absl::StatusOr<std::optional<ClusterSettings>> ClusterFor(
+    const Command& cmd, const std::optional<LimitsConfig>& config) {
+  const bool in_file = config && config->cluster;
+  if (cmd.Given("redis")) {
+    absl::StatusOr<ClusterSettings> cluster =
+        ClusterFromFlags(cmd, in_file ? *config->cluster : ClusterSettings());
+    if (!cluster.ok()) return cluster.status();
+    return std::optional<ClusterSettings>(*std::move(cluster));
+  }
+  if (cmd.Given("mode")) return absl::InvalidArgumentError("--mode needs --redis");
+  return in_file ? config->cluster : std::nullopt;
+}
+
+// A snapshot of the segment and, with `cluster`, of the fleet's Redis.
+absl::StatusOr<StatsSnapshot> Snapshot(const std::optional<LimitsConfig>& config,
+                                       const std::optional<ClusterSettings>& cluster = {}) {
+  const LimitsConfig* limits = config ? &*config : nullptr;
+  absl::StatusOr<StatsSnapshot> snapshot = TakeStatsSnapshot(absl::GetFlag(FLAGS_segment), limits);
+  if (snapshot.ok() && cluster) AddClusterStats(*cluster, limits, &*snapshot);
+  return snapshot;
 }
 
 // Checks --iterations and returns it.
@@ -150,9 +172,13 @@ int RunStats(const Command& cmd) {
   }
   absl::StatusOr<std::optional<LimitsConfig>> config = ConfigFromFlags();
   if (!config.ok()) return Fail(cmd, config.status());
+  absl::StatusOr<std::optional<ClusterSettings>> cluster = ClusterFor(cmd, *config);
+  if (!cluster.ok()) return UsageError(verb, cluster.status().message());
+  // The exposition has no cluster families: nothing to ask Redis.
+  if (prometheus) cluster->reset();
 
   auto report = [&]() -> absl::Status {
-    absl::StatusOr<StatsSnapshot> snapshot = Snapshot(*config);
+    absl::StatusOr<StatsSnapshot> snapshot = Snapshot(*config, *cluster);
     if (!snapshot.ok()) return snapshot.status();
     const std::string text = json         ? FormatStatsJson(*snapshot)
                              : prometheus ? FormatPrometheus(*snapshot)
@@ -254,11 +280,12 @@ class Terminal {
 };
 
 absl::Status TopLoop(absl::Duration interval, int64_t iterations,
-                     const std::optional<LimitsConfig>& config, Signals& signals) {
+                     const std::optional<LimitsConfig>& config,
+                     const std::optional<ClusterSettings>& cluster, Signals& signals) {
   const Terminal terminal;
   const absl::Time start = absl::Now();
   for (int64_t n = 1;; ++n) {
-    absl::StatusOr<StatsSnapshot> snapshot = Snapshot(config);
+    absl::StatusOr<StatsSnapshot> snapshot = Snapshot(config, cluster);
     if (!snapshot.ok()) return snapshot.status();
     terminal.Draw(
         absl::StrCat("sluice top: every ", absl::FormatDuration(interval),
@@ -292,13 +319,15 @@ int RunTop(const Command& cmd) {
   if (!iterations.ok()) return UsageError(verb, iterations.status().message());
   absl::StatusOr<std::optional<LimitsConfig>> config = ConfigFromFlags();
   if (!config.ok()) return Fail(cmd, config.status());
+  absl::StatusOr<std::optional<ClusterSettings>> cluster = ClusterFor(cmd, *config);
+  if (!cluster.ok()) return UsageError(verb, cluster.status().message());
   // Checked before the screen is taken over, so that the error stays visible.
   if (absl::StatusOr<StatsSnapshot> first = Snapshot(*config); !first.ok()) {
     return Fail(cmd, first.status());
   }
   absl::StatusOr<std::unique_ptr<Signals>> signals = Signals::Block({SIGWINCH});
   if (!signals.ok()) return Fail(cmd, signals.status());
-  absl::Status s = TopLoop(interval, *iterations, *config, **signals);
+  absl::Status s = TopLoop(interval, *iterations, *config, *cluster, **signals);
   return s.ok() ? kExitOk : Fail(cmd, s);
 }
 
@@ -331,9 +360,10 @@ int RunMetrics(const Command& cmd) {
 
 // The verbs ----------------------------------------------------------------------
 
-constexpr absl::string_view kStatsFlags[] = {"segment",    "config", "json",
-                                             "prometheus", "watch",  "iterations"};
-constexpr absl::string_view kTopFlags[] = {"segment", "config", "interval", "iterations"};
+constexpr absl::string_view kStatsFlags[] = {"segment", "config",     "json",  "prometheus",
+                                             "watch",   "iterations", "redis", "mode"};
+constexpr absl::string_view kTopFlags[] = {"segment",    "config", "interval",
+                                           "iterations", "redis",  "mode"};
 constexpr absl::string_view kMetricsFlags[] = {"listen", "segment", "config"};
 constexpr absl::string_view kMetricsRequired[] = {"listen"};
 
@@ -342,7 +372,7 @@ const Verb kStatsVerb = {
     .name = "stats",
     .usage =
         "stats [--segment NAME] [--config FILE] [--json|--prometheus] "
-        "[--watch DURATION [--iterations N]]",
+        "[--watch DURATION [--iterations N]] [--redis URL [--mode lease|exact]]",
     .summary = "show every bucket's headroom, pressure and bottlenecks, budgets and processes",
     .description =
         "Prints, per scope and per provider model class, each bucket's rate, burst,\n"
@@ -355,7 +385,14 @@ const Verb kStatsVerb = {
         "--prometheus the Prometheus text exposition. --watch DURATION prints the\n"
         "report every DURATION until SIGINT or SIGTERM (exit 0), or --iterations\n"
         "times. Only reads: the segment must exist, and this process is not recorded\n"
-        "in it.",
+        "in it.\n"
+        "With a [cluster] table in the --config file (or --redis URL, which overrides\n"
+        "its redis; the password comes from its password_env, or $SLUICE_REDIS_PASSWORD)\n"
+        "it also shows the fleet: its Redis and mode, the hosts that leased in the last\n"
+        "minute and how long ago, and each bucket's level in Redis beside this host's\n"
+        "pool. Reading Redis changes nothing there and waits at most the table's timeout\n"
+        "per command; when Redis cannot be read the report says why and the rest is\n"
+        "shown as usual (exit 0). --prometheus leaves the fleet out.",
     .flags = kStatsFlags,
     .required = {},
     .args = {},
@@ -366,7 +403,9 @@ SLUICE_VERB(kStatsVerb);
 const Verb kTopVerb = {
     .order = 71,
     .name = "top",
-    .usage = "top [--segment NAME] [--config FILE] [--interval DURATION] [--iterations N]",
+    .usage =
+        "top [--segment NAME] [--config FILE] [--interval DURATION] [--iterations N] "
+        "[--redis URL [--mode lease|exact]]",
     .summary = "a live full-screen view of the stats, redrawn in place",
     .description =
         "Shows what `sluice stats` prints, redrawn in place every --interval on the\n"

@@ -22,7 +22,8 @@
 
 namespace sluice {
 
-// The text view: a header, then tables of buckets, budgets, concurrency caps,
+// The text view: a header (with a [cluster] table, the fleet's Redis and
+// hosts), then tables of buckets (and the fleet's levels), budgets, concurrency caps,
 // scope paths (with a config) and processes; local times.
 std::string FormatStatsText(const StatsSnapshot& snapshot);
 

@@ -146,6 +146,41 @@ void AppendProcesses(const StatsSnapshot& s, std::string* out) {
   AppendTable(rows, "rll", out);
 }
 
+// The hosts a text line names; the JSON document lists them all.
+constexpr size_t kHostsShown = 10;
+
+// The fleet's lines of the header: where its Redis is, and who was seen.
+void AppendClusterHeader(const StatsSnapshot::Cluster& c, std::string* out) {
+  absl::StrAppend(out, "cluster    ", c.redis, ", ", ClusterModeName(c.mode), " mode, key prefix ",
+                  c.key_prefix, "\n");
+  if (!c.error.empty()) {
+    absl::StrAppend(out, "redis      error: ", c.error, "\n");
+    return;
+  }
+  std::vector<std::string> names;
+  for (size_t i = 0; i < c.hosts.size() && i < kHostsShown; ++i) {
+    names.push_back(
+        absl::StrCat(c.hosts[i].name, " (", absl::ToInt64Seconds(c.hosts[i].since_seen), "s ago)"));
+  }
+  if (c.hosts.size() > kHostsShown)
+    names.push_back(absl::StrCat(c.hosts.size() - kHostsShown, " more"));
+  absl::StrAppend(out, "hosts      ", c.hosts.size(), " seen in the last minute",
+                  names.empty() ? "" : ": ", absl::StrJoin(names, ", "), "\n");
+}
+
+// Each fleet bucket's level in Redis beside this host's pool.
+void AppendClusterBuckets(const StatsSnapshot::Cluster& c, std::string* out) {
+  if (c.buckets.empty()) return;
+  std::vector<std::vector<std::string>> rows = {
+      {"FLEET BUCKET", "BURST", "GLOBAL", "THIS HOST'S POOL"}};
+  for (const StatsSnapshot::Cluster::Bucket& b : c.buckets) {
+    rows.push_back({b.key, absl::StrCat(b.capacity), b.global ? absl::StrCat(*b.global) : "-",
+                    b.pool ? absl::StrCat(*b.pool) : "-"});
+  }
+  absl::StrAppend(out, "\n");
+  AppendTable(rows, "lrrr", out);
+}
+
 }  // namespace
 
 std::string FormatStatsText(const StatsSnapshot& s) {
@@ -156,12 +191,14 @@ std::string FormatStatsText(const StatsSnapshot& s) {
   if (!s.config.empty()) absl::StrAppend(&out, "config     ", s.config, "\n");
   absl::StrAppend(&out, "processes  ", s.processes.size(), " attached, ", s.AliveProcesses(),
                   " alive\n");
+  if (s.cluster) AppendClusterHeader(*s.cluster, &out);
   AppendBuckets(s, &out);
   const TopBottleneck top = FindTopBottleneck(s);
   if (top.count > 0) {
     absl::StrAppend(&out, "bottleneck: ", top.key, " (", top.count,
                     top.count == 1 ? " time)\n" : " times)\n");
   }
+  if (s.cluster) AppendClusterBuckets(*s.cluster, &out);
   AppendBudgets(s, &out);
   AppendConcurrency(s, &out);
   AppendScopePaths(s, &out);

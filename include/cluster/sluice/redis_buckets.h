@@ -100,6 +100,14 @@ struct LeaseGrant {
   uint64_t available = 0;
 };
 
+// A host of the fleet, as the hosts' set in Redis records it.
+struct FleetHost {
+  std::string name;
+  // How long ago it last leased, by Redis's clock (whole seconds: the set
+  // keeps the second of each lease).
+  absl::Duration since_seen;
+};
+
 struct LeaseResult {
   std::vector<LeaseGrant> grants;  // one per ask
   uint32_t hosts_alive = 0;        // hosts that leased in the last minute
@@ -142,6 +150,13 @@ class RedisBuckets {
   absl::StatusOr<std::vector<uint64_t>> Debit(absl::Span<const LeaseAsk> permits);
   // What each bucket holds now (reads only).
   absl::StatusOr<std::vector<uint64_t>> Available(absl::Span<const LeaseAsk> buckets);
+
+  // The hosts that leased in the last minute (the hosts counted alive, as
+  // LeaseResult::hosts_alive counts them), most recently seen first, ties by
+  // name. Reads only: two plain commands (TIME, then ZRANGEBYSCORE ...
+  // WITHSCORES on "{<prefix>}hosts"), no script; hosts older than a minute
+  // that no lease has pruned yet are left out. Unavailable when Redis is.
+  absl::StatusOr<std::vector<FleetHost>> Hosts();
 
   // The Redis key a bucket lives at.
   std::string RedisKey(absl::string_view key) const;

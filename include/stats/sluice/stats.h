@@ -19,6 +19,10 @@
 // each scope its parent and its path to the root, and what the configuration
 // names but no process has opened yet is listed too (as not in the segment).
 //
+// With a [cluster] table, AddClusterStats (cluster_stats.h) adds the fleet
+// the host shares its limits with: its hosts and each bucket's level in
+// Redis.
+//
 // Budget windows are the policy's (BudgetWindowId): the UTC day and the UTC
 // month. A counter still in an older window has spent nothing in the current
 // one.
@@ -100,6 +104,31 @@ struct StatsSnapshot {
     std::vector<Budget> budgets;    // day, then month
     std::vector<Concurrency> concurrency;
   };
+  // The fleet this host shares its limits with, when the limits file has a
+  // [cluster] table (filled in by AddClusterStats, cluster_stats.h).
+  struct Cluster {
+    struct Host {
+      std::string name;
+      absl::Duration since_seen;  // by Redis's clock, whole seconds
+    };
+    struct Bucket {
+      std::string key;
+      uint64_t capacity = 0;  // permits (the burst)
+      // Permits in the fleet's bucket in Redis; nullopt when Redis did not
+      // answer, or for a bucket Redis cannot hold (RedisBuckets::Validate).
+      std::optional<uint64_t> global;
+      // Permits in this host's pool (lease mode: the segment's cell under
+      // the same key); nullopt in exact mode or before any process opened it.
+      std::optional<int64_t> pool;
+    };
+    std::string redis;  // the endpoint, "redis://host:port/db" (never a password)
+    std::string key_prefix;
+    ClusterMode mode = ClusterMode::kLease;
+    // Why Redis could not be read ("" when it answered): it names host:port.
+    std::string error;
+    std::vector<Host> hosts;  // seen in the last minute, most recent first
+    std::vector<Bucket> buckets;
+  };
   struct Process {
     pid_t pid = 0;
     bool alive = false;
@@ -116,6 +145,7 @@ struct StatsSnapshot {
   // then other keys' groups.
   std::vector<Group> groups;
   std::vector<Process> processes;
+  std::optional<Cluster> cluster;  // without a [cluster] table: none
 
   // The processes still running.
   int AliveProcesses() const;
