@@ -7,6 +7,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/random/distributions.h"
 #include "sluice/lease_sizing.h"
 #include "sluice/pool.h"
 
@@ -141,8 +142,10 @@ void Refiller::Step(int64_t now_ns) {
     const LeasePlan plan = PlanLease({.capacity = t.config.capacity,
                                       .demand_per_second = t.demand,
                                       .round_trip = rtt_,
-                                      .hosts_alive = std::max<uint32_t>(hosts_alive_, 1)});
+                                      .hosts_alive = std::max<uint32_t>(hosts_alive_, 1),
+                                      .rate_per_second = PerNanosecond(t.config.rate) * 1e9});
     t.lease_size = plan.lease;
+    t.backoff = plan.backoff;
     if (redis_up_ && level > 0 && debt == 0 &&
         now_ns - t.last_active_ns > absl::ToInt64Nanoseconds(options_.idle_return)) {
       const uint64_t drained = pool.Drain(static_cast<uint64_t>(level));
@@ -194,7 +197,12 @@ void Refiller::LeaseLocked(std::vector<Tracked*>& asking, std::vector<LeaseAsk>&
       excess.push_back({t.key, t.config, g.granted - credited, HeldBy(t.cell)});
     }
     if (g.granted < asks[i].want) {
-      t.retry_at_ns = now_ns + std::max(g.wait_ns, absl::ToInt64Nanoseconds(rtt_));
+      // The bucket is dry: it refills at its rate for every host, and asking
+      // sooner only splits it into smaller grants. A draw from [backoff,
+      // 2 backoff) keeps hosts refused together from asking together again.
+      const int64_t backoff = absl::ToInt64Nanoseconds(t.backoff);
+      const int64_t drawn = backoff > 0 ? absl::Uniform<int64_t>(rng_, backoff, 2 * backoff) : 0;
+      t.retry_at_ns = now_ns + std::max({g.wait_ns, absl::ToInt64Nanoseconds(rtt_), drawn});
     }
   }
   if (!excess.empty()) GiveBackLocked(excess);

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/random/random.h"
 #include "absl/time/time.h"
 #include "sluice/fleet_store.h"
 #include "sluice/redis_buckets.h"
@@ -55,7 +56,8 @@ class Refiller {
     int64_t retry_at_ns = 0;
     double demand = 0;  // permits per second
     uint64_t lease_size = 0;
-    uint64_t wanted = 0;  // a waiting caller's request, until the next lease
+    absl::Duration backoff;  // the plan's, after a partial grant
+    uint64_t wanted = 0;     // a waiting caller's request, until the next lease
     uint64_t leased = 0, returned = 0, fleet_available = 0;
     // Credited while Redis was away, to be debited once it answers.
     uint64_t outage_credited = 0;
@@ -87,6 +89,7 @@ class Refiller {
   uint32_t hosts_alive_ = 0;                       // guarded by mu_
   int64_t next_heartbeat_ns_ = 0;                  // guarded by mu_
   absl::Duration rtt_ = absl::ZeroDuration();      // guarded by mu_
+  absl::BitGen rng_;                                // guarded by mu_
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

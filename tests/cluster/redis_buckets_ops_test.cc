@@ -95,6 +95,31 @@ TEST_F(RedisBucketsOpsTest, LeasesGrantWhatIsThereAndNeverGoIntoDebt) {
   EXPECT_EQ(r->hosts_alive, 1u);
 }
 
+// Permits kept in a pool across a refill must not add to a burst: the
+// bucket and the hosts' pools together hold at most its capacity.
+TEST_F(RedisBucketsOpsTest, PermitsInPoolsCountAgainstTheBucket) {
+  auto lease = [&](const char* host, uint64_t want, uint64_t held) {
+    absl::StatusOr<LeaseResult> r = buckets_->Lease({{"p", k10PerSecond, want, held}}, host);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->grants[0].granted : ~uint64_t{0};
+  };
+  EXPECT_EQ(lease("a", 6, 0), 6u);  // a keeps them in its pool
+  // A second later the bucket has refilled, but 6 of its 10 are in a's pool.
+  buckets_->SetTimeForTesting(kT0 + kSecond);
+  EXPECT_EQ(lease("b", 10, 0), 4u);
+  // a says its pool is spent: b's 4 are all that is out.
+  buckets_->SetTimeForTesting(kT0 + 2 * kSecond);
+  EXPECT_EQ(lease("a", 10, 0), 6u);
+  // Returning moves permits from a pool to the bucket: still 10 in all.
+  absl::StatusOr<std::vector<uint64_t>> after =
+      buckets_->Return({{"p", k10PerSecond, 6, /*held=*/0}}, "a");
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ((*after)[0], 6u);
+  // b is not seen for a minute: its pool (a crashed host's) counts nothing.
+  buckets_->SetTimeForTesting(kT0 + 63 * kSecond);
+  EXPECT_EQ(lease("a", 10, 0), 10u);
+}
+
 TEST_F(RedisBucketsOpsTest, ReturnsNeverFillPastCapacityAndDebitsMakeLaterCallsWait) {
   ASSERT_TRUE(buckets_->Lease({{"r", k10PerSecond, 6}}, "").ok());
   absl::StatusOr<std::vector<uint64_t>> after = buckets_->Return({{"r", k10PerSecond, 100}});
