@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <memory>
 #include <utility>
 
@@ -12,6 +13,14 @@
 #include "src/cluster/refiller.h"
 
 namespace sluice {
+namespace {
+
+// The refiller paces its own probes while Redis is away (every 100 ms); a
+// link backing off longer than a couple of them only delays seeing Redis
+// again (the goal: every host back within a second of Redis's return).
+constexpr absl::Duration kRefillerBackoffMax = absl::Milliseconds(200);
+
+}  // namespace
 
 FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller)
     : local_(local), refiller_(std::move(refiller)) {}
@@ -24,6 +33,8 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
     if (gethostname(name, sizeof(name) - 1) != 0) name[0] = '\0';
     options.host = absl::StrCat(name, ":", getpid());
   }
+  options.redis.reconnect_backoff_max =
+      std::min(options.redis.reconnect_backoff_max, kRefillerBackoffMax);
   const bool start = options.start_refiller;
   auto redis = RedisBuckets::Lazy(options.redis);
   auto refiller =

@@ -74,7 +74,12 @@ RedisBuckets::~RedisBuckets() = default;
 
 namespace {
 RedisLinkOptions LinkOptions(const RedisBucketsOptions& o) {
-  return {.host = o.host, .port = o.port, .db = o.db, .password = o.password, .timeout = o.timeout};
+  return {.host = o.host,
+          .port = o.port,
+          .db = o.db,
+          .password = o.password,
+          .timeout = o.timeout,
+          .backoff_max = o.reconnect_backoff_max};
 }
 }  // namespace
 

@@ -57,6 +57,10 @@ struct RedisBucketsOptions {
   // The longest any call waits on Redis (connect included).
   absl::Duration timeout = absl::Milliseconds(50);
   std::string key_prefix = "sluice:";
+  // While Redis is unreachable the link tries again after a backoff, full
+  // jitter from 10 ms doubling up to this cap: how long after Redis returns
+  // a caller may still be told Unavailable.
+  absl::Duration reconnect_backoff_max = absl::Seconds(1);
 };
 
 // One bucket of a request: its key, configuration and cost.
