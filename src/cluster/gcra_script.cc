@@ -141,7 +141,8 @@ for k = 1, #KEYS - 1 do
     if ready > 0 then wait = math.floor((ready + 15) / 16) end
   end
   if granted > 0 then save(KEYS[k], after, base, now, interval, tau) end
-  setpool(pk, host, held + granted, total + granted)
+  -- A lease without a host ("") takes permits for no pool: nothing is out.
+  if host ~= '' then setpool(pk, host, held + granted, total + granted) end
   out[#out + 1] = granted
   out[#out + 1] = wait
   out[#out + 1] = avail - granted
