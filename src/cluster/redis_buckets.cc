@@ -120,6 +120,18 @@ std::vector<std::string> RedisBuckets::TimeArgs() const {
           absl::StrCat(fixed_now_ns_ % 1'000'000'000 / 1'000)};
 }
 
+// A bucket's key, and its interval and span as the scripts take them;
+// InvalidArgument naming the bucket when Redis cannot hold it.
+absl::Status RedisBuckets::AddBucket(absl::string_view key, const BucketConfig& config,
+                                     std::vector<std::string>* keys,
+                                     std::vector<std::string>* args) const {
+  absl::StatusOr<Terms2> t = Derive(config);
+  if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(key, ": ", t.status().message()));
+  keys->push_back(RedisKey(key));
+  args->insert(args->end(), {absl::StrCat(t->interval), absl::StrCat(t->tau)});
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RedisDecision> RedisBuckets::Reserve(absl::Span<const RedisCharge> charges,
                                                     absl::Duration max_wait) {
   if (charges.empty()) return absl::InvalidArgumentError("a reservation needs a bucket");
@@ -129,11 +141,8 @@ absl::StatusOr<RedisDecision> RedisBuckets::Reserve(absl::Span<const RedisCharge
   args.push_back(
       absl::StrCat(std::clamp<int64_t>(absl::ToInt64Nanoseconds(max_wait), 0, wait_cap)));
   for (const RedisCharge& c : charges) {
-    absl::StatusOr<Terms2> t = Derive(c.config);
-    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(c.key, ": ", t.status().message()));
-    keys.push_back(RedisKey(c.key));
-    args.insert(args.end(),
-                {absl::StrCat(t->interval), absl::StrCat(t->tau), absl::StrCat(c.cost)});
+    if (absl::Status s = AddBucket(c.key, c.config, &keys, &args); !s.ok()) return s;
+    args.push_back(absl::StrCat(c.cost));
   }
   absl::StatusOr<RedisValue> r = link_->Eval(internal_cluster::ReserveScript(), keys, args);
   if (!r.ok()) return r.status();
@@ -157,11 +166,8 @@ absl::StatusOr<LeaseResult> RedisBuckets::Lease(absl::Span<const LeaseAsk> asks,
   std::vector<std::string> args = TimeArgs();
   args.push_back(std::string(host));
   for (const LeaseAsk& a : asks) {
-    absl::StatusOr<Terms2> t = Derive(a.config);
-    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(a.key, ": ", t.status().message()));
-    keys.push_back(RedisKey(a.key));
-    args.insert(args.end(), {absl::StrCat(t->interval), absl::StrCat(t->tau),
-                             absl::StrCat(std::min(a.want, a.config.capacity)),
+    if (absl::Status s = AddBucket(a.key, a.config, &keys, &args); !s.ok()) return s;
+    args.insert(args.end(), {absl::StrCat(std::min(a.want, a.config.capacity)),
                              absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   keys.push_back(RedisKey("hosts"));
@@ -190,11 +196,8 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Adjust(absl::Span<const Leas
   std::vector<std::string> args = TimeArgs();
   args.push_back(std::string(host));
   for (const LeaseAsk& a : asks) {
-    absl::StatusOr<Terms2> t = Derive(a.config);
-    if (!t.ok()) return absl::InvalidArgumentError(absl::StrCat(a.key, ": ", t.status().message()));
-    keys.push_back(RedisKey(a.key));
-    args.insert(args.end(), {absl::StrCat(t->interval), absl::StrCat(t->tau),
-                             absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)),
+    if (absl::Status s = AddBucket(a.key, a.config, &keys, &args); !s.ok()) return s;
+    args.insert(args.end(), {absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)),
                              std::string(mode), absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   if (keys.empty()) return std::vector<uint64_t>();

@@ -175,6 +175,8 @@ class RedisBuckets {
  private:
   RedisBuckets(RedisBucketsOptions options, std::unique_ptr<internal_cluster::RedisLink> link);
   std::vector<std::string> TimeArgs() const;
+  absl::Status AddBucket(absl::string_view key, const BucketConfig& config,
+                         std::vector<std::string>* keys, std::vector<std::string>* args) const;
   absl::StatusOr<std::vector<uint64_t>> Adjust(absl::Span<const LeaseAsk> asks,
                                                absl::string_view mode, absl::string_view host);
 
