@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -93,7 +94,10 @@ uint64_t LeaseHost(const FleetRun& run, const std::string& host, bool busy) {
 }
 
 // Forks one process per host; each writes what it admitted to a pipe.
-std::vector<uint64_t> RunHosts(const FleetRun& run, const std::vector<bool>& busy) {
+// `forked` runs once every host is forked (and before any result is read).
+std::vector<uint64_t> RunHosts(
+    const FleetRun& run, const std::vector<bool>& busy,
+    const std::function<void()>& forked = [] {}) {
   std::vector<int> fds;
   std::vector<pid_t> pids;
   for (size_t h = 0; h < busy.size(); ++h) {
@@ -112,6 +116,7 @@ std::vector<uint64_t> RunHosts(const FleetRun& run, const std::vector<bool>& bus
     fds.push_back(p[0]);
     pids.push_back(pid);
   }
+  forked();
   std::vector<uint64_t> admitted;
   for (size_t h = 0; h < pids.size(); ++h) {
     uint64_t n = 0;
@@ -167,11 +172,14 @@ TEST_P(FleetHostsTest, FourSaturatingHostsAdmitTheLimitAndNoMore) {
 // The same through a relay that delays each direction by 1 ms: 2 ms more
 // per round trip. Exact mode needs more connections per host to keep up.
 TEST_P(FleetHostsTest, FourSaturatingHostsOverALinkWith2msMoreLatency) {
-  auto relay = TcpRelay::Start(redis_.port(), absl::Milliseconds(1));
+  // Bound now, relaying only once the hosts are forked (RunHosts' `forked`):
+  // a process forked while another thread holds an allocator lock can
+  // deadlock (it did under ASan).
+  auto relay = TcpRelay::Listen(redis_.port(), absl::Milliseconds(1));
   ASSERT_TRUE(relay.ok()) << relay.status();
   FleetRun run = MakeRun(10, static_cast<uint16_t>((*relay)->port()));
   run.threads = 4;
-  ExpectTheLimit(RunHosts(run, {true, true, true, true}),
+  ExpectTheLimit(RunHosts(run, {true, true, true, true}, [&] { (*relay)->Serve(); }),
                  GetParam() == Mode::kLease ? "lease, +2 ms" : "exact, +2 ms");
 }
 

@@ -452,11 +452,14 @@ TEST_F(FleetOutageTest, AHostKilledHoldingALeaseLosesAtMostThatLease) {
 TEST_F(FleetOutageTest, ACutLinkNeverBlocksAnAdmit) {
   constexpr int kHosts = 4;
   constexpr double kRate = 2'000;
-  auto relay = TcpRelay::Start(redis_.port(), absl::Milliseconds(1));
+  // Bound now, relaying only after the fork: the hosts are forked from a
+  // process with one thread.
+  auto relay = TcpRelay::Listen(redis_.port(), absl::Milliseconds(1));
   ASSERT_TRUE(relay.ok()) << relay.status();
   const HostPlan plan = Plan(RedisDown::kLocalShare, 6, {Rate::PerSecond(2'000), 200},
                              static_cast<uint16_t>((*relay)->port()));
   Fork(plan, std::vector<Demand>(kHosts, Demand::kSaturating));
+  (*relay)->Serve();
   Clock::Monotonic().SleepUntil(plan.start_ns + 2 * kSecond);
   (*relay)->SetRefusing(true);
   (*relay)->CutAll();

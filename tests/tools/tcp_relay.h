@@ -55,6 +55,18 @@ class TcpRelay {
   // with `one_way_delay` each way. An error names the call that failed.
   static absl::StatusOr<std::unique_ptr<TcpRelay>> Start(
       int target_port, absl::Duration one_way_delay = absl::ZeroDuration()) {
+    absl::StatusOr<std::unique_ptr<TcpRelay>> relay = Listen(target_port, one_way_delay);
+    if (relay.ok()) (*relay)->Serve();
+    return relay;
+  }
+
+  // Start in two steps, for a test that forks: Listen binds the port (and
+  // connections queue on it) with no thread yet, so the test can fork its
+  // processes while it has only one thread (a child forked while another
+  // thread holds an allocator lock can deadlock, as under ASan); Serve then
+  // starts relaying. REQUIRES: Serve is called at most once.
+  static absl::StatusOr<std::unique_ptr<TcpRelay>> Listen(
+      int target_port, absl::Duration one_way_delay = absl::ZeroDuration()) {
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return Errno("socket");
     sockaddr_in addr = Loopback(0);
@@ -70,10 +82,12 @@ class TcpRelay {
       close(fd);
       return Errno("eventfd");
     }
-    std::unique_ptr<TcpRelay> relay(
+    return std::unique_ptr<TcpRelay>(
         new TcpRelay(fd, ntohs(addr.sin_port), target_port, wake, one_way_delay));
-    relay->acceptor_ = std::thread([r = relay.get()] { r->AcceptLoop(); });
-    return relay;
+  }
+
+  void Serve() {
+    acceptor_ = std::thread([this] { AcceptLoop(); });
   }
 
   TcpRelay(const TcpRelay&) = delete;
@@ -110,7 +124,7 @@ class TcpRelay {
       if (write(wake_fd_, &one, sizeof(one)) != sizeof(one)) {
         shutdown(listen_fd_, SHUT_RDWR);  // also wakes the acceptor on Linux
       }
-      acceptor_.join();
+      if (acceptor_.joinable()) acceptor_.join();
       close(listen_fd_);
       close(wake_fd_);
       CutAll();
