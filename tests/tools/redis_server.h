@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,8 +70,14 @@ class RedisServer {
         "redis-server", "--port", absl::StrCat(port_), "--bind",  "127.0.0.1",   "--save", "",
         "--appendonly", "no",     "--loglevel",        "warning", "--daemonize", "no"};
     if (!password_.empty()) args.insert(args.end(), {"--requirepass", password_});
+    const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid == 0) {
+      // Dies with the test: a test killed by its timeout (or SIGKILL) must
+      // not leave a redis-server behind. (The signal follows the forking
+      // thread; fixtures start servers from the test's main thread.)
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(127);
       std::vector<char*> argv;
       for (std::string& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
