@@ -89,7 +89,7 @@ class Refiller {
   uint32_t hosts_alive_ = 0;                       // guarded by mu_
   int64_t next_heartbeat_ns_ = 0;                  // guarded by mu_
   absl::Duration rtt_ = absl::ZeroDuration();      // guarded by mu_
-  absl::BitGen rng_;                                // guarded by mu_
+  absl::BitGen rng_;                               // guarded by mu_
 
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

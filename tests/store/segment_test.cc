@@ -1,7 +1,6 @@
 // The shared-memory segment within one process (and forked children where a
 // second process is the point): creation, permissions, the bucket table,
 // reclaiming, layout checks, recovery and removal.
-#include "sluice/pool.h"
 #include "sluice/segment.h"
 
 #include <signal.h>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "sluice/pool.h"
 #include "sluice/segment_info.h"
 #include "src/store/process.h"
 #include "src/store/segment_layout.h"
