@@ -20,6 +20,7 @@ constexpr double kDemandSeconds = 0.25;
 constexpr int64_t kElectionEveryNs = 100'000'000;
 constexpr int64_t kHeartbeatEveryNs = 10'000'000'000;
 constexpr int64_t kProbeEveryNs = 100'000'000;
+constexpr int64_t kShareLearnedEveryNs = 1'000'000'000;
 
 // What a pool holds now, as Redis counts it.
 uint64_t HeldBy(BucketCell* cell) {
@@ -71,15 +72,20 @@ void Refiller::Register(absl::string_view key, const BucketConfig& config, const
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& t : tracked_) {
     if (t->key == key) {
+      t->configured = config;
       t->config = config;
       t->cell = pool.cell();
+      t->shared_once = false;
+      next_share_ns_ = 0;
       return;
     }
   }
   auto t = std::make_unique<Tracked>();
   t->key = std::string(key);
+  t->configured = config;
   t->config = config;
   t->cell = pool.cell();
+  next_share_ns_ = 0;
   t->last_level = PoolRef(t->cell).Available();
   tracked_.push_back(std::move(t));
 }
@@ -169,6 +175,7 @@ void Refiller::Step(int64_t now_ns) {
     HeartbeatLocked(now_ns);
   }
   if (!redis_up_) OutageLocked(now_ns);
+  if (redis_up_ && now_ns >= next_share_ns_) ShareLearnedLocked(now_ns);
 }
 
 void Refiller::LeaseLocked(std::vector<Tracked*>& asking, std::vector<LeaseAsk>& asks,
@@ -298,6 +305,37 @@ void Refiller::GiveEverythingBackLocked() {
     if (drained > 0) gives.push_back({t->key, t->config, drained, HeldBy(t->cell)});
   }
   if (!gives.empty()) GiveBackLocked(gives);
+}
+
+void Refiller::ShareLearnedLocked(int64_t now_ns) {
+  next_share_ns_ = now_ns + kShareLearnedEveryNs;
+  std::vector<std::string> keys;
+  for (const auto& t : tracked_) keys.push_back(t->key);
+  absl::StatusOr<std::vector<LearnedLimits>> fleet = redis_->Learned(keys);
+  if (!fleet.ok()) return;  // Redis went away: the next lease finds out
+  for (size_t i = 0; i < tracked_.size(); ++i) ShareLearnedLocked(*tracked_[i], (*fleet)[i]);
+}
+
+void Refiller::ShareLearnedLocked(Tracked& t, const LearnedLimits& fleet) {
+  // Opening the pool again changes nothing and says what the host learned.
+  absl::StatusOr<StoredBucket> local = local_->Pool(t.key, t.configured);
+  if (!local.ok()) return;
+  // A change on this host (or, the first time, a rate the fleet lacks) is
+  // shared; otherwise the fleet's is taken in.
+  std::optional<Rate> rate = local->learned;
+  if (t.shared_once ? rate != t.local_rate_seen : !fleet.rate.has_value()) {
+    if (rate != fleet.rate && !redis_->ShareLearnedRate(t.key, rate).ok()) return;
+  } else if (fleet.rate != rate) {
+    if (!local_->Learn(t.key, fleet.rate).ok()) return;
+    rate = fleet.rate;
+  }
+  const uint64_t burst = std::max(local->learned_burst, fleet.burst);
+  if (burst > local->learned_burst && !local_->LearnBurst(t.key, burst).ok()) return;
+  if (burst > fleet.burst && !redis_->ShareLearnedBurst(t.key, burst).ok()) return;
+  t.local_rate_seen = rate;
+  t.shared_once = true;
+  const BucketConfig running = CapBurst(rate ? LowerTo(t.configured, *rate) : t.configured, burst);
+  if (RedisBuckets::Validate(running).ok()) t.config = running;
 }
 
 FleetStats Refiller::Stats() const {

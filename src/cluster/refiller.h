@@ -5,6 +5,14 @@
 // idle pools back, and goes by on_redis_down while Redis is away. One round
 // is Step(now); the thread runs a round every tick.
 //
+// It also carries limits learned from the provider across the fleet: about
+// once a second it shares what this host's store learned (Store::Learn and
+// LearnBurst, by any process on the host) through Redis, takes in what other
+// hosts learned, and leases from Redis at the bucket's learned limit, so
+// every host sends Redis the same bucket. A learned rate is the provider's
+// latest word (a change on this host is shared; otherwise a change in Redis
+// is taken in); a learned burst only grows, the largest known on any host.
+//
 // Thread safety: every method may be called from any thread; rounds and
 // registrations are serialized by one mutex (held across the round's Redis
 // calls, which wait at most the link's timeout).
@@ -48,7 +56,8 @@ class Refiller {
  private:
   struct Tracked {
     std::string key;
-    BucketConfig config;
+    BucketConfig configured;  // as the limits file says
+    BucketConfig config;      // what the fleet's bucket runs at: learned limits applied
     BucketCell* cell;
     int64_t last_level = 0;
     int64_t last_ns = -1;
@@ -63,6 +72,9 @@ class Refiller {
     uint64_t outage_credited = 0;
     double outage_accrued = 0;
     int64_t outage_last_ns = -1;
+    // The learned rate this host's store held after the last sharing.
+    std::optional<Rate> local_rate_seen;
+    bool shared_once = false;
   };
 
   bool ElectLocked(int64_t now_ns);
@@ -73,6 +85,8 @@ class Refiller {
   void RedisAnsweredLocked(uint32_t hosts_alive);
   void OutageLocked(int64_t now_ns);
   void GiveEverythingBackLocked();
+  void ShareLearnedLocked(int64_t now_ns);
+  void ShareLearnedLocked(Tracked& t, const LearnedLimits& fleet);
   void Run();
 
   Store* const local_;
@@ -88,6 +102,7 @@ class Refiller {
   bool ever_up_ = false;                           // guarded by mu_
   uint32_t hosts_alive_ = 0;                       // guarded by mu_
   int64_t next_heartbeat_ns_ = 0;                  // guarded by mu_
+  int64_t next_share_ns_ = 0;                      // guarded by mu_
   absl::Duration rtt_ = absl::ZeroDuration();      // guarded by mu_
   absl::BitGen rng_;                               // guarded by mu_
 

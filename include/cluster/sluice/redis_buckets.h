@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -112,6 +113,13 @@ struct FleetHost {
   absl::Duration since_seen;
 };
 
+// What hosts learned about a fleet's bucket from the provider's headers
+// (Store::Learn, Store::LearnBurst), as the fleet shares it.
+struct LearnedLimits {
+  std::optional<Rate> rate;  // the limit the provider states; nullopt: none
+  uint64_t burst = 0;        // the burst its bucket was seen to hold; 0: none
+};
+
 struct LeaseResult {
   std::vector<LeaseGrant> grants;  // one per ask
   uint32_t hosts_alive = 0;        // hosts that leased in the last minute
@@ -161,6 +169,16 @@ class RedisBuckets {
   // WITHSCORES on "{<prefix>}hosts"), no script; hosts older than a minute
   // that no lease has pruned yet are left out. Unavailable when Redis is.
   absl::StatusOr<std::vector<FleetHost>> Hosts();
+
+  // Limits learned from the provider, shared with every host in the hash
+  // "{<prefix>}learned": a learned rate is the provider's latest word, so
+  // the last one shared wins (nullopt clears it); a learned burst is a lower
+  // bound of the provider's bucket, so the largest shared stays (at most
+  // 2^32 - 1, as a segment keeps). Learned reads them for `keys`; what is
+  // not a valid rate there reads as none.
+  absl::Status ShareLearnedRate(absl::string_view key, std::optional<Rate> rate);
+  absl::Status ShareLearnedBurst(absl::string_view key, uint64_t burst);
+  absl::StatusOr<std::vector<LearnedLimits>> Learned(absl::Span<const std::string> keys);
 
   // The Redis key a bucket lives at.
   std::string RedisKey(absl::string_view key) const;

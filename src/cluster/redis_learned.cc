@@ -1,0 +1,99 @@
+// Limits learned from the provider, shared through the fleet's Redis
+// (RedisBuckets::ShareLearnedRate, ShareLearnedBurst, Learned).
+
+#include <algorithm>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "sluice/redis_buckets.h"
+#include "src/cluster/redis_link.h"
+
+namespace sluice {
+namespace {
+
+using internal_cluster::RedisValue;
+
+// The segment keeps a learned burst in 32 bits.
+constexpr uint64_t kMaxLearnedBurst = 0xFFFFFFFFu;
+
+// Raises a hash field to ARGV[2] if it holds less (or nothing, or garbage).
+constexpr char kRaiseScript[] = R"lua(
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+if tonumber(ARGV[2]) > current then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+)lua";
+
+std::string RateField(absl::string_view key) { return absl::StrCat("rate:", key); }
+std::string BurstField(absl::string_view key) { return absl::StrCat("burst:", key); }
+
+// "permits period_ns", as ShareLearnedRate writes it; nullopt for anything
+// else, or for a rate that would not be valid.
+std::optional<Rate> ParseRate(const RedisValue& v) {
+  if (v.type != RedisValue::Type::kString) return std::nullopt;
+  std::vector<absl::string_view> parts = absl::StrSplit(v.text, ' ');
+  uint64_t permits = 0;
+  int64_t period_ns = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &permits) ||
+      !absl::SimpleAtoi(parts[1], &period_ns) || permits == 0 || period_ns <= 0) {
+    return std::nullopt;
+  }
+  const Rate rate(permits, absl::Nanoseconds(period_ns));
+  if (!rate.Validate().ok()) return std::nullopt;
+  return rate;
+}
+
+uint64_t ParseBurst(const RedisValue& v) {
+  uint64_t burst = 0;
+  if (v.type != RedisValue::Type::kString || !absl::SimpleAtoi(v.text, &burst)) return 0;
+  return std::min(burst, kMaxLearnedBurst);
+}
+
+}  // namespace
+
+absl::Status RedisBuckets::ShareLearnedRate(absl::string_view key, std::optional<Rate> rate) {
+  absl::StatusOr<RedisValue> r =
+      rate ? link_->Command(
+                 {"HSET", RedisKey("learned"), RateField(key),
+                  absl::StrCat(rate->permits(), " ", absl::ToInt64Nanoseconds(rate->period()))})
+           : link_->Command({"HDEL", RedisKey("learned"), RateField(key)});
+  return r.status();
+}
+
+absl::Status RedisBuckets::ShareLearnedBurst(absl::string_view key, uint64_t burst) {
+  if (burst == 0) return absl::OkStatus();
+  return link_
+      ->Eval(kRaiseScript, {RedisKey("learned")},
+             {BurstField(key), absl::StrCat(std::min(burst, kMaxLearnedBurst))})
+      .status();
+}
+
+absl::StatusOr<std::vector<LearnedLimits>> RedisBuckets::Learned(
+    absl::Span<const std::string> keys) {
+  if (keys.empty()) return std::vector<LearnedLimits>();
+  std::vector<std::string> argv = {"HMGET", RedisKey("learned")};
+  for (const std::string& key : keys) {
+    argv.push_back(RateField(key));
+    argv.push_back(BurstField(key));
+  }
+  absl::StatusOr<RedisValue> r = link_->Command(argv);
+  if (!r.ok()) return r.status();
+  if (r->type != RedisValue::Type::kArray || r->elements.size() != 2 * keys.size()) {
+    return absl::InternalError(
+        "Redis answered HMGET of the learned limits with an unexpected reply");
+  }
+  std::vector<LearnedLimits> learned;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    learned.push_back({ParseRate(r->elements[2 * i]), ParseBurst(r->elements[2 * i + 1])});
+  }
+  return learned;
+}
+
+}  // namespace sluice
