@@ -226,16 +226,20 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Available(absl::Span<const L
   return Adjust(reads, "return", "");
 }
 
+absl::StatusOr<int64_t> RedisBuckets::NowSeconds() {
+  if (fixed_now_ns_ >= 0) return fixed_now_ns_ / 1'000'000'000;
+  absl::StatusOr<RedisValue> time = link_->Command({"TIME"});
+  if (!time.ok()) return time.status();
+  if (absl::Status s = Malformed("TIME", *time, 2); !s.ok()) return s;
+  std::optional<int64_t> seconds = IntegerText(time->elements[0]);
+  if (!seconds) return absl::InternalError("Redis answered TIME with an unexpected reply");
+  return *seconds;
+}
+
 absl::StatusOr<std::vector<FleetHost>> RedisBuckets::Hosts() {
-  int64_t now_s = fixed_now_ns_ / 1'000'000'000;
-  if (fixed_now_ns_ < 0) {
-    absl::StatusOr<RedisValue> time = link_->Command({"TIME"});
-    if (!time.ok()) return time.status();
-    if (absl::Status s = Malformed("TIME", *time, 2); !s.ok()) return s;
-    std::optional<int64_t> seconds = IntegerText(time->elements[0]);
-    if (!seconds) return absl::InternalError("Redis answered TIME with an unexpected reply");
-    now_s = *seconds;
-  }
+  absl::StatusOr<int64_t> now = NowSeconds();
+  if (!now.ok()) return now.status();
+  const int64_t now_s = *now;
   absl::StatusOr<RedisValue> r =
       link_->Command({"ZRANGEBYSCORE", RedisKey("hosts"),
                       absl::StrCat("(", now_s - kHostsWindowSeconds), "+inf", "WITHSCORES"});

@@ -1,12 +1,15 @@
-// Limits learned from the provider, shared through the fleet's Redis
-// (RedisBuckets::ShareLearnedRate, ShareLearnedBurst, Learned).
+// What the fleet's Redis knows beside the buckets: limits learned from the
+// provider (RedisBuckets::ShareLearnedRate, ShareLearnedBurst, Learned) and
+// what hosts' pools hold (RedisBuckets::Pools).
 
 #include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -56,7 +59,47 @@ uint64_t ParseBurst(const RedisValue& v) {
   return std::min(burst, kMaxLearnedBurst);
 }
 
+// A host's entry in a bucket's pools hash: "permits last-seen-second".
+std::optional<std::pair<uint64_t, int64_t>> ParsePoolEntry(const RedisValue& v) {
+  if (v.type != RedisValue::Type::kString) return std::nullopt;
+  std::vector<absl::string_view> parts = absl::StrSplit(v.text, ' ');
+  uint64_t held = 0;
+  int64_t seen = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &held) ||
+      !absl::SimpleAtoi(parts[1], &seen)) {
+    return std::nullopt;
+  }
+  return std::make_pair(held, seen);
+}
+
+// As the lease script counts: a host unseen for longer holds nothing.
+constexpr int64_t kPoolsWindowSeconds = 60;
+
 }  // namespace
+
+absl::StatusOr<std::vector<PoolsHeld>> RedisBuckets::Pools(absl::Span<const std::string> keys) {
+  absl::StatusOr<int64_t> now = NowSeconds();
+  if (!now.ok()) return now.status();
+  std::vector<PoolsHeld> pools;
+  for (const std::string& key : keys) {
+    absl::StatusOr<RedisValue> r = link_->Command({"HGETALL", RedisKey(key) + ":pools"});
+    if (!r.ok()) return r.status();
+    if (r->type != RedisValue::Type::kArray) {
+      return absl::InternalError("Redis answered HGETALL of the pools with an unexpected reply");
+    }
+    PoolsHeld held;
+    for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+      const RedisValue& field = r->elements[i];
+      if (field.type != RedisValue::Type::kString || absl::StartsWith(field.text, "_")) continue;
+      const auto entry = ParsePoolEntry(r->elements[i + 1]);
+      if (!entry || entry->first == 0 || entry->second < *now - kPoolsWindowSeconds) continue;
+      held.permits += std::min<uint64_t>(entry->first, uint64_t{1} << 52);
+      ++held.hosts;
+    }
+    pools.push_back(held);
+  }
+  return pools;
+}
 
 absl::Status RedisBuckets::ShareLearnedRate(absl::string_view key, std::optional<Rate> rate) {
   absl::StatusOr<RedisValue> r =

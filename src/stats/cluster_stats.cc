@@ -57,8 +57,8 @@ absl::StatusOr<std::unique_ptr<RedisBuckets>> ConnectTo(const ClusterSettings& s
                                 .key_prefix = settings.key_prefix});
 }
 
-// The hosts alive and, in one call, the level of every bucket Redis can
-// hold (the others stay nullopt).
+// The hosts alive, in one call the level of every bucket Redis can hold
+// (the others stay nullopt), and in lease mode what hosts' pools hold.
 absl::Status ReadRedis(const ClusterSettings& settings, const std::vector<LeaseAsk>& buckets,
                        Cluster* c) {
   absl::StatusOr<std::unique_ptr<RedisBuckets>> redis = ConnectTo(settings);
@@ -76,6 +76,15 @@ absl::Status ReadRedis(const ClusterSettings& settings, const std::vector<LeaseA
   if (!levels.ok()) return levels.status();
   for (const FleetHost& h : *hosts) c->hosts.push_back({h.name, h.since_seen});
   for (size_t j = 0; j < at.size(); ++j) c->buckets[at[j]].global = (*levels)[j];
+  if (c->mode != ClusterMode::kLease) return absl::OkStatus();
+  std::vector<std::string> keys;
+  for (const LeaseAsk& b : held) keys.push_back(b.key);
+  absl::StatusOr<std::vector<PoolsHeld>> pools = (*redis)->Pools(keys);
+  if (!pools.ok()) return pools.status();
+  for (size_t j = 0; j < at.size(); ++j) {
+    c->buckets[at[j]].in_pools = (*pools)[j].permits;
+    c->buckets[at[j]].hosts_holding = (*pools)[j].hosts;
+  }
   return absl::OkStatus();
 }
 

@@ -289,7 +289,9 @@ Json ClusterJson(const StatsSnapshot::Cluster& c) {
     buckets.push_back({{"key", b.key},
                        {"capacity", b.capacity},
                        {"global", b.global ? Json(*b.global) : Json(nullptr)},
-                       {"pool", b.pool ? Json(*b.pool) : Json(nullptr)}});
+                       {"pool", b.pool ? Json(*b.pool) : Json(nullptr)},
+                       {"in_pools", b.in_pools ? Json(*b.in_pools) : Json(nullptr)},
+                       {"hosts_holding", b.hosts_holding}});
   }
   return {
       {"redis", c.redis},

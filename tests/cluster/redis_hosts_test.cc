@@ -1,7 +1,7 @@
 // The fleet's hosts as Redis records them (RedisBuckets::Hosts), in a
 // private redis-server: hosts that leased are listed with their ages by
 // Redis's clock, hosts not seen for a minute are not, and reading changes
-// nothing.
+// nothing; and what their pools hold (RedisBuckets::Pools), by the same rule.
 
 #include <cstdint>
 #include <string>
@@ -103,6 +103,37 @@ TEST(RedisHostsTest, UnavailableWhenRedisIsDown) {
   redis.Kill();
   const absl::StatusOr<std::vector<FleetHost>> hosts = buckets->Hosts();
   EXPECT_TRUE(absl::IsUnavailable(hosts.status())) << hosts.status();
+}
+
+TEST(RedisHostsTest, PoolsCountWhatHostsSeenInTheLastMinuteHold) {
+  RedisServer redis;
+  ASSERT_TRUE(redis.ok());
+  auto buckets = ConnectTo(redis);
+  ASSERT_NE(buckets, nullptr);
+  const std::vector<std::string> keys = {"k", "untouched"};
+  buckets->SetTimeForTesting(kT0);
+  ASSERT_TRUE(buckets->Lease({{"k", k10PerSecond, 3}}, "a").ok());
+  buckets->SetTimeForTesting(kT0 + 30 * kSecond);
+  // b held 2 already (reported as held) and takes 1 more.
+  ASSERT_TRUE(buckets->Lease({{"k", k10PerSecond, 1, 2}}, "b").ok());
+  ASSERT_TRUE(buckets->Lease({{"k", k10PerSecond, 0}}, "idle").ok());
+  absl::StatusOr<std::vector<PoolsHeld>> pools = buckets->Pools(keys);
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  EXPECT_EQ((*pools)[0].permits, 6u);
+  EXPECT_EQ((*pools)[0].hosts, 2u);  // "idle" holds nothing
+  EXPECT_EQ((*pools)[1].permits, 0u);
+  EXPECT_EQ((*pools)[1].hosts, 0u);
+  // A minute after a's lease, a (maybe dead) counts nothing; b still does.
+  buckets->SetTimeForTesting(kT0 + 61 * kSecond);
+  pools = buckets->Pools(keys);
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  EXPECT_EQ((*pools)[0].permits, 3u);
+  EXPECT_EQ((*pools)[0].hosts, 1u);
+  // b gives everything back.
+  ASSERT_TRUE(buckets->Return({{"k", k10PerSecond, 3, 0}}, "b").ok());
+  pools = buckets->Pools(keys);
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  EXPECT_EQ((*pools)[0].permits, 0u);
 }
 
 }  // namespace

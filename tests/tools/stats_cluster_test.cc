@@ -129,9 +129,12 @@ TEST_F(StatsClusterTest, TextShowsTheHostsAndEachBucketsGlobalLevelBesideThePool
                                             "/0, lease mode, key prefix sluice:\n")));
   EXPECT_THAT(r.out, ContainsRegex("\nhosts      2 seen in the last minute: "
                                    "host-[ab] \\([0-9]+s ago\\), host-[ab] \\([0-9]+s ago\\)\n"));
-  EXPECT_THAT(r.out, ContainsRegex("\nFLEET BUCKET +BURST +GLOBAL +THIS HOST'S POOL\n"));
+  EXPECT_THAT(
+      r.out,
+      ContainsRegex("\nFLEET BUCKET +BURST +GLOBAL +IN POOLS \\(HOSTS\\) +THIS HOST'S POOL\n"));
+  // host-a's lease is out in its pool; host-b holds nothing.
   EXPECT_THAT(r.out, ContainsRegex(absl::StrCat("\nscope:team:fleet:tpd +", bucket_.capacity,
-                                                " +3[0-9]{3} +5\n")));
+                                                " +3[0-9]{3} +1000 \\(1\\) +5\n")));
   // The segment's own tables are still there.
   EXPECT_THAT(r.out, ContainsRegex("\nscope team:fleet +tpd "));
 }
@@ -155,6 +158,8 @@ TEST_F(StatsClusterTest, JsonShowsTheSameFleet) {
   EXPECT_EQ(c["buckets"][0]["capacity"], bucket_.capacity);
   ExpectGlobalAfter(c["buckets"][0]["global"], 1000);
   EXPECT_EQ(c["buckets"][0]["pool"], 5);
+  EXPECT_EQ(c["buckets"][0]["in_pools"], 1000);
+  EXPECT_EQ(c["buckets"][0]["hosts_holding"], 1);
 
   // Looking took nothing and marked nobody: a second look sees the same.
   const CliResult again = Stats({"--config", LimitsFile(), "--json"});
@@ -172,6 +177,7 @@ TEST_F(StatsClusterTest, ExactModeHasNoPools) {
   EXPECT_EQ(c["mode"], "exact");
   EXPECT_EQ(c["buckets"][0]["global"], bucket_.capacity);
   EXPECT_TRUE(c["buckets"][0]["pool"].is_null());
+  EXPECT_TRUE(c["buckets"][0]["in_pools"].is_null());
 }
 
 TEST_F(StatsClusterTest, RedisDownShowsTheErrorAndTheRestAndExits0) {
@@ -186,7 +192,7 @@ TEST_F(StatsClusterTest, RedisDownShowsTheErrorAndTheRestAndExits0) {
                                                    redis_.port(), "[^\n]*\n")));
   EXPECT_THAT(text.out, Not(HasSubstr("\nhosts ")));
   EXPECT_THAT(text.out, ContainsRegex(absl::StrCat("\nscope:team:fleet:tpd +", bucket_.capacity,
-                                                   " +- +5\n")));
+                                                   " +- +- +5\n")));
   EXPECT_THAT(text.out, ContainsRegex("\nscope team:fleet +tpd "));
 
   const CliResult json = Stats({"--config", limits, "--json"});
@@ -196,6 +202,7 @@ TEST_F(StatsClusterTest, RedisDownShowsTheErrorAndTheRestAndExits0) {
   EXPECT_TRUE(c["hosts_alive"].is_null());
   EXPECT_TRUE(c["hosts"].empty());
   EXPECT_TRUE(c["buckets"][0]["global"].is_null());
+  EXPECT_TRUE(c["buckets"][0]["in_pools"].is_null());
   EXPECT_EQ(c["buckets"][0]["pool"], 5);
 }
 

@@ -168,17 +168,19 @@ void AppendClusterHeader(const StatsSnapshot::Cluster& c, std::string* out) {
                   names.empty() ? "" : ": ", absl::StrJoin(names, ", "), "\n");
 }
 
-// Each fleet bucket's level in Redis beside this host's pool.
+// Each fleet bucket's level in Redis, what all hosts' pools hold of it (host
+// leases out), and this host's pool.
 void AppendClusterBuckets(const StatsSnapshot::Cluster& c, std::string* out) {
   if (c.buckets.empty()) return;
   std::vector<std::vector<std::string>> rows = {
-      {"FLEET BUCKET", "BURST", "GLOBAL", "THIS HOST'S POOL"}};
+      {"FLEET BUCKET", "BURST", "GLOBAL", "IN POOLS (HOSTS)", "THIS HOST'S POOL"}};
   for (const StatsSnapshot::Cluster::Bucket& b : c.buckets) {
     rows.push_back({b.key, absl::StrCat(b.capacity), b.global ? absl::StrCat(*b.global) : "-",
+                    b.in_pools ? absl::StrCat(*b.in_pools, " (", b.hosts_holding, ")") : "-",
                     b.pool ? absl::StrCat(*b.pool) : "-"});
   }
   absl::StrAppend(out, "\n");
-  AppendTable(rows, "lrrr", out);
+  AppendTable(rows, "lrrrr", out);
 }
 
 }  // namespace

@@ -120,6 +120,12 @@ struct LearnedLimits {
   uint64_t burst = 0;        // the burst its bucket was seen to hold; 0: none
 };
 
+// The permits out in hosts' pools of one bucket, as Redis counts them.
+struct PoolsHeld {
+  uint64_t permits = 0;  // in all pools of hosts seen in the last minute
+  uint32_t hosts = 0;    // hosts holding any
+};
+
 struct LeaseResult {
   std::vector<LeaseGrant> grants;  // one per ask
   uint32_t hosts_alive = 0;        // hosts that leased in the last minute
@@ -170,6 +176,11 @@ class RedisBuckets {
   // that no lease has pruned yet are left out. Unavailable when Redis is.
   absl::StatusOr<std::vector<FleetHost>> Hosts();
 
+  // What hosts' pools hold of each bucket (reads only: TIME, then HGETALL
+  // of each bucket's pools; a host unseen for a minute counts nothing, as
+  // in the lease script). Unavailable when Redis is.
+  absl::StatusOr<std::vector<PoolsHeld>> Pools(absl::Span<const std::string> keys);
+
   // Limits learned from the provider, shared with every host in the hash
   // "{<prefix>}learned": a learned rate is the provider's latest word, so
   // the last one shared wins (nullopt clears it); a learned burst is a lower
@@ -193,6 +204,8 @@ class RedisBuckets {
  private:
   RedisBuckets(RedisBucketsOptions options, std::unique_ptr<internal_cluster::RedisLink> link);
   std::vector<std::string> TimeArgs() const;
+  // Redis's clock in whole seconds (or the time set for testing).
+  absl::StatusOr<int64_t> NowSeconds();
   absl::Status AddBucket(absl::string_view key, const BucketConfig& config,
                          std::vector<std::string>* keys, std::vector<std::string>* args) const;
   absl::StatusOr<std::vector<uint64_t>> Adjust(absl::Span<const LeaseAsk> asks,

@@ -3,11 +3,12 @@
 // The fleet as the stats show it: when the limits file has a [cluster] table
 // (cluster_settings.h), `sluice stats` adds what the fleet's Redis holds to a
 // snapshot (stats.h): the hosts seen alive in the last minute and how long
-// ago each leased, and for every bucket the fleet's level in Redis beside
-// this host's pool in the segment.
+// ago each leased, and for every bucket the fleet's level in Redis, what
+// every host's pool holds of it (host leases out, lease mode) and this
+// host's pool in the segment.
 //
 // Reading changes nothing in Redis: no host is marked alive and no permit is
-// taken (RedisBuckets::Hosts and RedisBuckets::Available only read).
+// taken (RedisBuckets::Hosts, Available and Pools only read).
 //
 // Thread safety: AddClusterStats may be called from any thread; it connects
 // to Redis afresh and reads the environment (ClusterPassword's getenv).

@@ -120,6 +120,11 @@ struct StatsSnapshot {
       // Permits in this host's pool (lease mode: the segment's cell under
       // the same key); nullopt in exact mode or before any process opened it.
       std::optional<int64_t> pool;
+      // Host leases out: the permits in every host's pool, as Redis counts
+      // them (hosts seen in the last minute), and how many hosts hold any;
+      // nullopt in exact mode or when Redis did not answer.
+      std::optional<uint64_t> in_pools;
+      uint32_t hosts_holding = 0;
     };
     std::string redis;  // the endpoint, "redis://host:port/db" (never a password)
     std::string key_prefix;
