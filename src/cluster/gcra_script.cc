@@ -160,23 +160,42 @@ return out
 constexpr char kAdjustBody[] = R"lua(
 local host = ARGV[3]
 local out = {S, US}
+-- A hold (mode "hold") is kept beside the bucket as "BASE UNTIL" (UNTIL in
+-- units since BASE) until it ends, so that no return ends it early.
+local function held_floor(key, base, now, interval, tau)
+  local text = redis.call('GET', key .. ':hold')
+  if not text then return now end
+  local hb, hu = string.match(text, '^(%d+) (%d+)$')
+  if hb == nil then return now end
+  local untl = tonumber(hu) - (base - tonumber(hb)) * UNITS_PER_S
+  if untl <= now then return now end
+  return untl + tau - interval
+end
 for k = 1, #KEYS do
   local interval, tau = tonumber(ARGV[5 * k - 1]), tonumber(ARGV[5 * k])
   local n, mode = tonumber(ARGV[5 * k + 1]), ARGV[5 * k + 2]
   local held = tonumber(ARGV[5 * k + 3])
   local tat, base, now = load(KEYS[k], interval, tau)
+  local was = tat
   if mode == 'return' and host ~= '' then
     local pk, total = pools(KEYS[k], host, held)
     setpool(pk, host, held, total)
   end
-  if n > 0 then
-    if mode == 'return' then
-      if tat > now then tat = math.max(tat - n * interval, now) end
-    else
-      tat = math.min(math.max(tat, now) + n * interval, now + tau + MAX_SPAN)
-    end
-    save(KEYS[k], tat, base, now, interval, tau)
+  if mode == 'return' and n > 0 then
+    local floor = held_floor(KEYS[k], base, now, interval, tau)
+    if tat > floor then tat = math.max(tat - n * interval, floor) end
+  elseif mode == 'debit' and n > 0 then
+    tat = math.min(math.max(tat, now) + n * interval, now + tau + MAX_SPAN)
+  elseif mode == 'clamp' then
+    local avail = available(tat, now, interval, tau)
+    if avail > n then tat = math.max(tat, now) + (avail - n) * interval end
+  elseif mode == 'hold' and n > 0 then
+    local untl = now + n * 16
+    redis.call('SET', KEYS[k] .. ':hold', num(base) .. ' ' .. num(untl),
+               'PX', num(math.ceil(n / 1000000) + 1000))
+    tat = math.max(tat, untl + tau - interval)
   end
+  if n > 0 or tat ~= was then save(KEYS[k], tat, base, now, interval, tau) end
   out[#out + 1] = available(tat, now, interval, tau)
 end
 return out
