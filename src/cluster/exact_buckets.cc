@@ -122,7 +122,8 @@ absl::StatusOr<RemoteDecision> ExactBuckets::Reserve(absl::Span<const RemoteChar
   if (absl::Status s = Prepare(); !s.ok()) return s;
   absl::InlinedVector<RedisCharge, 8> redis;
   for (const RemoteCharge& c : charges) {
-    redis.push_back({std::string(c.key), c.config, static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))});
+    redis.push_back(
+        {std::string(c.key), c.config, static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))});
   }
   absl::StatusOr<RedisDecision> d = redis_->Reserve(redis, max_wait);
   if (!d.ok()) return d.status();
@@ -143,7 +144,8 @@ void ExactBuckets::Change(std::vector<BucketChange> changes) {
 void ExactBuckets::Adjust(absl::Span<const RemoteCharge> charges) {
   std::vector<BucketChange> changes;
   for (const RemoteCharge& c : charges) {
-    if (c.permits > 0) changes.push_back({Ask(c, static_cast<uint64_t>(c.permits)), BucketOp::kDebit});
+    if (c.permits > 0)
+      changes.push_back({Ask(c, static_cast<uint64_t>(c.permits)), BucketOp::kDebit});
     if (c.permits < 0) {
       changes.push_back({Ask(c, static_cast<uint64_t>(-c.permits)), BucketOp::kReturn});
     }
@@ -154,7 +156,8 @@ void ExactBuckets::Adjust(absl::Span<const RemoteCharge> charges) {
 void ExactBuckets::Clamp(absl::Span<const RemoteCharge> charges) {
   std::vector<BucketChange> changes;
   for (const RemoteCharge& c : charges) {
-    changes.push_back({Ask(c, static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))), BucketOp::kClamp});
+    changes.push_back(
+        {Ask(c, static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))), BucketOp::kClamp});
   }
   Change(std::move(changes));
 }

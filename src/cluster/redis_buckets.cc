@@ -205,9 +205,9 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::AdjustEach(
   for (size_t i = 0; i < asks.size(); ++i) {
     const LeaseAsk& a = asks[i];
     if (absl::Status s = AddBucket(a.key, a.config, &keys, &args); !s.ok()) return s;
-    args.insert(args.end(), {absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)),
-                             std::string(modes[i]),
-                             absl::StrCat(std::min(a.held, a.config.capacity))});
+    args.insert(args.end(),
+                {absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)), std::string(modes[i]),
+                 absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   if (keys.empty()) return std::vector<uint64_t>();
   absl::StatusOr<RedisValue> r = link_->Eval(internal_cluster::AdjustScript(), keys, args);
@@ -220,8 +220,7 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::AdjustEach(
   return levels;
 }
 
-absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Change(
-    absl::Span<const BucketChange> changes) {
+absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Change(absl::Span<const BucketChange> changes) {
   static constexpr absl::string_view kModes[] = {"return", "debit", "clamp", "hold"};
   std::vector<LeaseAsk> asks;
   std::vector<absl::string_view> modes;

@@ -385,8 +385,8 @@ absl::Status PolicyImpl::BucketRefusal(const Charge& c, Outcome outcome, int64_t
                                        int64_t capacity) const {
   if (outcome == Outcome::kNeverFits) {
     never_fits_.fetch_add(1, std::memory_order_relaxed);
-    return absl::OutOfRangeError(absl::StrCat("bucket ", c.key, ": the request needs ", amount,
-                                              " ", UnitOf(c.meter), " but the bucket holds at most ",
+    return absl::OutOfRangeError(absl::StrCat("bucket ", c.key, ": the request needs ", amount, " ",
+                                              UnitOf(c.meter), " but the bucket holds at most ",
                                               capacity, ": it can never fit (raise its burst)"));
   }
   return absl::DeadlineExceededError(

@@ -82,9 +82,8 @@ absl::StatusOr<Permit> PolicyImpl::ReserveRemote(const RouteRep& route, uint64_t
     charges.push_back(ChargeOf(c, amount));
     of.push_back(&c);
   }
-  absl::StatusOr<RemoteDecision> d = charges.empty()
-                                         ? RemoteDecision{Outcome::kGranted, 0, -1}
-                                         : remote_->Reserve(charges, max_wait);
+  absl::StatusOr<RemoteDecision> d = charges.empty() ? RemoteDecision{Outcome::kGranted, 0, -1}
+                                                     : remote_->Reserve(charges, max_wait);
   if (!d.ok() && d.status().code() == absl::StatusCode::kUnavailable) {
     return ReserveWhileDown(route, input_tokens, max_output_tokens, max_wait, now_ns,
                             std::move(permit), d.status());
@@ -124,14 +123,15 @@ absl::StatusOr<Permit> PolicyImpl::ReserveWhileDown(const RouteRep& route, uint6
     case RemoteDown::kAdmit:
       // The budgets stand; the token buckets are not metered.
       if (route.fell_back) route.uses.fetch_add(1, std::memory_order_relaxed);
+      permit->ready_at_ns = now_ns;
       return Permit(std::move(permit));
     case RemoteDown::kRefuse:
       permit->Refund(route.charges.size(), now_ns);
       permit->ReleaseLeases();
-      return absl::UnavailableError(absl::StrCat(remote_->Describe(),
-                                                 " is down and on_redis_down = fail_closed "
-                                                 "refuses until it answers: ",
-                                                 down.message()));
+      return absl::UnavailableError(
+          absl::StrCat("the fleet's buckets are in ", remote_->Describe(),
+                       ", which is down: on_redis_down = fail_closed refuses until it answers (",
+                       down.message(), ")"));
     case RemoteDown::kDecideLocally:
       break;
   }
@@ -141,8 +141,8 @@ absl::StatusOr<Permit> PolicyImpl::ReserveWhileDown(const RouteRep& route, uint6
   permit->terms.clear();
   permit->windows.clear();
   permit->decided = Decided::kShare;
-  absl::StatusOr<Permit> local = ReserveCharges(route, input_tokens, max_output_tokens, max_wait,
-                                                now_ns, std::move(permit));
+  absl::StatusOr<Permit> local =
+      ReserveCharges(route, input_tokens, max_output_tokens, max_wait, now_ns, std::move(permit));
   if (!local.ok()) return local;
   for (size_t i = 0; i < route.charges.size(); ++i) {
     const Charge& c = route.charges[i];
@@ -154,7 +154,8 @@ absl::StatusOr<Permit> PolicyImpl::ReserveWhileDown(const RouteRep& route, uint6
 void PolicyImpl::ClampRemote(const Route& route, LimitKind kind, int64_t remaining) const {
   RemoteCharges clamps;
   for (const Charge& c : route.rep_->charges) {
-    if (c.is_provider && c.kind == kind) clamps.push_back(ChargeOf(c, std::max<int64_t>(remaining, 0)));
+    if (c.is_provider && c.kind == kind)
+      clamps.push_back(ChargeOf(c, std::max<int64_t>(remaining, 0)));
   }
   if (!clamps.empty()) remote_->Clamp(clamps);
 }

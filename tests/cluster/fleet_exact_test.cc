@@ -148,18 +148,18 @@ struct Outcome2 {
 };
 
 std::ostream& operator<<(std::ostream& os, const Outcome2& o) {
-  return os << "{" << absl::StatusCodeToString(o.code) << ", " << o.wait_ns << ", '"
-            << o.bottleneck << "'}";
+  return os << "{" << absl::StatusCodeToString(o.code) << ", " << o.wait_ns << ", '" << o.bottleneck
+            << "'}";
 }
 
 TEST_F(FleetExactTest, DecidesAsTheLocalPolicyOnTheFakeClock) {
   const std::vector<Step> trace = {
-      {0, 100, 0, -1},      {0, 100, 0, 50},     {1, 100, 0, -2},    {2, 100, 0, 400},
-      {3, 1000, 0, -1},     {3, 1000, 0, -1},    {4, 900, 0, -1},    {4, 900, 2000, -1},
-      {5, 50, 0, -1},       {6, 50, 10000, -2},  {700, 10, 0, -1},   {701, 10, 0, 3000},
-      {702, 10, 600, -1},   {900, 4000, 0, -1},  {1500, 10, 0, -1},  {1501, 10, 0, -1},
-      {1502, 10, 0, -1},    {1503, 10, 0, -1},   {1504, 10, 0, -1},  {1505, 10, 499, -1},
-      {1506, 10, 501, -2},  {4000, 2500, 0, 0},  {4001, 10, 0, -1},  {9000, 10, 0, -1},
+      {0, 100, 0, -1},     {0, 100, 0, 50},    {1, 100, 0, -2},   {2, 100, 0, 400},
+      {3, 1000, 0, -1},    {3, 1000, 0, -1},   {4, 900, 0, -1},   {4, 900, 2000, -1},
+      {5, 50, 0, -1},      {6, 50, 10000, -2}, {700, 10, 0, -1},  {701, 10, 0, 3000},
+      {702, 10, 600, -1},  {900, 4000, 0, -1}, {1500, 10, 0, -1}, {1501, 10, 0, -1},
+      {1502, 10, 0, -1},   {1503, 10, 0, -1},  {1504, 10, 0, -1}, {1505, 10, 499, -1},
+      {1506, 10, 501, -2}, {4000, 2500, 0, 0}, {4001, 10, 0, -1}, {9000, 10, 0, -1},
   };
   FakeClock local_clock(1'000 * kMs);
   auto local_store = NewLocalStore(Clock::Fake(&local_clock));
@@ -183,8 +183,8 @@ TEST_F(FleetExactTest, DecidesAsTheLocalPolicyOnTheFakeClock) {
         outcomes.push_back({permit.status().code(), 0, ""});
         continue;
       }
-      outcomes.push_back({absl::StatusCode::kOk, permit->wait_ns(),
-                          std::string(permit->bottleneck())});
+      outcomes.push_back(
+          {absl::StatusCode::kOk, permit->wait_ns(), std::string(permit->bottleneck())});
       if (s.settle_in == -2) permit->Cancel();
       if (s.settle_in >= 0) permit->Settle({.input_tokens = static_cast<uint64_t>(s.settle_in)});
     }

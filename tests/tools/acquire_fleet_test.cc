@@ -124,6 +124,40 @@ TEST(ClusterLimitsTest, CallsOnTwoHostsShareTheFleetsBurst) {
   EXPECT_EQ(refused, 2);
 }
 
+// The same in exact mode: every reservation is one round trip to Redis, and
+// a refusal names the fleet's bucket (no pool is involved).
+TEST(ClusterLimitsTest, ExactModeCallsOnTwoHostsShareTheFleetsBurst) {
+  RedisServer redis;
+  ASSERT_TRUE(redis.ok());
+  auto provider = FakeProvider::Start({});
+  ASSERT_TRUE(provider.ok()) << provider.status();
+  const std::string limits =
+      absl::StrCat(::testing::TempDir(), "/fleet-exact-limits-", getpid(), ".toml");
+  std::ofstream(limits) << "[cluster]\nredis = \"redis://127.0.0.1:" << redis.port()
+                        << "/0\"\nmode = \"exact\"\n[scopes.global]\nrequests_per_minute = 2\n"
+                           "[scopes.global.burst]\nrequests_per_minute = 2\n";
+  setenv("ANTHROPIC_API_KEY", "sk-fleet-test", 1);
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 4; ++i) {
+    const std::string segment = absl::StrCat("sluice-fleet-exact-", getpid(), "-", i % 2);
+    const CliResult r =
+        RunCli({"call", "hi", "--segment", segment, "--config", limits, "--base-url",
+                (*provider)->base_url(), "--max-tokens", "8", "--timeout", "300ms"});
+    if (r.status == 0) ++ok;
+    if (r.status != 0) {
+      ++refused;
+      EXPECT_THAT(r.err, HasSubstr("scope:global:rpm")) << r.err;
+      EXPECT_THAT(r.err, Not(HasSubstr("pool"))) << r.err;
+    }
+  }
+  unsetenv("ANTHROPIC_API_KEY");
+  for (int h = 0; h < 2; ++h)
+    unlink(absl::StrCat("/dev/shm/sluice-fleet-exact-", getpid(), "-", h).c_str());
+  std::remove(limits.c_str());
+  EXPECT_EQ(ok, 2);
+  EXPECT_EQ(refused, 2);
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, AcquireFleetTest, ::testing::Values("exact", "lease"));
 
 }  // namespace
