@@ -162,13 +162,16 @@ local host = ARGV[3]
 local out = {S, US}
 -- A hold (mode "hold") is kept beside the bucket as "BASE UNTIL" (UNTIL in
 -- units since BASE) until it ends, so that no return ends it early.
-local function held_floor(key, base, now, interval, tau)
+local function hold_end(key, base)
   local text = redis.call('GET', key .. ':hold')
-  if not text then return now end
+  if not text then return nil end
   local hb, hu = string.match(text, '^(%d+) (%d+)$')
-  if hb == nil then return now end
-  local untl = tonumber(hu) - (base - tonumber(hb)) * UNITS_PER_S
-  if untl <= now then return now end
+  if hb == nil then return nil end
+  return tonumber(hu) - (base - tonumber(hb)) * UNITS_PER_S
+end
+local function held_floor(key, base, now, interval, tau)
+  local untl = hold_end(key, base)
+  if untl == nil or untl <= now then return now end
   return untl + tau - interval
 end
 for k = 1, #KEYS do
@@ -190,9 +193,13 @@ for k = 1, #KEYS do
     local avail = available(tat, now, interval, tau)
     if avail > n then tat = math.max(tat, now) + (avail - n) * interval end
   elseif mode == 'hold' and n > 0 then
+    -- A hold never shortens an earlier one.
     local untl = now + n * 16
-    redis.call('SET', KEYS[k] .. ':hold', num(base) .. ' ' .. num(untl),
-               'PX', num(math.ceil(n / 1000000) + 1000))
+    local was_until = hold_end(KEYS[k], base)
+    if was_until == nil or was_until < untl then
+      redis.call('SET', KEYS[k] .. ':hold', num(base) .. ' ' .. num(untl),
+                 'PX', num(math.ceil(n / 1000000) + 1000))
+    end
     tat = math.max(tat, untl + tau - interval)
   end
   if n > 0 or tat ~= was then save(KEYS[k], tat, base, now, interval, tau) end

@@ -140,10 +140,12 @@ absl::StatusOr<Permit> PolicyImpl::ReserveWhileDown(const RouteRep& route, uint6
   permit->reserved.clear();
   permit->terms.clear();
   permit->windows.clear();
-  permit->decided = Decided::kShare;
+  // Decided here, rollbacks included; owed to the remote once granted.
+  permit->decided = Decided::kHere;
   absl::StatusOr<Permit> local =
       ReserveCharges(route, input_tokens, max_output_tokens, max_wait, now_ns, std::move(permit));
   if (!local.ok()) return local;
+  local->state_->decided = Decided::kShare;
   for (size_t i = 0; i < route.charges.size(); ++i) {
     const Charge& c = route.charges[i];
     if (!c.is_budget) remote_->Owe(ChargeOf(c, local->reserved()[i]));

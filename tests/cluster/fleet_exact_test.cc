@@ -289,9 +289,15 @@ TEST_P(FleetExactOutageTest, GoesByOnRedisDown) {
   redis_.Stop();
   clock_.Advance(kMs);
   a.fleet->SetTimeForTesting(kEpochNs + clock_.Now());
-  int admitted = 0;
-  absl::Status last;
+  // During the outage: a permit cancelled, one settled above its estimate
+  // (30 input tokens for 10), then as many as go.
   const absl::Time start = absl::Now();
+  auto cancelled = a.policy->Reserve(*r, 10, 0, absl::ZeroDuration(), clock_.Now());
+  if (cancelled.ok()) cancelled->Cancel();
+  auto settled = a.policy->Reserve(*r, 10, 0, absl::ZeroDuration(), clock_.Now());
+  if (settled.ok()) settled->Settle({.input_tokens = 30});
+  int admitted = settled.ok() ? 1 : 0;
+  absl::Status last = settled.status();
   for (int i = 0; i < 10; ++i) {
     auto permit = a.policy->Reserve(*r, 10, 0, absl::ZeroDuration(), clock_.Now());
     if (permit.ok()) ++admitted;
@@ -300,6 +306,7 @@ TEST_P(FleetExactOutageTest, GoesByOnRedisDown) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));  // never waits on Redis past its timeout
   switch (GetParam()) {
     case RedisDown::kLocalShare:
+      EXPECT_TRUE(cancelled.ok()) << cancelled.status();
       EXPECT_EQ(admitted, 2);  // half the scope's burst of 4
       EXPECT_EQ(last.code(), absl::StatusCode::kDeadlineExceeded) << last;
       break;
@@ -310,7 +317,7 @@ TEST_P(FleetExactOutageTest, GoesByOnRedisDown) {
       EXPECT_THAT(last.message(), HasSubstr("fail_closed"));
       break;
     case RedisDown::kFailOpen:
-      EXPECT_EQ(admitted, 10);
+      EXPECT_EQ(admitted, 11);
       break;
   }
   ASSERT_TRUE(redis_.Restart());
@@ -324,7 +331,7 @@ TEST_P(FleetExactOutageTest, GoesByOnRedisDown) {
   }
   EXPECT_EQ(level, GetParam() == RedisDown::kLocalShare ? 2 : 4);
   EXPECT_EQ(FleetLevel(kProviderItpm, {Rate::PerMinute(60000), 3000}),
-            GetParam() == RedisDown::kLocalShare ? 3000 - 20 : 3000);
+            GetParam() == RedisDown::kLocalShare ? 3000 - 30 - 10 : 3000);
   // And decisions are Redis's again.
   EXPECT_TRUE(a.policy->Reserve(*r, 10, 0, absl::ZeroDuration(), clock_.Now()).ok());
   EXPECT_EQ(FleetLevel(kScopeRpm, {Rate::PerMinute(120), 4}),
