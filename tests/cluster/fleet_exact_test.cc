@@ -122,7 +122,7 @@ class FleetExactTest : public ::testing::Test {
 const char kScopeRpm[] = "scope:global:rpm";
 const char kProviderItpm[] = "provider:anthropic:default:itpm";
 
-TEST_F(FleetExactTest, ConfigCheck) {
+TEST_F(FleetExactTest, EveryBucketOfTheConfigurationIsDecidedInRedis) {
   const Host h = NewHost("a");
   ASSERT_NE(h.fleet->remote_buckets(), nullptr);
   std::vector<std::string> keys;
@@ -140,14 +140,14 @@ struct Step {
   int64_t settle_in;
 };
 
-struct Outcome2 {
+struct Answer {
   absl::StatusCode code;
   int64_t wait_ns;
   std::string bottleneck;
-  bool operator==(const Outcome2&) const = default;
+  bool operator==(const Answer&) const = default;
 };
 
-std::ostream& operator<<(std::ostream& os, const Outcome2& o) {
+std::ostream& operator<<(std::ostream& os, const Answer& o) {
   return os << "{" << absl::StatusCodeToString(o.code) << ", " << o.wait_ns << ", '" << o.bottleneck
             << "'}";
 }
@@ -175,7 +175,7 @@ TEST_F(FleetExactTest, DecidesAsTheLocalPolicyOnTheFakeClock) {
     local_clock.Set(now);
     clock_.Set(now);
     fleet.fleet->SetTimeForTesting(kEpochNs + now);
-    std::vector<Outcome2> outcomes;
+    std::vector<Answer> outcomes;
     for (Policy* p : {local->get(), fleet.policy.get()}) {
       const Route* route = p == local->get() ? local_route : fleet_route;
       auto permit = p->Reserve(*route, s.in, 0, absl::Milliseconds(s.wait_ms), now);
