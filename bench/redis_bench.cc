@@ -5,6 +5,9 @@
 //                             floating point, `now` from the caller, one EVALSHA
 //   BM_Redis_Exact            sluice's exact mode: the integer GCRA on Redis's
 //                             clock, one EVALSHA
+//   BM_Redis_PolicyExact      the same through the policy: Policy::Reserve of
+//                             a route of two buckets (scope and provider) over
+//                             a FleetStore in exact mode, one EVALSHA
 //   BM_Redis_LeasedAdmit      lease mode: an admit from this host's pool in a
 //                             shared segment, topped up from Redis in the
 //                             background (against BM_ShmAcquire_Admit)
@@ -25,6 +28,8 @@
 #include "benchmark/benchmark.h"
 #include "sluice/clock.h"
 #include "sluice/fleet_store.h"
+#include "sluice/limits.h"
+#include "sluice/policy.h"
 #include "sluice/redis_buckets.h"
 #include "sluice/segment.h"
 #include "sluice/store.h"
@@ -99,6 +104,34 @@ void BM_Redis_Exact(benchmark::State& state) {
   }
 }
 
+void BM_Redis_PolicyExact(benchmark::State& state) {
+  if (Server() == nullptr) return state.SkipWithError("no redis-server");
+  static Policy* policy = []() -> Policy* {
+    static std::unique_ptr<Store> local = NewLocalStore();
+    FleetOptions options;
+    options.mode = FleetMode::kExact;
+    options.redis = {
+        .port = Server()->port(), .timeout = absl::Seconds(5), .key_prefix = "bench-policy-exact:"};
+    static auto fleet = FleetStore::Create(local.get(), options);
+    auto config = ParseLimitsConfig(R"(
+[providers.anthropic]
+requests_per_minute = 60000000000
+[scopes.global]
+requests_per_minute = 60000000000
+)",
+                                    "bench.toml");
+    if (!fleet.ok() || !config.ok()) return nullptr;
+    auto p = Policy::Create(*config, fleet->get());
+    return p.ok() ? p->release() : nullptr;
+  }();
+  if (policy == nullptr) return state.SkipWithError("cannot make the policy");
+  const Route* route = *policy->Resolve("global", "anthropic", "claude-sonnet-4");
+  for (auto _ : state) {
+    auto permit = policy->Reserve(*route, 0, 0, absl::ZeroDuration(), Clock::MonotonicNanos());
+    if (!permit.ok()) return state.SkipWithError("the policy refused");
+  }
+}
+
 // A fleet store over its own segment (kept for the life of the program),
 // with its refiller running.
 FleetStore* Fleet(const char* name) {
@@ -156,6 +189,7 @@ void BM_Redis_LeasedSteady(benchmark::State& state) {
 BENCHMARK(BM_Redis_Ping);
 BENCHMARK(BM_Redis_ReferenceScript);
 BENCHMARK(BM_Redis_Exact);
+BENCHMARK(BM_Redis_PolicyExact);
 BENCHMARK(BM_Redis_LeasedAdmit);
 BENCHMARK(BM_Redis_LeasedSteady)->Iterations(300'000)->UseRealTime();
 

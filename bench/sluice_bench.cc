@@ -253,6 +253,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
         {Key("BM_Policy_AcquireSettle", 1), Key("BM_Acquire_Admit", 1), 20.0},
         {Key("BM_Redis_Exact", 1), Key("BM_Redis_ReferenceScript", 1), 1.2},
         {Key("BM_Redis_Exact", 1), Key("BM_Redis_Ping", 1), 3.0},
+        {Key("BM_Redis_PolicyExact", 1), Key("BM_Redis_Exact", 1), 1.5},
         {Key("BM_Redis_LeasedAdmit", 1), Key("BM_ShmAcquire_Admit", 1), 1.2},
     };
     bool header = false;

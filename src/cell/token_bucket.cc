@@ -234,13 +234,17 @@ int64_t BucketRef::Capacity() const {
   return interval <= 0 ? 0 : p.tau.load(std::memory_order_relaxed) / interval;
 }
 
-Pressure BucketRef::GetPressure(int64_t now_ns) const {
-  const __int128 available = Available(now_ns);
-  const __int128 capacity = Capacity();
+Pressure PressureOf(int64_t available_permits, int64_t capacity_permits) {
+  const __int128 available = available_permits;
+  const __int128 capacity = capacity_permits;
   if (capacity <= 0) return Pressure::kHigh;  // a cell with zero parameters
   if (available * 10 >= capacity * 6) return Pressure::kLow;
   if (available * 10 >= capacity * 3) return Pressure::kMedium;
   return Pressure::kHigh;
+}
+
+Pressure BucketRef::GetPressure(int64_t now_ns) const {
+  return PressureOf(Available(now_ns), Capacity());
 }
 
 int64_t BucketRef::FullForNanos(int64_t now_ns) const {

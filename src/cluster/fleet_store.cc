@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "src/cluster/exact_buckets.h"
 #include "src/cluster/refiller.h"
 
 namespace sluice {
@@ -22,8 +23,9 @@ constexpr absl::Duration kRefillerBackoffMax = absl::Milliseconds(200);
 
 }  // namespace
 
-FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller)
-    : local_(local), refiller_(std::move(refiller)) {}
+FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
+                       std::unique_ptr<internal_cluster::ExactBuckets> exact)
+    : local_(local), refiller_(std::move(refiller)), exact_(std::move(exact)) {}
 
 FleetStore::~FleetStore() { refiller_->Stop(); }
 
@@ -36,17 +38,25 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
   options.redis.reconnect_backoff_max =
       std::min(options.redis.reconnect_backoff_max, kRefillerBackoffMax);
   const bool start = options.start_refiller;
+  // Exact mode decides on a link of its own: a decision never queues behind
+  // the refiller's heartbeat.
+  std::unique_ptr<internal_cluster::ExactBuckets> exact;
+  if (options.mode == FleetMode::kExact) {
+    exact = std::make_unique<internal_cluster::ExactBuckets>(local, options,
+                                                             RedisBuckets::Lazy(options.redis));
+  }
   auto redis = RedisBuckets::Lazy(options.redis);
   auto refiller =
       std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
   if (start) refiller->Start();
-  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller)));
+  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller), std::move(exact)));
 }
 
 absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
   if (absl::Status s = RedisBuckets::Validate(config); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("bucket '", key, "': ", s.message()));
   }
+  if (exact_ != nullptr) return exact_->Share(key, config);
   absl::StatusOr<StoredBucket> pool = local_->Pool(key, config);
   if (!pool.ok()) return pool.status();
   refiller_->Register(key, config, pool->bucket);
@@ -76,5 +86,11 @@ void FleetStore::RefillOnce(int64_t now_ns) { refiller_->Step(now_ns); }
 void FleetStore::Want(absl::string_view key, uint64_t permits) { refiller_->Want(key, permits); }
 
 FleetStats FleetStore::Stats() const { return refiller_->Stats(); }
+
+RemoteBuckets* FleetStore::remote_buckets() { return exact_.get(); }
+
+void FleetStore::SetTimeForTesting(int64_t at_ns) {
+  if (exact_ != nullptr) exact_->redis().SetTimeForTesting(at_ns);
+}
 
 }  // namespace sluice

@@ -160,23 +160,49 @@ return out
 constexpr char kAdjustBody[] = R"lua(
 local host = ARGV[3]
 local out = {S, US}
+-- A hold (mode "hold") is kept beside the bucket as "BASE UNTIL" (UNTIL in
+-- units since BASE) until it ends, so that no return ends it early.
+local function hold_end(key, base)
+  local text = redis.call('GET', key .. ':hold')
+  if not text then return nil end
+  local hb, hu = string.match(text, '^(%d+) (%d+)$')
+  if hb == nil then return nil end
+  return tonumber(hu) - (base - tonumber(hb)) * UNITS_PER_S
+end
+local function held_floor(key, base, now, interval, tau)
+  local untl = hold_end(key, base)
+  if untl == nil or untl <= now then return now end
+  return untl + tau - interval
+end
 for k = 1, #KEYS do
   local interval, tau = tonumber(ARGV[5 * k - 1]), tonumber(ARGV[5 * k])
   local n, mode = tonumber(ARGV[5 * k + 1]), ARGV[5 * k + 2]
   local held = tonumber(ARGV[5 * k + 3])
   local tat, base, now = load(KEYS[k], interval, tau)
+  local was = tat
   if mode == 'return' and host ~= '' then
     local pk, total = pools(KEYS[k], host, held)
     setpool(pk, host, held, total)
   end
-  if n > 0 then
-    if mode == 'return' then
-      if tat > now then tat = math.max(tat - n * interval, now) end
-    else
-      tat = math.min(math.max(tat, now) + n * interval, now + tau + MAX_SPAN)
+  if mode == 'return' and n > 0 then
+    local floor = held_floor(KEYS[k], base, now, interval, tau)
+    if tat > floor then tat = math.max(tat - n * interval, floor) end
+  elseif mode == 'debit' and n > 0 then
+    tat = math.min(math.max(tat, now) + n * interval, now + tau + MAX_SPAN)
+  elseif mode == 'clamp' then
+    local avail = available(tat, now, interval, tau)
+    if avail > n then tat = math.max(tat, now) + (avail - n) * interval end
+  elseif mode == 'hold' and n > 0 then
+    -- A hold never shortens an earlier one.
+    local untl = now + n * 16
+    local was_until = hold_end(KEYS[k], base)
+    if was_until == nil or was_until < untl then
+      redis.call('SET', KEYS[k] .. ':hold', num(base) .. ' ' .. num(untl),
+                 'PX', num(math.ceil(n / 1000000) + 1000))
     end
-    save(KEYS[k], tat, base, now, interval, tau)
+    tat = math.max(tat, untl + tau - interval)
   end
+  if n > 0 or tat ~= was then save(KEYS[k], tat, base, now, interval, tau) end
   out[#out + 1] = available(tat, now, interval, tau)
 end
 return out

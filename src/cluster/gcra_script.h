@@ -61,10 +61,13 @@ const std::string& ReserveScript();
 const std::string& LeaseScript();
 
 // KEYS: the buckets. ARGV: s, us, host, then per key interval, tau, n, mode,
-// held: mode "return" gives n permits back (never above capacity) and
-// records that `host`'s pool holds `held` now ("" host: no pool to record),
-// "debit" takes n unconditionally (into debt, saturating). Returns {s, us,
-// then per key the permits available after}.
+// held: mode "return" gives n permits back (never above capacity, never
+// ending a hold early) and records that `host`'s pool holds `held` now (""
+// host: no pool to record), "debit" takes n unconditionally (into debt,
+// saturating), "clamp" takes whatever leaves at most n available (as
+// BucketRef::Debit of the excess), "hold" holds the bucket empty for n ns
+// (as BucketRef::HoldUntil). Returns {s, us, then per key the permits
+// available after}.
 const std::string& AdjustScript();
 
 }  // namespace internal_cluster

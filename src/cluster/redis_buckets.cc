@@ -192,23 +192,48 @@ absl::StatusOr<LeaseResult> RedisBuckets::Lease(absl::Span<const LeaseAsk> asks,
 absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Adjust(absl::Span<const LeaseAsk> asks,
                                                            absl::string_view mode,
                                                            absl::string_view host) {
+  const std::vector<absl::string_view> modes(asks.size(), mode);
+  return AdjustEach(asks, modes, host);
+}
+
+absl::StatusOr<std::vector<uint64_t>> RedisBuckets::AdjustEach(
+    absl::Span<const LeaseAsk> asks, absl::Span<const absl::string_view> modes,
+    absl::string_view host) {
   std::vector<std::string> keys;
   std::vector<std::string> args = TimeArgs();
   args.push_back(std::string(host));
-  for (const LeaseAsk& a : asks) {
+  for (size_t i = 0; i < asks.size(); ++i) {
+    const LeaseAsk& a = asks[i];
     if (absl::Status s = AddBucket(a.key, a.config, &keys, &args); !s.ok()) return s;
-    args.insert(args.end(), {absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)),
-                             std::string(mode), absl::StrCat(std::min(a.held, a.config.capacity))});
+    args.insert(args.end(),
+                {absl::StrCat(std::min<uint64_t>(a.want, uint64_t{1} << 52)), std::string(modes[i]),
+                 absl::StrCat(std::min(a.held, a.config.capacity))});
   }
   if (keys.empty()) return std::vector<uint64_t>();
   absl::StatusOr<RedisValue> r = link_->Eval(internal_cluster::AdjustScript(), keys, args);
   if (!r.ok()) return r.status();
-  if (absl::Status s = Malformed(mode, *r, 2 + asks.size()); !s.ok()) return s;
+  if (absl::Status s = Malformed("an adjustment", *r, 2 + asks.size()); !s.ok()) return s;
   std::vector<uint64_t> levels;
   for (size_t i = 0; i < asks.size(); ++i) {
     levels.push_back(std::min(NonNegative(r->elements[2 + i]), asks[i].config.capacity));
   }
   return levels;
+}
+
+absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Change(absl::Span<const BucketChange> changes) {
+  static constexpr absl::string_view kModes[] = {"return", "debit", "clamp", "hold"};
+  std::vector<LeaseAsk> asks;
+  std::vector<absl::string_view> modes;
+  for (const BucketChange& c : changes) {
+    asks.push_back(c.bucket);
+    asks.back().held = 0;
+    // A hold is capped as waits are (about 1.63 days).
+    if (c.op == BucketOp::kHold) {
+      asks.back().want = std::min<uint64_t>(c.bucket.want, kMaxRedisSpanUnits / 16);
+    }
+    modes.push_back(kModes[static_cast<int>(c.op)]);
+  }
+  return AdjustEach(asks, modes, "");
 }
 
 absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Return(absl::Span<const LeaseAsk> permits,

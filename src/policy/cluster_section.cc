@@ -66,11 +66,6 @@ absl::StatusOr<std::string> ClusterPassword(const ClusterSettings& settings) {
 }
 
 absl::StatusOr<FleetOptions> FleetOptionsFor(const ClusterSettings& settings) {
-  if (settings.mode == ClusterMode::kExact) {
-    return absl::FailedPreconditionError(
-        "[cluster] mode = \"exact\" is not yet available to the policy (limits files, the "
-        "proxy, batch, call); use mode = \"lease\", or `sluice acquire --redis --mode exact`");
-  }
   absl::StatusOr<std::string> password = ClusterPassword(settings);
   if (!password.ok()) return password.status();
   FleetOptions options;
@@ -80,6 +75,7 @@ absl::StatusOr<FleetOptions> FleetOptionsFor(const ClusterSettings& settings) {
                    .password = *std::move(password),
                    .timeout = settings.timeout,
                    .key_prefix = settings.key_prefix};
+  options.mode = settings.mode;
   options.on_redis_down = settings.on_redis_down;
   options.expected_hosts = settings.expected_hosts;
   return options;

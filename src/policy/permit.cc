@@ -36,14 +36,19 @@ void PermitState::ReleaseLeases() {
 
 void PermitState::Refund(size_t taken, int64_t now_ns) const {
   size_t window = 0;
+  absl::InlinedVector<int64_t, 16> elsewhere;  // per charge, when not decided here
   for (size_t i = 0; i < taken; ++i) {
     const Charge& c = route->charges[i];
     if (c.is_budget) {
       c.counter.Refund(windows[window++], reserved[i]);
-    } else {
+    } else if (decided == Decided::kHere) {
       c.bucket.Refund(static_cast<uint64_t>(reserved[i]), terms[i], now_ns);
+    } else {
+      elsewhere.resize(i + 1);
+      elsewhere[i] = -reserved[i];
     }
   }
+  if (!elsewhere.empty()) AdjustElsewhere(elsewhere, now_ns);
 }
 
 namespace {
@@ -125,6 +130,7 @@ void Permit::Settle(const Usage& usage) {
   s.open = false;
   const int64_t now = s.store->clock().Now();
   size_t window = 0;
+  absl::InlinedVector<int64_t, 16> elsewhere;  // per charge, when not decided here
   for (size_t i = 0; i < s.route->charges.size(); ++i) {
     const Charge& c = s.route->charges[i];
     const int64_t diff = internal_policy::ActualAmount(*s.route, c.meter, usage) - s.reserved[i];
@@ -132,11 +138,15 @@ void Permit::Settle(const Usage& usage) {
       const int64_t w = s.windows[window++];
       if (diff > 0) c.counter.Debit(w, diff);
       if (diff < 0) c.counter.Refund(w, -diff);
-    } else {
+    } else if (s.decided == internal_policy::Decided::kHere) {
       if (diff > 0) c.bucket.Debit(static_cast<uint64_t>(diff), now);
       if (diff < 0) c.bucket.Refund(static_cast<uint64_t>(-diff), s.terms[i], now);
+    } else {
+      elsewhere.resize(i + 1);
+      elsewhere[i] = diff;
     }
   }
+  if (!elsewhere.empty()) s.AdjustElsewhere(elsewhere, now);
   s.ReleaseLeases();
 }
 

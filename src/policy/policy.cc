@@ -60,7 +60,8 @@ std::string Usd(int64_t micro_usd) {
 constexpr absl::string_view kConcurrencyFullPayload = "type.sluice/concurrency-full";
 constexpr absl::string_view kPoolShortPayload = "type.sluice/pool-short";
 
-// Amount of a charge of `meter` reserved for a request's estimate.
+}  // namespace
+
 int64_t ReservedAmount(const RouteRep& route, Meter meter, uint64_t input_tokens,
                        uint64_t max_output_tokens) {
   const uint64_t output_precharge = route.precharge_output ? max_output_tokens : 0;
@@ -90,10 +91,12 @@ int64_t MaxWaitNs(absl::Duration max_wait) {
              : absl::ToInt64Nanoseconds(std::max(max_wait, absl::ZeroDuration()));
 }
 
-}  // namespace
-
 PolicyImpl::PolicyImpl(const LimitsConfig& config, Store* store, PolicyOptions options)
-    : config_(config), limits_(config_), store_(store), options_(std::move(options)) {}
+    : config_(config),
+      limits_(config_),
+      store_(store),
+      remote_(store->remote_buckets()),
+      options_(std::move(options)) {}
 
 std::optional<StoredLeases> PolicyImpl::ConcurrencyCap(absl::string_view key) const {
   auto it = leases_.find(key);
@@ -263,6 +266,7 @@ std::unique_ptr<PermitState> PolicyImpl::NewPermit(const RouteRep& route) const 
   permit->route = &route;
   permit->store = store_;
   permit->open = true;  // so that a failure returns the leases taken
+  if (remote_ != nullptr) permit->decided = Decided::kRemote;
   return permit;
 }
 
@@ -319,6 +323,10 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
                                                   uint64_t max_output_tokens,
                                                   absl::Duration max_wait, int64_t now_ns,
                                                   std::unique_ptr<PermitState> permit) {
+  if (permit->decided == Decided::kRemote) {
+    return ReserveRemote(route, input_tokens, max_output_tokens, max_wait, now_ns,
+                         std::move(permit));
+  }
   if (route.fell_back) route.uses.fetch_add(1, std::memory_order_relaxed);
   const int64_t max_wait_ns = MaxWaitNs(max_wait);
   int64_t worst = 0;
@@ -354,17 +362,7 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
         short_of_permits.SetPayload(kPoolShortPayload, absl::Cord(c.key));
         return short_of_permits;
       }
-      if (d.outcome == Outcome::kNeverFits) {
-        never_fits_.fetch_add(1, std::memory_order_relaxed);
-        return absl::OutOfRangeError(
-            absl::StrCat("bucket ", c.key, ": the request needs ", amount, " ", UnitOf(c.meter),
-                         " but the bucket holds at most ", c.bucket.Capacity(),
-                         ": it can never fit (raise its burst)"));
-      }
-      return absl::DeadlineExceededError(
-          absl::StrCat("bucket ", c.key, " would make the request wait ",
-                       absl::FormatDuration(absl::Nanoseconds(d.wait_ns)), ", over the ",
-                       absl::FormatDuration(absl::Nanoseconds(max_wait_ns)), " allowed"));
+      return BucketRefusal(c, d.outcome, amount, d.wait_ns, max_wait_ns, c.bucket.Capacity());
     }
     permit->reserved.push_back(amount);
     permit->terms.push_back(d.terms);
@@ -380,6 +378,21 @@ absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_
   permit->wait_ns = worst;
   permit->ready_at_ns = now_ns + worst;
   return Permit(std::move(permit));
+}
+
+absl::Status PolicyImpl::BucketRefusal(const Charge& c, Outcome outcome, int64_t amount,
+                                       int64_t wait_ns, int64_t max_wait_ns,
+                                       int64_t capacity) const {
+  if (outcome == Outcome::kNeverFits) {
+    never_fits_.fetch_add(1, std::memory_order_relaxed);
+    return absl::OutOfRangeError(absl::StrCat("bucket ", c.key, ": the request needs ", amount, " ",
+                                              UnitOf(c.meter), " but the bucket holds at most ",
+                                              capacity, ": it can never fit (raise its burst)"));
+  }
+  return absl::DeadlineExceededError(
+      absl::StrCat("bucket ", c.key, " would make the request wait ",
+                   absl::FormatDuration(absl::Nanoseconds(wait_ns)), ", over the ",
+                   absl::FormatDuration(absl::Nanoseconds(max_wait_ns)), " allowed"));
 }
 
 // Lease mode: a pool fills only when the host's refiller leases from the
@@ -438,6 +451,7 @@ absl::StatusOr<Permit> PolicyImpl::Acquire(const Request& request, absl::Duratio
 
 void PolicyImpl::ClampProvider(const Route& route, LimitKind kind, int64_t remaining,
                                int64_t now_ns) const {
+  if (remote_ != nullptr) return ClampRemote(route, kind, remaining);
   for (const Charge& c : route.rep_->charges) {
     if (!c.is_provider || c.kind != kind) continue;
     const int64_t excess = c.bucket.Available(now_ns) - std::max<int64_t>(remaining, 0);
@@ -468,6 +482,7 @@ void PolicyImpl::LearnProviderRate(const Route& route, LimitKind kind, double pe
 }
 
 void PolicyImpl::HoldProvider(const Route& route, int64_t until_ns, int64_t now_ns) const {
+  if (remote_ != nullptr) return HoldRemote(route, until_ns, now_ns);
   // Every request pays the request bucket, so holding it holds them all;
   // without one, hold whatever the provider meters.
   bool has_requests = false;
@@ -498,10 +513,12 @@ PolicyStats::Bucket PolicyImpl::BucketStats(const OpenedBucket& opened, int64_t 
 
 PolicyStats PolicyImpl::Stats() const {
   PolicyStats stats;
+  std::vector<const OpenedBucket*> opened;  // of stats.buckets
   const int64_t now = store_->clock().Now();
   for (const std::string& key : order_) {
     if (auto b = buckets_.find(key); b != buckets_.end()) {
       stats.buckets.push_back(BucketStats(b->second, now));
+      opened.push_back(&b->second);
     } else if (auto g = budgets_.find(key); g != budgets_.end()) {
       const BudgetSpec& spec = g->second.spec;
       stats.budgets.push_back(
@@ -518,10 +535,15 @@ PolicyStats PolicyImpl::Stats() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
   for (const std::string& key : account_order_) {
     stats.buckets.push_back(BucketStats(account_buckets_.at(key), now));
+    opened.push_back(&account_buckets_.at(key));
   }
   for (const auto& [owner, buckets] : learned_providers_) {
-    for (const OpenedBucket& opened : buckets) stats.buckets.push_back(BucketStats(opened, now));
+    for (const OpenedBucket& bucket : buckets) {
+      stats.buckets.push_back(BucketStats(bucket, now));
+      opened.push_back(&bucket);
+    }
   }
+  if (remote_ != nullptr) RemoteLevels(opened, &stats.buckets);
   for (const auto& [key, route] : routes_) {
     const RouteRep& rep = *route->rep_;
     const uint64_t uses = rep.uses.load(std::memory_order_relaxed);

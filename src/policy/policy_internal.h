@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "sluice/effective_limits.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
@@ -96,6 +97,15 @@ struct RouteRep {
   mutable std::atomic<bool> superseded{false};
 };
 
+// Where a permit's token buckets were decided (a store with remote buckets,
+// sluice/store.h, decides there unless the remote is away).
+enum class Decided : uint8_t {
+  kHere,       // on the store's cells (no remote buckets)
+  kRemote,     // on the remote buckets, in one round trip
+  kShare,      // on the host's share while the remote was away: owed to it
+  kUnmetered,  // not at all: the remote was away and admits (or not yet taken)
+};
+
 struct PermitState {
   const RouteRep* route = nullptr;
   Store* store = nullptr;
@@ -107,12 +117,26 @@ struct PermitState {
   int64_t wait_ns = 0;
   const std::string* bottleneck = nullptr;  // a key in the route
   bool open = false;
+  Decided decided = Decided::kHere;
 
   // Returns the concurrency leases held.
   void ReleaseLeases();
   // Gives back charges [0, taken) exactly, at `now_ns`.
   void Refund(size_t taken, int64_t now_ns) const;
+  // Not decided here: takes (diffs[i] > 0) or gives back (< 0) the token
+  // bucket charges' differences where they were decided (remote_reserve.cc).
+  void AdjustElsewhere(absl::Span<const int64_t> diffs, int64_t now_ns) const;
 };
+
+// The configuration a remote bucket decides with: the opened bucket's,
+// lowered to a limit and capped at a burst learned from the provider.
+BucketConfig RemoteConfig(const OpenedBucket& opened);
+
+// Amount of a charge of `meter` reserved for a request's estimate.
+int64_t ReservedAmount(const RouteRep& route, Meter meter, uint64_t input_tokens,
+                       uint64_t max_output_tokens);
+// `max_wait` in ns (INT64_MAX for an infinite one).
+int64_t MaxWaitNs(absl::Duration max_wait);
 
 // Micro-dollars of `tokens` at `usd_per_million` (USD per million tokens is
 // exactly micro-dollars per token), and the ceiling of a sum of them.
@@ -181,12 +205,32 @@ class PolicyImpl {
                                         uint64_t max_output_tokens, absl::Duration max_wait,
                                         int64_t now_ns, std::unique_ptr<PermitState> permit);
   absl::Status TakeBudget(const Charge& c, int64_t amount, PermitState* permit);
+  // Why token bucket `c` refused `amount` (outcome kRefused with `wait_ns`,
+  // or kNeverFits with `capacity`), counting a never-fits.
+  absl::Status BucketRefusal(const Charge& c, Outcome outcome, int64_t amount, int64_t wait_ns,
+                             int64_t max_wait_ns, int64_t capacity) const;
+  // ReserveCharges with remote buckets (remote_reserve.cc): budgets on the
+  // store's counters, then every token bucket in one round trip.
+  absl::StatusOr<Permit> ReserveRemote(const RouteRep& route, uint64_t input_tokens,
+                                       uint64_t max_output_tokens, absl::Duration max_wait,
+                                       int64_t now_ns, std::unique_ptr<PermitState> permit);
+  // While the remote is away: by on_down(); `down` is the remote's error.
+  absl::StatusOr<Permit> ReserveWhileDown(const RouteRep& route, uint64_t input_tokens,
+                                          uint64_t max_output_tokens, absl::Duration max_wait,
+                                          int64_t now_ns, std::unique_ptr<PermitState> permit,
+                                          const absl::Status& down);
+  void ClampRemote(const Route& route, LimitKind kind, int64_t remaining) const;
+  void HoldRemote(const Route& route, int64_t until_ns, int64_t now_ns) const;
+  // Replaces the levels of `buckets` (of `opened`, in order) by the remote's.
+  void RemoteLevels(const std::vector<const OpenedBucket*>& opened,
+                    std::vector<PolicyStats::Bucket>* buckets) const;
   int64_t WindowId(BudgetPeriod period) const;
   absl::Time NextWindowStart(BudgetPeriod period) const;
 
   const LimitsConfig config_;
   const EffectiveLimits limits_;  // of config_
   Store* const store_;
+  RemoteBuckets* const remote_;  // store_'s, or nullptr
   const PolicyOptions options_;
 
   // Opened by Create and never changed after: read without the lock.

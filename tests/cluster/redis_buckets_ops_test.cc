@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
 #include "sluice/redis_buckets.h"
+#include "sluice/token_bucket.h"
 #include "tests/tools/redis_server.h"
 
 namespace sluice {
@@ -199,6 +201,65 @@ TEST(RedisBucketsOutageTest, FailsFastWhileRedisIsDownAndRecoversAfter) {
     if (!recovered) usleep(10'000);
   }
   EXPECT_TRUE(recovered);
+}
+
+// Change (clamp, hold, return, debit) on a trace of chosen instants acts as
+// the bucket cell does: after every step both hold the same, and a reserve
+// decides alike (a return never ends a hold early, in either).
+TEST_F(RedisBucketsOpsTest, ChangesActAsTheBucketCell) {
+  std::mt19937_64 rng(20261130);
+  const BucketConfig configs[] = {
+      {Rate::PerSecond(1000), 50}, {Rate::PerMinute(600), 10}, {Rate(7, absl::Seconds(3)), 4}};
+  int steps = 0, held = 0;
+  for (size_t b = 0; b < std::size(configs); ++b) {
+    const BucketConfig& config = configs[b];
+    const std::string key = absl::StrCat("changes:", b);
+    int64_t now = kT0;
+    BucketCell cell;
+    ASSERT_TRUE(BucketRef::Init(&cell, config, now).ok());
+    const BucketRef ref(&cell, Clock::Monotonic());
+    const Terms terms = ref.Reserve(0, 0, now).terms;  // nothing taken: the bucket's terms
+    for (int i = 0; i < 400; ++i) {
+      now += static_cast<int64_t>(rng() % 20'000) * 1'000;  // whole microseconds
+      buckets_->SetTimeForTesting(now);
+      const uint64_t n = rng() % (config.capacity + 2);
+      const int op = static_cast<int>(rng() % 5);
+      absl::StatusOr<std::vector<uint64_t>> after;
+      if (op == 4) {
+        const absl::StatusOr<RedisDecision> d = buckets_->Reserve({{key, config, n}}, {});
+        ASSERT_TRUE(d.ok()) << d.status();
+        const Decision local = ref.Reserve(n, 0, now);
+        ASSERT_EQ(d->outcome, local.outcome) << "step " << i;
+        after = buckets_->Available({{key, config, 0}});
+      } else {
+        // Holds of up to 50 ms, to see them end within the trace.
+        const uint64_t want = op == 3 ? rng() % 50'000 * 1'000 : n;
+        after = buckets_->Change({{{key, config, want, 0}, static_cast<BucketOp>(op)}});
+        switch (static_cast<BucketOp>(op)) {
+          case BucketOp::kReturn:
+            ref.Refund(n, terms, now);
+            break;
+          case BucketOp::kDebit:
+            ref.Debit(n, now);
+            break;
+          case BucketOp::kClamp:
+            if (ref.Available(now) > static_cast<int64_t>(n))
+              ref.Debit(static_cast<uint64_t>(ref.Available(now)) - n, now);
+            break;
+          case BucketOp::kHold:
+            ref.HoldUntil(now + static_cast<int64_t>(want), now);
+            held += want > 0;
+            break;
+        }
+      }
+      ASSERT_TRUE(after.ok()) << after.status();
+      ASSERT_EQ(static_cast<int64_t>((*after)[0]), ref.Available(now))
+          << "bucket " << b << " step " << i << " op " << op << " n " << n;
+      ++steps;
+    }
+  }
+  EXPECT_EQ(steps, 1200);
+  EXPECT_GT(held, 100);
 }
 
 }  // namespace

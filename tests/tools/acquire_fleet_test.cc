@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -91,37 +92,61 @@ TEST_P(AcquireFleetTest, AnUnreachableRedisFailsWithinTheTimeout) {
   if (GetParam() == "exact") EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1")) << r.err;
 }
 
-// A limits file with a [cluster] table: `sluice call` on two hosts (two
-// segments) draws from one fleet bucket of two permits, 30 s to the next.
-TEST(ClusterLimitsTest, CallsOnTwoHostsShareTheFleetsBurst) {
+// `sluice call` four times, alternating two hosts (two segments), with a
+// limits file whose [cluster] table (plus `cluster_more`) shares a fleet
+// bucket of two permits, 30 s to the next: the calls that went through, and
+// the others' stderr.
+struct TwoHostCalls {
+  int ok = 0;
+  std::vector<std::string> refusals;
+};
+
+TwoHostCalls CallOnTwoHosts(const std::string& cluster_more) {
+  TwoHostCalls calls;
   RedisServer redis;
-  ASSERT_TRUE(redis.ok());
+  EXPECT_TRUE(redis.ok());
   auto provider = FakeProvider::Start({});
-  ASSERT_TRUE(provider.ok()) << provider.status();
-  const std::string limits =
-      absl::StrCat(::testing::TempDir(), "/fleet-limits-", getpid(), ".toml");
-  std::ofstream(limits) << "[cluster]\nredis = \"redis://127.0.0.1:" << redis.port()
-                        << "/0\"\n[scopes.global]\nrequests_per_minute = 2\n"
+  EXPECT_TRUE(provider.ok()) << provider.status();
+  if (!redis.ok() || !provider.ok()) return calls;
+  const std::string tag = absl::StrCat(getpid(), "-", std::hash<std::string>()(cluster_more));
+  const std::string limits = absl::StrCat(::testing::TempDir(), "/fleet-limits-", tag, ".toml");
+  std::ofstream(limits) << "[cluster]\nredis = \"redis://127.0.0.1:" << redis.port() << "/0\"\n"
+                        << cluster_more
+                        << "[scopes.global]\nrequests_per_minute = 2\n"
                            "[scopes.global.burst]\nrequests_per_minute = 2\n";
   setenv("ANTHROPIC_API_KEY", "sk-fleet-test", 1);
-  int ok = 0, refused = 0;
   for (int i = 0; i < 4; ++i) {
-    const std::string segment = absl::StrCat("sluice-fleet-call-", getpid(), "-", i % 2);
+    const std::string segment = absl::StrCat("sluice-fleet-call-", tag, "-", i % 2);
     const CliResult r =
         RunCli({"call", "hi", "--segment", segment, "--config", limits, "--base-url",
                 (*provider)->base_url(), "--max-tokens", "8", "--timeout", "300ms"});
-    if (r.status == 0) ++ok;
-    if (r.status != 0) {
-      ++refused;
-      EXPECT_THAT(r.err, HasSubstr("pool")) << r.err;
-    }
+    if (r.status == 0) ++calls.ok;
+    if (r.status != 0) calls.refusals.push_back(r.err);
   }
   unsetenv("ANTHROPIC_API_KEY");
   for (int h = 0; h < 2; ++h)
-    unlink(absl::StrCat("/dev/shm/sluice-fleet-call-", getpid(), "-", h).c_str());
+    unlink(absl::StrCat("/dev/shm/sluice-fleet-call-", tag, "-", h).c_str());
   std::remove(limits.c_str());
-  EXPECT_EQ(ok, 2);
-  EXPECT_EQ(refused, 2);
+  return calls;
+}
+
+// Lease mode: a refusal is a pool holding too little.
+TEST(ClusterLimitsTest, CallsOnTwoHostsShareTheFleetsBurst) {
+  const TwoHostCalls calls = CallOnTwoHosts("");
+  EXPECT_EQ(calls.ok, 2);
+  ASSERT_EQ(calls.refusals.size(), 2u);
+  for (const std::string& err : calls.refusals) EXPECT_THAT(err, HasSubstr("pool")) << err;
+}
+
+// Exact mode: every reservation is one round trip to Redis, and a refusal
+// names the fleet's bucket (no pool is involved).
+TEST(ClusterLimitsTest, ExactModeCallsOnTwoHostsShareTheFleetsBurst) {
+  const TwoHostCalls calls = CallOnTwoHosts("mode = \"exact\"\n");
+  EXPECT_EQ(calls.ok, 2);
+  ASSERT_EQ(calls.refusals.size(), 2u);
+  for (const std::string& err : calls.refusals) {
+    EXPECT_THAT(err, AllOf(HasSubstr("scope:global:rpm"), Not(HasSubstr("pool")))) << err;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, AcquireFleetTest, ::testing::Values("exact", "lease"));

@@ -124,6 +124,9 @@ struct Decision {
 // 60% of the capacity is available, medium from 30% to 60%, high below 30%.
 enum class Pressure : uint8_t { kLow, kMedium, kHigh };
 const char* PressureName(Pressure p);  // "low", "medium", "high"
+// The pressure of a bucket holding `available` of `capacity` permits: low
+// from 60% available, medium from 30%, high below (and for no capacity).
+Pressure PressureOf(int64_t available, int64_t capacity);
 
 // BucketCell
 //

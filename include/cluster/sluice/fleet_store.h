@@ -1,9 +1,21 @@
 // File: fleet_store.h
 // -----------------------------------------------------------------------------
-// The same limits across a fleet of hosts, in lease mode: a Store whose
-// buckets are pools (sluice/pool.h) in this host's store (its shared segment,
-// or process memory), topped up by host leases from buckets in one Redis
-// (sluice/redis_buckets.h).
+// The same limits across a fleet of hosts: a Store whose buckets live in one
+// Redis (sluice/redis_buckets.h), in one of two modes.
+//
+// Exact mode (FleetMode::kExact): every decision is one round trip, all of a
+// request's buckets in one Lua script on Redis's clock (remote_buckets(),
+// sluice/store.h). The StoredBuckets it hands out are this host's share of
+// each bucket (rate and capacity ÷ the hosts seen alive, or expected_hosts
+// before Redis was ever reached), cells in the local store that decide only
+// while Redis is away under kLocalShare; what they admit then is debited
+// from the fleet's buckets when Redis answers again. kFailClosed refuses
+// while Redis is away, kFailOpen admits without the fleet's buckets. The
+// refiller runs only to mark the host alive: nothing is leased.
+//
+// Lease mode (the default): the StoredBuckets are pools (sluice/pool.h) in
+// this host's store (its shared segment, or process memory), topped up by
+// host leases from the fleet's buckets.
 //
 // Admitting is what it is on one host: the policy's BucketRef on a cell in
 // the segment, one load and one CAS, no lock, no virtual call, no round trip.
@@ -22,7 +34,7 @@
 // flight (sluice/store.h StoredLeases); a host lease is permits this host
 // took from the fleet (here); a thread's permit cache is cell v2's.
 //
-// When Redis is down (on_redis_down):
+// When Redis is down (on_redis_down), in lease mode:
 //   * kLocalShare (default): each pool goes on at the host's share of the
 //     bucket's rate, the rate ÷ the hosts seen alive at the last lease (or
 //     expected_hosts when this host never reached Redis), never holding more
@@ -66,12 +78,17 @@ namespace sluice {
 
 namespace internal_cluster {
 class Refiller;
+class ExactBuckets;
 }  // namespace internal_cluster
 
 enum class RedisDown : uint8_t { kLocalShare, kFailClosed, kFailOpen };
 
+// Lease (host leases into pools) or exact (a round trip per decision).
+enum class FleetMode : uint8_t { kLease, kExact };
+
 struct FleetOptions {
   RedisBucketsOptions redis;
+  FleetMode mode = FleetMode::kLease;
   RedisDown on_redis_down = RedisDown::kLocalShare;
   // The hosts a host assumes share the fleet when it never reached Redis.
   uint32_t expected_hosts = 1;
@@ -119,7 +136,8 @@ class FleetStore final : public Store {
   // every pool's permits back to the fleet.
   ~FleetStore() override;
 
-  // The pool of the fleet's bucket `key`, registered with the refiller.
+  // Lease mode: the pool of the fleet's bucket `key`, registered with the
+  // refiller. Exact mode: this host's share of it (see above).
   // InvalidArgument also for a bucket Redis cannot hold exactly
   // (RedisBuckets::Validate).
   absl::StatusOr<StoredBucket> Bucket(absl::string_view key, const BucketConfig& config) override;
@@ -139,11 +157,18 @@ class FleetStore final : public Store {
   // at least that many (demand alone would not know a request's size).
   void Want(absl::string_view key, uint64_t permits) override;
   FleetStats Stats() const;
+  // Exact mode: the fleet's buckets in Redis; lease mode: nullptr.
+  RemoteBuckets* remote_buckets() override;
+  // For tests, exact mode: Redis decides at `at_ns` (ns since the Unix
+  // epoch, whole microseconds; RedisBuckets::SetTimeForTesting).
+  void SetTimeForTesting(int64_t at_ns);
 
  private:
-  FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller);
+  FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
+             std::unique_ptr<internal_cluster::ExactBuckets> exact);
   Store* const local_;
   std::unique_ptr<internal_cluster::Refiller> refiller_;
+  std::unique_ptr<internal_cluster::ExactBuckets> exact_;  // exact mode only
 };
 
 }  // namespace sluice

@@ -96,6 +96,18 @@ struct LeaseAsk {
   uint64_t held = 0;
 };
 
+// What RedisBuckets::Change does to one bucket, with its `want`: give that
+// many permits back (as Return, for no pool) or take them (as Debit); clamp
+// it to at most that many available (taking the excess, as BucketRef::Debit
+// does); hold it empty for that many ns (as BucketRef::HoldUntil: nothing
+// becomes available before then, and no return ends the hold early).
+enum class BucketOp : uint8_t { kReturn, kDebit, kClamp, kHold };
+
+struct BucketChange {
+  LeaseAsk bucket;
+  BucketOp op = BucketOp::kReturn;
+};
+
 struct LeaseGrant {
   uint64_t granted = 0;
   // When not all were granted: ns until the rest would be available (0
@@ -166,6 +178,8 @@ class RedisBuckets {
   // Takes permits unconditionally (usage that exceeded an estimate, or what
   // a host admitted while Redis was away); into debt, saturating.
   absl::StatusOr<std::vector<uint64_t>> Debit(absl::Span<const LeaseAsk> permits);
+  // Several changes in one round trip; what each bucket holds after.
+  absl::StatusOr<std::vector<uint64_t>> Change(absl::Span<const BucketChange> changes);
   // What each bucket holds now (reads only).
   absl::StatusOr<std::vector<uint64_t>> Available(absl::Span<const LeaseAsk> buckets);
 
@@ -210,6 +224,10 @@ class RedisBuckets {
                          std::vector<std::string>* keys, std::vector<std::string>* args) const;
   absl::StatusOr<std::vector<uint64_t>> Adjust(absl::Span<const LeaseAsk> asks,
                                                absl::string_view mode, absl::string_view host);
+  // As Adjust, with a mode per ask.
+  absl::StatusOr<std::vector<uint64_t>> AdjustEach(absl::Span<const LeaseAsk> asks,
+                                                   absl::Span<const absl::string_view> modes,
+                                                   absl::string_view host);
 
   RedisBucketsOptions options_;
   std::unique_ptr<internal_cluster::RedisLink> link_;

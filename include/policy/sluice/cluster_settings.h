@@ -34,17 +34,23 @@
 //   than the limit; what it risks is permits leased but left unused (at most
 //   about one lease per host) when demand moves to another host.
 //   "exact": every decision is one round trip to Redis, a script running the
-//   same integer bucket arithmetic on Redis's one clock: no permit is ever
-//   stranded, and every decision waits on the network.
+//   same integer bucket arithmetic on Redis's one clock, all of a request's
+//   buckets at once: no permit is ever stranded, and every decision waits on
+//   the network (at most `timeout`). Budgets and concurrency caps are held
+//   as in lease mode.
 // on_redis_down: what a host does while Redis cannot be reached (or does not
 //   answer within `timeout`):
 //   "local_share" (the default): go on with its last known share of each
 //   limit (the limit divided by the hosts seen alive in the last minute) plus
-//   what its pool still holds; a host that never reached Redis assumes
+//   what its pool still holds (lease mode; in exact mode a bucket of that
+//   share, starting full); a host that never reached Redis assumes
 //   `expected_hosts` hosts. The fleet then admits at most the limit plus one
-//   pool per host, as long as no new host joins during the outage.
+//   pool (or share) per host, as long as no new host joins during the
+//   outage; what was admitted is debited from the fleet's buckets when
+//   Redis answers again.
 //   "fail_closed": admit nothing that would need Redis: no limit is ever
-//   exceeded, and calls stop until Redis is back.
+//   exceeded, and calls stop until Redis is back (exact mode: every
+//   reservation fails with Unavailable naming the Redis).
 //   "fail_open": admit without the fleet's limits until Redis is back: calls
 //   go on, and only the provider's own limits hold.
 // timeout: a duration ("50ms", "1s"), more than 0 and at most 10s.
@@ -73,8 +79,9 @@
 
 namespace sluice {
 
-// How the hosts share a bucket (see mode above).
-enum class ClusterMode : uint8_t { kLease, kExact };
+// How the hosts share a bucket (see mode above): the fleet store's own
+// (sluice/fleet_store.h), under the file's name.
+using ClusterMode = FleetMode;
 inline constexpr ClusterMode kAllClusterModes[] = {ClusterMode::kLease, ClusterMode::kExact};
 
 // What a host does while Redis is down (see on_redis_down above): the
@@ -124,9 +131,7 @@ absl::StatusOr<std::string> ClusterPassword(const ClusterSettings& settings);
 //
 // The fleet store's options (sluice/fleet_store.h) for a [cluster] table:
 // its Redis, password (ClusterPassword's errors), timeout, key prefix,
-// on_redis_down and expected hosts. Lease mode only: FailedPrecondition for
-// mode = "exact", which only `sluice acquire --redis --mode exact` and
-// RedisBuckets (sluice/redis_buckets.h) offer so far.
+// mode, on_redis_down and expected hosts.
 absl::StatusOr<FleetOptions> FleetOptionsFor(const ClusterSettings& settings);
 
 }  // namespace sluice

@@ -16,10 +16,13 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "sluice/clock.h"
 #include "sluice/lease_set.h"
 #include "sluice/segment.h"
@@ -86,6 +89,63 @@ class StoredLeases {
   std::atomic<uint64_t>* bottlenecks_;
 };
 
+// Buckets decided elsewhere, one round trip per call: a fleet's buckets in
+// Redis (sluice/fleet_store.h, exact mode). A store that has them decides
+// its token buckets there, all of a request's at once; its StoredBuckets are
+// then only what a host may admit on its own while the remote is away (its
+// share of each bucket, see RemoteDown).
+//
+// Thread safety: implementations are safe for concurrent use.
+struct RemoteCharge {
+  absl::string_view key;
+  BucketConfig config;
+  // Permits: what Reserve takes; for Adjust, taken (> 0) or given back (< 0);
+  // for Clamp, what may be left at most.
+  int64_t permits = 0;
+};
+
+struct RemoteDecision {
+  Outcome outcome = Outcome::kRefused;
+  int64_t wait_ns = 0;  // as Decision::wait_ns
+  int bottleneck = -1;  // the charge that set the wait or refused, or -1
+
+  bool granted() const { return outcome == Outcome::kGranted; }
+};
+
+// What a caller does while the remote cannot be reached (Unavailable):
+// decide on the StoredBuckets (the host's share) and Owe what it admitted;
+// refuse; or admit without charging any remote bucket.
+enum class RemoteDown : uint8_t { kDecideLocally, kRefuse, kAdmit };
+
+class RemoteBuckets {
+ public:
+  virtual ~RemoteBuckets() = default;
+  // Takes every charge from its bucket if each can grant within `max_wait`,
+  // else nothing (kNeverFits: a charge exceeds its bucket's capacity).
+  // Unavailable when the remote is; InvalidArgument for a bad config.
+  virtual absl::StatusOr<RemoteDecision> Reserve(absl::Span<const RemoteCharge> charges,
+                                                 absl::Duration max_wait) = 0;
+  // Takes (permits > 0, into debt) or gives back (< 0, never above capacity
+  // nor ending a hold early) each charge's permits. While the remote is
+  // away, what it should have taken is owed (Owe) and nothing is given back.
+  virtual void Adjust(absl::Span<const RemoteCharge> charges) = 0;
+  // Lowers each bucket to at most `permits` available.
+  virtual void Clamp(absl::Span<const RemoteCharge> charges) = 0;
+  // Holds each bucket empty for `hold` from now (BucketRef::HoldUntil).
+  virtual void Hold(absl::Span<const RemoteCharge> buckets, absl::Duration hold) = 0;
+  // What each bucket holds now.
+  virtual absl::StatusOr<std::vector<int64_t>> Available(
+      absl::Span<const RemoteCharge> buckets) = 0;
+  // Permits admitted (> 0) or given back (< 0) on the host's share while
+  // the remote was away: the remote buckets are debited the sum once it
+  // answers again.
+  virtual void Owe(const RemoteCharge& charge) = 0;
+  virtual RemoteDown on_down() const = 0;
+  // Names the remote for errors ("Redis at 10.0.0.7:6379/0"), never with
+  // credentials.
+  virtual std::string Describe() const = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -129,6 +189,10 @@ class Store {
     (void)key;
     (void)permits;
   }
+
+  // The buckets this store decides remotely (above), or nullptr: its
+  // buckets are its cells.
+  virtual RemoteBuckets* remote_buckets() { return nullptr; }
 };
 
 // Cells in this process's memory.
