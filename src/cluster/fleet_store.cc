@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "src/cluster/redis_leases.h"
 #include "src/cluster/refiller.h"
 
 namespace sluice {
@@ -22,8 +23,9 @@ constexpr absl::Duration kRefillerBackoffMax = absl::Milliseconds(200);
 
 }  // namespace
 
-FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller)
-    : local_(local), refiller_(std::move(refiller)) {}
+FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
+                       std::shared_ptr<internal_cluster::RedisLeases> caps)
+    : local_(local), refiller_(std::move(refiller)), caps_(std::move(caps)) {}
 
 FleetStore::~FleetStore() { refiller_->Stop(); }
 
@@ -36,11 +38,12 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
   options.redis.reconnect_backoff_max =
       std::min(options.redis.reconnect_backoff_max, kRefillerBackoffMax);
   const bool start = options.start_refiller;
+  auto caps = internal_cluster::RedisLeases::Create(local, options);
   auto redis = RedisBuckets::Lazy(options.redis);
   auto refiller =
       std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
   if (start) refiller->Start();
-  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller)));
+  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller), std::move(caps)));
 }
 
 absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
@@ -66,7 +69,7 @@ absl::StatusOr<StoredCounter> FleetStore::Counter(absl::string_view key) {
 }
 
 absl::StatusOr<StoredLeases> FleetStore::Leases(absl::string_view key, uint32_t count) {
-  return local_->Leases(key, count);
+  return caps_->Cap(key, count);
 }
 
 Clock FleetStore::clock() const { return local_->clock(); }
@@ -75,6 +78,11 @@ void FleetStore::RefillOnce(int64_t now_ns) { refiller_->Step(now_ns); }
 
 void FleetStore::Want(absl::string_view key, uint64_t permits) { refiller_->Want(key, permits); }
 
-FleetStats FleetStore::Stats() const { return refiller_->Stats(); }
+FleetStats FleetStore::Stats() const {
+  FleetStats stats = refiller_->Stats();
+  stats.concurrency_leases_held = caps_->held();
+  stats.concurrency_leases_lost = caps_->lost();
+  return stats;
+}
 
 }  // namespace sluice
