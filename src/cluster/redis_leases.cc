@@ -76,7 +76,7 @@ class RedisCap final : public LeaseBackend {
         count_(count) {}
 
   absl::StatusOr<uint32_t> Acquire(absl::Duration timeout) override;
-  absl::StatusOr<int32_t> TryAcquire() override;
+  absl::StatusOr<int32_t> TryAcquire() override { return TryOnce(nullptr); }
   void Release(uint32_t index) override;
   uint32_t Reclaim() override;
   uint32_t Generation() const override { return generation_.load(std::memory_order_acquire); }
@@ -88,6 +88,8 @@ class RedisCap final : public LeaseBackend {
   std::atomic<uint64_t>* bottlenecks() { return &bottlenecks_; }
 
  private:
+  // A lease now; `*down` (if not null) says whether Redis was down.
+  absl::StatusOr<int32_t> TryOnce(bool* down);
   absl::StatusOr<int32_t> TryWhileDown();
   absl::StatusOr<int32_t> TryLocalShare();
   // The local caps taken while Redis was down, and in flight there.
@@ -106,9 +108,11 @@ class RedisCap final : public LeaseBackend {
   std::vector<std::pair<uint32_t, StoredLeases>> shares_;  // guarded by mu_
 };
 
-absl::StatusOr<int32_t> RedisCap::TryAcquire() {
+absl::StatusOr<int32_t> RedisCap::TryOnce(bool* down) {
   absl::StatusOr<int32_t> got = core_->TryRedis(redis_key_, count_);
-  if (got.ok() || got.status().code() != absl::StatusCode::kUnavailable) return got;
+  const bool unreachable = !got.ok() && got.status().code() == absl::StatusCode::kUnavailable;
+  if (down != nullptr) *down = unreachable;
+  if (!unreachable) return got;
   return TryWhileDown();
 }
 
@@ -150,8 +154,9 @@ absl::StatusOr<int32_t> RedisCap::TryLocalShare() {
 absl::StatusOr<uint32_t> RedisCap::Acquire(absl::Duration timeout) {
   const int64_t deadline = DeadlineAfter(timeout);
   absl::InsecureBitGen rng;
+  bool down = false;
   for (;;) {
-    absl::StatusOr<int32_t> got = TryAcquire();
+    absl::StatusOr<int32_t> got = TryOnce(&down);
     if (!got.ok()) return got.status();
     if (*got >= 0) return static_cast<uint32_t>(*got);
     const int64_t left = deadline - Clock::MonotonicNanos();
@@ -159,10 +164,15 @@ absl::StatusOr<uint32_t> RedisCap::Acquire(absl::Duration timeout) {
     const int64_t pause = absl::Uniform<int64_t>(rng, kPollMinUs, kPollMaxUs) * 1'000;
     absl::SleepFor(absl::Nanoseconds(std::min(left, pause)));
   }
-  if (core_->Skipping() && core_->options_.on_redis_down == RedisDown::kFailClosed) {
+  if (down && core_->options_.on_redis_down == RedisDown::kFailClosed) {
     return absl::DeadlineExceededError(
         absl::StrCat("Redis is down, and on_redis_down = fail_closed: no new lease of the ", count_,
                      " shared by the fleet"));
+  }
+  if (down) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("Redis is down, and this host's share of the fleet's ", count_,
+                     " leases is held (for ", absl::FormatDuration(timeout), ")"));
   }
   return absl::DeadlineExceededError(absl::StrCat(
       "all ", count_, " leases held across the fleet for ", absl::FormatDuration(timeout)));

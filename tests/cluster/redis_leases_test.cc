@@ -229,6 +229,9 @@ TEST_F(RedisLeasesTest, LocalShareWhileRedisIsDown) {
   ASSERT_GE(s1, 0);
   ASSERT_GE(s2, 0);
   EXPECT_EQ(Take(cap), -1);  // 8 ÷ 4
+  auto waited = cap.Acquire(absl::Milliseconds(30));
+  EXPECT_EQ(waited.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(absl::StrContains(waited.status().message(), "this host's share")) << waited.status();
   // The share lives in the host's own store, for every process on it.
   absl::StatusOr<StoredLeases> local = hosts[0].local->Leases("fleet:cap-down:cap/2", 2);
   ASSERT_TRUE(local.ok()) << local.status();
