@@ -44,15 +44,6 @@ int64_t Integer(const RedisValue& v) {
   return v.type == RedisValue::Type::kInteger ? static_cast<int64_t>(v.integer) : 0;
 }
 
-RedisLinkOptions LinkOptions(const RedisBucketsOptions& o) {
-  return {.host = o.host,
-          .port = o.port,
-          .db = o.db,
-          .password = o.password,
-          .timeout = o.timeout,
-          .backoff_max = o.reconnect_backoff_max};
-}
-
 std::string Token(const std::string& host) {
   static std::atomic<uint64_t> next{0};
   return absl::StrCat(host, "/", getpid(), "/", next.fetch_add(1));
@@ -224,8 +215,8 @@ uint32_t RedisCap::InFlight() const {
 RedisLeases::RedisLeases(Store* local, const FleetOptions& options)
     : local_(local),
       options_(options),
-      link_(RedisLink::Lazy(LinkOptions(options.redis))),
-      keeper_link_(RedisLink::Lazy(LinkOptions(options.redis))),
+      link_(RedisLink::Lazy(LinkOptionsFor(options.redis))),
+      keeper_link_(RedisLink::Lazy(LinkOptionsFor(options.redis))),
       token_(Token(options.host)) {}
 
 std::shared_ptr<RedisLeases> RedisLeases::Create(Store* local, const FleetOptions& options) {

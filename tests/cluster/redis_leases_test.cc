@@ -51,6 +51,13 @@ class RedisLeasesTest : public ::testing::Test {
     return h;
   }
 
+  // A host whose leases live 300 ms unless it refreshes them.
+  Host ShortLivedHost(std::string name, RedisDown down = RedisDown::kLocalShare) {
+    FleetOptions o = Options(std::move(name), down);
+    o.concurrency_lease_ttl = absl::Milliseconds(300);
+    return NewHost(o);
+  }
+
   static StoredLeases Cap(FleetStore& fleet, uint32_t count, const std::string& key = "cap") {
     absl::StatusOr<StoredLeases> cap = fleet.Leases(key, count);
     EXPECT_TRUE(cap.ok()) << cap.status();
@@ -132,9 +139,7 @@ TEST_F(RedisLeasesTest, TheCountFollowsTheConfiguration) {
 
 // Real time: leases that live 300 ms, held for four times that.
 TEST_F(RedisLeasesTest, AHolderThatLivesKeepsItsLeasesAcrossTtls) {
-  FleetOptions oa = Options("a");
-  oa.concurrency_lease_ttl = absl::Milliseconds(300);
-  Host a = NewHost(oa);
+  Host a = ShortLivedHost("a");
   Host b = NewHost(Options("b"));
   const StoredLeases cap_a = Cap(*a.fleet, 2);
   const StoredLeases cap_b = Cap(*b.fleet, 2);
@@ -156,9 +161,7 @@ TEST_F(RedisLeasesTest, AHolderThatLivesKeepsItsLeasesAcrossTtls) {
 // Redis restarted empty: the holder's refresh finds its lease gone and
 // counts it lost; its release then leaves alone the lease another host took.
 TEST_F(RedisLeasesTest, ALeaseRedisLostIsCountedLostAndNotReleasedTwice) {
-  FleetOptions oa = Options("a", RedisDown::kFailClosed);
-  oa.concurrency_lease_ttl = absl::Milliseconds(300);
-  Host a = NewHost(oa);
+  Host a = ShortLivedHost("a", RedisDown::kFailClosed);
   Host b = NewHost(Options("b"));
   const StoredLeases cap_a = Cap(*a.fleet, 1);
   const StoredLeases cap_b = Cap(*b.fleet, 1);
