@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/cluster/exact_buckets.h"
+#include "src/cluster/redis_leases.h"
 #include "src/cluster/refiller.h"
 
 namespace sluice {
@@ -24,8 +25,12 @@ constexpr absl::Duration kRefillerBackoffMax = absl::Milliseconds(200);
 }  // namespace
 
 FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
-                       std::unique_ptr<internal_cluster::ExactBuckets> exact)
-    : local_(local), refiller_(std::move(refiller)), exact_(std::move(exact)) {}
+                       std::unique_ptr<internal_cluster::ExactBuckets> exact,
+                       std::shared_ptr<internal_cluster::RedisLeases> caps)
+    : local_(local),
+      refiller_(std::move(refiller)),
+      exact_(std::move(exact)),
+      caps_(std::move(caps)) {}
 
 FleetStore::~FleetStore() { refiller_->Stop(); }
 
@@ -45,11 +50,13 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
     exact = std::make_unique<internal_cluster::ExactBuckets>(local, options,
                                                              RedisBuckets::Lazy(options.redis));
   }
+  auto caps = internal_cluster::RedisLeases::Create(local, options);
   auto redis = RedisBuckets::Lazy(options.redis);
   auto refiller =
       std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
   if (start) refiller->Start();
-  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller), std::move(exact)));
+  return std::unique_ptr<FleetStore>(
+      new FleetStore(local, std::move(refiller), std::move(exact), std::move(caps)));
 }
 
 absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
@@ -76,7 +83,7 @@ absl::StatusOr<StoredCounter> FleetStore::Counter(absl::string_view key) {
 }
 
 absl::StatusOr<StoredLeases> FleetStore::Leases(absl::string_view key, uint32_t count) {
-  return local_->Leases(key, count);
+  return caps_->Cap(key, count);
 }
 
 Clock FleetStore::clock() const { return local_->clock(); }
@@ -85,7 +92,12 @@ void FleetStore::RefillOnce(int64_t now_ns) { refiller_->Step(now_ns); }
 
 void FleetStore::Want(absl::string_view key, uint64_t permits) { refiller_->Want(key, permits); }
 
-FleetStats FleetStore::Stats() const { return refiller_->Stats(); }
+FleetStats FleetStore::Stats() const {
+  FleetStats stats = refiller_->Stats();
+  stats.concurrency_leases_held = caps_->held();
+  stats.concurrency_leases_lost = caps_->lost();
+  return stats;
+}
 
 RemoteBuckets* FleetStore::remote_buckets() { return exact_.get(); }
 

@@ -18,8 +18,8 @@ namespace sluice {
 namespace {
 
 using internal_cluster::kMaxRedisSpanUnits;
+using internal_cluster::LinkOptionsFor;
 using internal_cluster::RedisLink;
-using internal_cluster::RedisLinkOptions;
 using internal_cluster::RedisValue;
 
 struct Terms2 {
@@ -72,25 +72,14 @@ RedisBuckets::RedisBuckets(RedisBucketsOptions options, std::unique_ptr<RedisLin
 
 RedisBuckets::~RedisBuckets() = default;
 
-namespace {
-RedisLinkOptions LinkOptions(const RedisBucketsOptions& o) {
-  return {.host = o.host,
-          .port = o.port,
-          .db = o.db,
-          .password = o.password,
-          .timeout = o.timeout,
-          .backoff_max = o.reconnect_backoff_max};
-}
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<RedisBuckets>> RedisBuckets::Connect(RedisBucketsOptions options) {
-  absl::StatusOr<std::unique_ptr<RedisLink>> link = RedisLink::Connect(LinkOptions(options));
+  absl::StatusOr<std::unique_ptr<RedisLink>> link = RedisLink::Connect(LinkOptionsFor(options));
   if (!link.ok()) return link.status();
   return std::unique_ptr<RedisBuckets>(new RedisBuckets(std::move(options), std::move(*link)));
 }
 
 std::unique_ptr<RedisBuckets> RedisBuckets::Lazy(RedisBucketsOptions options) {
-  auto link = RedisLink::Lazy(LinkOptions(options));
+  auto link = RedisLink::Lazy(LinkOptionsFor(options));
   return std::unique_ptr<RedisBuckets>(new RedisBuckets(std::move(options), std::move(link)));
 }
 

@@ -78,6 +78,7 @@ absl::StatusOr<FleetOptions> FleetOptionsFor(const ClusterSettings& settings) {
   options.mode = settings.mode;
   options.on_redis_down = settings.on_redis_down;
   options.expected_hosts = settings.expected_hosts;
+  options.concurrency_lease_ttl = settings.concurrency_lease_ttl;
   return options;
 }
 

@@ -202,12 +202,14 @@ class SegmentStore final : public Store {
 }  // namespace
 
 absl::StatusOr<uint32_t> StoredLeases::Acquire(absl::Duration timeout) const {
+  if (remote_ != nullptr) return remote_->Acquire(timeout);
   absl::StatusOr<uint64_t> tag = ProcessTag();
   if (!tag.ok()) return tag.status();
   return leases_.Acquire(*tag, timeout, LeaseHint(*tag), HolderDead);
 }
 
 absl::StatusOr<int32_t> StoredLeases::TryAcquire() const {
+  if (remote_ != nullptr) return remote_->TryAcquire();
   absl::StatusOr<uint64_t> tag = ProcessTag();
   if (!tag.ok()) return tag.status();
   const uint32_t hint = LeaseHint(*tag);
@@ -217,9 +219,12 @@ absl::StatusOr<int32_t> StoredLeases::TryAcquire() const {
   return leases_.TryAcquire(*tag, hint);
 }
 
-uint32_t StoredLeases::Reclaim() const { return leases_.Reclaim(HolderDead); }
+uint32_t StoredLeases::Reclaim() const {
+  return remote_ == nullptr ? leases_.Reclaim(HolderDead) : remote_->Reclaim();
+}
 
 void StoredLeases::Release(uint32_t index) const {
+  if (remote_ != nullptr) return remote_->Release(index);
   // The tag was read when the lease was taken, so it is cached now.
   if (absl::StatusOr<uint64_t> tag = ProcessTag(); tag.ok()) leases_.Release(index, *tag);
 }

@@ -265,5 +265,19 @@ TEST(ClusterSectionTest, TimeScaledLeavesTheClusterAsItIs) {
   EXPECT_EQ(scaled.cluster->redis, config->cluster->redis);
 }
 
+TEST(ClusterSectionTest, FleetOptionsCarryTheTable) {
+  const ClusterSettings settings = ClusterOf(
+      ClusterTable("on_redis_down = \"fail_open\"\ntimeout = \"20ms\"\nexpected_hosts = 4\n"
+                   "concurrency_lease_ttl = \"1m30s\"\n"));
+  absl::StatusOr<FleetOptions> options = FleetOptionsFor(settings);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->on_redis_down, RedisDown::kFailOpen);
+  EXPECT_EQ(options->redis.timeout, absl::Milliseconds(20));
+  EXPECT_EQ(options->expected_hosts, 4u);
+  EXPECT_EQ(options->concurrency_lease_ttl, absl::Seconds(90));
+  EXPECT_EQ(FleetOptionsFor(ClusterOf(ClusterTable(""))).value().concurrency_lease_ttl,
+            kDefaultConcurrencyLeaseTtl);
+}
+
 }  // namespace
 }  // namespace sluice

@@ -54,9 +54,18 @@
 // off at most 200 ms between connects, so a host sees Redis again within
 // about 0.35 s of its return (a backoff, a probe's interval, a timeout).
 //
-// What stays per host for now: window counters (budgets) and concurrency
-// caps are the local store's (not yet shared across hosts), and so are
-// limits and bursts learned from provider headers.
+// Concurrency caps are the fleet's: one cap in Redis for every host, each
+// lease (one call in flight) with a time to live its holder refreshes, so a
+// dead host's leases expire (src/cluster/redis_leases.h). While Redis is
+// down: kLocalShare, a local cap of the host's share (count ÷ hosts seen
+// alive); kFailClosed, no new call; kFailOpen, no cap.
+//
+// Limits and bursts learned from provider headers are the fleet's too: the
+// host's refiller shares them through Redis about once a second and leases
+// at them (src/cluster/refiller.h).
+//
+// What stays per host for now: window counters (budgets) are the local
+// store's (not yet shared across hosts).
 //
 // Thread safety: a FleetStore is safe for concurrent use; its handles are as
 // safe as their cells.
@@ -79,6 +88,7 @@ namespace sluice {
 namespace internal_cluster {
 class Refiller;
 class ExactBuckets;
+class RedisLeases;
 }  // namespace internal_cluster
 
 enum class RedisDown : uint8_t { kLocalShare, kFailClosed, kFailOpen };
@@ -104,6 +114,10 @@ struct FleetOptions {
   // Whether the host's refiller gives every pool back when it stops (false:
   // what is left stays in the pools, for the host's next process).
   bool give_back_at_stop = true;
+  // How long a concurrency lease (one call in flight) lives in Redis unless
+  // its holder refreshes it (every third of it): how long a dead host's
+  // calls keep counting against the fleet's caps.
+  absl::Duration concurrency_lease_ttl = absl::Seconds(10);
 };
 
 struct FleetBucketStats {
@@ -124,6 +138,11 @@ struct FleetStats {
   uint32_t hosts_alive = 0;
   absl::Duration round_trip;
   uint64_t commands = 0;
+  // Concurrency leases this process holds in Redis, and those it lost: found
+  // gone at a refresh (it stalled past their time to live, or Redis lost
+  // them), so another host may have taken them.
+  uint32_t concurrency_leases_held = 0;
+  uint64_t concurrency_leases_lost = 0;
   std::vector<FleetBucketStats> buckets;
 };
 
@@ -147,6 +166,12 @@ class FleetStore final : public Store {
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override;
   absl::Status LearnBurst(absl::string_view key, uint64_t burst) override;
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override;
+  // The fleet's concurrency cap `key` of `count` leases, in Redis (one cap
+  // for every host; the count is the configuration's, sent with every
+  // lease). A lease lives concurrency_lease_ttl unless this process, which
+  // refreshes every lease it holds, is alive. While Redis is down, caps go
+  // by on_redis_down (see src/cluster/redis_leases.h). InvalidArgument for a
+  // count of 0 or over 2^20 - 1. Its handles are valid while this store is.
   absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override;
   Clock clock() const override;
 
@@ -165,10 +190,12 @@ class FleetStore final : public Store {
 
  private:
   FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
-             std::unique_ptr<internal_cluster::ExactBuckets> exact);
+             std::unique_ptr<internal_cluster::ExactBuckets> exact,
+             std::shared_ptr<internal_cluster::RedisLeases> caps);
   Store* const local_;
   std::unique_ptr<internal_cluster::Refiller> refiller_;
   std::unique_ptr<internal_cluster::ExactBuckets> exact_;  // exact mode only
+  std::shared_ptr<internal_cluster::RedisLeases> caps_;
 };
 
 }  // namespace sluice

@@ -15,7 +15,7 @@
 //   on_redis_down = "local_share"            # or "fail_closed", "fail_open"
 //   timeout = "50ms"                         # the longest a decision waits on Redis
 //   expected_hosts = 1                       # see on_redis_down
-//   concurrency_lease_ttl = "10s"                        # concurrency leases' time to live
+//   concurrency_lease_ttl = "10s"            # concurrency leases' time to live
 // Every key but redis is optional; the values above (but password_env, which
 // is unset by default) are the defaults.
 //
@@ -56,8 +56,11 @@
 // timeout: a duration ("50ms", "1s"), more than 0 and at most 10s.
 // expected_hosts: 1 to 100000.
 // concurrency_lease_ttl: how long a concurrency lease (one call in flight) held in Redis
-//   lives unless its holder refreshes it, so that a dead host's calls stop
-//   counting; more than 0 and at most 1h.
+//   lives unless its holder refreshes it (every third of it), so that a dead
+//   host's calls stop counting within it; more than 0 and at most 1h. Every
+//   host sees one cap of max_concurrency; while Redis is down, a host goes
+//   by on_redis_down: its share of the cap ("local_share"), no new call
+//   ("fail_closed"), or no cap ("fail_open").
 //
 // Thread safety: ClusterSettings is a plain value and the functions here are
 // pure, except ClusterPassword, which reads the environment (getenv) and must

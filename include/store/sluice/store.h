@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -53,13 +54,36 @@ struct StoredCounter {
   std::atomic<uint64_t>* bottlenecks;
 };
 
+// A concurrency cap kept somewhere other than this host's store: a fleet's,
+// in Redis (sluice/fleet_store.h). StoredLeases forwards every call to it;
+// the contracts are StoredLeases' below. Indexes are the backend's own (any
+// value in [0, 2^31)), handed back to the same backend's Release.
+//
+// Thread safety: implementations are safe for concurrent use.
+class LeaseBackend {
+ public:
+  virtual ~LeaseBackend() = default;
+  virtual absl::StatusOr<uint32_t> Acquire(absl::Duration timeout) = 0;
+  virtual absl::StatusOr<int32_t> TryAcquire() = 0;
+  virtual void Release(uint32_t index) = 0;
+  virtual uint32_t Reclaim() = 0;
+  virtual uint32_t Generation() const = 0;
+  virtual void WaitForRelease(uint32_t seen, absl::Duration timeout) = 0;
+  virtual uint32_t InFlight() const = 0;
+  virtual uint32_t capacity() const = 0;
+};
+
 // A concurrency cap whose leases carry this process's tag (pid and start
 // time), so that a process that dies holding leases loses them to the next
-// process that needs one.
+// process that needs one. Or, built over a LeaseBackend, a cap kept
+// elsewhere (a fleet's), with the same contracts.
 class StoredLeases {
  public:
   StoredLeases(LeaseSetRef leases, std::atomic<uint64_t>* bottlenecks)
       : leases_(leases), bottlenecks_(bottlenecks) {}
+  // REQUIRES: `remote` is not null; `bottlenecks` lives as long as it.
+  StoredLeases(std::shared_ptr<LeaseBackend> remote, std::atomic<uint64_t>* bottlenecks)
+      : leases_(nullptr, 0, nullptr), remote_(std::move(remote)), bottlenecks_(bottlenecks) {}
 
   // A lease, waiting at most `timeout` (sleeping until one is returned,
   // taking back dead holders' leases while it waits); DeadlineExceeded if
@@ -76,16 +100,24 @@ class StoredLeases {
   // For event loops that wait for a lease without blocking in Acquire: the
   // generation every release changes, and a wait until it differs from
   // `seen` (at most `timeout`; spurious returns are possible).
-  uint32_t Generation() const { return leases_.Generation(); }
+  uint32_t Generation() const {
+    return remote_ == nullptr ? leases_.Generation() : remote_->Generation();
+  }
   void WaitForRelease(uint32_t seen, absl::Duration timeout) const {
+    if (remote_ != nullptr) return remote_->WaitForRelease(seen, timeout);
     leases_.WaitForRelease(seen, absl::ToInt64Nanoseconds(timeout));
   }
-  uint32_t InFlight() const { return leases_.InFlight(); }
-  uint32_t capacity() const { return leases_.capacity(); }
+  uint32_t InFlight() const {
+    return remote_ == nullptr ? leases_.InFlight() : remote_->InFlight();
+  }
+  uint32_t capacity() const {
+    return remote_ == nullptr ? leases_.capacity() : remote_->capacity();
+  }
   std::atomic<uint64_t>* bottlenecks() const { return bottlenecks_; }
 
  private:
   LeaseSetRef leases_;
+  std::shared_ptr<LeaseBackend> remote_;  // null: the cap is leases_
   std::atomic<uint64_t>* bottlenecks_;
 };
 
