@@ -13,6 +13,7 @@ namespace internal_cluster {
 namespace {
 
 constexpr int64_t kHostsEveryNs = 10'000'000'000;
+constexpr int64_t kLearnedEveryNs = 1'000'000'000;
 
 RemoteDown OnDown(RedisDown down) {
   switch (down) {
@@ -32,11 +33,11 @@ int64_t SteadyNs() {
       .count();
 }
 
-LeaseAsk Ask(const RemoteCharge& c, uint64_t permits) {
-  return {std::string(c.key), c.config, permits, 0};
-}
-
 }  // namespace
+
+LeaseAsk ExactBuckets::Ask(const RemoteCharge& c, uint64_t permits) {
+  return {std::string(c.key), Sent(c.key, c.config), permits, 0};
+}
 
 BucketConfig HostShare(const BucketConfig& config, uint32_t hosts) {
   hosts = std::max<uint32_t>(hosts, 1);
@@ -112,8 +113,44 @@ absl::Status ExactBuckets::PayDebts() {
   return paid.status();
 }
 
+void ExactBuckets::RefreshLearned() {
+  const int64_t now = SteadyNs();
+  int64_t due = next_learned_ns_.load(std::memory_order_relaxed);
+  if (now < due || !next_learned_ns_.compare_exchange_strong(due, now + kLearnedEveryNs)) return;
+  std::vector<std::string> keys;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [key, config] : shares_) keys.push_back(key);
+  }
+  absl::StatusOr<std::vector<LearnedLimits>> learned = redis_->Learned(keys);
+  if (!learned.ok()) {
+    next_learned_ns_.store(0, std::memory_order_relaxed);  // again at the next call
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (size_t i = 0; i < keys.size(); ++i) learned_[keys[i]] = (*learned)[i];
+}
+
+BucketConfig ExactBuckets::Sent(absl::string_view key, const BucketConfig& config) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = learned_.find(key);
+  if (it == learned_.end()) return config;
+  const LearnedLimits& l = it->second;
+  const BucketConfig lowered = CapBurst(l.rate ? LowerTo(config, *l.rate) : config, l.burst);
+  return RedisBuckets::Validate(lowered).ok() ? lowered : config;
+}
+
+void ExactBuckets::ShareLearned(absl::string_view key, std::optional<Rate> rate) {
+  if (redis_->ShareLearnedRate(key, rate).ok()) next_learned_ns_.store(0);
+}
+
+void ExactBuckets::ShareLearnedBurst(absl::string_view key, uint64_t burst) {
+  if (redis_->ShareLearnedBurst(key, burst).ok()) next_learned_ns_.store(0);
+}
+
 absl::Status ExactBuckets::Prepare() {
   RefreshHosts();
+  RefreshLearned();
   return PayDebts();
 }
 
@@ -122,8 +159,8 @@ absl::StatusOr<RemoteDecision> ExactBuckets::Reserve(absl::Span<const RemoteChar
   if (absl::Status s = Prepare(); !s.ok()) return s;
   absl::InlinedVector<RedisCharge, 8> redis;
   for (const RemoteCharge& c : charges) {
-    redis.push_back(
-        {std::string(c.key), c.config, static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))});
+    redis.push_back({std::string(c.key), Sent(c.key, c.config),
+                     static_cast<uint64_t>(std::max<int64_t>(c.permits, 0))});
   }
   absl::StatusOr<RedisDecision> d = redis_->Reserve(redis, max_wait);
   if (!d.ok()) return d.status();
@@ -184,9 +221,10 @@ absl::StatusOr<std::vector<int64_t>> ExactBuckets::Available(
 
 void ExactBuckets::Owe(const RemoteCharge& charge) {
   if (charge.permits == 0) return;
+  const BucketConfig config = Sent(charge.key, charge.config);
   std::lock_guard<std::mutex> lock(mu_);
   Owed& o = owed_[charge.key];
-  o.config = charge.config;
+  o.config = config;
   o.permits += charge.permits;
   owing_.store(true, std::memory_order_release);
 }

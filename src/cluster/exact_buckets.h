@@ -11,6 +11,13 @@
 // changes. What the host admitted on its shares is owed (Owe) and debited,
 // in one round trip, before the next call Redis answers.
 //
+// Limits learned from the provider are the fleet's: what this host learns
+// (FleetStore::Learn, LearnBurst) is shared through Redis
+// (RedisBuckets::ShareLearnedRate, ShareLearnedBurst), what the fleet
+// learned is read again every second on a call, and every bucket sent to
+// Redis is lowered to it (LowerTo, CapBurst), so hosts send Redis the same
+// bucket rather than each its own learned one.
+//
 // Thread safety: safe for concurrent use; Redis calls are serialized on one
 // connection (RedisBuckets), the bookkeeping by a mutex never held across
 // them.
@@ -22,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +67,11 @@ class ExactBuckets final : public RemoteBuckets {
   RemoteDown on_down() const override { return on_down_; }
   std::string Describe() const override;
 
+  // Shares what this host learned of bucket `key` (best effort: while Redis
+  // is away the host's own policy still runs at it).
+  void ShareLearned(absl::string_view key, std::optional<Rate> rate);
+  void ShareLearnedBurst(absl::string_view key, uint64_t burst);
+
   RedisBuckets& redis() { return *redis_; }
   // The hosts the shares are divided by now.
   uint32_t hosts() const { return hosts_.load(std::memory_order_relaxed); }
@@ -72,6 +85,10 @@ class ExactBuckets final : public RemoteBuckets {
   // Unavailable when Redis is (nothing changed then).
   absl::Status Prepare();
   void RefreshHosts();
+  void RefreshLearned();
+  // `config` of bucket `key` lowered to what the fleet learned.
+  BucketConfig Sent(absl::string_view key, const BucketConfig& config);
+  LeaseAsk Ask(const RemoteCharge& c, uint64_t permits);
   absl::Status PayDebts();
   // Runs `changes`; on Unavailable, what they would have taken is owed.
   void Change(std::vector<BucketChange> changes);
@@ -84,10 +101,12 @@ class ExactBuckets final : public RemoteBuckets {
   std::atomic<uint32_t> hosts_;
   std::atomic<int64_t> next_hosts_ns_{0};  // steady clock
   std::atomic<bool> owing_{false};
+  std::atomic<int64_t> next_learned_ns_{0};  // steady clock
 
   std::mutex mu_;
-  absl::flat_hash_map<std::string, BucketConfig> shares_;  // guarded by mu_
-  absl::flat_hash_map<std::string, Owed> owed_;            // guarded by mu_
+  absl::flat_hash_map<std::string, BucketConfig> shares_;    // guarded by mu_
+  absl::flat_hash_map<std::string, Owed> owed_;              // guarded by mu_
+  absl::flat_hash_map<std::string, LearnedLimits> learned_;  // the fleet's; guarded by mu_
 };
 
 }  // namespace internal_cluster

@@ -70,12 +70,18 @@ absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const Buc
   return pool;
 }
 
+// Lease mode: the refiller shares what the host's store learned; exact
+// mode shares it at once.
 absl::Status FleetStore::Learn(absl::string_view key, std::optional<Rate> learned) {
-  return local_->Learn(key, learned);
+  absl::Status s = local_->Learn(key, learned);
+  if (s.ok() && exact_ != nullptr) exact_->ShareLearned(key, learned);
+  return s;
 }
 
 absl::Status FleetStore::LearnBurst(absl::string_view key, uint64_t burst) {
-  return local_->LearnBurst(key, burst);
+  absl::Status s = local_->LearnBurst(key, burst);
+  if (s.ok() && exact_ != nullptr) exact_->ShareLearnedBurst(key, burst);
+  return s;
 }
 
 absl::StatusOr<StoredCounter> FleetStore::Counter(absl::string_view key) {

@@ -1,7 +1,7 @@
 // Limits learned from the provider on one host reach every host of the
 // fleet through Redis: a learned rate is the latest word from any host, a
 // learned burst the largest, a host that joins later takes them in, and the
-// fleet's bucket in Redis runs at them.
+// fleet's bucket in Redis runs at them, in lease mode and in exact mode.
 
 #include <cstdint>
 #include <memory>
@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "sluice/fleet_store.h"
 #include "sluice/redis_buckets.h"
@@ -37,13 +38,14 @@ class FleetLearnedTest : public ::testing::Test {
     return o;
   }
 
-  Host Join(const std::string& name) {
+  Host Join(const std::string& name, FleetMode mode = FleetMode::kLease) {
     Host h;
     h.local = NewLocalStore(Clock::Fake(&clock_));
     FleetOptions o;
     o.redis = RedisOptions();
     o.host = name;
     o.start_refiller = false;
+    o.mode = mode;
     auto fleet = FleetStore::Create(h.local.get(), o);
     EXPECT_TRUE(fleet.ok()) << fleet.status();
     h.fleet = *std::move(fleet);
@@ -155,6 +157,33 @@ TEST_F(FleetLearnedTest, WhatIsNotAValidLearnedLimitReadsAsNone) {
   l = (*b)->Learned(std::vector<std::string>{"p"});
   ASSERT_TRUE(l.ok()) << l.status();
   EXPECT_FALSE((*l)[0].rate.has_value());
+}
+
+// Exact mode: a host shares what it learns at once, and every host sends
+// Redis the bucket lowered to what the fleet learned.
+TEST_F(FleetLearnedTest, ExactModeHostsSendRedisTheBucketTheFleetLearned) {
+  Host a = Join("a", FleetMode::kExact), b = Join("b", FleetMode::kExact);
+  RemoteBuckets* remote = b.fleet->remote_buckets();
+  ASSERT_NE(remote, nullptr);
+  // Unlearned, 31 permits fit in the configured burst of 60 (and are given
+  // back).
+  const RemoteCharge take31{"p", kConfigured, 31};
+  auto d = remote->Reserve({&take31, 1}, absl::ZeroDuration());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->granted());
+  remote->Adjust({{"p", kConfigured, -31}});
+
+  ASSERT_TRUE(a.fleet->Learn("p", Rate::PerMinute(300)).ok());
+  EXPECT_EQ(InRedis().rate, Rate::PerMinute(300));
+  // b reads the fleet's learning within a second, on a call: half the rate,
+  // half the burst, although b's own policy still sends the configuration.
+  absl::SleepFor(absl::Milliseconds(1'100));
+  d = remote->Reserve({&take31, 1}, absl::ZeroDuration());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->outcome, Outcome::kNeverFits);
+
+  ASSERT_TRUE(a.fleet->LearnBurst("p", 5).ok());
+  EXPECT_EQ(InRedis().burst, 5u);
 }
 
 }  // namespace
