@@ -58,17 +58,21 @@ struct OpenedBucket {
   std::unique_ptr<std::atomic<uint64_t>> burst;
 };
 
+// A token bucket's charge has no counter.
+inline StoredCounter NoCounter() { return StoredCounter{WindowCounterRef(nullptr), nullptr}; }
+
 // One bucket or budget a route pays into.
 struct Charge {
   std::string key;
   Meter meter;
   bool is_provider;  // a provider bucket (fed back from response headers)
   LimitKind kind;
-  bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
+  bool is_budget;  // a window counter (USD budget) rather than a token bucket
   BudgetPeriod period;
   int64_t limit;  // budgets: micro-USD per period
   BucketRef bucket{nullptr, Clock::Monotonic()};
-  WindowCounterRef counter{nullptr};
+  // A budget's counter, where the store keeps it (a fleet's: in Redis).
+  StoredCounter counter = NoCounter();
   std::atomic<uint64_t>* bottlenecks;
   const OpenedBucket* opened = nullptr;  // a bucket's; lives as long as the policy
 };
@@ -181,6 +185,9 @@ class PolicyImpl {
                                         uint64_t max_output_tokens, absl::Duration max_wait,
                                         int64_t now_ns, std::unique_ptr<PermitState> permit);
   absl::Status TakeBudget(const Charge& c, int64_t amount, PermitState* permit);
+  // UTC wall time for budget windows: PolicyOptions::wall_clock, or the
+  // store's (Store::WallTime).
+  absl::Time WallNow() const;
   int64_t WindowId(BudgetPeriod period) const;
   absl::Time NextWindowStart(BudgetPeriod period) const;
 
