@@ -42,9 +42,20 @@
 // off at most 200 ms between connects, so a host sees Redis again within
 // about 0.35 s of its return (a backoff, a probe's interval, a timeout).
 //
-// What stays per host for now: window counters (budgets) and concurrency
-// caps are the local store's (not yet shared across hosts), and so are
-// limits and bursts learned from provider headers.
+// Budgets (window counters) are the fleet's: one counter in Redis for every
+// host, each operation a round trip (a budget is charged once per request,
+// not per permit), on Redis's clock: WallTime() is this host's clock
+// corrected to Redis's TIME, so every host is in the same UTC day or month
+// whatever its own clock says. While Redis is away a host spends, by
+// on_redis_down, up to its share of what the budget had left (the share
+// counted in the host's own cell of the budget, across its processes), or
+// nothing, or without limit; refunds and debits are kept too, and each
+// process sends what it spent once Redis answers again, exactly once (a
+// call whose answer was lost after Redis ran it is not counted twice).
+//
+// What stays per host for now: concurrency caps are the local store's (not
+// yet shared across hosts), and so are limits and bursts learned from
+// provider headers.
 //
 // Thread safety: a FleetStore is safe for concurrent use; its handles are as
 // safe as their cells.
@@ -53,6 +64,7 @@
 #define SLUICE_FLEET_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -66,6 +78,7 @@ namespace sluice {
 
 namespace internal_cluster {
 class Refiller;
+class RedisCounters;
 }  // namespace internal_cluster
 
 enum class RedisDown : uint8_t { kLocalShare, kFailClosed, kFailOpen };
@@ -87,6 +100,9 @@ struct FleetOptions {
   // Whether the host's refiller gives every pool back when it stops (false:
   // what is left stays in the pools, for the host's next process).
   bool give_back_at_stop = true;
+  // This host's wall clock, which WallTime() corrects to Redis's (tests
+  // skew it); empty: absl::Now.
+  std::function<absl::Time()> wall_clock;
 };
 
 struct FleetBucketStats {
@@ -108,6 +124,11 @@ struct FleetStats {
   absl::Duration round_trip;
   uint64_t commands = 0;
   std::vector<FleetBucketStats> buckets;
+  // Budgets: whether this process's last budget call reached Redis, and how
+  // many (budget, window) entries of what it spent while Redis was away it
+  // has not yet sent.
+  bool budgets_redis_up = false;
+  uint64_t budget_entries_owed = 0;
 };
 
 class FleetStore final : public Store {
@@ -128,9 +149,16 @@ class FleetStore final : public Store {
   }
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override;
   absl::Status LearnBurst(absl::string_view key, uint64_t burst) override;
+  // The fleet's counter `key` in Redis (its backend), with this host's cell
+  // of it (the local store's) for what the host spends while Redis is away.
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override;
   absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override;
   Clock clock() const override;
+  // UTC on Redis's clock: this host's wall clock corrected by the offset to
+  // Redis's TIME measured on the last budget round trip (asking Redis when
+  // none came for 10 s; at most the timeout). This host's own clock until
+  // Redis first answers.
+  absl::Time WallTime() const override;
 
   // One round of the refiller at `now_ns` (the local store's clock): what
   // the thread does every tick. For tests with start_refiller = false.
@@ -141,9 +169,11 @@ class FleetStore final : public Store {
   FleetStats Stats() const;
 
  private:
-  FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller);
+  FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
+             std::unique_ptr<internal_cluster::RedisCounters> counters);
   Store* const local_;
   std::unique_ptr<internal_cluster::Refiller> refiller_;
+  const std::unique_ptr<internal_cluster::RedisCounters> counters_;
 };
 
 }  // namespace sluice
