@@ -14,13 +14,8 @@ namespace {
 // Numbers go back to Redis through string.format('%.0f'): Lua's own
 // conversion keeps only 14 digits.
 constexpr char kBody[] = R"lua(
-local S, US
-if ARGV[1] ~= '' then
-  S, US = tonumber(ARGV[1]), tonumber(ARGV[2])
-else
-  local t = redis.call('TIME')
-  S, US = tonumber(t[1]), tonumber(t[2])
-end
+local now = redis.call('TIME')
+local S, US = tonumber(now[1]), tonumber(now[2])
 local H = KEYS[1]
 local function num(x) return string.format('%.0f', x) end
 local function get(k)
@@ -61,13 +56,13 @@ local function debit(k, w, amount)
 end
 local function field(ki, w) return 'w:' .. w .. ':' .. KEYS[ki] end
 
-if ARGV[9] ~= '0' then
+if ARGV[7] ~= '0' then
   local rec = redis.call('HGET', H, 'op')
   if rec then
     local seq, d = string.match(rec, '^(%d+) (%-?%d+)$')
-    if seq == ARGV[9] then
-      local f = field(tonumber(ARGV[10]), ARGV[11])
-      local applied = tonumber(redis.call('HGET', H, f)) or tonumber(ARGV[12])
+    if seq == ARGV[7] then
+      local f = field(tonumber(ARGV[8]), ARGV[9])
+      local applied = tonumber(redis.call('HGET', H, f)) or tonumber(ARGV[10])
       redis.call('HSET', H, f, num(applied + tonumber(d)))
       redis.call('HDEL', H, 'op')
     end
@@ -75,8 +70,8 @@ if ARGV[9] ~= '0' then
 end
 
 local after = {}
-for j = 0, tonumber(ARGV[13]) - 1 do
-  local a = 14 + 4 * j
+for j = 0, tonumber(ARGV[11]) - 1 do
+  local a = 12 + 4 * j
   local ki, w, total = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local f = field(ki, ARGV[a + 1])
   local owed = total - (tonumber(redis.call('HGET', H, f)) or tonumber(ARGV[a + 3]))
@@ -87,8 +82,8 @@ for j = 0, tonumber(ARGV[13]) - 1 do
   after[#after + 1] = cu
 end
 
-local op, ki = ARGV[4], tonumber(ARGV[5])
-local w, amount, limit = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local op, ki = ARGV[2], tonumber(ARGV[3])
+local w, amount, limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local ok, d = 1, nil
 if op == 'add' then
   d, ok = add(KEYS[ki], w, amount, limit)
@@ -97,7 +92,7 @@ elseif op == 'refund' then
 elseif op == 'debit' then
   d = debit(KEYS[ki], w, amount)
 end
-if d ~= nil then redis.call('HSET', H, 'op', ARGV[3] .. ' ' .. num(d)) end
+if d ~= nil then redis.call('HSET', H, 'op', ARGV[1] .. ' ' .. num(d)) end
 redis.call('PEXPIRE', H, LEDGER_TTL)
 local cw, cu = 0, 0
 if ki > 0 then cw, cu = get(KEYS[ki]) end

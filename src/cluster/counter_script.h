@@ -41,17 +41,17 @@ inline constexpr int64_t kLedgerTtlMs = int64_t{2} * 86'400'000;
 
 // KEYS: 1 the client's hash, 2 the hosts' set ("{<prefix>}hosts", read
 // only), 3.. the counters.
-// ARGV: 1 s, 2 us (the time to act at; empty: Redis's TIME),
-//   3 seq (this call's, > 0),
-//   4 op ("add", "refund", "debit", "read" or "none"), 5 its counter (a KEYS
-//   index; 0 for "none"), 6 window, 7 amount, 8 limit,
-//   9 the pending seq ("0": none), 10 its counter (KEYS index), 11 its
-//   window, 12 that ledger entry's base,
-//   13 the number of ledger entries, then per entry: counter (KEYS index),
+// ARGV: 1 seq (this call's, > 0),
+//   2 op ("add", "refund", "debit", "read" or "none"), 3 its counter (a KEYS
+//   index; 0 for "none"), 4 window, 5 amount, 6 limit,
+//   7 the pending seq ("0": none), 8 its counter (KEYS index), 9 its
+//   window, 10 that ledger entry's base,
+//   11 the number of ledger entries, then per entry: counter (KEYS index),
 //   window, total, base.
+// The script acts at Redis's TIME.
 // First credits the pending operation if Redis ran it, then applies the
 // ledger (a positive remainder as a debit, a negative one as a refund), then
-// runs the op. Returns {s, us, hosts alive in the last minute, ok (1, or 0
+// runs the op. Returns {TIME's s and us, hosts alive in the last minute, ok (1, or 0
 // for an "add" refused), the op counter's window, its used, then per ledger
 // entry its counter's window and used}.
 const std::string& CounterScript();

@@ -19,7 +19,6 @@ namespace {
 
 using internal_cluster::kMaxRedisSpanUnits;
 using internal_cluster::RedisLink;
-using internal_cluster::RedisLinkOptions;
 using internal_cluster::RedisValue;
 
 struct Terms2 {
@@ -72,25 +71,15 @@ RedisBuckets::RedisBuckets(RedisBucketsOptions options, std::unique_ptr<RedisLin
 
 RedisBuckets::~RedisBuckets() = default;
 
-namespace {
-RedisLinkOptions LinkOptions(const RedisBucketsOptions& o) {
-  return {.host = o.host,
-          .port = o.port,
-          .db = o.db,
-          .password = o.password,
-          .timeout = o.timeout,
-          .backoff_max = o.reconnect_backoff_max};
-}
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<RedisBuckets>> RedisBuckets::Connect(RedisBucketsOptions options) {
-  absl::StatusOr<std::unique_ptr<RedisLink>> link = RedisLink::Connect(LinkOptions(options));
+  absl::StatusOr<std::unique_ptr<RedisLink>> link =
+      RedisLink::Connect(internal_cluster::LinkOptionsOf(options));
   if (!link.ok()) return link.status();
   return std::unique_ptr<RedisBuckets>(new RedisBuckets(std::move(options), std::move(*link)));
 }
 
 std::unique_ptr<RedisBuckets> RedisBuckets::Lazy(RedisBucketsOptions options) {
-  auto link = RedisLink::Lazy(LinkOptions(options));
+  auto link = RedisLink::Lazy(internal_cluster::LinkOptionsOf(options));
   return std::unique_ptr<RedisBuckets>(new RedisBuckets(std::move(options), std::move(link)));
 }
 

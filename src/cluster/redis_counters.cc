@@ -74,15 +74,6 @@ class RedisCounters::Counter final : public CounterBackend {
 
 namespace {
 
-RedisLinkOptions LinkOptions(const RedisBucketsOptions& o) {
-  return {.host = o.host,
-          .port = o.port,
-          .db = o.db,
-          .password = o.password,
-          .timeout = o.timeout,
-          .backoff_max = o.reconnect_backoff_max};
-}
-
 std::string NewClientId() {
   absl::BitGen gen;
   return absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
@@ -92,7 +83,7 @@ std::string NewClientId() {
 
 RedisCounters::RedisCounters(RedisCountersOptions options)
     : options_(std::move(options)),
-      link_(RedisLink::Lazy(LinkOptions(options_.redis))),
+      link_(RedisLink::Lazy(LinkOptionsOf(options_.redis))),
       ledger_key_(absl::StrCat("{", options_.redis.key_prefix, "}budget-client:", NewClientId())),
       hosts_key_(absl::StrCat("{", options_.redis.key_prefix, "}hosts")) {}
 
@@ -185,9 +176,7 @@ std::vector<RedisCounters::EntryKey> RedisCounters::ArgsLocked(Counter* c, const
     if (inserted) keys->push_back(counters_[counter]->redis_key);
     return absl::StrCat(it->second);
   };
-  *args = {"",
-           "",
-           absl::StrCat(seq),
+  *args = {absl::StrCat(seq),
            OpName(static_cast<uint8_t>(ask.op)),
            c == nullptr ? "0" : key_of(c->index),
            absl::StrCat(ask.window),

@@ -49,6 +49,15 @@ RedisValue FromReply(const redisReply* reply) {
 
 }  // namespace
 
+RedisLinkOptions LinkOptionsOf(const RedisBucketsOptions& o) {
+  return {.host = o.host,
+          .port = o.port,
+          .db = o.db,
+          .password = o.password,
+          .timeout = o.timeout,
+          .backoff_max = o.reconnect_backoff_max};
+}
+
 RedisLink::RedisLink(RedisLinkOptions options) : options_(std::move(options)) {}
 
 RedisLink::~RedisLink() {

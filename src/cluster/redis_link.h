@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "sluice/redis_buckets.h"
 
 struct redisContext;
 struct redisReply;
@@ -48,6 +49,9 @@ struct RedisLinkOptions {
   absl::Duration backoff_base = absl::Milliseconds(10);
   absl::Duration backoff_max = absl::Seconds(1);
 };
+
+// The link a fleet's options (sluice/redis_buckets.h) describe.
+RedisLinkOptions LinkOptionsOf(const RedisBucketsOptions& options);
 
 // A Redis reply as plain values (hiredis's is freed at once).
 struct RedisValue {

@@ -54,8 +54,10 @@ class FleetBudgetTest : public ::testing::Test {
   }
 
   internal_cluster::RedisValue Command(const std::vector<std::string>& argv) {
-    auto link =
-        internal_cluster::RedisLink::Connect({.port = redis_.port(), .timeout = absl::Seconds(2)});
+    internal_cluster::RedisLinkOptions options;
+    options.port = redis_.port();
+    options.timeout = absl::Seconds(2);
+    auto link = internal_cluster::RedisLink::Connect(options);
     EXPECT_TRUE(link.ok()) << link.status();
     auto r = (*link)->Command(argv);
     EXPECT_TRUE(r.ok()) << r.status();
