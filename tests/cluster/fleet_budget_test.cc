@@ -248,7 +248,7 @@ TEST_F(FleetBudgetPolicyTest, TheSecondHostIsRefusedWhatTheFirstSpent) {
   EXPECT_THAT(second.status().message(), AllOf(HasSubstr("scope:team:eng:usd_day"),
                                                HasSubstr("0.450000 USD of 0.500000 USD")));
   EXPECT_EQ(Spent(*pb_, "scope:team:eng:usd_day"), 450'000);
-  EXPECT_EQ(Spent(*pb_, "scope:global:usd_day"), 450'000);  // the rollback gave back exactly
+  EXPECT_EQ(Spent(*pb_, "scope:global:usd_day"), 450'000);  // the team refused first
   // Settling to less frees the difference for every host.
   first->Settle({.output_tokens = 20'000});  // 0.30 USD
   EXPECT_EQ(Spent(*pb_, "scope:team:eng:usd_day"), 300'000);
@@ -262,10 +262,12 @@ TEST_F(FleetBudgetPolicyTest, ARollbackGivesBackExactlyAndSettleDebitsReachRedis
   auto global = Reserve(*pa_, "global", 0, 60'000);  // 0.90 USD
   ASSERT_TRUE(global.ok()) << global.status();
   // Host b's team still has 0.5 USD, the fleet's global budget 0.1 USD: the
-  // team's charge, if taken first, is given back exactly.
+  // team's charge (a route pays its own scope first, the root last) is
+  // taken in Redis, then given back exactly when the global one refuses.
   auto refused = Reserve(*pb_, "team:eng", 0, 10'000);  // 0.15 USD
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(refused.status().message(), HasSubstr("scope:global:usd_day"));
+  EXPECT_EQ(pb_->Stats().rollbacks, 1u);
   EXPECT_EQ(Spent(*pa_, "scope:team:eng:usd_day"), 0);
   EXPECT_EQ(Spent(*pa_, "scope:global:usd_day"), 900'000);
   // A request that cost more than reserved debits the difference.
