@@ -3,10 +3,12 @@
 // Redis's clock whatever the hosts' own clocks say, and the policy's
 // reserve, settle and rollback reach it.
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -173,6 +175,26 @@ TEST_F(FleetBudgetTest, TwoHostsSpendOneBudget) {
   const int64_t ttl_ms = Command({"PTTL", "{sluice:}budget:scope:team:usd_day"}).integer;
   EXPECT_GT(ttl_ms, int64_t{31} * 86'400'000);
   EXPECT_LE(ttl_ms, int64_t{35} * 86'400'000);
+}
+
+TEST_F(FleetBudgetTest, ThreadsOnTwoHostsNeverSpendMoreThanTheBudget) {
+  Host a = NewHost("a");
+  Host b = NewHost("b");
+  const int64_t w = 20'600;
+  std::atomic<int64_t> granted{0};
+  std::vector<std::thread> threads;
+  for (Host* h : {&a, &b}) {
+    for (int t = 0; t < 3; ++t) {
+      threads.emplace_back([&, h] {
+        auto c = h->fleet->Counter("scope:global:usd_day");
+        ASSERT_TRUE(c.ok());
+        while (c->TryAdd(w, 7, 1'000)) granted += 7;
+      });
+    }
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(granted.load(), 994);  // 142 of 7: every one that fit, no more
+  EXPECT_EQ(b.fleet->Counter("scope:global:usd_day")->Used(w), 994);
 }
 
 TEST_F(FleetBudgetTest, HostsWithSkewedClocksAgreeOnTheWindowByRedisClock) {
