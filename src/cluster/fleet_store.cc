@@ -1,5 +1,5 @@
-// Lease mode: pools in the host's store, topped up from Redis
-// (sluice/fleet_store.h).
+// Lease mode: pools in the host's store, topped up from Redis, and budgets
+// as counters in Redis (sluice/fleet_store.h).
 
 #include "sluice/fleet_store.h"
 
@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/cluster/exact_buckets.h"
 #include "src/cluster/redis_leases.h"
+#include "src/cluster/redis_counters.h"
 #include "src/cluster/refiller.h"
 
 namespace sluice {
@@ -26,13 +27,19 @@ constexpr absl::Duration kRefillerBackoffMax = absl::Milliseconds(200);
 
 FleetStore::FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
                        std::unique_ptr<internal_cluster::ExactBuckets> exact,
-                       std::shared_ptr<internal_cluster::RedisLeases> caps)
+                       std::shared_ptr<internal_cluster::RedisLeases> caps,
+                       std::unique_ptr<internal_cluster::RedisCounters> counters)
     : local_(local),
       refiller_(std::move(refiller)),
       exact_(std::move(exact)),
-      caps_(std::move(caps)) {}
+      caps_(std::move(caps)),
+      counters_(std::move(counters)) {}
 
-FleetStore::~FleetStore() { refiller_->Stop(); }
+FleetStore::~FleetStore() {
+  // One try (at most the timeout) to send what was spent while Redis was away.
+  counters_->Flush();
+  refiller_->Stop();
+}
 
 absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, FleetOptions options) {
   if (options.host.empty()) {
@@ -51,12 +58,18 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
                                                              RedisBuckets::Lazy(options.redis));
   }
   auto caps = internal_cluster::RedisLeases::Create(local, options);
+  auto counters = std::make_unique<internal_cluster::RedisCounters>(
+      internal_cluster::RedisCountersOptions{.redis = options.redis,
+                                             .on_redis_down = options.on_redis_down,
+                                             .expected_hosts = options.expected_hosts,
+                                             .wall_clock = options.wall_clock});
   auto redis = RedisBuckets::Lazy(options.redis);
   auto refiller =
       std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
   if (start) refiller->Start();
   return std::unique_ptr<FleetStore>(
-      new FleetStore(local, std::move(refiller), std::move(exact), std::move(caps)));
+      new FleetStore(local, std::move(refiller), std::move(exact), std::move(caps),
+                     std::move(counters)));
 }
 
 absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
@@ -85,7 +98,10 @@ absl::Status FleetStore::LearnBurst(absl::string_view key, uint64_t burst) {
 }
 
 absl::StatusOr<StoredCounter> FleetStore::Counter(absl::string_view key) {
-  return local_->Counter(key);
+  absl::StatusOr<StoredCounter> host = local_->Counter(key);
+  if (!host.ok()) return host.status();
+  host->backend = counters_->Open(key, host->counter);
+  return host;
 }
 
 absl::StatusOr<StoredLeases> FleetStore::Leases(absl::string_view key, uint32_t count) {
@@ -93,6 +109,8 @@ absl::StatusOr<StoredLeases> FleetStore::Leases(absl::string_view key, uint32_t 
 }
 
 Clock FleetStore::clock() const { return local_->clock(); }
+
+absl::Time FleetStore::WallTime() const { return counters_->WallTime(); }
 
 void FleetStore::RefillOnce(int64_t now_ns) { refiller_->Step(now_ns); }
 
@@ -102,6 +120,8 @@ FleetStats FleetStore::Stats() const {
   FleetStats stats = refiller_->Stats();
   stats.concurrency_leases_held = caps_->held();
   stats.concurrency_leases_lost = caps_->lost();
+  stats.budgets_redis_up = counters_->redis_up();
+  stats.budget_entries_owed = counters_->owed();
   return stats;
 }
 

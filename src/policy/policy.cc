@@ -188,14 +188,14 @@ void PolicyImpl::AddCharges(const OwnerLimits& owner,
     const BucketSpec& spec = opened->spec;
     route->charges.push_back({spec.key, MeterOf(spec.kind, is_provider && provider == "openai"),
                               is_provider, spec.kind, false, BudgetPeriod::kDay, 0,
-                              opened->handle.bucket, WindowCounterRef(nullptr),
-                              opened->handle.bottlenecks, opened});
+                              opened->handle.bucket, NoCounter(), opened->handle.bottlenecks,
+                              opened});
   }
   for (const BudgetSpec& spec : owner.budgets) {
     const OpenedBudget& opened = budgets_.at(spec.key);
     route->charges.push_back({spec.key, Meter::kMicroUsd, false, LimitKind::kRequestsPerMinute,
                               true, spec.period, static_cast<int64_t>(spec.limit_micro_usd),
-                              BucketRef(nullptr, Clock::Monotonic()), opened.handle.counter,
+                              BucketRef(nullptr, Clock::Monotonic()), opened.handle,
                               opened.handle.bottlenecks});
   }
   if (owner.concurrency) {
@@ -249,12 +249,16 @@ absl::StatusOr<const Route*> PolicyImpl::Resolve(absl::string_view scope,
   return it->second.get();
 }
 
+absl::Time PolicyImpl::WallNow() const {
+  return options_.wall_clock ? options_.wall_clock() : store_->WallTime();
+}
+
 int64_t PolicyImpl::WindowId(BudgetPeriod period) const {
-  return BudgetWindowId(period, options_.wall_clock());
+  return BudgetWindowId(period, WallNow());
 }
 
 absl::Time PolicyImpl::NextWindowStart(BudgetPeriod period) const {
-  const absl::Time now = options_.wall_clock();
+  const absl::Time now = WallNow();
   if (period == BudgetPeriod::kDay) {
     return absl::FromUnixSeconds((absl::ToUnixSeconds(now) / kDaySeconds + 1) * kDaySeconds);
   }
@@ -311,12 +315,11 @@ absl::Status PolicyImpl::TakeBudget(const Charge& c, int64_t amount, PermitState
                                               Usd(amount), ", more than the whole budget of ",
                                               Usd(c.limit), ": it can never fit"));
   }
-  return absl::ResourceExhaustedError(
-      absl::StrCat("budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit),
-                   " spent this ", c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month",
-                   "; this request may cost up to ", Usd(amount), "; it resets in ",
-                   absl::FormatDuration(absl::Trunc(
-                       NextWindowStart(c.period) - options_.wall_clock(), absl::Seconds(1)))));
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "budget ", c.key, ": ", Usd(c.counter.Used(window)), " of ", Usd(c.limit), " spent this ",
+      c.period == BudgetPeriod::kDay ? "UTC day" : "UTC month", "; this request may cost up to ",
+      Usd(amount), "; it resets in ",
+      absl::FormatDuration(absl::Trunc(NextWindowStart(c.period) - WallNow(), absl::Seconds(1)))));
 }
 
 absl::StatusOr<Permit> PolicyImpl::ReserveCharges(const RouteRep& route, uint64_t input_tokens,
@@ -521,10 +524,9 @@ PolicyStats PolicyImpl::Stats() const {
       opened.push_back(&b->second);
     } else if (auto g = budgets_.find(key); g != budgets_.end()) {
       const BudgetSpec& spec = g->second.spec;
-      stats.budgets.push_back(
-          {key, spec.scope, spec.period, spec.limit_micro_usd,
-           static_cast<uint64_t>(g->second.handle.counter.Used(WindowId(spec.period))),
-           g->second.handle.bottlenecks->load(std::memory_order_relaxed)});
+      stats.budgets.push_back({key, spec.scope, spec.period, spec.limit_micro_usd,
+                               static_cast<uint64_t>(g->second.handle.Used(WindowId(spec.period))),
+                               g->second.handle.bottlenecks->load(std::memory_order_relaxed)});
     } else if (auto l = leases_.find(key); l != leases_.end()) {
       const ConcurrencySpec& spec = l->second.spec;
       stats.concurrency.push_back(

@@ -59,17 +59,21 @@ struct OpenedBucket {
   std::unique_ptr<std::atomic<uint64_t>> burst;
 };
 
+// A token bucket's charge has no counter.
+inline StoredCounter NoCounter() { return StoredCounter{WindowCounterRef(nullptr), nullptr}; }
+
 // One bucket or budget a route pays into.
 struct Charge {
   std::string key;
   Meter meter;
   bool is_provider;  // a provider bucket (fed back from response headers)
   LimitKind kind;
-  bool is_budget;  // a WindowCounter (USD budget) rather than a token bucket
+  bool is_budget;  // a window counter (USD budget) rather than a token bucket
   BudgetPeriod period;
   int64_t limit;  // budgets: micro-USD per period
   BucketRef bucket{nullptr, Clock::Monotonic()};
-  WindowCounterRef counter{nullptr};
+  // A budget's counter, where the store keeps it (a fleet's: in Redis).
+  StoredCounter counter = NoCounter();
   std::atomic<uint64_t>* bottlenecks;
   const OpenedBucket* opened = nullptr;  // a bucket's; lives as long as the policy
 };
@@ -224,6 +228,9 @@ class PolicyImpl {
   // Replaces the levels of `buckets` (of `opened`, in order) by the remote's.
   void RemoteLevels(const std::vector<const OpenedBucket*>& opened,
                     std::vector<PolicyStats::Bucket>* buckets) const;
+  // UTC wall time for budget windows: PolicyOptions::wall_clock, or the
+  // store's (Store::WallTime).
+  absl::Time WallNow() const;
   int64_t WindowId(BudgetPeriod period) const;
   absl::Time NextWindowStart(BudgetPeriod period) const;
 

@@ -68,8 +68,8 @@ void PolicyImpl::AddLearnedProvider(absl::string_view provider, absl::string_vie
   for (const OpenedBucket& opened : it->second) {
     const BucketSpec& spec = opened.spec;
     route->charges.push_back({spec.key, MeterOf(spec.kind, provider == "openai"), true, spec.kind,
-                              false, BudgetPeriod::kDay, 0, opened.handle.bucket,
-                              WindowCounterRef(nullptr), opened.handle.bottlenecks, &opened});
+                              false, BudgetPeriod::kDay, 0, opened.handle.bucket, NoCounter(),
+                              opened.handle.bottlenecks, &opened});
   }
 }
 

@@ -64,8 +64,16 @@
 // host's refiller shares them through Redis about once a second and leases
 // at them (src/cluster/refiller.h).
 //
-// What stays per host for now: window counters (budgets) are the local
-// store's (not yet shared across hosts).
+// Budgets (window counters) are the fleet's: one counter in Redis for every
+// host, each operation a round trip (a budget is charged once per request,
+// not per permit), on Redis's clock: WallTime() is this host's clock
+// corrected to Redis's TIME, so every host is in the same UTC day or month
+// whatever its own clock says. While Redis is away a host spends, by
+// on_redis_down, up to its share of what the budget had left (the share
+// counted in the host's own cell of the budget, across its processes), or
+// nothing, or without limit; refunds and debits are kept too, and each
+// process sends what it spent once Redis answers again, exactly once (a
+// call whose answer was lost after Redis ran it is not counted twice).
 //
 // Thread safety: a FleetStore is safe for concurrent use; its handles are as
 // safe as their cells.
@@ -74,6 +82,7 @@
 #define SLUICE_FLEET_STORE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,6 +98,7 @@ namespace internal_cluster {
 class Refiller;
 class ExactBuckets;
 class RedisLeases;
+class RedisCounters;
 }  // namespace internal_cluster
 
 enum class RedisDown : uint8_t { kLocalShare, kFailClosed, kFailOpen };
@@ -118,6 +128,9 @@ struct FleetOptions {
   // its holder refreshes it (every third of it): how long a dead host's
   // calls keep counting against the fleet's caps.
   absl::Duration concurrency_lease_ttl = absl::Seconds(10);
+  // This host's wall clock, which WallTime() corrects to Redis's (tests
+  // skew it); empty: absl::Now.
+  std::function<absl::Time()> wall_clock;
 };
 
 struct FleetBucketStats {
@@ -144,6 +157,11 @@ struct FleetStats {
   uint32_t concurrency_leases_held = 0;
   uint64_t concurrency_leases_lost = 0;
   std::vector<FleetBucketStats> buckets;
+  // Budgets: whether this process's last budget call reached Redis, and how
+  // many (budget, window) entries of what it spent while Redis was away it
+  // has not yet sent.
+  bool budgets_redis_up = false;
+  uint64_t budget_entries_owed = 0;
 };
 
 class FleetStore final : public Store {
@@ -165,6 +183,8 @@ class FleetStore final : public Store {
   }
   absl::Status Learn(absl::string_view key, std::optional<Rate> learned) override;
   absl::Status LearnBurst(absl::string_view key, uint64_t burst) override;
+  // The fleet's counter `key` in Redis (its backend), with this host's cell
+  // of it (the local store's) for what the host spends while Redis is away.
   absl::StatusOr<StoredCounter> Counter(absl::string_view key) override;
   // The fleet's concurrency cap `key` of `count` leases, in Redis (one cap
   // for every host; the count is the configuration's, sent with every
@@ -174,6 +194,11 @@ class FleetStore final : public Store {
   // count of 0 or over 2^20 - 1. Its handles are valid while this store is.
   absl::StatusOr<StoredLeases> Leases(absl::string_view key, uint32_t count) override;
   Clock clock() const override;
+  // UTC on Redis's clock: this host's wall clock corrected by the offset to
+  // Redis's TIME measured on the last budget round trip (asking Redis when
+  // none came for 10 s; at most the timeout). This host's own clock until
+  // Redis first answers.
+  absl::Time WallTime() const override;
 
   // One round of the refiller at `now_ns` (the local store's clock): what
   // the thread does every tick. For tests with start_refiller = false.
@@ -191,11 +216,13 @@ class FleetStore final : public Store {
  private:
   FleetStore(Store* local, std::unique_ptr<internal_cluster::Refiller> refiller,
              std::unique_ptr<internal_cluster::ExactBuckets> exact,
-             std::shared_ptr<internal_cluster::RedisLeases> caps);
+             std::shared_ptr<internal_cluster::RedisLeases> caps,
+             std::unique_ptr<internal_cluster::RedisCounters> counters);
   Store* const local_;
   std::unique_ptr<internal_cluster::Refiller> refiller_;
   std::unique_ptr<internal_cluster::ExactBuckets> exact_;  // exact mode only
   std::shared_ptr<internal_cluster::RedisLeases> caps_;
+  const std::unique_ptr<internal_cluster::RedisCounters> counters_;
 };
 
 }  // namespace sluice

@@ -53,6 +53,11 @@
 //   reservation fails with Unavailable naming the Redis).
 //   "fail_open": admit without the fleet's limits until Redis is back: calls
 //   go on, and only the provider's own limits hold.
+//   USD budgets are one counter in Redis for the fleet, on Redis's clock
+//   (every host in the same UTC day or month). While Redis is away a host
+//   spends, by the same setting, its share of what the budget had left when
+//   it last answered (divided as above), nothing, or without limit; whatever
+//   each process spent reaches the fleet's counter once Redis answers again.
 // timeout: a duration ("50ms", "1s"), more than 0 and at most 10s.
 // expected_hosts: 1 to 100000.
 // concurrency_lease_ttl: how long a concurrency lease (one call in flight) held in Redis

@@ -193,8 +193,10 @@ class Permit {
 };
 
 struct PolicyOptions {
-  // UTC wall time for calendar budgets (tests inject their own).
-  std::function<absl::Time()> wall_clock = [] { return absl::Now(); };
+  // UTC wall time for calendar budgets; empty: the store's (Store::WallTime:
+  // this host's clock, or a fleet's Redis's, so that every host of a fleet
+  // is in the same budget window). Tests inject their own.
+  std::function<absl::Time()> wall_clock;
 };
 
 struct PolicyStats {

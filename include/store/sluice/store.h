@@ -49,9 +49,48 @@ struct StoredBucket {
   bool pool = false;
 };
 
+// A window counter kept outside this host's cells: a fleet's, in Redis
+// (sluice/fleet_store.h). The operations and semantics of WindowCounterRef
+// (window_counter.h), but each may wait on the network (at most the store's
+// timeout), so nothing on an admit path calls them. What happens when the
+// counter's home cannot be reached is the store's to say.
+//
+// Thread safety: implementations are safe for concurrent use.
+class CounterBackend {
+ public:
+  virtual ~CounterBackend() = default;
+  virtual bool TryAdd(int64_t window, int64_t amount, int64_t limit) = 0;
+  virtual void Refund(int64_t window, int64_t amount) = 0;
+  virtual void Debit(int64_t window, int64_t amount) = 0;
+  virtual int64_t Used(int64_t window) = 0;
+  virtual WindowCounterRef::Reading Load() = 0;
+};
+
+// A window counter: this host's cell, or, when `backend` is set, the
+// counter it keeps (the cell is then the backend's to use, e.g. for what this
+// host spends while the backend's home is away). Use the methods, which go
+// where the counter lives; they mean what WindowCounterRef's do.
 struct StoredCounter {
   WindowCounterRef counter;
   std::atomic<uint64_t>* bottlenecks;
+  CounterBackend* backend = nullptr;  // lives as long as the store
+
+  bool TryAdd(int64_t window, int64_t amount, int64_t limit) const {
+    return backend != nullptr ? backend->TryAdd(window, amount, limit)
+                              : counter.TryAdd(window, amount, limit);
+  }
+  void Refund(int64_t window, int64_t amount) const {
+    backend != nullptr ? backend->Refund(window, amount) : counter.Refund(window, amount);
+  }
+  void Debit(int64_t window, int64_t amount) const {
+    backend != nullptr ? backend->Debit(window, amount) : counter.Debit(window, amount);
+  }
+  int64_t Used(int64_t window) const {
+    return backend != nullptr ? backend->Used(window) : counter.Used(window);
+  }
+  WindowCounterRef::Reading Load() const {
+    return backend != nullptr ? backend->Load() : counter.Load();
+  }
 };
 
 // A concurrency cap kept somewhere other than this host's store: a fleet's,
@@ -213,6 +252,12 @@ class Store {
 
   // The clock the store's buckets run on.
   virtual Clock clock() const = 0;
+
+  // UTC wall time as the store's counters count it (the window a budget is
+  // in): this host's clock, or for a fleet's store Redis's (sluice/
+  // fleet_store.h), so that every host is in the same window whatever its
+  // own clock says. May wait on the network (at most the store's timeout).
+  virtual absl::Time WallTime() const { return absl::Now(); }
 
   // A caller waits for `permits` of pool `key`: a store that fills pools
   // (a fleet's, sluice/fleet_store.h) leases at least that many next. The
