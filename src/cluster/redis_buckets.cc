@@ -240,20 +240,23 @@ absl::StatusOr<std::vector<uint64_t>> RedisBuckets::Available(absl::Span<const L
   return Adjust(reads, "return", "");
 }
 
-absl::StatusOr<int64_t> RedisBuckets::NowSeconds() {
-  if (fixed_now_ns_ >= 0) return fixed_now_ns_ / 1'000'000'000;
+absl::StatusOr<int64_t> RedisBuckets::NowNanos() {
+  if (fixed_now_ns_ >= 0) return fixed_now_ns_;
   absl::StatusOr<RedisValue> time = link_->Command({"TIME"});
   if (!time.ok()) return time.status();
   if (absl::Status s = Malformed("TIME", *time, 2); !s.ok()) return s;
   std::optional<int64_t> seconds = IntegerText(time->elements[0]);
-  if (!seconds) return absl::InternalError("Redis answered TIME with an unexpected reply");
-  return *seconds;
+  std::optional<int64_t> micros = IntegerText(time->elements[1]);
+  if (!seconds || !micros)
+    return absl::InternalError("Redis answered TIME with an unexpected reply");
+  return std::clamp<int64_t>(*seconds, 0, int64_t{9'000'000'000}) * 1'000'000'000 +
+         std::clamp<int64_t>(*micros, 0, 999'999) * 1'000;
 }
 
 absl::StatusOr<std::vector<FleetHost>> RedisBuckets::Hosts() {
-  absl::StatusOr<int64_t> now = NowSeconds();
+  absl::StatusOr<int64_t> now = NowNanos();
   if (!now.ok()) return now.status();
-  const int64_t now_s = *now;
+  const int64_t now_s = *now / 1'000'000'000;
   absl::StatusOr<RedisValue> r =
       link_->Command({"ZRANGEBYSCORE", RedisKey("hosts"),
                       absl::StrCat("(", now_s - kHostsWindowSeconds), "+inf", "WITHSCORES"});

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "sluice/effective_limits.h"
 #include "sluice/redis_buckets.h"
 
@@ -46,6 +47,44 @@ std::optional<int64_t> SegmentLevel(const StatsSnapshot& s, const std::string& k
   return std::nullopt;
 }
 
+// The fleet's budgets and caps: the config's (without one, none).
+void AddBudgetsAndCaps(const LimitsConfig* config, Cluster* c) {
+  if (config == nullptr) return;
+  const EffectiveLimits limits(*config);
+  for (const OwnerLimits& owner : limits.owners()) {
+    for (const BudgetSpec& spec : owner.budgets) {
+      c->budgets.push_back(
+          {.key = spec.key, .period = spec.period, .limit_micro_usd = spec.limit_micro_usd});
+    }
+    if (owner.concurrency) {
+      c->caps.push_back(
+          {.key = owner.concurrency->key, .max_in_flight = owner.concurrency->max_in_flight});
+    }
+  }
+}
+
+// What the fleet spent of each budget in its window now, by Redis's clock,
+// and the calls in flight under each cap.
+absl::Status ReadBudgetsAndCaps(RedisBuckets& redis, Cluster* c) {
+  std::vector<std::string> budgets, caps;
+  for (const Cluster::Budget& b : c->budgets) budgets.push_back(b.key);
+  for (const Cluster::Cap& cap : c->caps) caps.push_back(cap.key);
+  absl::StatusOr<FleetReadings> r = redis.ReadBudgetsAndCaps(budgets, caps);
+  if (!r.ok()) return r.status();
+  const absl::Time now = absl::FromUnixNanos(r->redis_now_ns);
+  for (size_t i = 0; i < c->budgets.size(); ++i) {
+    Cluster::Budget& b = c->budgets[i];
+    b.window = absl::FormatTime(b.period == BudgetPeriod::kDay ? "%Y-%m-%d" : "%Y-%m", now,
+                                absl::UTCTimeZone());
+    // A counter still in an older window has spent nothing in this one.
+    const FleetBudgetReading& reading = r->budgets[i];
+    b.spent_micro_usd =
+        reading.window >= BudgetWindowId(b.period, now) ? static_cast<uint64_t>(reading.used) : 0;
+  }
+  for (size_t i = 0; i < c->caps.size(); ++i) c->caps[i].in_flight = r->in_flight[i];
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<RedisBuckets>> ConnectTo(const ClusterSettings& settings) {
   absl::StatusOr<std::string> password = ClusterPassword(settings);
   if (!password.ok()) return password.status();
@@ -76,6 +115,7 @@ absl::Status ReadRedis(const ClusterSettings& settings, const std::vector<LeaseA
   if (!levels.ok()) return levels.status();
   for (const FleetHost& h : *hosts) c->hosts.push_back({h.name, h.since_seen});
   for (size_t j = 0; j < at.size(); ++j) c->buckets[at[j]].global = (*levels)[j];
+  if (absl::Status s = ReadBudgetsAndCaps(**redis, c); !s.ok()) return s;
   if (c->mode != ClusterMode::kLease) return absl::OkStatus();
   std::vector<std::string> keys;
   for (const LeaseAsk& b : held) keys.push_back(b.key);
@@ -97,6 +137,7 @@ void AddClusterStats(const ClusterSettings& settings, const LimitsConfig* config
   c.key_prefix = settings.key_prefix;
   c.mode = settings.mode;
   const std::vector<LeaseAsk> buckets = FleetBuckets(config, *snapshot);
+  AddBudgetsAndCaps(config, &c);
   for (const LeaseAsk& b : buckets) {
     Cluster::Bucket row;
     row.key = b.key;

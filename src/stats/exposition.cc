@@ -293,6 +293,21 @@ Json ClusterJson(const StatsSnapshot::Cluster& c) {
                        {"in_pools", b.in_pools ? Json(*b.in_pools) : Json(nullptr)},
                        {"hosts_holding", b.hosts_holding}});
   }
+  Json budgets = Json::array();
+  for (const StatsSnapshot::Cluster::Budget& b : c.budgets) {
+    budgets.push_back(
+        {{"key", b.key},
+         {"period", BudgetPeriodName(b.period)},
+         {"window", b.window},
+         {"spent_micro_usd", b.spent_micro_usd ? Json(*b.spent_micro_usd) : Json(nullptr)},
+         {"limit_micro_usd", b.limit_micro_usd}});
+  }
+  Json caps = Json::array();
+  for (const StatsSnapshot::Cluster::Cap& cap : c.caps) {
+    caps.push_back({{"key", cap.key},
+                    {"in_flight", cap.in_flight ? Json(*cap.in_flight) : Json(nullptr)},
+                    {"max_in_flight", cap.max_in_flight}});
+  }
   return {
       {"redis", c.redis},
       {"key_prefix", c.key_prefix},
@@ -301,6 +316,8 @@ Json ClusterJson(const StatsSnapshot::Cluster& c) {
       {"hosts_alive", c.error.empty() ? Json(c.hosts.size()) : Json(nullptr)},
       {"hosts", std::move(hosts)},
       {"buckets", std::move(buckets)},
+      {"budgets", std::move(budgets)},
+      {"caps", std::move(caps)},
   };
 }
 

@@ -20,7 +20,9 @@
 #include "nlohmann/json.hpp"
 #include "sluice/clock.h"
 #include "sluice/effective_limits.h"
+#include "sluice/fleet_store.h"
 #include "sluice/limits.h"
+#include "sluice/policy.h"
 #include "sluice/redis_buckets.h"
 #include "sluice/segment.h"
 #include "tests/store/segment_test_util.h"
@@ -170,6 +172,68 @@ TEST_F(StatsClusterTest, JsonShowsTheSameFleet) {
   EXPECT_GE(c2["buckets"][0]["global"], c["buckets"][0]["global"]);
 }
 
+// A host's policy over the fleet spends a budget and holds calls in flight:
+// the stats show the fleet's figures from Redis, not the segment's.
+TEST_F(StatsClusterTest, ShowsTheFleetsBudgetsAndCapsFromRedis) {
+  constexpr char kBudgetAndCap[] = R"(
+[scopes."team:fleet"]
+usd_per_day = 2.5
+max_concurrency = 3
+[prices."m"]
+input = 3.0
+output = 15.0
+)";
+  absl::StatusOr<LimitsConfig> config = ParseLimitsConfig(kBudgetAndCap, "fleet.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto local = NewLocalStore();
+  FleetOptions o;
+  o.redis.port = redis_.port();
+  o.redis.timeout = absl::Seconds(2);
+  o.host = "host-a";
+  o.start_refiller = false;
+  auto fleet = FleetStore::Create(local.get(), o);
+  ASSERT_TRUE(fleet.ok()) << fleet.status();
+  auto policy = Policy::Create(*config, fleet->get());
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  auto route = (*policy)->Resolve("team:fleet", "anthropic", "m");
+  ASSERT_TRUE(route.ok()) << route.status();
+  // Each call reserves 1,000 input tokens at $3/M and 100 output at $15/M:
+  // 4,500 micro-dollars.
+  std::vector<Permit> held;
+  for (int i = 0; i < 2; ++i) {
+    auto p = (*policy)->Reserve(**route, 1000, 100, absl::ZeroDuration(), (*fleet)->clock().Now());
+    ASSERT_TRUE(p.ok()) << p.status();
+    held.push_back(*std::move(p));
+  }
+  const std::string limits = WriteLimits(
+      absl::StrCat(kBudgetAndCap, "[cluster]\nredis = \"redis://127.0.0.1:", redis_.port(),
+                   "/0\"\ntimeout = \"2s\"\n"));
+  const CliResult json = Stats({"--config", limits, "--json"});
+  ASSERT_EQ(json.status, 0) << ::testing::PrintToString(json);
+  const nlohmann::json c = nlohmann::json::parse(json.out)["cluster"];
+  ASSERT_EQ(c["budgets"].size(), 1u) << c;
+  EXPECT_EQ(c["budgets"][0]["key"], "scope:team:fleet:usd_day");
+  EXPECT_EQ(c["budgets"][0]["period"], "day");
+  EXPECT_EQ(c["budgets"][0]["spent_micro_usd"], 9'000);
+  EXPECT_EQ(c["budgets"][0]["limit_micro_usd"], 2'500'000);
+  EXPECT_THAT(c["budgets"][0]["window"].get<std::string>(),
+              ContainsRegex("^20[0-9]{2}-[01][0-9]-[0-3][0-9]$"));
+  ASSERT_EQ(c["caps"].size(), 1u) << c;
+  EXPECT_EQ(c["caps"][0]["key"], "scope:team:fleet:concurrency");
+  EXPECT_EQ(c["caps"][0]["in_flight"], 2);
+  EXPECT_EQ(c["caps"][0]["max_in_flight"], 3);
+
+  // One call settles for less and ends: the fleet's figures follow.
+  held[0].Settle({.input_tokens = 1000, .output_tokens = 0});
+  const CliResult text = Stats({"--config", limits});
+  ASSERT_EQ(text.status, 0) << ::testing::PrintToString(text);
+  EXPECT_THAT(text.out, ContainsRegex("\nFLEET BUDGET +WINDOW +SPENT +LIMIT\n"
+                                      "scope:team:fleet:usd_day +20[0-9-]+ +0\\.007500 +"
+                                      "2\\.500000\n"));
+  EXPECT_THAT(text.out, ContainsRegex("\nFLEET CAP +IN FLIGHT +MAX\n"
+                                      "scope:team:fleet:concurrency +1 +3\n"));
+}
+
 TEST_F(StatsClusterTest, ExactModeHasNoPools) {
   const CliResult r = Stats({"--config", LimitsFile("mode = \"exact\"\n"), "--json"});
   ASSERT_EQ(r.status, 0) << ::testing::PrintToString(r);
@@ -204,6 +268,7 @@ TEST_F(StatsClusterTest, RedisDownShowsTheErrorAndTheRestAndExits0) {
   EXPECT_TRUE(c["buckets"][0]["global"].is_null());
   EXPECT_TRUE(c["buckets"][0]["in_pools"].is_null());
   EXPECT_EQ(c["buckets"][0]["pool"], 5);
+  EXPECT_TRUE(c["budgets"].empty());  // the file has none
 }
 
 TEST_F(StatsClusterTest, RedisFlagNamesTheFleetWithoutAClusterTable) {

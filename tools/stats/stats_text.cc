@@ -183,6 +183,28 @@ void AppendClusterBuckets(const StatsSnapshot::Cluster& c, std::string* out) {
   AppendTable(rows, "lrrrr", out);
 }
 
+// The fleet's budgets and caps as Redis holds them (with a config).
+void AppendClusterBudgetsAndCaps(const StatsSnapshot::Cluster& c, std::string* out) {
+  if (!c.budgets.empty()) {
+    std::vector<std::vector<std::string>> rows = {{"FLEET BUDGET", "WINDOW", "SPENT", "LIMIT"}};
+    for (const StatsSnapshot::Cluster::Budget& b : c.budgets) {
+      rows.push_back({b.key, b.window.empty() ? "-" : b.window,
+                      b.spent_micro_usd ? Usd(*b.spent_micro_usd) : "-", Usd(b.limit_micro_usd)});
+    }
+    absl::StrAppend(out, "\n");
+    AppendTable(rows, "llrr", out);
+  }
+  if (!c.caps.empty()) {
+    std::vector<std::vector<std::string>> rows = {{"FLEET CAP", "IN FLIGHT", "MAX"}};
+    for (const StatsSnapshot::Cluster::Cap& cap : c.caps) {
+      rows.push_back({cap.key, cap.in_flight ? absl::StrCat(*cap.in_flight) : "-",
+                      absl::StrCat(cap.max_in_flight)});
+    }
+    absl::StrAppend(out, "\n");
+    AppendTable(rows, "lrr", out);
+  }
+}
+
 }  // namespace
 
 std::string FormatStatsText(const StatsSnapshot& s) {
@@ -201,6 +223,7 @@ std::string FormatStatsText(const StatsSnapshot& s) {
                     top.count == 1 ? " time)\n" : " times)\n");
   }
   if (s.cluster) AppendClusterBuckets(*s.cluster, &out);
+  if (s.cluster) AppendClusterBudgetsAndCaps(*s.cluster, &out);
   AppendBudgets(s, &out);
   AppendConcurrency(s, &out);
   AppendScopePaths(s, &out);

@@ -132,6 +132,18 @@ struct LearnedLimits {
   uint64_t burst = 0;        // the burst its bucket was seen to hold; 0: none
 };
 
+// What a fleet's budgets and concurrency caps hold in Redis, read by
+// RedisBuckets::ReadBudgetsAndCaps.
+struct FleetBudgetReading {
+  int64_t window = -1;  // the window its counter is in (BudgetWindowId); -1: none yet
+  int64_t used = 0;     // micro-dollars spent in that window
+};
+struct FleetReadings {
+  int64_t redis_now_ns = 0;
+  std::vector<FleetBudgetReading> budgets;  // one per budget key
+  std::vector<uint32_t> in_flight;          // one per cap key: leases alive now
+};
+
 // The permits out in hosts' pools of one bucket, as Redis counts them.
 struct PoolsHeld {
   uint64_t permits = 0;  // in all pools of hosts seen in the last minute
@@ -194,6 +206,12 @@ class RedisBuckets {
   // of each bucket's pools; a host unseen for a minute counts nothing, as
   // in the lease script). Unavailable when Redis is.
   absl::StatusOr<std::vector<PoolsHeld>> Pools(absl::Span<const std::string> keys);
+  // The fleet's budget counters ("{<prefix>}budget:<key>", "WINDOW USED")
+  // and the leases alive in its concurrency caps ("{<prefix>}cap:<key>",
+  // members scored by their expiry in ms on Redis's clock), as FleetStore
+  // keeps them (reads only: TIME, then a GET or ZCOUNT per key).
+  absl::StatusOr<FleetReadings> ReadBudgetsAndCaps(absl::Span<const std::string> budgets,
+                                                   absl::Span<const std::string> caps);
 
   // Limits learned from the provider, shared with every host in the hash
   // "{<prefix>}learned": a learned rate is the provider's latest word, so
@@ -218,8 +236,8 @@ class RedisBuckets {
  private:
   RedisBuckets(RedisBucketsOptions options, std::unique_ptr<internal_cluster::RedisLink> link);
   std::vector<std::string> TimeArgs() const;
-  // Redis's clock in whole seconds (or the time set for testing).
-  absl::StatusOr<int64_t> NowSeconds();
+  // Redis's clock in ns since the Unix epoch (or the time set for testing).
+  absl::StatusOr<int64_t> NowNanos();
   absl::Status AddBucket(absl::string_view key, const BucketConfig& config,
                          std::vector<std::string>* keys, std::vector<std::string>* args) const;
   absl::StatusOr<std::vector<uint64_t>> Adjust(absl::Span<const LeaseAsk> asks,

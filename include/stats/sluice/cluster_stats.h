@@ -5,10 +5,13 @@
 // snapshot (stats.h): the hosts seen alive in the last minute and how long
 // ago each leased, and for every bucket the fleet's level in Redis, what
 // every host's pool holds of it (host leases out, lease mode) and this
-// host's pool in the segment.
+// host's pool in the segment; with a config, what the fleet spent of each
+// budget in its window by Redis's clock, and the calls in flight under each
+// concurrency cap.
 //
 // Reading changes nothing in Redis: no host is marked alive and no permit is
-// taken (RedisBuckets::Hosts, Available and Pools only read).
+// taken (RedisBuckets::Hosts, Available, Pools and ReadBudgetsAndCaps only
+// read).
 //
 // Thread safety: AddClusterStats may be called from any thread; it connects
 // to Redis afresh and reads the environment (ClusterPassword's getenv).

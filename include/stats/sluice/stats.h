@@ -126,6 +126,22 @@ struct StatsSnapshot {
       std::optional<uint64_t> in_pools;
       uint32_t hosts_holding = 0;
     };
+    // A budget as the fleet's counter in Redis holds it (with a config).
+    struct Budget {
+      std::string key;
+      BudgetPeriod period = BudgetPeriod::kDay;
+      std::string window;  // the current window by Redis's clock, as Budget::window
+      // Spent in that window by the whole fleet; nullopt when Redis did not
+      // answer.
+      std::optional<uint64_t> spent_micro_usd;
+      uint64_t limit_micro_usd = 0;
+    };
+    // A concurrency cap as the fleet holds it in Redis (with a config).
+    struct Cap {
+      std::string key;
+      std::optional<uint32_t> in_flight;  // leases alive in the fleet; nullopt: no answer
+      uint32_t max_in_flight = 0;
+    };
     std::string redis;  // the endpoint, "redis://host:port/db" (never a password)
     std::string key_prefix;
     ClusterMode mode = ClusterMode::kLease;
@@ -133,6 +149,8 @@ struct StatsSnapshot {
     std::string error;
     std::vector<Host> hosts;  // seen in the last minute, most recent first
     std::vector<Bucket> buckets;
+    std::vector<Budget> budgets;
+    std::vector<Cap> caps;
   };
   struct Process {
     pid_t pid = 0;

@@ -1,6 +1,7 @@
 // What the fleet's Redis knows beside the buckets: limits learned from the
-// provider (RedisBuckets::ShareLearnedRate, ShareLearnedBurst, Learned) and
-// what hosts' pools hold (RedisBuckets::Pools).
+// provider (RedisBuckets::ShareLearnedRate, ShareLearnedBurst, Learned),
+// what hosts' pools hold (RedisBuckets::Pools), and the fleet's budgets and
+// concurrency caps as the stats read them (RedisBuckets::ReadBudgetsAndCaps).
 
 #include <algorithm>
 #include <cstdint>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "sluice/redis_buckets.h"
+#include "sluice/window_counter.h"
 #include "src/cluster/redis_link.h"
 
 namespace sluice {
@@ -78,8 +80,9 @@ constexpr int64_t kPoolsWindowSeconds = 60;
 }  // namespace
 
 absl::StatusOr<std::vector<PoolsHeld>> RedisBuckets::Pools(absl::Span<const std::string> keys) {
-  absl::StatusOr<int64_t> now = NowSeconds();
-  if (!now.ok()) return now.status();
+  absl::StatusOr<int64_t> now_ns = NowNanos();
+  if (!now_ns.ok()) return now_ns.status();
+  const int64_t now = *now_ns / 1'000'000'000;
   std::vector<PoolsHeld> pools;
   for (const std::string& key : keys) {
     absl::StatusOr<RedisValue> r = link_->Command({"HGETALL", RedisKey(key) + ":pools"});
@@ -92,13 +95,43 @@ absl::StatusOr<std::vector<PoolsHeld>> RedisBuckets::Pools(absl::Span<const std:
       const RedisValue& field = r->elements[i];
       if (field.type != RedisValue::Type::kString || absl::StartsWith(field.text, "_")) continue;
       const auto entry = ParsePoolEntry(r->elements[i + 1]);
-      if (!entry || entry->first == 0 || entry->second < *now - kPoolsWindowSeconds) continue;
+      if (!entry || entry->first == 0 || entry->second < now - kPoolsWindowSeconds) continue;
       held.permits += std::min<uint64_t>(entry->first, uint64_t{1} << 52);
       ++held.hosts;
     }
     pools.push_back(held);
   }
   return pools;
+}
+
+absl::StatusOr<FleetReadings> RedisBuckets::ReadBudgetsAndCaps(
+    absl::Span<const std::string> budgets, absl::Span<const std::string> caps) {
+  FleetReadings readings;
+  absl::StatusOr<int64_t> now = NowNanos();
+  if (!now.ok()) return now.status();
+  readings.redis_now_ns = *now;
+  for (const std::string& key : budgets) {
+    absl::StatusOr<RedisValue> r = link_->Command({"GET", RedisKey(absl::StrCat("budget:", key))});
+    if (!r.ok()) return r.status();
+    FleetBudgetReading reading;
+    std::vector<absl::string_view> parts;
+    if (r->type == RedisValue::Type::kString) parts = absl::StrSplit(r->text, ' ');
+    int64_t window = 0, used = 0;
+    if (parts.size() == 2 && absl::SimpleAtoi(parts[0], &window) &&
+        absl::SimpleAtoi(parts[1], &used)) {
+      reading.window = std::clamp<int64_t>(window, 0, WindowCounterRef::kMaxWindow);
+      reading.used = std::clamp<int64_t>(used, 0, WindowCounterRef::kMaxAmount);
+    }
+    readings.budgets.push_back(reading);
+  }
+  for (const std::string& key : caps) {
+    absl::StatusOr<RedisValue> r = link_->Command(
+        {"ZCOUNT", RedisKey(absl::StrCat("cap:", key)), absl::StrCat(*now / 1'000'000), "+inf"});
+    if (!r.ok()) return r.status();
+    const long long n = r->type == RedisValue::Type::kInteger ? r->integer : 0;
+    readings.in_flight.push_back(static_cast<uint32_t>(std::clamp<long long>(n, 0, 1 << 30)));
+  }
+  return readings;
 }
 
 absl::Status RedisBuckets::ShareLearnedRate(absl::string_view key, std::optional<Rate> rate) {
