@@ -67,6 +67,19 @@ TEST_P(AcquireFleetTest, TwoHostsShareOneBurst) {
   EXPECT_EQ(refused, 3);
 }
 
+// --timeout 0 waits for nothing, but a permit the fleet holds is not a wait:
+// exact mode asks Redis once, and lease mode takes one lease (a regression:
+// lease mode gave up before its first lease).
+TEST_P(AcquireFleetTest, NoWaitStillTakesAPermitTheFleetHolds) {
+  ASSERT_TRUE(redis_.ok());
+  for (int i = 0; i < 5; ++i) {
+    const CliResult r = Acquire(i % 2, {"--timeout", "0s"});
+    EXPECT_EQ(r.status, 0) << ::testing::PrintToString(r);
+  }
+  const CliResult empty = Acquire(0, {"--timeout", "0s"});
+  EXPECT_EQ(empty.status, 75) << ::testing::PrintToString(empty);
+}
+
 TEST_P(AcquireFleetTest, BadFlagsAreUsageErrors) {
   ASSERT_TRUE(redis_.ok());
   CliResult r = RunCli({"acquire", "k", "--rate", "1/s", "--burst", "1", "--redis",

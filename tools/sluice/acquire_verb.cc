@@ -75,7 +75,9 @@ int AcquireLeased(const Command& cmd, const RedisBucketsOptions& redis, const Re
   if (!pool.ok()) return Fail(cmd, pool.status());
   const Clock clock = local->clock();
   const int64_t deadline = clock.Now() + absl::ToInt64Nanoseconds(timeout);
-  for (;;) {
+  // One lease is always tried: a permit the fleet holds is not a wait (as
+  // exact mode always asks Redis once).
+  for (bool leased = false;; leased = true) {
     const Decision d = pool->bucket.TryAcquire(charge.cost, clock.Now());
     if (d.granted()) return kExitOk;
     if (d.outcome == Outcome::kNeverFits) {
@@ -84,7 +86,7 @@ int AcquireLeased(const Command& cmd, const RedisBucketsOptions& redis, const Re
                                         "' (burst ", charge.config.capacity, ")")));
     }
     const int64_t now = clock.Now();
-    if (now >= deadline) break;
+    if (leased && now >= deadline) break;
     (*fleet)->Want(charge.key, charge.cost);
     (*fleet)->RefillOnce(now);
     if (pool->bucket.Available(now) >= static_cast<int64_t>(charge.cost)) continue;
