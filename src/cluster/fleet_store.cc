@@ -11,8 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "src/cluster/exact_buckets.h"
-#include "src/cluster/redis_leases.h"
 #include "src/cluster/redis_counters.h"
+#include "src/cluster/redis_leases.h"
 #include "src/cluster/refiller.h"
 
 namespace sluice {
@@ -67,9 +67,8 @@ absl::StatusOr<std::unique_ptr<FleetStore>> FleetStore::Create(Store* local, Fle
   auto refiller =
       std::make_unique<internal_cluster::Refiller>(local, std::move(options), std::move(redis));
   if (start) refiller->Start();
-  return std::unique_ptr<FleetStore>(
-      new FleetStore(local, std::move(refiller), std::move(exact), std::move(caps),
-                     std::move(counters)));
+  return std::unique_ptr<FleetStore>(new FleetStore(local, std::move(refiller), std::move(exact),
+                                                    std::move(caps), std::move(counters)));
 }
 
 absl::StatusOr<StoredBucket> FleetStore::Bucket(absl::string_view key, const BucketConfig& config) {
