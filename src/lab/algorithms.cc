@@ -407,6 +407,8 @@ absl::string_view AlgorithmName(Algorithm algorithm) {
       return "concurrency";
     case Algorithm::kAdaptive:
       return "adaptive";
+    case Algorithm::kCustom:
+      return "custom";
   }
   return "unknown";
 }
@@ -557,6 +559,9 @@ absl::StatusOr<std::unique_ptr<Limiter>> Limiter::Create(const LimiterConfig& co
       adaptive.epoch_ns = now_ns;
       return CellLimiter<AdaptiveCell, AdaptiveRef, Algorithm::kAdaptive>::Create(adaptive);
     }
+    case Algorithm::kCustom:
+      return absl::InvalidArgumentError(
+          "custom: a Limiter of a user's own, which Limiter::Create does not build");
   }
   return absl::InvalidArgumentError("unknown algorithm");
 }

@@ -66,53 +66,22 @@ std::string Escape(absl::string_view text) {
 
 std::string Seconds(int64_t ns) { return absl::StrFormat("%.2fs", static_cast<double>(ns) / 1e9); }
 
-}  // namespace
-
-// Workloads -----------------------------------------------------------------------
-
-absl::string_view WorkloadName(Workload workload) {
-  switch (workload) {
-    case Workload::kSteady:
-      return "steady";
-    case Workload::kPoisson:
-      return "poisson";
-    case Workload::kBursty:
-      return "bursty";
-    case Workload::kLaunchSpike:
-      return "launch-spike";
-    case Workload::kBoundary:
-      return "boundary";
+// Latencies uniform in [latency / 2, 3 latency / 2), drawn in arrival order.
+void DrawLatencies(Draw& draw, absl::Duration mean, std::vector<Request>* requests) {
+  const double latency = static_cast<double>(Nanos(mean));
+  for (Request& r : *requests) {
+    r.latency_ns = std::max<int64_t>(1, std::llround(latency * (0.5 + draw.Uniform())));
   }
-  return "unknown";
 }
 
-absl::string_view WorkloadDescription(Workload workload) {
-  switch (workload) {
-    case Workload::kSteady:
-      return "exactly the limit, evenly spaced";
-    case Workload::kPoisson:
-      return "Poisson arrivals at 0.9x the limit";
-    case Workload::kBursty:
-      return "each client on for P/6 at 4x its share, off for P/2, random phase";
-    case Workload::kLaunchSpike:
-      return "Poisson arrivals at 1.2x the limit (1,200/min against 1,000/min)";
-    case Workload::kBoundary:
-      return "the limit in the P/12 before every other window boundary, the limit again after";
-  }
-  return "";
+// The name a result is shown under.
+absl::string_view NameOf(const LabResult& r) {
+  return r.name.empty() ? AlgorithmName(r.algorithm) : absl::string_view(r.name);
 }
 
-absl::StatusOr<Workload> ParseWorkload(absl::string_view name) {
-  for (Workload w : kAllWorkloads) {
-    if (WorkloadName(w) == name) return w;
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown workload '", name, "'; workloads are ",
-      absl::StrJoin(kAllWorkloads, ", ",
-                    [](std::string* out, Workload w) { absl::StrAppend(out, WorkloadName(w)); })));
-}
-
-absl::Status ValidateLabConfig(const LabConfig& config) {
+// ValidateLabConfig but for the count of requests it would generate: what a
+// replayed trace, which brings its own requests, must pass.
+absl::Status ValidateRunConfig(const LabConfig& config) {
   if (absl::Status s = config.limit.Validate(); !s.ok()) return s;
   auto positive = [](absl::string_view what, absl::Duration d) {
     if (d > absl::ZeroDuration() && d < absl::Hours(24 * 366)) return absl::OkStatus();
@@ -136,6 +105,61 @@ absl::Status ValidateLabConfig(const LabConfig& config) {
         absl::StrCat("duration ", absl::FormatDuration(config.duration), " at bins of ",
                      absl::FormatDuration(config.bin), " is more than ", kMaxBins, " bins"));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Workloads -----------------------------------------------------------------------
+
+absl::string_view WorkloadName(Workload workload) {
+  switch (workload) {
+    case Workload::kSteady:
+      return "steady";
+    case Workload::kPoisson:
+      return "poisson";
+    case Workload::kBursty:
+      return "bursty";
+    case Workload::kLaunchSpike:
+      return "launch-spike";
+    case Workload::kBoundary:
+      return "boundary";
+    case Workload::kTrace:
+      return "trace";
+  }
+  return "unknown";
+}
+
+absl::string_view WorkloadDescription(Workload workload) {
+  switch (workload) {
+    case Workload::kSteady:
+      return "exactly the limit, evenly spaced";
+    case Workload::kPoisson:
+      return "Poisson arrivals at 0.9x the limit";
+    case Workload::kBursty:
+      return "each client on for P/6 at 4x its share, off for P/2, random phase";
+    case Workload::kLaunchSpike:
+      return "Poisson arrivals at 1.2x the limit (1,200/min against 1,000/min)";
+    case Workload::kBoundary:
+      return "the limit in the P/12 before every other window boundary, the limit again after";
+    case Workload::kTrace:
+      return "arrivals replayed from a trace";
+  }
+  return "";
+}
+
+absl::StatusOr<Workload> ParseWorkload(absl::string_view name) {
+  for (Workload w : kAllWorkloads) {
+    if (WorkloadName(w) == name) return w;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown workload '", name, "'; workloads are ",
+      absl::StrJoin(kAllWorkloads, ", ",
+                    [](std::string* out, Workload w) { absl::StrAppend(out, WorkloadName(w)); })));
+}
+
+absl::Status ValidateLabConfig(const LabConfig& config) {
+  if (absl::Status s = ValidateRunConfig(config); !s.ok()) return s;
   const double expected = 1.3 * static_cast<double>(config.limit.permits()) *
                           absl::FDivDuration(config.duration, config.limit.period());
   if (expected > kMaxRequests) {
@@ -169,6 +193,9 @@ LimiterConfig LabLimiterConfig(Algorithm algorithm, const LabConfig& config) {
 
 absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const LabConfig& config) {
   if (absl::Status s = ValidateLabConfig(config); !s.ok()) return s;
+  if (workload == Workload::kTrace) {
+    return absl::InvalidArgumentError("the trace workload is replayed from a file, not generated");
+  }
   const int64_t end = Nanos(config.duration);
   const int64_t period = Nanos(config.limit.period());
   const int64_t permits = static_cast<int64_t>(config.limit.permits());
@@ -224,15 +251,13 @@ absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const L
       add_all(times, /*round_robin=*/true);
       break;
     }
+    case Workload::kTrace:
+      break;
   }
   std::stable_sort(requests.begin(), requests.end(), [](const Request& a, const Request& b) {
     return a.arrival_ns != b.arrival_ns ? a.arrival_ns < b.arrival_ns : a.client < b.client;
   });
-  // Latencies uniform in [latency / 2, 3 latency / 2), drawn in arrival order.
-  const double latency = static_cast<double>(Nanos(config.latency));
-  for (Request& r : requests) {
-    r.latency_ns = std::max<int64_t>(1, std::llround(latency * (0.5 + draw.Uniform())));
-  }
+  DrawLatencies(draw, config.latency, &requests);
   return requests;
 }
 
@@ -247,8 +272,8 @@ ProviderModel::ProviderModel(const Rate& limit) {
   if (bucket.ok()) bucket_ = *std::move(bucket);
 }
 
-bool ProviderModel::Accept(int64_t now_ns) {
-  return bucket_ != nullptr && bucket_->TryTake(1, now_ns).taken;
+bool ProviderModel::Accept(int64_t now_ns, uint64_t permits) {
+  return bucket_ != nullptr && bucket_->TryTake(permits, now_ns).taken;
 }
 
 Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabConfig& config) {
@@ -287,7 +312,11 @@ Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabCo
     retry_at = kNever;
     while (!waiting.empty()) {
       const Request& r = requests[waiting.front()];
-      const Admission admission = limiter.TryAcquire(1, now);
+      const Admission admission = limiter.TryAcquire(r.permits, now);
+      if (admission.outcome == Outcome::kNeverFits) {
+        waiting.pop_front();  // no wait will ever do
+        continue;
+      }
       if (!admission.granted()) {
         if (admission.wait_ns != kWaitForRelease) {
           retry_at = now + std::max<int64_t>(admission.wait_ns, 1);
@@ -295,9 +324,9 @@ Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabCo
         break;
       }
       waiting.pop_front();
-      const bool rate_limited = !provider.Accept(now);
+      const bool rate_limited = !provider.Accept(now, r.permits);
       limiter.OnResponse(rate_limited, now);
-      trace.admitted.push_back({r.arrival_ns, now, r.client, rate_limited});
+      trace.admitted.push_back({r.arrival_ns, now, r.client, rate_limited, r.permits});
       if (rate_limited) {
         limiter.Release(admission, now);  // a 429 comes back at once
       } else {
@@ -310,12 +339,18 @@ Trace Simulate(Limiter& limiter, absl::Span<const Request> requests, const LabCo
 
 // Metrics ---------------------------------------------------------------------------
 
-int64_t MaxInWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns) {
+int64_t MaxInWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns,
+                    absl::Span<const uint64_t> permits) {
+  auto weight = [&](size_t i) {
+    return i < permits.size() ? static_cast<int64_t>(permits[i]) : int64_t{1};
+  };
   int64_t most = 0;
+  int64_t in_window = 0;
   size_t first = 0;
   for (size_t last = 0; last < sorted_ns.size(); ++last) {
-    while (sorted_ns[last] - sorted_ns[first] >= window_ns) ++first;
-    most = std::max<int64_t>(most, static_cast<int64_t>(last - first + 1));
+    in_window += weight(last);
+    while (sorted_ns[last] - sorted_ns[first] >= window_ns) in_window -= weight(first++);
+    most = std::max(most, in_window);
   }
   return most;
 }
@@ -343,22 +378,30 @@ Metrics Measure(const Trace& trace, const LabConfig& config) {
   m.offered = trace.offered;
   m.admitted = static_cast<int64_t>(trace.admitted.size());
   m.unserved = m.offered - m.admitted;
-  std::vector<int64_t> times;
+  std::vector<std::pair<int64_t, uint64_t>> admissions;  // (time, permits)
   std::vector<int64_t> waits;
   std::vector<int64_t> per_client(trace.offered_per_client.size(), 0);
+  double admitted_permits = 0;
   for (const Admitted& a : trace.admitted) {
-    times.push_back(a.admitted_ns);
+    admissions.emplace_back(a.admitted_ns, a.permits);
     waits.push_back(a.admitted_ns - a.arrival_ns);
     m.provider_429s += a.rate_limited;
+    admitted_permits += static_cast<double>(a.permits);
     if (a.client < per_client.size()) ++per_client[a.client];
   }
-  std::sort(times.begin(), times.end());
+  std::sort(admissions.begin(), admissions.end());
   std::sort(waits.begin(), waits.end());
+  std::vector<int64_t> times;
+  std::vector<uint64_t> permits;
+  for (const auto& [t, n] : admissions) {
+    times.push_back(t);
+    permits.push_back(n);
+  }
   const double limit = static_cast<double>(config.limit.permits());
-  m.max_in_window = MaxInWindow(times, Nanos(config.limit.period()));
+  m.max_in_window = MaxInWindow(times, Nanos(config.limit.period()), permits);
   m.overshoot = static_cast<double>(m.max_in_window) / limit;
-  m.utilization = static_cast<double>(m.admitted) /
-                  (limit * absl::FDivDuration(config.duration, config.limit.period()));
+  m.utilization =
+      admitted_permits / (limit * absl::FDivDuration(config.duration, config.limit.period()));
   m.wait_p50_ns = Percentile(waits, 0.50);
   m.wait_p90_ns = Percentile(waits, 0.90);
   m.wait_p99_ns = Percentile(waits, 0.99);
@@ -375,42 +418,124 @@ Metrics Measure(const Trace& trace, const LabConfig& config) {
 
 // The lab -----------------------------------------------------------------------------
 
-absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
-                                              absl::Span<const Workload> workloads,
-                                              absl::Span<const Algorithm> algorithms) {
-  if (absl::Status s = ValidateLabConfig(config); !s.ok()) return s;
+namespace {
+
+// The plots' series: permits admitted per bin, and in the trailing period at
+// each bin's end.
+void FillSeries(const Trace& trace, const LabConfig& config, LabResult* result) {
   const int64_t end = Nanos(config.duration);
   const int64_t bin = Nanos(config.bin);
   const int64_t period = Nanos(config.limit.period());
+  const size_t bins = static_cast<size_t>((end + bin - 1) / bin);
+  result->per_bin.assign(bins, 0);
+  std::vector<int64_t> times;         // in admission order, which is time order
+  std::vector<int64_t> before = {0};  // before[i]: permits of the first i admissions
+  for (const Admitted& a : trace.admitted) {
+    result->per_bin[static_cast<size_t>(a.admitted_ns / bin)] += static_cast<int64_t>(a.permits);
+    times.push_back(a.admitted_ns);
+    before.push_back(before.back() + static_cast<int64_t>(a.permits));
+  }
+  auto admitted_before = [&](int64_t t) {
+    return before[static_cast<size_t>(std::lower_bound(times.begin(), times.end(), t) -
+                                      times.begin())];
+  };
+  for (size_t k = 0; k < bins; ++k) {
+    const int64_t t = std::min(end, static_cast<int64_t>(k + 1) * bin);
+    result->trailing.push_back(admitted_before(t) - admitted_before(t - period));
+  }
+}
+
+}  // namespace
+
+std::vector<LabLimiter> BuiltinLimiters(absl::Span<const Algorithm> algorithms) {
+  std::vector<LabLimiter> limiters;
+  for (Algorithm algorithm : algorithms) {
+    limiters.push_back({std::string(AlgorithmName(algorithm)),
+                        [](const LimiterConfig& c) { return Limiter::Create(c, 0); }, algorithm});
+  }
+  return limiters;
+}
+
+absl::StatusOr<std::vector<LabResult>> RunLabOn(const LabConfig& config, Workload workload,
+                                                absl::Span<const Request> requests,
+                                                absl::Span<const LabLimiter> limiters) {
+  if (absl::Status s = ValidateRunConfig(config); !s.ok()) return s;
+  std::vector<LabResult> results;
+  for (const LabLimiter& entry : limiters) {
+    absl::StatusOr<std::unique_ptr<Limiter>> limiter =
+        entry.create ? entry.create(LabLimiterConfig(entry.algorithm, config))
+                     : absl::InvalidArgumentError("no factory");
+    if (limiter.ok() && *limiter == nullptr) limiter = absl::InvalidArgumentError("no limiter");
+    if (!limiter.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(entry.name, ": ", limiter.status().message()));
+    }
+    const Trace trace = Simulate(**limiter, requests, config);
+    LabResult result{workload, (*limiter)->algorithm(), Measure(trace, config), {}, {}, entry.name};
+    FillSeries(trace, config, &result);
+    results.push_back(std::move(result));
+  }
+  return results;
+}
+
+absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
+                                              absl::Span<const Workload> workloads,
+                                              absl::Span<const LabLimiter> limiters) {
+  if (absl::Status s = ValidateLabConfig(config); !s.ok()) return s;
   std::vector<LabResult> results;
   for (Workload workload : workloads) {
     absl::StatusOr<std::vector<Request>> requests = GenerateWorkload(workload, config);
     if (!requests.ok()) return requests.status();
-    for (Algorithm algorithm : algorithms) {
-      absl::StatusOr<std::unique_ptr<Limiter>> limiter =
-          Limiter::Create(LabLimiterConfig(algorithm, config), 0);
-      if (!limiter.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(AlgorithmName(algorithm), ": ", limiter.status().message()));
-      }
-      const Trace trace = Simulate(**limiter, *requests, config);
-      LabResult result{workload, algorithm, Measure(trace, config), {}, {}};
-      const size_t bins = static_cast<size_t>((end + bin - 1) / bin);
-      result.per_bin.assign(bins, 0);
-      std::vector<int64_t> times;
-      for (const Admitted& a : trace.admitted) {
-        ++result.per_bin[static_cast<size_t>(a.admitted_ns / bin)];
-        times.push_back(a.admitted_ns);
-      }
-      for (size_t k = 0; k < bins; ++k) {
-        const int64_t t = std::min(end, static_cast<int64_t>(k + 1) * bin);
-        result.trailing.push_back(std::lower_bound(times.begin(), times.end(), t) -
-                                  std::lower_bound(times.begin(), times.end(), t - period));
-      }
-      results.push_back(std::move(result));
-    }
+    absl::StatusOr<std::vector<LabResult>> mine = RunLabOn(config, workload, *requests, limiters);
+    if (!mine.ok()) return mine.status();
+    for (LabResult& r : *mine) results.push_back(std::move(r));
   }
   return results;
+}
+
+absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
+                                              absl::Span<const Workload> workloads,
+                                              absl::Span<const Algorithm> algorithms) {
+  return RunLab(config, workloads, BuiltinLimiters(algorithms));
+}
+
+// Replaying a trace ---------------------------------------------------------------------
+
+LabConfig TraceLabConfig(const LabConfig& config, const TrafficTrace& trace, bool keep_duration) {
+  LabConfig out = config;
+  out.clients = static_cast<uint32_t>(std::max<size_t>(1, trace.clients.size()));
+  if (!keep_duration && !trace.arrivals.empty()) {
+    out.duration = absl::Nanoseconds(trace.arrivals.back().t_ns + 1) + config.max_wait;
+  }
+  // Wider bins, in whole seconds, for a run longer than kMaxBins of them.
+  if (out.bin > absl::ZeroDuration() && out.duration / out.bin > kMaxBins) {
+    out.bin = absl::Seconds(absl::ToInt64Seconds(out.duration / kMaxBins) + 1);
+  }
+  // A derived duration ends on a whole bin.
+  if (!keep_duration && out.bin > absl::ZeroDuration()) {
+    out.duration = absl::Ceil(out.duration, out.bin);
+  }
+  return out;
+}
+
+std::vector<Request> TraceRequests(const TrafficTrace& trace, const LabConfig& config) {
+  const int64_t end = Nanos(config.duration);
+  std::vector<Request> requests;
+  for (const TraceArrival& a : trace.arrivals) {
+    if (a.t_ns >= end) break;
+    requests.push_back({a.t_ns, a.client, 0, a.permits});
+  }
+  Draw draw(config.seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(Workload::kTrace));
+  DrawLatencies(draw, config.latency, &requests);
+  return requests;
+}
+
+absl::StatusOr<std::vector<LabResult>> RunLabOnTrace(const LabConfig& config,
+                                                     const TrafficTrace& trace,
+                                                     absl::Span<const LabLimiter> limiters,
+                                                     bool keep_duration, LabConfig* ran) {
+  const LabConfig replay = TraceLabConfig(config, trace, keep_duration);
+  if (ran != nullptr) *ran = replay;
+  return RunLabOn(replay, Workload::kTrace, TraceRequests(trace, replay), limiters);
 }
 
 // Output ------------------------------------------------------------------------------
@@ -421,7 +546,7 @@ std::vector<std::vector<std::string>> SummaryRows(absl::Span<const LabResult> re
                                                  "util", "wait p50", "wait p99", "fairness"}};
   for (const LabResult& r : results) {
     const Metrics& m = r.metrics;
-    rows.push_back({std::string(WorkloadName(r.workload)), std::string(AlgorithmName(r.algorithm)),
+    rows.push_back({std::string(WorkloadName(r.workload)), std::string(NameOf(r)),
                     absl::StrCat(m.offered), absl::StrCat(m.admitted), absl::StrCat(m.unserved),
                     absl::StrCat(m.provider_429s), absl::StrCat(m.max_in_window),
                     absl::StrFormat("%.2fx", m.overshoot), absl::StrFormat("%.3f", m.utilization),
@@ -449,7 +574,7 @@ nlohmann::ordered_json ToJson(const LabConfig& config, absl::Span<const LabResul
     const Metrics& m = r.metrics;
     list.push_back({
         {"workload", WorkloadName(r.workload)},
-        {"algorithm", AlgorithmName(r.algorithm)},
+        {"algorithm", NameOf(r)},
         {"offered", m.offered},
         {"admitted", m.admitted},
         {"unserved", m.unserved},
@@ -520,7 +645,7 @@ std::string RenderSvg(Workload workload, const LabConfig& config,
     auto y_of = [&](double v) { return y0 + kPanel - kPanel * v / y_max; };
     absl::StrAppendFormat(
         &svg, "<text x=\"%d\" y=\"%d\"><tspan font-weight=\"bold\">%s</tspan>  %s</text>\n", kLeft,
-        y0 - 6, AlgorithmName(r.algorithm),
+        y0 - 6, Escape(NameOf(r)),
         Escape(absl::StrFormat(
             "most in any %s: %d (%.2fx the limit); provider 429s: %d; admitted %d of %d; "
             "wait p99 %s",

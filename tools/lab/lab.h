@@ -27,6 +27,17 @@
 // Everything is integer nanoseconds on simulated time and a seeded generator,
 // so a run is exact and the same seed gives the same numbers every time.
 //
+// Real traffic: RunLabOnTrace replays a trace's arrivals (sluice/lab/trace.h)
+// in place of a generated workload, each request taking the permits its line
+// gives. Counts (offered, admitted, unserved, 429s) are of requests;
+// max_in_window, utilization and the plots are of permits, which is the same
+// for the generated workloads, whose requests take one permit each. A request
+// larger than a limiter can ever admit is dropped at once (unserved).
+//
+// A user's own algorithm joins any run as a LabLimiter: a name and a factory
+// that builds its Limiter from the LimiterConfig the lab gives every
+// algorithm (LabLimiterConfig(Algorithm::kCustom, config)).
+//
 // Thread safety: the functions are pure (RunLab creates its own limiters);
 // call them from any thread.
 
@@ -34,6 +45,7 @@
 #define SLUICE_TOOLS_LAB_LAB_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,6 +57,7 @@
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "sluice/lab/algorithms.h"
+#include "sluice/lab/trace.h"
 #include "sluice/rate.h"
 #include "tools/judge/exact_bucket.h"
 
@@ -59,6 +72,7 @@ enum class Workload : uint8_t {
   kBursty,       // "bursty": each client on 10 s at 4x its share, off 30 s, random phase
   kLaunchSpike,  // "launch-spike": Poisson at 1.2 L per P (1,200/min against 1,000/min)
   kBoundary,     // "boundary": L in the P/12 before every other window boundary, L after
+  kTrace,        // "trace": arrivals replayed from a file (RunLabOnTrace); not generated
 };
 inline constexpr Workload kAllWorkloads[] = {Workload::kSteady, Workload::kPoisson,
                                              Workload::kBursty, Workload::kLaunchSpike,
@@ -96,11 +110,12 @@ struct Request {
   int64_t arrival_ns;
   uint32_t client;
   int64_t latency_ns;
+  uint64_t permits = 1;
 };
 
 // The workload's requests in arrival order, from `config.seed`.
 // InvalidArgument for a bad config or one that would offer more than ten
-// million requests.
+// million requests, or for Workload::kTrace.
 absl::StatusOr<std::vector<Request>> GenerateWorkload(Workload workload, const LabConfig& config);
 
 // What the simulated provider enforces: a continuous token bucket of rate
@@ -112,8 +127,8 @@ class ProviderModel {
   ProviderModel(const ProviderModel&) = delete;
   ProviderModel& operator=(const ProviderModel&) = delete;
 
-  // Whether a call at `now_ns` gets through (false: a 429).
-  bool Accept(int64_t now_ns);
+  // Whether a call of `permits` at `now_ns` gets through (false: a 429).
+  bool Accept(int64_t now_ns, uint64_t permits = 1);
 
  private:
   std::unique_ptr<ExactBucket> bucket_;  // null for an invalid limit: refuses all
@@ -124,6 +139,7 @@ struct Admitted {
   int64_t admitted_ns;
   uint32_t client;
   bool rate_limited;  // the provider answered 429
+  uint64_t permits = 1;
 };
 
 struct Trace {
@@ -155,8 +171,10 @@ Metrics Measure(const Trace& trace, const LabConfig& config);
 
 // The building blocks of Measure.
 //
-// The most of `sorted_ns` in any window [t, t + window_ns).
-int64_t MaxInWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns);
+// The most of `sorted_ns` in any window [t, t + window_ns): counted, or
+// summed over `permits` (one per time) when given.
+int64_t MaxInWindow(absl::Span<const int64_t> sorted_ns, int64_t window_ns,
+                    absl::Span<const uint64_t> permits = {});
 // The nearest-rank q-quantile (0 < q <= 1) of `sorted`; 0 when empty.
 int64_t Percentile(absl::Span<const int64_t> sorted, double q);
 // Jain's fairness index (sum x)^2 / (n sum x^2): 1 when all are equal, 1/n
@@ -166,17 +184,76 @@ double JainIndex(absl::Span<const double> x);
 // One algorithm on one workload.
 struct LabResult {
   Workload workload;
-  Algorithm algorithm;
+  Algorithm algorithm;  // kCustom for a user's own
   Metrics metrics;
-  std::vector<int64_t> per_bin;   // admitted in each bin [k bin, (k+1) bin)
-  std::vector<int64_t> trailing;  // admitted in [t - P, t) at each bin's end t
+  std::vector<int64_t> per_bin;   // permits admitted in each bin [k bin, (k+1) bin)
+  std::vector<int64_t> trailing;  // permits admitted in [t - P, t) at each bin's end t
+  std::string name;               // AlgorithmName(algorithm), or the LabLimiter's name
 };
+
+// LabLimiter
+//
+// A limiter in a run, by name: one of the lab's algorithms, or a user's own.
+// `create` gets LabLimiterConfig(algorithm, config) for the run's config and
+// builds a fresh limiter for each workload, whose time starts at 0.
+//
+// Example:
+//   std::vector<LabLimiter> limiters = BuiltinLimiters(kAllAlgorithms);
+//   limiters.push_back({"my-limiter", [](const LimiterConfig& c)
+//       -> absl::StatusOr<std::unique_ptr<Limiter>> {
+//     return std::make_unique<MyLimiter>(c.rate);
+//   }});
+//   auto results = RunLabOnTrace(config, *trace, limiters);
+using LimiterFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Limiter>>(const LimiterConfig& config)>;
+struct LabLimiter {
+  std::string name;
+  LimiterFactory create;
+  Algorithm algorithm = Algorithm::kCustom;  // whose LabLimiterConfig `create` gets
+};
+
+// The lab's own algorithms, built with Limiter::Create.
+std::vector<LabLimiter> BuiltinLimiters(absl::Span<const Algorithm> algorithms);
+
+// Every limiter on `requests` (in arrival order), which are `workload`'s
+// arrivals. InvalidArgument for a bad config, naming the limiter that
+// refused it.
+absl::StatusOr<std::vector<LabResult>> RunLabOn(const LabConfig& config, Workload workload,
+                                                absl::Span<const Request> requests,
+                                                absl::Span<const LabLimiter> limiters);
 
 // Every algorithm on every workload, in the order given. InvalidArgument for
 // a bad config, naming the algorithm whose limiter refused it.
 absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
                                               absl::Span<const Workload> workloads,
                                               absl::Span<const Algorithm> algorithms);
+// The same with any limiters, a user's own among them.
+absl::StatusOr<std::vector<LabResult>> RunLab(const LabConfig& config,
+                                              absl::Span<const Workload> workloads,
+                                              absl::Span<const LabLimiter> limiters);
+
+// Replaying a trace
+//
+// The config for replaying `trace`: `config` with clients = the trace's
+// clients, and, unless `keep_duration`, a duration lasting until
+// config.max_wait after the last arrival (so that every request is admitted
+// or gives up), rounded up to a whole bin; the bin widened to whole seconds if
+// the run would need more than 100,000.
+LabConfig TraceLabConfig(const LabConfig& config, const TrafficTrace& trace, bool keep_duration);
+
+// The trace's arrivals before config.duration as requests, with latencies
+// drawn as the generated workloads' are (uniform from half to 1.5x
+// config.latency, from config.seed).
+std::vector<Request> TraceRequests(const TrafficTrace& trace, const LabConfig& config);
+
+// Every limiter on the trace's arrivals, under TraceLabConfig(config, trace,
+// keep_duration); the results' workload is Workload::kTrace. Returns the
+// config it ran under in `*ran` when not null. InvalidArgument as RunLabOn.
+absl::StatusOr<std::vector<LabResult>> RunLabOnTrace(const LabConfig& config,
+                                                     const TrafficTrace& trace,
+                                                     absl::Span<const LabLimiter> limiters,
+                                                     bool keep_duration = false,
+                                                     LabConfig* ran = nullptr);
 
 // The summary table: a heading row, then one row per result.
 std::vector<std::vector<std::string>> SummaryRows(absl::Span<const LabResult> results);

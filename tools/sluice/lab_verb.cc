@@ -1,5 +1,7 @@
 // `sluice lab [WORKLOAD...]`: the algorithm lab (tools/lab/lab.h) on the
 // command line: a table, or --json, and SVG plots with --lab-plot-dir.
+// `sluice lab --trace FILE`: the same on arrivals replayed from a file
+// (sluice/lab/trace.h) instead of the generated workloads.
 // `sluice lab --fleet`: the fleet lab (tools/lab/fleet.h), hosts leasing
 // permits from one Redis bucket, a table or --json.
 
@@ -22,6 +24,7 @@
 #include "absl/types/span.h"
 #include "nlohmann/json.hpp"
 #include "sluice/lab/algorithms.h"
+#include "sluice/lab/trace.h"
 #include "sluice/rate.h"
 #include "tools/lab/fleet.h"
 #include "tools/lab/lab.h"
@@ -40,6 +43,9 @@ ABSL_FLAG(absl::Duration, lab_latency, absl::Seconds(2),
           "mean time an admitted call is in flight (uniform from half to 1.5x)");
 ABSL_FLAG(std::string, lab_plot_dir, "",
           "write one SVG per workload (WORKLOAD.svg) into this directory, created if missing");
+ABSL_FLAG(std::string, trace, "",
+          "replay the arrivals of this CSV (t,permits[,client]) or JSONL file instead of the "
+          "generated workloads");
 ABSL_FLAG(bool, fleet, false,
           "simulate hosts leasing permits from one Redis bucket instead of comparing algorithms");
 ABSL_FLAG(std::string, fleet_hosts, "10,100,1000", "comma-separated fleet sizes to simulate");
@@ -186,12 +192,11 @@ int RunFleet(const Command& cmd) {
   return kExitOk;
 }
 
-int RunLab(const Command& cmd) {
-  if (absl::GetFlag(FLAGS_fleet)) return RunFleet(cmd);
+absl::StatusOr<lab::LabConfig> LabConfigFromFlags() {
   lab::LabConfig config;
   absl::StatusOr<Rate> rate = Rate::Parse(absl::GetFlag(FLAGS_lab_rate));
   if (!rate.ok())
-    return UsageError(*cmd.verb, absl::StrCat("--lab-rate: ", rate.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("--lab-rate: ", rate.status().message()));
   config.limit = *rate;
   config.burst = absl::GetFlag(FLAGS_lab_burst);
   config.duration = absl::GetFlag(FLAGS_lab_duration);
@@ -199,11 +204,70 @@ int RunLab(const Command& cmd) {
   config.seed = absl::GetFlag(FLAGS_seed);
   config.max_wait = absl::GetFlag(FLAGS_lab_max_wait);
   config.latency = absl::GetFlag(FLAGS_lab_latency);
-  if (absl::Status s = lab::ValidateLabConfig(config); !s.ok()) {
-    return UsageError(*cmd.verb, s.message());
+  return config;
+}
+
+// The results as a table, or --json, with the plots --lab-plot-dir asks for.
+// `source` says where the arrivals came from, in the table's heading.
+int PrintLab(const Command& cmd, const lab::LabConfig& config,
+             const std::vector<lab::Workload>& workloads,
+             const std::vector<lab::LabResult>& results, absl::string_view source) {
+  std::vector<std::string> plots;
+  if (const std::string dir = absl::GetFlag(FLAGS_lab_plot_dir); !dir.empty()) {
+    absl::StatusOr<std::vector<std::string>> written = WritePlots(dir, config, workloads, results);
+    if (!written.ok()) return Fail(cmd, written.status());
+    plots = *written;
   }
+  if (absl::GetFlag(FLAGS_json)) {
+    nlohmann::ordered_json doc = lab::ToJson(config, results);
+    if (!absl::GetFlag(FLAGS_trace).empty()) doc["config"]["trace"] = absl::GetFlag(FLAGS_trace);
+    doc["plots"] = plots;
+    absl::FPrintF(stdout, "%s\n", doc.dump(2));
+    return kExitOk;
+  }
+  absl::FPrintF(stdout,
+                "limit %s; token bucket burst %d; %s of simulated time per workload, %s, "
+                "seed %d;\na request waits at most %s; the provider enforces a continuous token "
+                "bucket of %s, capacity %d.\n\n",
+                config.limit.ToString(), config.burst != 0 ? config.burst : config.limit.permits(),
+                absl::FormatDuration(config.duration), source, config.seed,
+                absl::FormatDuration(config.max_wait), config.limit.ToString(),
+                config.limit.permits());
+  PrintTable(lab::SummaryRows(results));
+  for (const std::string& path : plots) absl::FPrintF(stdout, "\nplot: %s", path);
+  if (!plots.empty()) absl::FPrintF(stdout, "\n");
+  return kExitOk;
+}
+
+// `sluice lab --trace FILE`: every algorithm on the file's arrivals.
+int RunTrace(const Command& cmd, const lab::LabConfig& flags,
+             const std::vector<Algorithm>& algorithms) {
+  if (!cmd.args.empty()) {
+    return UsageError(*cmd.verb, "--trace replays its file in place of the workloads; name none");
+  }
+  const std::string path = absl::GetFlag(FLAGS_trace);
+  absl::StatusOr<TrafficTrace> trace = ReadTraceFile(path);
+  if (!trace.ok()) return Fail(cmd, trace.status());
+  lab::LabConfig config;
+  absl::StatusOr<std::vector<lab::LabResult>> results =
+      lab::RunLabOnTrace(flags, *trace, lab::BuiltinLimiters(algorithms),
+                         /*keep_duration=*/cmd.Given("lab_duration"), &config);
+  if (!results.ok()) return UsageError(*cmd.verb, results.status().message());
+  const std::string source = absl::StrFormat("%d arrivals from %s, %d clients",
+                                             trace->arrivals.size(), path, config.clients);
+  return PrintLab(cmd, config, {lab::Workload::kTrace}, *results, source);
+}
+
+int RunLab(const Command& cmd) {
+  if (absl::GetFlag(FLAGS_fleet)) return RunFleet(cmd);
+  absl::StatusOr<lab::LabConfig> config = LabConfigFromFlags();
+  if (!config.ok()) return UsageError(*cmd.verb, config.status().message());
   absl::StatusOr<std::vector<Algorithm>> algorithms = AlgorithmsFromFlag();
   if (!algorithms.ok()) return UsageError(*cmd.verb, algorithms.status().message());
+  if (!absl::GetFlag(FLAGS_trace).empty()) return RunTrace(cmd, *config, *algorithms);
+  if (absl::Status s = lab::ValidateLabConfig(*config); !s.ok()) {
+    return UsageError(*cmd.verb, s.message());
+  }
   std::vector<lab::Workload> workloads;
   for (const std::string& name : cmd.args) {
     absl::StatusOr<lab::Workload> w = lab::ParseWorkload(name);
@@ -213,33 +277,10 @@ int RunLab(const Command& cmd) {
   if (workloads.empty())
     workloads.assign(std::begin(lab::kAllWorkloads), std::end(lab::kAllWorkloads));
 
-  absl::StatusOr<std::vector<lab::LabResult>> results = lab::RunLab(config, workloads, *algorithms);
+  absl::StatusOr<std::vector<lab::LabResult>> results =
+      lab::RunLab(*config, workloads, *algorithms);
   if (!results.ok()) return UsageError(*cmd.verb, results.status().message());
-  std::vector<std::string> plots;
-  if (const std::string dir = absl::GetFlag(FLAGS_lab_plot_dir); !dir.empty()) {
-    absl::StatusOr<std::vector<std::string>> written = WritePlots(dir, config, workloads, *results);
-    if (!written.ok()) return Fail(cmd, written.status());
-    plots = *written;
-  }
-
-  if (absl::GetFlag(FLAGS_json)) {
-    nlohmann::ordered_json doc = lab::ToJson(config, *results);
-    doc["plots"] = plots;
-    absl::FPrintF(stdout, "%s\n", doc.dump(2));
-    return kExitOk;
-  }
-  absl::FPrintF(stdout,
-                "limit %s; token bucket burst %d; %s of simulated time per workload, %d clients, "
-                "seed %d;\na request waits at most %s; the provider enforces a continuous token "
-                "bucket of %s, capacity %d.\n\n",
-                config.limit.ToString(), config.burst != 0 ? config.burst : config.limit.permits(),
-                absl::FormatDuration(config.duration), config.clients, config.seed,
-                absl::FormatDuration(config.max_wait), config.limit.ToString(),
-                config.limit.permits());
-  PrintTable(lab::SummaryRows(*results));
-  for (const std::string& path : plots) absl::FPrintF(stdout, "\nplot: %s", path);
-  if (!plots.empty()) absl::FPrintF(stdout, "\n");
-  return kExitOk;
+  return PrintLab(cmd, *config, workloads, *results, absl::StrCat(config->clients, " clients"));
 }
 
 constexpr absl::string_view kLabFlags[] = {"lab_rate",
@@ -250,6 +291,7 @@ constexpr absl::string_view kLabFlags[] = {"lab_rate",
                                            "lab_max_wait",
                                            "lab_latency",
                                            "lab_plot_dir",
+                                           "trace",
                                            "seed",
                                            "json",
                                            "fleet",
@@ -267,6 +309,7 @@ const Verb kLabVerb = {
         "lab [WORKLOAD...] [--lab-rate N/UNIT] [--lab-burst N] [--lab-algorithms A,B,...] "
         "[--lab-duration D] [--lab-clients N] [--lab-max-wait D] [--lab-latency D] [--seed N] "
         "[--lab-plot-dir DIR] [--json]\n"
+        "       lab --trace FILE [--lab-rate N/UNIT] [--lab-algorithms A,B,...] [...] [--json]\n"
         "       lab --fleet [--fleet-hosts N,N,...] [--fleet-rtt D] [--fleet-workloads W,W,...] "
         "[--fleet-load X] [--fleet-idle-return D] [--fleet-cap-outstanding=false] [--lab-rate "
         "N/UNIT] [--lab-burst N] "
@@ -280,6 +323,12 @@ const Verb kLabVerb = {
         "its ratio to the limit (overshoot); utilization (admitted over what the limit\n"
         "allows); p50 and p99 waits; Jain's fairness across clients. --lab-plot-dir writes\n"
         "WORKLOAD.svg pictures of the admitted rate over time. Same seed, same numbers.\n"
+        "\n"
+        "--trace FILE replays real traffic instead: one arrival a line, CSV t,permits[,client]\n"
+        "(an optional header line; # comments) or JSONL {\"t\":..,\"permits\":..,\"client\":..};\n"
+        "t is integer ns from the start or an RFC 3339 time, in order. The run lasts until\n"
+        "--lab-max-wait after the last arrival unless --lab-duration is given; the plot is\n"
+        "trace.svg.\n"
         "\n"
         "--fleet simulates instead H hosts (each of --fleet-hosts) leasing permits from one\n"
         "Redis bucket (--lab-rate, default 100000/s; capacity --lab-burst, default 6 s of the\n"

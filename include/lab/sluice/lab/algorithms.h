@@ -364,6 +364,7 @@ enum class Algorithm : uint8_t {
   kSlidingWindow,  // "sliding-window"
   kConcurrency,    // "concurrency"
   kAdaptive,       // "adaptive"
+  kCustom,         // "custom": a user's own Limiter; not in kAllAlgorithms
 };
 inline constexpr Algorithm kAllAlgorithms[] = {
     Algorithm::kTokenBucket, Algorithm::kPacer,         Algorithm::kFixedWindow,
@@ -409,12 +410,19 @@ inline constexpr int64_t kWaitForRelease = std::numeric_limits<int64_t>::max();
 // Every algorithm behind one interface, over a cell in process memory. The
 // interface dispatches virtually: it is for comparing algorithms, not for the
 // hot path (use the Refs there).
+//
+// A user's own algorithm joins the lab by implementing it: TryAcquire on the
+// `now_ns` the lab passes (simulated time, never decreasing), Release and
+// OnResponse if it cares, and algorithm() returning Algorithm::kCustom; the
+// lab names it by the name it was registered under (see the lab's
+// LabLimiter, and examples/lab-trace).
 class Limiter {
  public:
   virtual ~Limiter() = default;
 
   // A limiter per `config`, fresh (full, empty windows) at `now_ns`.
-  // InvalidArgument naming what is wrong with the config.
+  // InvalidArgument naming what is wrong with the config, or for
+  // Algorithm::kCustom (a user's own, which only its user can build).
   static absl::StatusOr<std::unique_ptr<Limiter>> Create(const LimiterConfig& config,
                                                          int64_t now_ns);
 
