@@ -73,7 +73,10 @@ class TraceBuilder {
     const int64_t ns = t.rfc3339 ? absl::ToInt64Nanoseconds(t.time - start_) : t.ns;
     if (!trace_.arrivals.empty() && ns < trace_.arrivals.back().t_ns) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "t is ", absl::FormatDuration(absl::Nanoseconds(trace_.arrivals.back().t_ns - ns)),
+          "t is ",
+          // As Durations: a time centuries before the start saturates `ns` to int64's least.
+          absl::FormatDuration(absl::Nanoseconds(trace_.arrivals.back().t_ns) -
+                               absl::Nanoseconds(ns)),
           " before line ", last_line_, "'s; arrivals must be in time order"));
     }
     if (ns > absl::ToInt64Nanoseconds(kMaxTraceSpan)) {
@@ -171,7 +174,7 @@ absl::Status AddJsonLine(absl::string_view line, size_t number, TraceBuilder& tr
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(line.begin(), line.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range for 1e999
     return absl::InvalidArgumentError(absl::StrCat("not JSON: ", e.what()));
   }
   if (!doc.is_object()) return absl::InvalidArgumentError("a line must be a JSON object");

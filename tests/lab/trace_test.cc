@@ -106,6 +106,10 @@ TEST(TraceTest, TimesInOrderOfOneKindWithinTheSpan) {
             "x.csv:3: t is 5ns before line 2's; arrivals must be in time order");
   EXPECT_EQ(CsvError("2026-11-30T12:00:01Z,1\n2026-11-30T12:00:00Z,1\n"),
             "x.csv:2: t is 1s before line 1's; arrivals must be in time order");
+  // Centuries back: the difference saturates, and is still said right.
+  EXPECT_EQ(CsvError("2026-11-30T12:00:00Z,1\n1013-11-30T12:00:00Z,1\n"),
+            "x.csv:2: t is 2562047h47m16.854775808s before line 1's; arrivals must be in time "
+            "order");
   EXPECT_EQ(CsvError("# c\n0,1\n2026-11-30T12:00:00Z,1\n"),
             "x.csv:3: t is an RFC 3339 time but line 2's is integer nanoseconds; a trace's times "
             "are all of one kind");
@@ -122,6 +126,9 @@ TEST(TraceTest, TimesInOrderOfOneKindWithinTheSpan) {
 TEST(TraceTest, JsonlRefusalsNameTheLineAndField) {
   EXPECT_THAT(JsonError("{\"t\": 0, \"permits\": 1}\n{\"t\": 1,\n"),
               HasSubstr("x.jsonl:2: not JSON: [json.exception.parse_error"));
+  EXPECT_EQ(JsonError("{\"t\": 2e999, \"permits\": 1}"),
+            "x.jsonl:1: not JSON: [json.exception.out_of_range.406] number overflow parsing "
+            "'2e999'");
   EXPECT_EQ(JsonError("[0, 1]"), "x.jsonl:1: a line must be a JSON object");
   EXPECT_EQ(JsonError("{\"permits\": 1}"), "x.jsonl:1: missing \"t\"");
   EXPECT_EQ(JsonError("{\"t\": 1}"), "x.jsonl:1: missing \"permits\"");
