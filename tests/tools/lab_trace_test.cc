@@ -205,7 +205,8 @@ TEST(LabTraceCliTest, PrintsTheTable) {
   const CliResult r = RunCli({"lab", "--trace", path, "--lab_rate=2/s", "--lab_algorithms=pacer"});
   unlink(path.c_str());
   ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("2 arrivals from ", path, ", 1 clients")));
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("; 31s of simulated time for 2 arrivals from ", path,
+                                            ", 1 clients, seed 1")));
   EXPECT_THAT(r.out, ContainsRegex("trace +pacer +2 +2 +0 +0 +2 +1.00x"));
 }
 

@@ -208,7 +208,8 @@ absl::StatusOr<lab::LabConfig> LabConfigFromFlags() {
 }
 
 // The results as a table, or --json, with the plots --lab-plot-dir asks for.
-// `source` says where the arrivals came from, in the table's heading.
+// `source` says what was run and where the arrivals came from, in the
+// table's heading.
 int PrintLab(const Command& cmd, const lab::LabConfig& config,
              const std::vector<lab::Workload>& workloads,
              const std::vector<lab::LabResult>& results, absl::string_view source) {
@@ -226,8 +227,8 @@ int PrintLab(const Command& cmd, const lab::LabConfig& config,
     return kExitOk;
   }
   absl::FPrintF(stdout,
-                "limit %s; token bucket burst %d; %s of simulated time per workload, %s, "
-                "seed %d;\na request waits at most %s; the provider enforces a continuous token "
+                "limit %s; token bucket burst %d; %s of simulated time %s, seed %d;\na request "
+                "waits at most %s; the provider enforces a continuous token "
                 "bucket of %s, capacity %d.\n\n",
                 config.limit.ToString(), config.burst != 0 ? config.burst : config.limit.permits(),
                 absl::FormatDuration(config.duration), source, config.seed,
@@ -253,7 +254,7 @@ int RunTrace(const Command& cmd, const lab::LabConfig& flags,
       lab::RunLabOnTrace(flags, *trace, lab::BuiltinLimiters(algorithms),
                          /*keep_duration=*/cmd.Given("lab_duration"), &config);
   if (!results.ok()) return UsageError(*cmd.verb, results.status().message());
-  const std::string source = absl::StrFormat("%d arrivals from %s, %d clients",
+  const std::string source = absl::StrFormat("for %d arrivals from %s, %d clients",
                                              trace->arrivals.size(), path, config.clients);
   return PrintLab(cmd, config, {lab::Workload::kTrace}, *results, source);
 }
@@ -280,7 +281,8 @@ int RunLab(const Command& cmd) {
   absl::StatusOr<std::vector<lab::LabResult>> results =
       lab::RunLab(*config, workloads, *algorithms);
   if (!results.ok()) return UsageError(*cmd.verb, results.status().message());
-  return PrintLab(cmd, *config, workloads, *results, absl::StrCat(config->clients, " clients"));
+  return PrintLab(cmd, *config, workloads, *results,
+                  absl::StrCat("per workload, ", config->clients, " clients"));
 }
 
 constexpr absl::string_view kLabFlags[] = {"lab_rate",
