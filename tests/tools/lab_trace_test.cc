@@ -218,6 +218,11 @@ TEST(LabTraceCliTest, BadTracesAndWorkloadsAreRefused) {
   EXPECT_THAT(bad.err, HasSubstr(absl::StrCat(
                            "sluice lab: ", path,
                            ":3: permits \"zero\" is not an integer from 1 to 4294967296")));
+  const std::string good = WriteTemp("good.csv", "0,1\n");
+  const CliResult latency = RunCli({"lab", "--trace", good, "--lab_latency=0"});
+  unlink(good.c_str());
+  EXPECT_EQ(latency.status, 64);
+  EXPECT_THAT(latency.err, HasSubstr("latency 0 must be positive"));
   const CliResult missing = RunCli({"lab", "--trace", path});
   EXPECT_EQ(missing.status, 1);
   EXPECT_THAT(missing.err, HasSubstr(": No such file or directory"));

@@ -263,12 +263,14 @@ int RunLab(const Command& cmd) {
   if (absl::GetFlag(FLAGS_fleet)) return RunFleet(cmd);
   absl::StatusOr<lab::LabConfig> config = LabConfigFromFlags();
   if (!config.ok()) return UsageError(*cmd.verb, config.status().message());
-  absl::StatusOr<std::vector<Algorithm>> algorithms = AlgorithmsFromFlag();
-  if (!algorithms.ok()) return UsageError(*cmd.verb, algorithms.status().message());
-  if (!absl::GetFlag(FLAGS_trace).empty()) return RunTrace(cmd, *config, *algorithms);
-  if (absl::Status s = lab::ValidateLabConfig(*config); !s.ok()) {
+  const bool trace = !absl::GetFlag(FLAGS_trace).empty();
+  // A trace's run is validated once its duration and clients are known.
+  if (absl::Status s = trace ? absl::OkStatus() : lab::ValidateLabConfig(*config); !s.ok()) {
     return UsageError(*cmd.verb, s.message());
   }
+  absl::StatusOr<std::vector<Algorithm>> algorithms = AlgorithmsFromFlag();
+  if (!algorithms.ok()) return UsageError(*cmd.verb, algorithms.status().message());
+  if (trace) return RunTrace(cmd, *config, *algorithms);
   std::vector<lab::Workload> workloads;
   for (const std::string& name : cmd.args) {
     absl::StatusOr<lab::Workload> w = lab::ParseWorkload(name);
@@ -329,8 +331,8 @@ const Verb kLabVerb = {
         "--trace FILE replays real traffic instead: one arrival a line, CSV t,permits[,client]\n"
         "(an optional header line; # comments) or JSONL {\"t\":..,\"permits\":..,\"client\":..};\n"
         "t is integer ns from the start or an RFC 3339 time, in order. The run lasts until\n"
-        "--lab-max-wait after the last arrival unless --lab-duration is given; the plot is\n"
-        "trace.svg.\n"
+        "--lab-max-wait after the last arrival unless --lab-duration is given; the clients\n"
+        "are the trace's (--lab-clients is not used); the plot is trace.svg.\n"
         "\n"
         "--fleet simulates instead H hosts (each of --fleet-hosts) leasing permits from one\n"
         "Redis bucket (--lab-rate, default 100000/s; capacity --lab-burst, default 6 s of the\n"
