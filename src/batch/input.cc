@@ -58,7 +58,8 @@ ParsedLine ParseLine(absl::string_view text) {
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(text.begin(), text.end());
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
+    // parse_error, and out_of_range for a number past a double (2e999).
     p.error = absl::StrCat("not JSON: ", e.what());
     return p;
   }

@@ -84,6 +84,14 @@ TEST(ParseLineTest, ErrorsNameTheField) {
   EXPECT_EQ(p.shape, Provider::kAnthropic);
 }
 
+// A number too large for a double makes the JSON parser throw out_of_range,
+// not parse_error: it is a bad line like any other, not a crash.
+TEST(ParseLineTest, ANumberPastADoubleIsABadLine) {
+  const ParsedLine p = ParseLine(R"({"custom_id": "a", "params": {"max_tokens": 2e999}})");
+  EXPECT_THAT(p.error, HasSubstr("not JSON"));
+  EXPECT_THAT(p.error, HasSubstr("2e999"));
+}
+
 TEST(ParseInputTest, LinesAreNumberedFromOneAcrossEndings) {
   // CRLF endings, an empty line, and a last line without a newline.
   const Input input = ParseInput(AnthropicLine(0) + "\r\n\n" + AnthropicLine(2), "in.jsonl");
