@@ -151,8 +151,10 @@ absl::Status Proxy::Impl::Reload(const LimitsConfig& config) {
     // withdrawn and reserved again under the new ones.
     for (std::unique_ptr<Dispatcher>& dispatcher : dispatchers_) dispatcher->WithdrawReserving();
     ReleaseUpstreams(old);
+    // Counted here, on the loop that serves /metrics, so that a scrape sees
+    // the count and the limits it reports change together.
+    counters_.reloads++;
   });
-  counters_.reloads++;
   return absl::OkStatus();
 }
 
