@@ -8,26 +8,25 @@
 #define SLUICE_SRC_CELL_BUCKET_PARAMS_H_
 
 #include <cstdint>
-#include <limits>
 
 #include "absl/status/statusor.h"
 #include "sluice/token_bucket.h"
 
-namespace sluice::internal_gcra {
+namespace sluice::internal_cell {
 
-// The epoch of a pool's parameter slots (pool.h): ToUnits reads every clock
-// reading as 0 units since it, so the pool's time stands still.
-inline constexpr int64_t kPoolEpoch = std::numeric_limits<int64_t>::max();
-
+// A configuration in the cell's exact units: a rate of P permits per T ns,
+// reduced to lowest terms p/t, counts time in units of 1/p ns, so that a
+// permit's interval is t units exactly.
 struct Derived {
-  int64_t interval;  // 1/16 ns per permit, rounded up
-  int64_t tau;       // capacity * interval
+  int64_t interval;      // t: units per permit
+  int64_t units_per_ns;  // p
+  uint64_t capacity;     // permits
 };
 
-// `config`'s interval and span, or InvalidArgument saying which field is
-// wrong (see ValidateBucketConfig).
+// `config` in those units, or InvalidArgument saying which field is wrong
+// (see ValidateBucketConfig).
 absl::StatusOr<Derived> Derive(const BucketConfig& config);
 
-}  // namespace sluice::internal_gcra
+}  // namespace sluice::internal_cell
 
 #endif  // SLUICE_SRC_CELL_BUCKET_PARAMS_H_

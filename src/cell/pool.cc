@@ -1,16 +1,18 @@
 #include "sluice/pool.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "src/cell/bucket_params.h"
 
 namespace sluice {
 
-using internal_gcra::Derive;
-using internal_gcra::Derived;
-using internal_gcra::kMaxTat;
-using internal_gcra::kMaxTau;
-using internal_gcra::kPoolEpoch;
+using internal_cell::Derive;
+using internal_cell::Derived;
+using internal_cell::kMaxCapacity;
+using internal_cell::kMaxInterval;
+using internal_cell::kMaxTat;
+using internal_cell::kMaxUnitsPerNs;
 
 namespace {
 
@@ -20,17 +22,25 @@ namespace {
 // the permits it reports. A cell with parameters out of range (wiped, say)
 // reads as holding nothing and owing nothing.
 struct Level {
-  bool sound;        // the parameters are in range
-  int64_t held;      // permits held, negative when owed
-  int64_t capacity;  // tau / interval
+  bool sound;         // the parameters are in range
+  __int128 held;      // permits held, negative when owed
+  __int128 capacity;  // permits
 };
 
-Level LevelOf(int64_t word, int64_t interval, int64_t tau) {
-  if (interval <= 0 || tau < interval || tau > kMaxTau) return {false, 0, 0};
+Level LevelOf(__int128 word, const BucketCell::Values& v) {
+  if (v.interval < 1 || v.interval > kMaxInterval || v.capacity < 1 || v.capacity > kMaxCapacity ||
+      v.units_per_ns < 1 || v.units_per_ns > kMaxUnitsPerNs) {
+    return {false, 0, 0};
+  }
   // A TAT below 0 (the now of a pool) is a full pool, as Reserve reads it.
-  const int64_t room = tau - std::max<int64_t>(word >> 1, 0);
-  const int64_t held = room >= 0 ? room / interval : -((-room + interval - 1) / interval);
-  return {true, held, tau / interval};
+  const __int128 room =
+      static_cast<__int128>(v.capacity) * v.interval - std::max<__int128>(word >> 1, 0);
+  const __int128 held = room >= 0 ? room / v.interval : -((-room + v.interval - 1) / v.interval);
+  return {true, held, v.capacity};
+}
+
+BucketCell::Values PoolValues(const Derived& d) {
+  return {d.interval, d.units_per_ns, d.capacity, /*time_scale=*/0};
 }
 
 }  // namespace
@@ -38,13 +48,14 @@ Level LevelOf(int64_t word, int64_t interval, int64_t tau) {
 absl::Status PoolRef::Init(BucketCell* cell, const BucketConfig& config) {
   absl::StatusOr<Derived> d = Derive(config);
   if (!d.ok()) return d.status();
-  cell->Reset(d->interval, d->tau, kPoolEpoch, d->tau);  // TAT = tau: empty
+  // TAT = tau: empty.
+  cell->Reset(PoolValues(*d), static_cast<__int128>(d->capacity) * d->interval);
   return absl::OkStatus();
 }
 
 bool PoolRef::IsPool(const BucketCell& cell) {
-  const int64_t word = cell.word_.load(std::memory_order_acquire);
-  return cell.params_[word & 1].epoch_ns.load(std::memory_order_relaxed) == kPoolEpoch;
+  const BucketCell::Values v = cell.Read(static_cast<int>(cell.word_.Load() & 1));
+  return v.time_scale == 0 && v.interval > 0;
 }
 
 absl::StatusOr<uint64_t> PoolRef::Reconfigure(BucketCell* cell, const BucketConfig& config) {
@@ -53,23 +64,20 @@ absl::StatusOr<uint64_t> PoolRef::Reconfigure(BucketCell* cell, const BucketConf
   if (!IsPool(*cell)) {
     return absl::FailedPreconditionError("the cell is a bucket, not a pool");
   }
-  int64_t word = cell->word_.load(std::memory_order_acquire);
+  __int128 word = cell->word_.Load();
   // Reconfigurations are serialized, so the slot in use stays the same while
   // admits move the word: its parameters can be read once.
-  const BucketCell::Params& old = cell->params_[word & 1];
-  const int64_t old_interval = old.interval.load(std::memory_order_relaxed);
-  const int64_t old_tau = old.tau.load(std::memory_order_relaxed);
-  const int slot = cell->StageParams(word, d->interval, d->tau, kPoolEpoch);
-  const int64_t capacity = d->tau / d->interval;
+  const BucketCell::Values old = cell->Read(static_cast<int>(word & 1));
+  const int slot = cell->StageParams(word, PoolValues(*d));
+  const __int128 capacity = d->capacity;
   for (;;) {
-    const Level level = LevelOf(word, old_interval, old_tau);
-    const int64_t kept = std::min(level.held, capacity);
+    const Level level = LevelOf(word, old);
+    const __int128 kept = std::min(level.held, capacity);
     // Held permits, or debt, counted under the new interval; debt saturates.
-    const __int128 tat = static_cast<__int128>(d->tau) - static_cast<__int128>(kept) * d->interval;
-    const int64_t next = static_cast<int64_t>(std::clamp<__int128>(tat, 0, kMaxTat));
-    if (cell->word_.compare_exchange_weak(word, (next << 1) | slot, std::memory_order_acq_rel,
-                                          std::memory_order_acquire)) {
-      return static_cast<uint64_t>(level.held - kept);
+    const __int128 tat = (capacity - kept) * d->interval;
+    const __int128 next = std::clamp<__int128>(tat, 0, kMaxTat);
+    if (cell->word_.CompareExchange(word, (next << 1) | slot)) {
+      return static_cast<uint64_t>(level.held - kept);  // at most the old capacity
     }
   }
 }
@@ -79,35 +87,31 @@ uint64_t PoolRef::Credit(uint64_t n) const { return Move(n, /*into=*/true); }
 uint64_t PoolRef::Drain(uint64_t n) const { return Move(n, /*into=*/false); }
 
 uint64_t PoolRef::Move(uint64_t n, bool into) const {
-  int64_t word = cell_->word_.load(std::memory_order_acquire);
+  __int128 word = cell_->word_.Load();
   for (;;) {
-    const BucketCell::Params& p = cell_->params_[word & 1];
-    const int64_t interval = p.interval.load(std::memory_order_relaxed);
-    const Level level = LevelOf(word, interval, p.tau.load(std::memory_order_relaxed));
-    // Into: room for the debt and the capacity; out: what is held. Both fit
-    // in int64 by LevelOf's range.
-    const int64_t limit = !level.sound ? 0 : into ? level.capacity - level.held : level.held;
-    const int64_t moved = static_cast<int64_t>(std::min<uint64_t>(n, std::max<int64_t>(limit, 0)));
+    const BucketCell::Values v = cell_->Read(static_cast<int>(word & 1));
+    const Level level = LevelOf(word, v);
+    // Into: room for the debt and the capacity; out: what is held.
+    const __int128 limit = !level.sound ? 0 : into ? level.capacity - level.held : level.held;
+    const uint64_t moved = static_cast<uint64_t>(std::clamp<__int128>(limit, 0, n));
     if (moved == 0) return 0;
-    const int64_t tat = std::max<int64_t>(word >> 1, 0);
+    const __int128 tat = std::max<__int128>(word >> 1, 0);
     // Into: room * interval < tat + interval, so clamping at 0 (full) drops
     // at most a fraction of a permit and the pool gains exactly `moved`.
     // Out: held * interval <= tau - tat, so the TAT stays at or below tau.
-    const int64_t next =
-        into ? std::max<int64_t>(tat - moved * interval, 0) : tat + moved * interval;
-    if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
-                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return static_cast<uint64_t>(moved);
+    const __int128 cost = static_cast<__int128>(moved) * v.interval;
+    const __int128 next = into ? std::max<__int128>(tat - cost, 0) : tat + cost;
+    if (cell_->word_.CompareExchange(word, (next << 1) | (word & 1))) {
+      return moved;
     }
   }
 }
 
 int64_t PoolRef::Debt() const {
-  const int64_t word = cell_->word_.load(std::memory_order_acquire);
-  const BucketCell::Params& p = cell_->params_[word & 1];
-  const Level level = LevelOf(word, p.interval.load(std::memory_order_relaxed),
-                              p.tau.load(std::memory_order_relaxed));
-  return level.held < 0 ? -level.held : 0;
+  const __int128 word = cell_->word_.Load();
+  const Level level = LevelOf(word, cell_->Read(static_cast<int>(word & 1)));
+  const __int128 most = std::numeric_limits<int64_t>::max();
+  return level.held < 0 ? static_cast<int64_t>(std::min(-level.held, most)) : 0;
 }
 
 }  // namespace sluice

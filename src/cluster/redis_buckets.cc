@@ -11,6 +11,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "sluice/fixed_point.h"
 #include "src/cluster/gcra_script.h"
 #include "src/cluster/redis_link.h"
 

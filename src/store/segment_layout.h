@@ -2,7 +2,8 @@
 // to forge or corrupt a segment include it; users go through segment.h.
 //
 //   [0, 4096)            Header (state word published last)
-//   [4096, +256*slots)   Slot table: the cell on its own cache line, its
+//   [4096, +384*slots)   Slot table: the cell on its own two cache lines
+//                        (a bucket's word, then its parameters), its
 //                        configuration on the next, then the slot's name
 //   [..., +64*procs)     Process registry: pid, start time, attach time
 //   [..., +8*words*procs) One bitmap per process entry: slots it opened
@@ -81,8 +82,8 @@ struct StoredConfig {
 };
 
 struct alignas(128) Slot {
-  // The hot line: a BucketCell, WindowCounterCell or LeaseHead, by kind.
-  alignas(64) unsigned char cell[64];
+  // The hot lines: a BucketCell, WindowCounterCell or LeaseHead, by kind.
+  alignas(64) unsigned char cell[128];
   // Buckets, written only under the segment lock, read when opening:
   //   params[i]  the configuration cell parameter slot i holds, so that the
   //              one in use always matches the cell (it is written before the
@@ -127,7 +128,7 @@ struct alignas(64) ProcessEntry {
 static_assert(sizeof(Header) <= kHeaderBytes);
 static_assert(sizeof(BucketCell) <= sizeof(Slot::cell));
 static_assert(sizeof(WindowCounterCell) <= sizeof(Slot::cell));
-static_assert(sizeof(Slot) == 256);
+static_assert(sizeof(Slot) == 384);
 static_assert(sizeof(ProcessEntry) == 64);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 

@@ -52,10 +52,17 @@ class PoolTest : public ::testing::Test {
   const PoolRef pool{&cell};
 };
 
-TEST(PoolCellTest, PoolEpochReadsEveryClockAsZero) {
+TEST(PoolCellTest, NoClockReadingRefillsOrDrainsAPool) {
+  BucketCell cell;
+  ASSERT_TRUE(PoolRef::Init(&cell, kFleet).ok());
+  const PoolRef pool(&cell);
+  ASSERT_EQ(pool.Credit(7), 7u);
   for (int64_t now : kNows) {
-    EXPECT_EQ(internal_gcra::ToUnits(now, internal_gcra::kPoolEpoch), 0) << now;
+    EXPECT_EQ(pool.ref().Available(now), 7) << now;
+    EXPECT_EQ(pool.ref().FullForNanos(now), 0) << now;
   }
+  ASSERT_TRUE(pool.ref().TryAcquire(7, kNows[0]).granted());
+  for (int64_t now : kNows) EXPECT_FALSE(pool.ref().TryAcquire(1, now).granted()) << now;
 }
 
 TEST_F(PoolTest, NewPoolIsEmptyAtEveryNow) {
@@ -156,15 +163,15 @@ TEST_F(PoolTest, CreditPaysDebtFirst) {
   EXPECT_EQ(pool.Available(), 100);
 }
 
-TEST_F(PoolTest, DebitSaturatesAndCreditStillPaysIt) {
+TEST_F(PoolTest, DebitOfEveryPermitIsOwedInFullAndCreditPaysIt) {
   pool.ref().Debit(kAll, kT0);
-  // The TAT stops at its largest value: the debt is what that many units owe
-  // at 1 ms (16e6 units) a permit, past the pool's span of 100 permits.
-  const int64_t interval = 16'000'000;
-  const int64_t debt = pool.Debt();
-  EXPECT_EQ(debt, (internal_gcra::kMaxTat - 100 * interval + interval - 1) / interval);
+  // 2^64 - 1 permits owed: reported saturated, owed exactly.
+  EXPECT_EQ(pool.Debt(), std::numeric_limits<int64_t>::max());
   EXPECT_TRUE(BucketRef::Validate(cell, kFleet).ok());
-  EXPECT_EQ(pool.Credit(kAll), static_cast<uint64_t>(debt) + 100);
+  EXPECT_EQ(pool.Credit(kAll - 1), kAll - 1);
+  EXPECT_EQ(pool.Debt(), 1);
+  EXPECT_EQ(pool.Credit(kAll), 101u);
+  EXPECT_EQ(pool.Debt(), 0);
   EXPECT_EQ(pool.Available(), 100);
 }
 

@@ -160,7 +160,7 @@ TEST(ZeroCellTest, NeverGrantsAndNeverCrashes) {
     EXPECT_EQ(b.Available(now), 0);
     EXPECT_EQ(b.Capacity(), 0);
     EXPECT_EQ(b.GetPressure(now), Pressure::kHigh);
-    b.Refund(5, Terms{16, 160}, now);
+    b.Refund(5, Terms{10}, now);
     b.Refund(5, Terms{}, now);
     b.Debit(5, now);
     (void)b.FullForNanos(now);

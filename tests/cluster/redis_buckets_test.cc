@@ -6,12 +6,14 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "sluice/fixed_point.h"
 #include "sluice/token_bucket.h"
 #include "tests/tools/redis_server.h"
 
@@ -42,57 +44,6 @@ BucketConfig RandomConfig(std::mt19937_64& rng, double lo, double hi) {
   }
 }
 
-// The trace's one event: what was asked and what Redis decided.
-struct Event {
-  uint64_t n;
-  int64_t max_wait_ns;
-  RedisDecision decision;
-};
-
-TEST(RedisBucketsTest, ATraceDecidesInRedisAsInTheBucketCell) {
-  RedisServer redis;
-  ASSERT_TRUE(redis.ok());
-  auto buckets = ConnectTo(redis);
-  ASSERT_NE(buckets, nullptr);
-  std::mt19937_64 rng(20261130);
-  int granted = 0, refused = 0, waited = 0, events = 0;
-  for (int b = 0; b < 60; ++b) {
-    // Rates around the pace of round trips (tens of microseconds), so the
-    // trace has grants, refusals and waits.
-    const BucketConfig config = RandomConfig(rng, 100, 1e6);
-    const std::string key = absl::StrCat("trace:", b);
-    std::vector<Event> trace;
-    for (int i = 0; i < 300; ++i) {
-      const uint64_t n = 1 + rng() % (config.capacity + 1);
-      const int64_t max_wait_ns = rng() % 3 == 0 ? static_cast<int64_t>(rng() % 2'000'000) : 0;
-      absl::StatusOr<RedisDecision> d =
-          buckets->Reserve({{key, config, n}}, absl::Nanoseconds(max_wait_ns));
-      ASSERT_TRUE(d.ok()) << d.status();
-      trace.push_back({n, max_wait_ns, *d});
-    }
-    // The same asks, at the instants Redis decided them, through the cell.
-    BucketCell cell;
-    ASSERT_TRUE(BucketRef::Init(&cell, config, trace[0].decision.redis_now_ns).ok());
-    const BucketRef ref(&cell, Clock::Monotonic());
-    for (const Event& e : trace) {
-      const Decision local = ref.Reserve(e.n, e.max_wait_ns, e.decision.redis_now_ns);
-      ASSERT_EQ(local.outcome, e.decision.outcome)
-          << "bucket " << b << " " << config.rate.ToString() << " burst " << config.capacity
-          << " n=" << e.n << " at " << e.decision.redis_now_ns;
-      ASSERT_EQ(local.wait_ns, e.decision.wait_ns) << "bucket " << b << " n=" << e.n;
-      ++events;
-      granted += local.granted() && local.wait_ns == 0;
-      waited += local.granted() && local.wait_ns > 0;
-      refused += local.outcome != Outcome::kGranted;
-    }
-  }
-  EXPECT_EQ(events, 60 * 300);
-  // The trace exercised every kind of decision.
-  EXPECT_GT(granted, 1000);
-  EXPECT_GT(refused, 1000);
-  EXPECT_GT(waited, 100);
-}
-
 // An independent judge for chosen instants: the GCRA in 128-bit integers,
 // with no epoch and no limit on age.
 struct WideGcra {
@@ -116,6 +67,79 @@ struct WideGcra {
     return Outcome::kGranted;
   }
 };
+
+// The trace's one event: what was asked and what Redis decided.
+struct Event {
+  uint64_t n;
+  int64_t max_wait_ns;
+  RedisDecision decision;
+};
+
+// Redis keeps the GCRA in 1/16 ns with intervals rounded up (Lua's numbers
+// are doubles), where the bucket cell is exact: so every decision is judged
+// against the same rounding in wide integers, and where the interval is a
+// whole number of 1/16 ns (half the buckets here) also against the cell.
+TEST(RedisBucketsTest, ATraceDecidesInRedisAsInTheBucketCell) {
+  RedisServer redis;
+  ASSERT_TRUE(redis.ok());
+  auto buckets = ConnectTo(redis);
+  ASSERT_NE(buckets, nullptr);
+  std::mt19937_64 rng(20261130);
+  // Rates per second whose interval is a whole number of 1/16 ns.
+  const uint64_t kWhole[] = {125,    1'000,   3'200,   6'250,   16'000,   40'000,
+                             64'000, 125'000, 320'000, 640'000, 1'000'000};
+  int granted = 0, refused = 0, waited = 0, events = 0, against_cell = 0;
+  for (int b = 0; b < 60; ++b) {
+    // Rates around the pace of round trips (tens of microseconds), so the
+    // trace has grants, refusals and waits.
+    BucketConfig config = RandomConfig(rng, 100, 1e6);
+    if (b % 2 == 0) config.rate = Rate::PerSecond(kWhole[rng() % std::size(kWhole)]);
+    const std::string key = absl::StrCat("trace:", b);
+    std::vector<Event> trace;
+    for (int i = 0; i < 300; ++i) {
+      const uint64_t n = 1 + rng() % (config.capacity + 1);
+      const int64_t max_wait_ns = rng() % 3 == 0 ? static_cast<int64_t>(rng() % 2'000'000) : 0;
+      absl::StatusOr<RedisDecision> d =
+          buckets->Reserve({{key, config, n}}, absl::Nanoseconds(max_wait_ns));
+      ASSERT_TRUE(d.ok()) << d.status();
+      trace.push_back({n, max_wait_ns, *d});
+    }
+    // The same asks, at the instants Redis decided them, through the judge
+    // and (for whole intervals) the cell.
+    const __int128 interval = internal_gcra::IntervalUnits(config.rate);
+    WideGcra judge{.tat = 0, .interval = interval, .tau = interval * config.capacity};
+    const bool whole = interval * config.rate.permits() ==
+                       static_cast<__int128>(absl::ToInt64Nanoseconds(config.rate.period())) * 16;
+    BucketCell cell;
+    ASSERT_TRUE(BucketRef::Init(&cell, config, trace[0].decision.redis_now_ns).ok());
+    const BucketRef ref(&cell, Clock::Monotonic());
+    for (const Event& e : trace) {
+      int64_t judged_wait = 0;
+      const Outcome judged = judge.Decide(
+          e.n, e.max_wait_ns, static_cast<__int128>(e.decision.redis_now_ns) * 16, &judged_wait);
+      ASSERT_EQ(judged, e.decision.outcome)
+          << "bucket " << b << " " << config.rate.ToString() << " burst " << config.capacity
+          << " n=" << e.n << " at " << e.decision.redis_now_ns;
+      ASSERT_EQ(judged_wait, e.decision.wait_ns) << "bucket " << b << " n=" << e.n;
+      if (whole) {
+        const Decision local = ref.Reserve(e.n, e.max_wait_ns, e.decision.redis_now_ns);
+        ASSERT_EQ(local.outcome, e.decision.outcome) << "bucket " << b << " n=" << e.n;
+        ASSERT_EQ(local.wait_ns, e.decision.wait_ns) << "bucket " << b << " n=" << e.n;
+        ++against_cell;
+      }
+      ++events;
+      granted += judged == Outcome::kGranted && judged_wait == 0;
+      waited += judged == Outcome::kGranted && judged_wait > 0;
+      refused += judged != Outcome::kGranted;
+    }
+  }
+  EXPECT_EQ(events, 60 * 300);
+  EXPECT_EQ(against_cell, 30 * 300);
+  // The trace exercised every kind of decision.
+  EXPECT_GT(granted, 1000);
+  EXPECT_GT(refused, 1000);
+  EXPECT_GT(waited, 100);
+}
 
 TEST(RedisBucketsTest, ExactAtAnyAgeAcrossDayLongGapsAndBeyondTenYears) {
   RedisServer redis;

@@ -23,6 +23,7 @@
 #include "sluice/fleet_store.h"
 #include "sluice/limits.h"
 #include "sluice/policy.h"
+#include "sluice/pool.h"
 #include "sluice/redis_buckets.h"
 #include "sluice/segment.h"
 #include "tests/store/segment_test_util.h"
@@ -77,10 +78,10 @@ class StatsClusterTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Segment>> segment = Segment::Open(scratch_.path(), options);
     ASSERT_TRUE(segment.ok()) << segment.status();
     segment_ = *std::move(segment);
-    // This host's pool: 5 permits.
-    absl::StatusOr<SharedBucket> pool = segment_->OpenBucket(kKey, bucket_);
+    // This host's pool: 5 leased permits, at any clock reading.
+    absl::StatusOr<SharedBucket> pool = segment_->OpenPool(kKey, bucket_);
     ASSERT_TRUE(pool.ok()) << pool.status();
-    ASSERT_TRUE(pool->TryAcquire(bucket_.capacity - 5, clock_.Now()).granted());
+    ASSERT_EQ(PoolRef(pool->ref().cell()).Credit(5), 5u);
   }
 
   // The limits file with a [cluster] table naming the private Redis.

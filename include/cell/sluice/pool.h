@@ -6,9 +6,9 @@
 // In lease mode each host takes leases of permits from the fleet's bucket (in
 // Redis) into a local pool and admits from the pool in nanoseconds. The pool
 // must never refill by itself: a local bucket refilling at its own rate would
-// admit past the leases. So a pool is a BucketCell whose parameter slots have
-// the epoch INT64_MAX: every clock reading, negative ones included, is 0 units
-// past it, so `now` never moves for the pool and nothing refills. Its permits
+// admit past the leases. So a pool is a BucketCell whose parameter slots count
+// 0 units per ns of clock: every clock reading, negative ones included, is 0
+// units, so `now` never moves for the pool and nothing refills. Its permits
 // change only by admits (BucketRef::TryAcquire, Reserve, Debit), by refunds,
 // and by the pool operations here (Credit, Drain).
 //
@@ -107,6 +107,8 @@ class PoolRef {
   // The permits the pool owes (admitted into debt by Debit or Reserve), 0
   // when it owes none: what the refiller must lease before any permit
   // becomes available again.
+  // Reported up to INT64_MAX permits; Credit pays the whole debt however
+  // large.
   int64_t Debt() const;
 
   // The permits the pool holds, and the most it can hold (the fleet bucket's

@@ -11,12 +11,16 @@
 // load and one compare-and-swap, a refusal is one load and no write, and the
 // available permits are derived from the word at any time, for free.
 //
-// The word is fixed point: 1/16 ns units relative to the bucket's epoch, so
-// intervals such as 60 s / 1000 are exact and others (1 s / 7) are rounded
-// *up* by less than 1/16 ns, which can only slow a bucket down (by under 7e-11
-// of its rate at 7/s), never speed it up. Rates from 1/day to 1e9/s and
-// requests up to 2^32 permits are exact; all arithmetic saturates or is
-// checked, nothing uses floating point.
+// The word counts time exactly. A rate of P permits per T ns, reduced to
+// lowest terms, makes one permit's interval T/P ns; the word counts in units
+// of 1/P ns, where that interval is the whole number T. So every interval is
+// exact (1 s / 7 costs 1e9 units of 1/7 ns, with nothing rounded), a bucket
+// that stays saturated never drifts, and every decision is the one exact
+// rational arithmetic would make. The word is 128 bits, compare-and-swapped
+// whole (wide_atomic.h), and counts from the clock's origin: it cannot
+// saturate for 292 years of clock readings at the fastest rate. Rates up to
+// 16e9 permits/s and bursts spanning up to about 2.28 years of refill are
+// accepted; requests up to 2^64 permits; all arithmetic is integer and checked.
 //
 // BucketCell is the word plus the parameters it is read with, laid out in one
 // cache line so that it can live in process memory (TokenBucket) or in a
@@ -59,6 +63,7 @@
 #include "absl/time/time.h"
 #include "sluice/clock.h"
 #include "sluice/rate.h"
+#include "sluice/wide_atomic.h"
 
 namespace sluice {
 
@@ -96,13 +101,12 @@ enum class Outcome : uint8_t {
 
 // Terms
 //
-// What one permit cost when permits were taken, and the bucket's whole span
-// then (both in 1/16 ns). A refund converts back at these terms, scaled to the
-// bucket's span now, so it returns the same share of the capacity that was
-// taken, never more, whatever reconfigured the bucket in between.
+// The bucket's capacity when permits were taken. A refund of n permits
+// returns n / capacity of the bucket's span now: the same share of the
+// capacity that was taken, never more, whatever reconfigured the bucket in
+// between (exactly n permits when nothing did).
 struct Terms {
-  int64_t interval = 0;
-  int64_t tau = 0;
+  uint64_t capacity = 0;
 };
 
 struct Decision {
@@ -141,6 +145,14 @@ class alignas(64) BucketCell {
   BucketCell(const BucketCell&) = delete;
   BucketCell& operator=(const BucketCell&) = delete;
 
+  // One parameter slot as plain values, for the cell's own code (see Params).
+  struct Values {
+    int64_t interval;
+    int64_t units_per_ns;
+    uint64_t capacity;
+    int64_t time_scale;
+  };
+
  private:
   friend class BucketRef;
   friend class PoolRef;
@@ -148,34 +160,40 @@ class alignas(64) BucketCell {
   // Parameters of one configuration generation. Two slots: a reconfiguration
   // writes the idle one, then flips the word's low bit to select it.
   struct Params {
-    std::atomic<int64_t> interval;  // 1/16 ns per permit, >= 1
-    std::atomic<int64_t> tau;       // capacity * interval, 1/16 ns
-    std::atomic<int64_t> epoch_ns;  // clock reading the word counts from
+    std::atomic<int64_t> interval;      // units per permit (T in lowest terms), >= 1
+    std::atomic<int64_t> units_per_ns;  // P in lowest terms, >= 1
+    std::atomic<uint64_t> capacity;     // permits; the span tau = capacity * interval
+    // Units the word counts per ns of clock: units_per_ns for a bucket, 0 for
+    // a pool (pool.h), whose time stands still.
+    std::atomic<int64_t> time_scale;
   };
 
-  // Sets both parameter slots and the TAT (units since `epoch_ns`), with no
-  // hold, publishing them with the word. REQUIRES: no other thread uses the
-  // cell yet.
-  void Reset(int64_t interval, int64_t tau, int64_t epoch_ns, int64_t tat);
+  Values Read(int slot) const;
+
+  // Sets both parameter slots and the TAT (in units), with no hold,
+  // publishing them with the word. REQUIRES: no other thread uses the cell
+  // yet.
+  void Reset(const Values& v, __int128 tat);
 
   // The first half of a reconfiguration: writes the parameter slot that
   // `word` does not select and returns its index (0 or 1), for the CAS that
   // then selects it. REQUIRES: reconfigurations of the cell are serialized.
-  int StageParams(int64_t word, int64_t interval, int64_t tau, int64_t epoch_ns);
+  int StageParams(__int128 word, const Values& v);
 
-  // (TAT in 1/16 ns since the epoch) << 1 | parameter slot in use.
-  std::atomic<int64_t> word_{0};
-  Params params_[2] = {};
+  // The first line: the word, the only thing an admit writes, and the hold.
+  // (TAT in units since the clock's origin) << 1 | parameter slot in use.
+  WideAtomic word_;
   // The latest HoldUntil deadline (ns on the bucket's clock; INT64_MIN: none,
   // so that any clock reading, negative ones included, is past it). Off the
   // admit path: refunds and reconfigurations read it so that neither shortens
   // a hold.
   std::atomic<int64_t> hold_until_ns_{std::numeric_limits<int64_t>::min()};
+  // The second line, read by every admit and written only by Reset and
+  // reconfigurations: it stays in every core's cache while the word moves.
+  alignas(64) Params params_[2] = {};
 };
 
-static_assert(std::atomic<int64_t>::is_always_lock_free,
-              "a bucket must be one lock-free 64-bit word");
-static_assert(sizeof(BucketCell) == 64, "a bucket is exactly one cache line");
+static_assert(sizeof(BucketCell) == 128, "a bucket is two cache lines: its word, its parameters");
 
 // BucketRef
 //
@@ -356,85 +374,86 @@ class TokenBucket final {
 
 // Implementation details follow.
 
-namespace internal_gcra {
+namespace internal_cell {
 
-// Fixed point: 2^kFracBits units per nanosecond.
-inline constexpr int kFracBits = 4;
-inline constexpr int64_t kUnitsPerNano = int64_t{1} << kFracBits;
-// The TAT must fit in the word above the slot bit.
-inline constexpr int64_t kMaxTat = (int64_t{1} << 62) - 1;
-// Longest burst span (tau), about 2.28 years; keeps now + tau + cost in range.
-inline constexpr int64_t kMaxTau = int64_t{1} << 60;
-// How far past its epoch a bucket can count, about 4.57 years. A later `now`
-// reads as this much (the bucket stops refilling: it can only under-admit);
-// Reconfigure moves the epoch forward once half of it is used.
-inline constexpr int64_t kMaxSinceEpochNs = (int64_t{1} << 57) - 1;
+// The TAT stays within +-2^125 units, so that it fits the word above the slot
+// bit and now + tau + a wait never overflows: clock readings are within
+// 2^63 ns, units_per_ns <= 2^60 (16e9/s), tau <= 2^116 (2^56 ns of refill).
+inline constexpr __int128 kMaxTat = static_cast<__int128>(1) << 125;
+// The longest wait a reservation may be granted, about 146 years.
+inline constexpr int64_t kMaxWaitNs = int64_t{1} << 62;
+// Parameters beyond these are never derived from a config; a cell holding
+// them (wiped or corrupted shared memory) grants nothing.
+inline constexpr int64_t kMaxInterval = int64_t{1} << 56;
+inline constexpr int64_t kMaxUnitsPerNs = int64_t{1} << 60;
+inline constexpr uint64_t kMaxCapacity = uint64_t{1} << 60;
 
-inline int64_t ToUnits(int64_t now_ns, int64_t epoch_ns) {
-  int64_t since;
-  if (__builtin_sub_overflow(now_ns, epoch_ns, &since)) since = now_ns < 0 ? 0 : kMaxSinceEpochNs;
-  return std::clamp<int64_t>(since, 0, kMaxSinceEpochNs) << kFracBits;
+// ceil(units / units_per_ns) for units > 0, saturated at kMaxWaitNs: a wait in
+// whole ns, for a refusal or a reservation that waits. Inline for the common
+// cases (one unit per ns, a 64-bit quotient); the rest out of line.
+int64_t WaitNanosWide(__int128 units, int64_t units_per_ns);
+inline int64_t WaitNanos(__int128 units, int64_t units_per_ns) {
+  if (units > 0 && units < kMaxWaitNs && units_per_ns >= 1) {
+    const uint64_t u = static_cast<uint64_t>(units);
+    if (units_per_ns == 1) return static_cast<int64_t>(u);
+    const uint64_t d = static_cast<uint64_t>(units_per_ns);
+    return static_cast<int64_t>(u / d + (u % d != 0));
+  }
+  return WaitNanosWide(units, units_per_ns);
 }
 
-inline int64_t UnitsToNanosCeil(int64_t units) {
-  return (units >> kFracBits) + ((units & (kUnitsPerNano - 1)) != 0);
-}
-
-// period / permits in units, rounded up (so a non-exact interval can only
-// slow a bucket down). Wide: the caller checks it against its range.
-inline __int128 IntervalUnits(const Rate& rate) {
-  const __int128 period_units =
-      static_cast<__int128>(absl::ToInt64Nanoseconds(rate.period())) * kUnitsPerNano;
-  const __int128 permits = rate.permits();
-  return (period_units + permits - 1) / permits;
-}
-
-// A wait in ns as units, saturated so that now + tau + wait stays in range.
-inline int64_t WaitToUnits(int64_t wait_ns) {
-  return std::clamp<int64_t>(wait_ns, 0, kMaxTat >> (kFracBits + 1)) << kFracBits;
-}
-
-}  // namespace internal_gcra
+}  // namespace internal_cell
 
 inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_ns) const {
-  using namespace internal_gcra;
-  int64_t word = cell_->word_.load(std::memory_order_acquire);
+  using internal_cell::kMaxCapacity;
+  using internal_cell::kMaxInterval;
+  using internal_cell::kMaxUnitsPerNs;
+  __int128 word = cell_->word_.Load();
   for (;;) {
     // The word's low bit selects the parameters it was written with; the
-    // acquire load above (or the failed CAS below) makes them visible.
-    const BucketCell::Params& p = cell_->params_[word & 1];
+    // load above (or the failed CAS below) makes them visible.
+    const BucketCell::Params& p = cell_->params_[static_cast<int>(word & 1)];
     const int64_t interval = p.interval.load(std::memory_order_relaxed);
-    const int64_t tau = p.tau.load(std::memory_order_relaxed);
-    int64_t cost;
-    // A cell whose parameters are zero (never initialized, or wiped) grants
-    // nothing: it answers kNeverFits, like a request too large.
-    if (__builtin_mul_overflow(n, interval, &cost) || cost > tau || interval <= 0) [[unlikely]] {
+    const uint64_t capacity = p.capacity.load(std::memory_order_relaxed);
+    const int64_t scale = p.time_scale.load(std::memory_order_relaxed);
+    // A cell whose parameters are zero (never initialized, or wiped) or out
+    // of range grants nothing: it answers kNeverFits, like a request too
+    // large.
+    if (n > capacity || capacity > kMaxCapacity ||
+        static_cast<uint64_t>(interval - 1) >= static_cast<uint64_t>(kMaxInterval) ||
+        static_cast<uint64_t>(scale) > kMaxUnitsPerNs) [[unlikely]] {
       // Rule out parameters torn by two reconfigurations racing this read:
       // if the word moved, read again.
       std::atomic_thread_fence(std::memory_order_acquire);
-      const int64_t again = cell_->word_.load(std::memory_order_relaxed);
+      const __int128 again = cell_->word_.Load();
       if (again != word) {
         word = again;
         continue;
       }
       return {Outcome::kNeverFits, 0};
     }
-    const int64_t now = ToUnits(now_ns, p.epoch_ns.load(std::memory_order_relaxed));
-    int64_t next = std::max(word >> 1, now) + cost;
-    const int64_t excess = next - now - tau;  // > 0: how far past the burst
-    if (excess > WaitToUnits(max_wait_ns) || next > kMaxTat - kUnitsPerNano) {
-      return {Outcome::kRefused, UnitsToNanosCeil(excess)};
-    }
+    const __int128 now = static_cast<__int128>(now_ns) * scale;
+    // How far the TAT will be ahead of now (a full bucket's is at or behind
+    // it), and how far that is past the bucket's span.
+    const __int128 ahead =
+        std::max<__int128>((word >> 1) - now, 0) + static_cast<__int128>(n) * interval;
+    const __int128 excess = ahead - static_cast<__int128>(capacity) * interval;
+    __int128 next = now + ahead;
     int64_t wait_ns = 0;
-    if (excess > 0) {
+    if (excess > 0) [[unlikely]] {
+      const int64_t units_per_ns = p.units_per_ns.load(std::memory_order_relaxed);
+      wait_ns = internal_cell::WaitNanos(excess, units_per_ns);
+      if (wait_ns > max_wait_ns || wait_ns >= internal_cell::kMaxWaitNs ||
+          next > internal_cell::kMaxTat) {
+        return {Outcome::kRefused, wait_ns};
+      }
       // A reservation's holder proceeds on a whole nanosecond; move the TAT
       // to match, so the next caller is spaced from when it really proceeds.
-      wait_ns = UnitsToNanosCeil(excess);
-      next = now + tau + (wait_ns << kFracBits);
+      next = now + static_cast<__int128>(capacity) * interval +
+             static_cast<__int128>(wait_ns) * units_per_ns;
     }
-    if (cell_->word_.compare_exchange_weak(word, (next << 1) | (word & 1),
-                                           std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return {Outcome::kGranted, wait_ns, {interval, tau}};
+    if (cell_->word_.CompareExchange(word, (next << 1) | (word & 1))) {
+      return {Outcome::kGranted, wait_ns, {capacity}};
     }
   }
 }

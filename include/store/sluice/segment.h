@@ -61,9 +61,11 @@ namespace sluice {
 // segment of an older version is refused with both versions named: remove it
 // with `sluice rm --force` (its buckets start full again). Version 3.1: a
 // bucket's slot records the burst learned from the provider (LearnBucketBurst)
-// in a word 3.0 left unused, which a 3.0 reader ignores.
-inline constexpr uint32_t kSegmentAbiMajor = 3;
-inline constexpr uint32_t kSegmentAbiMinor = 1;
+// in a word 3.0 left unused, which a 3.0 reader ignores. Version 4: a
+// bucket's cell is two cache lines, an exact 128-bit word and its parameters
+// (token_bucket.h), so a slot is 384 bytes.
+inline constexpr uint32_t kSegmentAbiMajor = 4;
+inline constexpr uint32_t kSegmentAbiMinor = 0;
 
 // The segment used when a tool is given no --segment.
 inline constexpr absl::string_view kDefaultSegmentName = "sluice";
