@@ -3,6 +3,7 @@
 #ifndef SLUICE_TESTS_STATS_STATS_FIXTURE_H_
 #define SLUICE_TESTS_STATS_STATS_FIXTURE_H_
 
+#include <cstdint>
 #include <memory>
 
 #include "absl/strings/string_view.h"
@@ -92,11 +93,19 @@ class StatsTest : public ::testing::Test {
     return BuildStatsSnapshot(*info, config, wall);
   }
 
+  // Permits a bucket of `per_minute` has refilled, at most, between the
+  // fake clock's reading and now on the host's monotonic clock: what a tool
+  // reading the host's clock may see on top of what Populate() left.
+  int64_t RefilledSincePopulate(int64_t per_minute) const {
+    const int64_t elapsed = Clock::MonotonicNanos() - clock_.Now();
+    return elapsed / (int64_t{60'000'000'000} / per_minute);
+  }
+
   ScratchSegment scratch_;
-  // An hour ahead of the host's monotonic clock: the binary, reading the real
-  // clock, sees every bucket as it was left here (a `now` before a bucket's
-  // epoch reads as the epoch; it never rewinds), so its values are exact too.
-  FakeClock clock_{Clock::MonotonicNanos() + absl::ToInt64Nanoseconds(absl::Hours(1))};
+  // Starts at the host's monotonic clock, so that the binary, reading that
+  // clock, sees every bucket as it was left here plus what it refilled since
+  // (RefilledSincePopulate).
+  FakeClock clock_{Clock::MonotonicNanos()};
   std::unique_ptr<Segment> segment_;
   LimitsConfig config_;
 };
