@@ -3,8 +3,6 @@
 
 #include "sluice/tsc.h"
 
-#include <time.h>
-
 #include <algorithm>
 #include <fstream>
 #include <limits>
@@ -15,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "sluice/clock.h"
 
 namespace sluice {
 namespace {
@@ -23,12 +22,6 @@ constexpr char kCpuinfoPath[] = "/proc/cpuinfo";
 constexpr char kClocksourcePath[] =
     "/sys/devices/system/clocksource/clocksource0/current_clocksource";
 constexpr int kShift = TscCalibration::kShift;
-
-int64_t MonotonicNow() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 absl::StatusOr<std::string> ReadText(const char* path) {
   std::ifstream in(path);
@@ -111,7 +104,7 @@ TscSample SampleMonotonic() {
   uint64_t narrowest = std::numeric_limits<uint64_t>::max();
   for (int i = 0; i < 5; ++i) {
     const uint64_t before = ReadTscOrdered();
-    const int64_t ns = MonotonicNow();
+    const int64_t ns = Clock::MonotonicNanos();
     const uint64_t after = ReadTscOrdered();
     if (after >= before && after - before < narrowest) {
       narrowest = after - before;
@@ -143,7 +136,7 @@ void TscCalibration::Init(TscSample first, TscSample second, const TscTiming& ti
 
 void TscCalibration::Calibrate(int64_t window_ns, const TscTiming& timing) {
   const TscSample first = SampleMonotonic();
-  while (MonotonicNow() - first.ns < window_ns) {
+  while (Clock::MonotonicNanos() - first.ns < window_ns) {
   }
   Init(first, SampleMonotonic(), timing);
 }
@@ -185,13 +178,20 @@ bool TscCalibration::Store(uint64_t gen, uint64_t base, const Snapshot& s) {
   if ((tag & kWriting) != 0 || tag >= base) return false;
   if (!r.tag.compare_exchange_strong(tag, gen | kWriting, std::memory_order_relaxed)) return false;
   std::atomic_thread_fence(std::memory_order_release);
-  const uint64_t words[14] = {s.cur.base_tsc,       static_cast<uint64_t>(s.cur.base_ns),
-                              s.cur.mult,           s.cur.valid_until,
-                              s.prev.base_tsc,      static_cast<uint64_t>(s.prev.base_ns),
-                              s.prev.mult,          s.prev.valid_until,
-                              s.check_tsc,          s.anchor.tsc,
-                              uint64_t(s.anchor.ns), s.rate,
-                              s.interval,           s.slack};
+  const uint64_t words[14] = {s.cur.base_tsc,
+                              static_cast<uint64_t>(s.cur.base_ns),
+                              s.cur.mult,
+                              s.cur.valid_until,
+                              s.prev.base_tsc,
+                              static_cast<uint64_t>(s.prev.base_ns),
+                              s.prev.mult,
+                              s.prev.valid_until,
+                              s.check_tsc,
+                              s.anchor.tsc,
+                              uint64_t(s.anchor.ns),
+                              s.rate,
+                              s.interval,
+                              s.slack};
   for (int i = 0; i < 14; ++i) r.words[i].store(words[i], std::memory_order_relaxed);
   r.tag.store(gen, std::memory_order_release);
   return true;
@@ -245,7 +245,7 @@ int64_t TscCalibration::ReadAt(uint64_t tsc, absl::FunctionRef<TscSample()> refe
   Snapshot s;
   // Twice at most: a generation published by this call covers `tsc`.
   for (int i = 0; i < 2; ++i) {
-    if (!LoadCurrent(&s)) return MonotonicNow();
+    if (!LoadCurrent(&s)) return Clock::MonotonicNanos();
     if (tsc < s.check_tsc) return s.At(tsc);
     // Past the check point: recalibrate, or if another thread is doing so,
     // hold at most the line's last value (At stops at valid_until).
@@ -263,7 +263,7 @@ int64_t TscCalibration::NowSlow(uint64_t tsc) { return ReadAt(tsc, SampleMonoton
 
 int64_t TscCalibration::Convert(uint64_t tsc) const {
   Snapshot s;
-  return LoadCurrent(&s) ? s.At(tsc) : MonotonicNow();
+  return LoadCurrent(&s) ? s.At(tsc) : Clock::MonotonicNanos();
 }
 
 uint64_t TscCalibration::check_tsc() const {
@@ -275,8 +275,8 @@ absl::Status TscCalibration::Validate() const {
   const uint32_t st = state();
   if (st == kUnusable) return absl::OkStatus();
   if (st != kReady) {
-    return absl::FailedPreconditionError(absl::StrCat("TSC calibration state 0x", absl::Hex(st),
-                                                      " is neither ready nor unusable"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("TSC calibration state 0x", absl::Hex(st), " is neither ready nor unusable"));
   }
   Snapshot s;
   if (!LoadCurrent(&s)) {

@@ -21,8 +21,8 @@
 #include <cstdint>
 
 #include "sluice/segment.h"
-#include "sluice/tsc.h"
 #include "sluice/token_bucket.h"
+#include "sluice/tsc.h"
 #include "sluice/window_counter.h"
 
 namespace sluice {

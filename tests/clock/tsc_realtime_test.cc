@@ -41,10 +41,11 @@ TEST(TscRealTimeTest, StaysWithinAMillisecondOfMonotonicForSeconds) {
     // long passed (the clock must catch up at once, not drift).
     std::this_thread::sleep_for(std::chrono::microseconds(burst % 7 == 0 ? 400'000 : 300));
   }
-  std::printf("TSC clock: %lld readings, largest offset from CLOCK_MONOTONIC %lld ns, %llu "
-              "recalibrations\n",
-              static_cast<long long>(readings), static_cast<long long>(worst),
-              static_cast<unsigned long long>(clock.tsc_calibration()->generation() - generation));
+  std::printf(
+      "TSC clock: %lld readings, largest offset from CLOCK_MONOTONIC %lld ns, %llu "
+      "recalibrations\n",
+      static_cast<long long>(readings), static_cast<long long>(worst),
+      static_cast<unsigned long long>(clock.tsc_calibration()->generation() - generation));
   EXPECT_LT(worst, 1'000'000);
   EXPECT_GT(clock.tsc_calibration()->generation(), generation + 10);
 }

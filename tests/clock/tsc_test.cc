@@ -153,8 +153,8 @@ TEST(TscCalibrationTest, NextStartsWhereTheOldLineStopsAndNeverBelowIt) {
 // Reads the simulated host every `step_ns` for `seconds`, with NTP's slew
 // switching between +500 and -500 ppm every `flip_ns`, and returns the
 // largest offset from CLOCK_MONOTONIC; fails on any reading that goes back.
-int64_t SimulateSlewedRun(SimulatedHost& host, TscCalibration& cal, double step_ns,
-                          double seconds, double flip_ns) {
+int64_t SimulateSlewedRun(SimulatedHost& host, TscCalibration& cal, double step_ns, double seconds,
+                          double flip_ns) {
   int64_t last = 0, worst = 0;
   double next_flip = host.true_ns + flip_ns;
   const double end = host.true_ns + seconds * 1e9;

@@ -91,9 +91,8 @@ void PrintJson(const SegmentInfo& info) {
   doc["size_bytes"] = info.size_bytes;
   doc["slots"] = {{"total", info.slots}, {"used", info.slots_used}, {"free", FreeSlots(info)}};
   doc["created"] = Rfc3339(info.created_unix_ns);
-  doc["clock"] = {{"name", info.clock},
-                  {"reason", info.clock_reason},
-                  {"tsc_generation", info.tsc_generation}};
+  doc["clock"] = {
+      {"name", info.clock}, {"reason", info.clock_reason}, {"tsc_generation", info.tsc_generation}};
   doc["buckets"] = Json::array();
   for (const SegmentInfo::Bucket& b : info.buckets) {
     doc["buckets"].push_back({

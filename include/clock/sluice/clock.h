@@ -103,7 +103,7 @@ class Clock {
 
   Kind kind_;
   union {
-    FakeClock* fake_;     // kFake
+    FakeClock* fake_;      // kFake
     TscCalibration* tsc_;  // kTsc
   };
 };

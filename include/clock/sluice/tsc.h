@@ -131,7 +131,8 @@ class alignas(64) TscCalibration {
   uint32_t state() const { return state_.load(std::memory_order_acquire); }
   bool ready() const { return state() == kReady; }
 
-  // Nanoseconds now. REQUIRES: ready().
+  // Nanoseconds now. REQUIRES: ready(). A calibration whose current record
+  // cannot be read (corrupt shared memory) reads CLOCK_MONOTONIC instead.
   int64_t Now();
 
   // The reading a thread would get at tick `tsc`, recalibrating first with
@@ -223,8 +224,7 @@ inline bool TscCalibration::Load(uint64_t gen, Snapshot* s, bool full) const {
   s->generation = gen;
   s->cur = {r.words[0].load(std::memory_order_relaxed),
             static_cast<int64_t>(r.words[1].load(std::memory_order_relaxed)),
-            r.words[2].load(std::memory_order_relaxed),
-            r.words[3].load(std::memory_order_relaxed)};
+            r.words[2].load(std::memory_order_relaxed), r.words[3].load(std::memory_order_relaxed)};
   s->prev = {r.words[4].load(std::memory_order_relaxed),
              static_cast<int64_t>(r.words[5].load(std::memory_order_relaxed)),
              r.words[6].load(std::memory_order_relaxed),
