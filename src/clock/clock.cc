@@ -3,6 +3,19 @@
 #include <cerrno>
 
 namespace sluice {
+namespace {
+
+void SleepOnMonotonic(int64_t deadline_ns) {
+  timespec deadline;
+  deadline.tv_sec = deadline_ns / 1'000'000'000;
+  deadline.tv_nsec = deadline_ns % 1'000'000'000;
+  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr) == EINTR) {
+    // A signal interrupted the sleep; the deadline is absolute, so resuming
+    // neither drifts nor polls.
+  }
+}
+
+}  // namespace
 
 void FakeClock::Set(int64_t now_ns) {
   int64_t seen = now_ns_.load(std::memory_order_relaxed);
@@ -25,13 +38,35 @@ void Clock::SleepUntil(int64_t deadline_ns) const {
   // The coarse clock shares CLOCK_MONOTONIC's origin, so both sleep on the
   // precise clock: waking a little early by the coarse clock's reading is
   // impossible, since the coarse reading never runs ahead of the precise one.
-  timespec deadline;
-  deadline.tv_sec = deadline_ns / 1'000'000'000;
-  deadline.tv_nsec = deadline_ns % 1'000'000'000;
-  while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, nullptr) == EINTR) {
-    // A signal interrupted the sleep; the deadline is absolute, so resuming
-    // neither drifts nor polls.
+  SleepOnMonotonic(deadline_ns);
+  // The TSC clock may lag CLOCK_MONOTONIC (by under 1 ms): sleep the rest.
+  for (int64_t now = Now(); kind_ == Kind::kTsc && now < deadline_ns; now = Now()) {
+    SleepOnMonotonic(MonotonicNanos() + (deadline_ns - now));
   }
+}
+
+Clock Clock::Tsc() {
+  static const Clock clock = [] {
+    if (!TscUsable().ok()) return Monotonic();
+    static auto* const calibration = new TscCalibration();
+    calibration->Calibrate();
+    return TscOn(calibration);
+  }();
+  return clock;
+}
+
+const char* Clock::name() const {
+  switch (kind_) {
+    case Kind::kMonotonic:
+      return "monotonic";
+    case Kind::kMonotonicCoarse:
+      return "coarse";
+    case Kind::kTsc:
+      return "tsc";
+    case Kind::kFake:
+      break;
+  }
+  return "fake";
 }
 
 int64_t Clock::CoarseResolutionNanos() {

@@ -175,6 +175,7 @@ absl::Status ValidateHeader(const segment_layout::Header& header, size_t size,
   if (memchr(header.boot_id, '\0', kBootIdBytes) == nullptr) {
     return Corrupt(path, "boot id is not terminated");
   }
+  if (absl::Status s = header.tsc.Validate(); !s.ok()) return Corrupt(path, s.message());
   return absl::OkStatus();
 }
 
@@ -402,8 +403,23 @@ absl::Status Segment::Attach() {
         " (/proc/self/ns/pid): processes in different PID namespaces cannot check each "
         "other's liveness, so they cannot share a segment; give each namespace its own"));
   }
+  if (options_.prefer_tsc) options_.clock = TscClock();
   if (options_.register_process) return RegisterLocked();
   return absl::OkStatus();
+}
+
+absl::Status Segment::TscStatus() const {
+  if (absl::Status s = TscUsable(); !s.ok()) return s;
+  if (!View::Of(base_).header->tsc.ready()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path_, " holds no TSC calibration: its creator could not use the TSC"));
+  }
+  return absl::OkStatus();
+}
+
+Clock Segment::TscClock() const {
+  if (!TscStatus().ok()) return Clock::Monotonic();
+  return Clock::TscOn(&View::Of(base_).header->tsc);
 }
 
 absl::Status Segment::LockFile(Lock* lock) {
@@ -485,6 +501,12 @@ absl::Status Segment::InitializeLocked(uint64_t file_size, const std::string& bo
   header->created_unix_ns = UnixNanos();
   memcpy(header->boot_id, boot_id.data(), boot_id.size());
   header->pid_namespace = pid_namespace;
+  // A millisecond's calibration, refined by the first reader past each check.
+  if (TscUsable().ok()) {
+    header->tsc.Calibrate();
+  } else {
+    header->tsc.MarkUnusable();
+  }
   // Published last: a reader that sees "ready" sees everything above.
   header->state.store(segment_layout::kHeaderReady, std::memory_order_release);
   initialized_ = true;

@@ -1,7 +1,8 @@
 // The bytes of a shared-memory segment. Internal: tools and tests that need
 // to forge or corrupt a segment include it; users go through segment.h.
 //
-//   [0, 4096)            Header (state word published last)
+//   [0, 4096)            Header (state word published last; from layout 4
+//                        the host's TSC calibration at offset 128)
 //   [4096, +384*slots)   Slot table: the cell on its own two cache lines
 //                        (a bucket's word, then its parameters), its
 //                        configuration on the next, then the slot's name
@@ -22,6 +23,7 @@
 
 #include "sluice/segment.h"
 #include "sluice/token_bucket.h"
+#include "sluice/tsc.h"
 #include "sluice/window_counter.h"
 
 namespace sluice {
@@ -67,6 +69,11 @@ struct Header {
   // could not be read): pids in the registry and in lease tags mean something
   // only there.
   uint64_t pid_namespace;
+  // Layout 4: the host's TSC calibration, set up by the creator (ready, or
+  // unusable where its TSC was not safe to use) and recalibrated lock-free by
+  // whichever process reads past its check point, so every process on the
+  // host converts ticks to nanoseconds in the same way (Segment::TscClock).
+  TscCalibration tsc;
 };
 
 // The cell of a kKindLeases slot: bumped on every release, slept on by waiters.
@@ -142,6 +149,9 @@ constexpr uint64_t Fingerprint() {
       offsetof(Header, boot_id),
       offsetof(Header, lease_count),
       offsetof(Header, pid_namespace),
+      offsetof(Header, tsc),
+      sizeof(TscCalibration),
+      alignof(TscCalibration),
       sizeof(Slot),
       alignof(Slot),
       offsetof(Slot, params),

@@ -354,6 +354,10 @@ absl::StatusOr<SegmentInfo> Segment::Inspect() {
   info.slots_used = 0;
   info.max_processes = view.process_count;
   info.created_unix_ns = view.header->created_unix_ns;
+  const absl::Status tsc = TscStatus();
+  info.clock = TscClock().name();
+  info.clock_reason = std::string(tsc.message());
+  if (view.header->tsc.ready()) info.tsc_generation = view.header->tsc.generation();
   const int64_t now = options_.clock.Now();
   for (uint32_t i = 0; i < view.slot_count; ++i) {
     Slot& slot = view.slots[i];

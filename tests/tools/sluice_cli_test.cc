@@ -24,6 +24,7 @@
 #include "nlohmann/json.hpp"
 #include "sluice/rate.h"
 #include "sluice/segment.h"
+#include "sluice/tsc.h"
 #include "tests/tools/cli_runner.h"
 #include "tools/fake_provider/fake_provider.h"
 
@@ -304,6 +305,11 @@ TEST_F(SluiceCliTest, InspectJsonHasEveryField) {
   EXPECT_EQ(doc["slots"].value("total", 0), 1024);  // SegmentOptions' default
   EXPECT_EQ(doc["slots"].value("used", 0), 1);
   EXPECT_EQ(doc["slots"].value("free", 0), 1023);
+  // The host's best clock, and why it is not the TSC when it is not.
+  const bool tsc = TscUsable().ok();
+  EXPECT_EQ(doc["clock"].value("name", ""), tsc ? "tsc" : "monotonic");
+  EXPECT_EQ(doc["clock"].value("reason", "?"), std::string(TscUsable().message()));
+  EXPECT_EQ(doc["clock"].value("tsc_generation", uint64_t{0}) > 0, tsc);
 
   absl::Time created;
   std::string error;

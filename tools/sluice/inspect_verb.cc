@@ -10,6 +10,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -75,6 +76,8 @@ void PrintText(const SegmentInfo& info) {
   absl::FPrintF(stdout, "slots    %d used, %d free, %d in all\n", info.slots_used, FreeSlots(info),
                 info.slots);
   absl::FPrintF(stdout, "created  %s\n", LocalTime(info.created_unix_ns));
+  absl::FPrintF(stdout, "clock    %s%s\n", info.clock,
+                info.clock_reason.empty() ? "" : absl::StrCat(" (", info.clock_reason, ")"));
   PrintBuckets(info.buckets);
   PrintProcesses(info.processes);
 }
@@ -88,6 +91,8 @@ void PrintJson(const SegmentInfo& info) {
   doc["size_bytes"] = info.size_bytes;
   doc["slots"] = {{"total", info.slots}, {"used", info.slots_used}, {"free", FreeSlots(info)}};
   doc["created"] = Rfc3339(info.created_unix_ns);
+  doc["clock"] = {
+      {"name", info.clock}, {"reason", info.clock_reason}, {"tsc_generation", info.tsc_generation}};
   doc["buckets"] = Json::array();
   for (const SegmentInfo::Bucket& b : info.buckets) {
     doc["buckets"].push_back({

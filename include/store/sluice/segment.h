@@ -63,7 +63,8 @@ namespace sluice {
 // bucket's slot records the burst learned from the provider (LearnBucketBurst)
 // in a word 3.0 left unused, which a 3.0 reader ignores. Version 4: a
 // bucket's cell is two cache lines, an exact 128-bit word and its parameters
-// (token_bucket.h), so a slot is 384 bytes.
+// (token_bucket.h), so a slot is 384 bytes; the header holds the host's TSC
+// calibration (sluice/tsc.h, Segment::TscClock).
 inline constexpr uint32_t kSegmentAbiMajor = 4;
 inline constexpr uint32_t kSegmentAbiMinor = 0;
 
@@ -92,6 +93,10 @@ struct SegmentOptions {
   absl::Duration lock_timeout = absl::Seconds(10);
   // The clock handles read. The real clocks are host-wide, so processes agree.
   Clock clock = Clock::Monotonic();
+  // Read the segment's TSC clock (Segment::TscClock) instead of `clock`: the
+  // cheapest precise clock where the host's TSC is safe, CLOCK_MONOTONIC
+  // where it is not.
+  bool prefer_tsc = false;
 };
 
 // SharedBucket
@@ -278,8 +283,21 @@ class Segment {
   static absl::Status Remove(absl::string_view name_or_path);
 
   const std::string& path() const { return path_; }
-  // The clock its buckets' handles read (SegmentOptions::clock).
+  // The clock its buckets' handles read (SegmentOptions::clock, or TscClock()
+  // with SegmentOptions::prefer_tsc).
   const Clock& clock() const { return options_.clock; }
+
+  // The host's best precise clock: the TSC clock converting with the
+  // calibration in the segment's header, which every process on the host
+  // shares and any of them recalibrates, so their readings agree to the
+  // nanosecond and never go backwards across them. CLOCK_MONOTONIC where this
+  // process may not use the TSC (TscUsable() says why) or the segment's
+  // creator could not (TscStatus()). Either way within 1 ms of
+  // CLOCK_MONOTONIC, so buckets read with it and with Clock::Monotonic() agree
+  // to that precision.
+  Clock TscClock() const;
+  // Why TscClock() is CLOCK_MONOTONIC: OK when it is the TSC clock.
+  absl::Status TscStatus() const;
   // True when this Open initialized the segment.
   bool initialized_by_this_open() const { return initialized_; }
 

@@ -62,6 +62,12 @@ struct SegmentInfo {
   uint32_t slots, slots_used;
   uint32_t max_processes;
   int64_t created_unix_ns;
+  // The host's best clock for the segment's buckets (Segment::TscClock):
+  // "tsc" or "monotonic"; why it is not the TSC (empty when it is); and the
+  // TSC calibration's generation (1 + recalibrations published; 0: none).
+  std::string clock;
+  std::string clock_reason;
+  uint64_t tsc_generation = 0;
   std::vector<Bucket> buckets;
   std::vector<Leases> leases;
   std::vector<Counter> counters;  // window counters (budgets)
