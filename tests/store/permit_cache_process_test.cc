@@ -1,0 +1,114 @@
+// Permit caches over a bucket in a shared segment: each process has its own
+// caches over the one shared word, and together they admit exactly what the
+// bucket holds, no more.
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <new>
+
+#include "gtest/gtest.h"
+#include "sluice/permit_cache.h"
+#include "sluice/segment.h"
+#include "tests/store/segment_test_util.h"
+
+namespace sluice {
+namespace {
+
+constexpr int kChildren = 3;
+// No refill during the test: one permit an hour.
+const BucketConfig kConfig{Rate::PerHour(1), 1000};
+
+struct Tallies {
+  std::atomic<int64_t> admitted[kChildren];
+};
+
+// A child's body: its own segment handle and cache, single permits until
+// refused, then the cache is destroyed (returning what it holds).
+[[noreturn]] void AdmitUntilRefused(const std::string& path, std::atomic<int64_t>* admitted) {
+  auto segment = Segment::Open(path);
+  if (!segment.ok()) _exit(10);
+  auto bucket = (*segment)->OpenBucket("hot", kConfig);
+  if (!bucket.ok()) _exit(11);
+  {
+    auto cache = PermitCache::Create(bucket->ref(), {.batch = 64});
+    if (!cache.ok()) _exit(12);
+    while ((*cache)->TryAcquire(1).granted()) admitted->fetch_add(1);
+  }
+  _exit(0);
+}
+
+TEST(PermitCacheProcessTest, ProcessesCachingOneSharedWordAdmitExactlyTheCapacity) {
+  ScratchSegment scratch;
+  auto segment = Segment::Open(scratch.path());
+  ASSERT_TRUE(segment.ok()) << segment.status();
+  auto bucket = (*segment)->OpenBucket("hot", kConfig);
+  ASSERT_TRUE(bucket.ok()) << bucket.status();
+  void* mem =
+      mmap(nullptr, sizeof(Tallies), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(mem, MAP_FAILED);
+  auto* tallies = new (mem) Tallies{};
+  pid_t pids[kChildren];
+  for (int c = 0; c < kChildren; ++c) {
+    pids[c] = fork();
+    if (pids[c] == 0) AdmitUntilRefused(scratch.path(), &tallies->admitted[c]);
+  }
+  int64_t total = 0;
+  for (int c = 0; c < kChildren; ++c) {
+    int status = 0;
+    ASSERT_EQ(waitpid(pids[c], &status, 0), pids[c]);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child " << c << ": " << status;
+    total += tallies->admitted[c].load();
+  }
+  // A child stops only when its own cache is empty and the word refuses one
+  // permit, so when all have stopped the bucket is spent and nothing was
+  // left cached: every permit admitted once.
+  EXPECT_EQ(total, 1000);
+  EXPECT_EQ(bucket->Available(), 0);
+  munmap(mem, sizeof(Tallies));
+}
+
+TEST(PermitCacheProcessTest, AProcessReturnsWhatItCachedToTheSharedWord) {
+  ScratchSegment scratch;
+  auto segment = Segment::Open(scratch.path());
+  ASSERT_TRUE(segment.ok()) << segment.status();
+  auto bucket = (*segment)->OpenBucket("hot", kConfig);
+  ASSERT_TRUE(bucket.ok()) << bucket.status();
+  const pid_t child = fork();
+  if (child == 0) {
+    auto own = Segment::Open(scratch.path());
+    if (!own.ok()) _exit(10);
+    auto shared = (*own)->FindBucket("hot");
+    if (!shared.ok()) _exit(11);
+    auto cache = PermitCache::Create(shared->ref(), {.batch = 64});
+    if (!cache.ok() || !(*cache)->TryAcquire(3).granted()) _exit(12);
+    // 61 cached; this process's view of the shared word shows the batch.
+    _exit(shared->Available() == 1000 - 64 ? 0 : 13);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  // _exit skips destructors: the batch stays taken, as after a kill.
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(bucket->Available(), 1000 - 64);
+  const pid_t tidy = fork();
+  if (tidy == 0) {
+    auto own = Segment::Open(scratch.path());
+    if (!own.ok()) _exit(10);
+    auto shared = (*own)->FindBucket("hot");
+    if (!shared.ok()) _exit(11);
+    {
+      auto cache = PermitCache::Create(shared->ref(), {.batch = 64});
+      if (!cache.ok() || !(*cache)->TryAcquire(3).granted()) _exit(12);
+    }
+    _exit(0);
+  }
+  ASSERT_EQ(waitpid(tidy, &status, 0), tidy);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // This one destroyed its cache: only the 3 it admitted stay taken.
+  EXPECT_EQ(bucket->Available(), 1000 - 64 - 3);
+}
+
+}  // namespace
+}  // namespace sluice
