@@ -177,10 +177,12 @@ PermitCache::~PermitCache() {
 }
 
 Slot* PermitCache::ThisThreadSlot() {
+  internal_permit_cache::Memo& memo = internal_permit_cache::memo;
+  if (memo.cache_id == id_) return memo.slot;
   auto& caches = internal_permit_cache::thread_caches;
   Slot* slot = caches.Find(id_);
   if (slot == nullptr) slot = caches.Register(id_, registry_);
-  internal_permit_cache::memo = {id_, slot};
+  memo = {id_, slot};
   return slot;
 }
 
