@@ -70,43 +70,39 @@ TEST(PermitCacheProcessTest, ProcessesCachingOneSharedWordAdmitExactlyTheCapacit
   munmap(mem, sizeof(Tallies));
 }
 
+// A child's body: its own handle on the segment and a cache that takes 3
+// permits (a batch of 64). With `tidy` the cache is destroyed before the
+// child exits; without, _exit skips destructors, as a kill would.
+[[noreturn]] void TakeThree(const std::string& path, bool tidy) {
+  auto segment = Segment::Open(path);
+  if (!segment.ok()) _exit(10);
+  auto bucket = (*segment)->FindBucket("hot");
+  if (!bucket.ok()) _exit(11);
+  auto cache = PermitCache::Create(bucket->ref(), {.batch = 64});
+  if (!cache.ok() || !(*cache)->TryAcquire(3).granted()) _exit(12);
+  if (tidy) cache->reset();
+  _exit(0);
+}
+
+int RunChild(const std::string& path, bool tidy) {
+  const pid_t child = fork();
+  if (child == 0) TakeThree(path, tidy);
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 TEST(PermitCacheProcessTest, AProcessReturnsWhatItCachedToTheSharedWord) {
   ScratchSegment scratch;
   auto segment = Segment::Open(scratch.path());
   ASSERT_TRUE(segment.ok()) << segment.status();
   auto bucket = (*segment)->OpenBucket("hot", kConfig);
   ASSERT_TRUE(bucket.ok()) << bucket.status();
-  const pid_t child = fork();
-  if (child == 0) {
-    auto own = Segment::Open(scratch.path());
-    if (!own.ok()) _exit(10);
-    auto shared = (*own)->FindBucket("hot");
-    if (!shared.ok()) _exit(11);
-    auto cache = PermitCache::Create(shared->ref(), {.batch = 64});
-    if (!cache.ok() || !(*cache)->TryAcquire(3).granted()) _exit(12);
-    // 61 cached; this process's view of the shared word shows the batch.
-    _exit(shared->Available() == 1000 - 64 ? 0 : 13);
-  }
-  int status = 0;
-  ASSERT_EQ(waitpid(child, &status, 0), child);
-  // _exit skips destructors: the batch stays taken, as after a kill.
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Gone without returning: the whole batch stays taken.
+  ASSERT_EQ(RunChild(scratch.path(), /*tidy=*/false), 0);
   EXPECT_EQ(bucket->Available(), 1000 - 64);
-  const pid_t tidy = fork();
-  if (tidy == 0) {
-    auto own = Segment::Open(scratch.path());
-    if (!own.ok()) _exit(10);
-    auto shared = (*own)->FindBucket("hot");
-    if (!shared.ok()) _exit(11);
-    {
-      auto cache = PermitCache::Create(shared->ref(), {.batch = 64});
-      if (!cache.ok() || !(*cache)->TryAcquire(3).granted()) _exit(12);
-    }
-    _exit(0);
-  }
-  ASSERT_EQ(waitpid(tidy, &status, 0), tidy);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   // This one destroyed its cache: only the 3 it admitted stay taken.
+  ASSERT_EQ(RunChild(scratch.path(), /*tidy=*/true), 0);
   EXPECT_EQ(bucket->Available(), 1000 - 64 - 3);
 }
 
