@@ -2,6 +2,8 @@
 // and returns. The fast path is inline in sluice/permit_cache.h.
 #include "sluice/permit_cache.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <chrono>
 #include <utility>
@@ -24,6 +26,8 @@ struct Registry {
   // returned and its bucket may be gone.
   std::atomic<bool> closed{false};
   std::vector<std::unique_ptr<Slot>> slots;  // guarded by mu
+  // Set in a child process: this copy of the PermitCache was its parent's.
+  std::atomic<bool> inherited{false};
 };
 
 namespace {
@@ -127,6 +131,52 @@ class ThreadCaches {
 
 thread_local ThreadCaches thread_caches;
 
+// A forked child gets a copy of every cache, permits included, while the
+// parent keeps admitting from the originals: the child must start with its
+// caches empty (the permits stay taken: they are the parent's). The fork
+// handlers hold every registry's mutex across fork() so that no sweep or
+// registration is halfway in the copy.
+struct LiveRegistries {
+  std::mutex mu;                      // taken before any registry's
+  std::vector<Registry*> registries;  // guarded by mu
+};
+
+LiveRegistries& Live() {
+  static auto* live = new LiveRegistries;  // never destroyed: fork may come at exit
+  return *live;
+}
+
+void BeforeFork() {
+  Live().mu.lock();
+  for (Registry* r : Live().registries) r->mu.lock();
+}
+
+void AfterForkInParent() {
+  for (Registry* r : Live().registries) r->mu.unlock();
+  Live().mu.unlock();
+}
+
+void AfterForkInChild() {
+  for (Registry* r : Live().registries) {
+    for (const auto& slot : r->slots) slot->word.store(0, std::memory_order_relaxed);
+    r->inherited.store(true);
+    r->mu.unlock();
+  }
+  Live().mu.unlock();
+}
+
+void AddLive(Registry* r) {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(BeforeFork, AfterForkInParent, AfterForkInChild); });
+  std::lock_guard<std::mutex> lock(Live().mu);
+  Live().registries.push_back(r);
+}
+
+void RemoveLive(Registry* r) {
+  std::lock_guard<std::mutex> lock(Live().mu);
+  std::erase(Live().registries, r);
+}
+
 }  // namespace
 }  // namespace internal_permit_cache
 
@@ -158,11 +208,16 @@ PermitCache::PermitCache(const BucketRef& bucket, const PermitCacheOptions& opti
       options_(options),
       registry_(std::make_shared<internal_permit_cache::Registry>(bucket)),
       last_sweep_ns_(bucket.clock().Now()) {
+  internal_permit_cache::AddLive(registry_.get());
   if (options_.sweep_thread) sweeper_ = std::thread([this] { SweepLoop(); });
 }
 
 PermitCache::~PermitCache() {
-  if (sweeper_.joinable()) {
+  internal_permit_cache::RemoveLive(registry_.get());
+  if (sweeper_.joinable() && registry_->inherited.load()) {
+    // The sweep thread is the parent's; this process has none to join.
+    new std::thread(std::move(sweeper_));  // never destroyed: it would terminate
+  } else if (sweeper_.joinable()) {
     {
       std::lock_guard<std::mutex> lock(stop_mu_);
       stop_ = true;

@@ -106,5 +106,30 @@ TEST(PermitCacheProcessTest, AProcessReturnsWhatItCachedToTheSharedWord) {
   EXPECT_EQ(bucket->Available(), 1000 - 64 - 3);
 }
 
+TEST(PermitCacheProcessTest, AForkedChildStartsWithItsCachesEmpty) {
+  ScratchSegment scratch;
+  auto segment = Segment::Open(scratch.path());
+  ASSERT_TRUE(segment.ok()) << segment.status();
+  auto bucket = (*segment)->OpenBucket("hot", kConfig);
+  ASSERT_TRUE(bucket.ok()) << bucket.status();
+  auto cache = PermitCache::Create(bucket->ref(), {.batch = 64});
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  ASSERT_TRUE((*cache)->TryAcquire(1).granted());  // 63 cached in this process
+  const pid_t child = fork();
+  if (child == 0) {
+    // The copy of this thread's cache is empty: the child takes a batch of
+    // its own rather than admitting the parent's 63 a second time.
+    const bool took = (*cache)->TryAcquire(1).granted();
+    _exit(took && (*cache)->Cached() == 63 && bucket->Available() == 1000 - 128 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ((*cache)->Cached(), 63u);
+  EXPECT_EQ(bucket->Available(), 1000 - 128);
+  cache->reset();
+  EXPECT_EQ(bucket->Available(), 1000 - 65);
+}
+
 }  // namespace
 }  // namespace sluice
