@@ -5,7 +5,8 @@
 //   BM_Floor_ClockCas      the physical floor: read the clock, one CAS
 //   BM_Floor_Tsc           one read of the TSC clock (Clock::Tsc())
 //   BM_MutexBucket_Admit   a mutex-protected double token bucket, the design
-//                          most rate limiters use
+//                          most rate limiters use (mutex_bucket.h)
+// BM_Acquire_Leased admits through per-thread permit caches (permit_cache.h).
 // After the table, the ratios the project holds itself to are printed with
 // their floors. Run with --benchmark_repetitions=N to compare medians.
 #include <unistd.h>
@@ -16,14 +17,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "bench/mutex_bucket.h"
 #include "benchmark/benchmark.h"
 #include "sluice/clock.h"
 #include "sluice/limits.h"
+#include "sluice/permit_cache.h"
 #include "sluice/policy.h"
 #include "sluice/segment.h"
 #include "sluice/store.h"
@@ -80,6 +82,17 @@ TokenBucket& AdmittingBucket(Clock clock) {
 void BM_Acquire_Admit(benchmark::State& state) {
   const TokenBucket& bucket = AdmittingBucket(Clock::Monotonic());
   for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
+}
+
+// The same rate through per-thread permit caches (sluice/permit_cache.h):
+// batches of 64 from the shared word, admits from the thread's own cache.
+void BM_Acquire_Leased(benchmark::State& state) {
+  static PermitCache* const cache = [] {
+    static auto* bucket =
+        TokenBucket::Create({Rate::PerSecond(1'000'000'000), 1'000'000'000})->release();
+    return PermitCache::Create(bucket->ref(), {.batch = 64})->release();
+  }();
+  for (auto _ : state) benchmark::DoNotOptimize(cache->TryAcquire(1));
 }
 
 void BM_Acquire_AdmitNow(benchmark::State& state) {
@@ -177,31 +190,6 @@ output = 15.0
   }
 }
 
-// The baseline: what most token buckets look like. A mutex around a double
-// token count refilled from elapsed time.
-class MutexBucket {
- public:
-  MutexBucket(double rate_per_ns, double capacity)
-      : rate_per_ns_(rate_per_ns), capacity_(capacity), tokens_(capacity) {}
-
-  bool TryAcquire(double n) {
-    std::lock_guard<std::mutex> lock(mu_);
-    const int64_t now = Clock::MonotonicNanos();
-    tokens_ = std::min(capacity_, tokens_ + static_cast<double>(now - last_) * rate_per_ns_);
-    last_ = now;
-    if (tokens_ < n) return false;
-    tokens_ -= n;
-    return true;
-  }
-
- private:
-  std::mutex mu_;
-  const double rate_per_ns_;
-  const double capacity_;
-  double tokens_;
-  int64_t last_ = Clock::MonotonicNanos();
-};
-
 void BM_MutexBucket_Admit(benchmark::State& state) {
   static MutexBucket bucket(1.0, 1e9);
   for (auto _ : state) benchmark::DoNotOptimize(bucket.TryAcquire(1));
@@ -219,6 +207,8 @@ BENCHMARK(BM_Floor_ClockCas);
 BENCHMARK(BM_Floor_ClockCas)->Apply(Contended);
 BENCHMARK(BM_Acquire_Admit);
 BENCHMARK(BM_Acquire_Admit)->Apply(Contended);
+BENCHMARK(BM_Acquire_Leased);
+BENCHMARK(BM_Acquire_Leased)->Apply(Contended);
 BENCHMARK(BM_Acquire_AdmitNow);
 BENCHMARK(BM_Acquire_AdmitCoarse);
 BENCHMARK(BM_Acquire_AdmitTsc);
@@ -236,6 +226,10 @@ BENCHMARK(BM_MutexBucket_Admit)->Apply(Contended);
 // Excluded from default runs by main() below.
 BENCHMARK(BM_Acquire_Admit)
     ->Name("BM_Scaling_Acquire_Admit")
+    ->DenseThreadRange(1, 16)
+    ->UseRealTime();
+BENCHMARK(BM_Acquire_Leased)
+    ->Name("BM_Scaling_Acquire_Leased")
     ->DenseThreadRange(1, 16)
     ->UseRealTime();
 BENCHMARK(BM_MutexBucket_Admit)
@@ -273,6 +267,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
         {Key("BM_Acquire_AdmitNow", 1), Key("BM_Floor_ClockCas", 1), 1.2},
         {Key("BM_Acquire_Admit", 2), Key("BM_MutexBucket_Admit", 2), 0.8},
         {Key("BM_Acquire_Admit", 1), Key("BM_MutexBucket_Admit", 1), 1.0},
+        {Key("BM_Acquire_Leased", 2), Key("BM_Acquire_Admit", 2), 0.3},
         {Key("BM_ShmAcquire_Admit", 1), Key("BM_Acquire_Admit", 1), 1.1},
         {Key("BM_ShmAcquire_Admit", 2), Key("BM_Acquire_Admit", 2), 1.1},
         {Key("BM_Policy_AcquireSettle", 1), Key("BM_Acquire_Admit", 1), 20.0},

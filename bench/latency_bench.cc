@@ -1,0 +1,291 @@
+// sluice_latency: how flat the tail of one admit is.
+//
+// Times every call with the time-stamp counter (rdtsc before, rdtscp after,
+// fenced) and prints per-call latency percentiles (p50, p99, p99.9, p99.99,
+// max) for admit on one bucket shared by 1 and 2 threads, on three paths:
+//   word     the shared word (TokenBucket::TryAcquire)
+//   mutex    a mutex-protected double token bucket (mutex_bucket.h)
+//   leased   per-thread permit caches over the word (PermitCache::TryAcquire)
+// The buckets refill at 1e9 permits/s with a capacity of 1e9, so every call
+// admits. Nothing is subtracted: the `timer` row is the timer's own cost (an
+// empty timed call), included in every other row.
+//
+// The counter's ticks are converted to ns with a rate calibrated once against
+// CLOCK_MONOTONIC. Where the CPU does not report an invariant TSC, the tool
+// says so and the figures are only as good as the counter.
+//
+//   sluice_latency [--calls=N] [--threads=1,2] [--batch=64] [--json]
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "bench/mutex_bucket.h"
+#include "nlohmann/json.hpp"
+#include "sluice/clock.h"
+#include "sluice/permit_cache.h"
+#include "sluice/token_bucket.h"
+
+ABSL_FLAG(int64_t, calls, 1'000'000, "timed calls per thread in each run");
+ABSL_FLAG(std::vector<std::string>, threads, std::vector<std::string>({"1", "2"}),
+          "thread counts to run, comma-separated");
+ABSL_FLAG(int64_t, batch, 64, "permits a thread caches at a time on the leased path");
+ABSL_FLAG(bool, json, false, "print one JSON object instead of the table");
+
+namespace sluice {
+namespace {
+
+// Ticks of the time-stamp counter (ns where there is none).
+inline uint64_t TickBefore() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_lfence();  // earlier instructions finish before the read
+  return __rdtsc();
+#else
+  return static_cast<uint64_t>(Clock::MonotonicNanos());
+#endif
+}
+
+inline uint64_t TickAfter() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned aux;
+  const uint64_t t = __rdtscp(&aux);  // waits for the timed call to finish
+  _mm_lfence();                       // later instructions wait for the read
+  return t;
+#else
+  return static_cast<uint64_t>(Clock::MonotonicNanos());
+#endif
+}
+
+// Counter ticks per ns, against CLOCK_MONOTONIC over `span_ns`.
+double CalibrateTicksPerNano(int64_t span_ns) {
+#if defined(__x86_64__) || defined(__i386__)
+  const int64_t m0 = Clock::MonotonicNanos();
+  const uint64_t t0 = __rdtsc();
+  const timespec pause{0, static_cast<long>(span_ns)};
+  nanosleep(&pause, nullptr);
+  const int64_t m1 = Clock::MonotonicNanos();
+  const uint64_t t1 = __rdtsc();
+  return static_cast<double>(t1 - t0) / static_cast<double>(m1 - m0);
+#else
+  (void)span_ns;
+  return 1.0;
+#endif
+}
+
+// Whether the CPU says its counter runs at a constant rate in every state.
+bool InvariantTsc() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::stringstream text;
+  text << cpuinfo.rdbuf();
+  return absl::StrContains(text.str(), " constant_tsc") &&
+         absl::StrContains(text.str(), " nonstop_tsc");
+}
+
+struct Percentiles {
+  double p50, p99, p999, p9999, max;  // ns
+};
+
+// Nearest-rank percentiles of `ticks` (sorted in place), in ns.
+Percentiles Summarize(std::vector<uint64_t>& ticks, double ticks_per_ns) {
+  std::sort(ticks.begin(), ticks.end());
+  const auto at = [&](double q) {
+    const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(ticks.size())));
+    return static_cast<double>(ticks[std::clamp<size_t>(rank, 1, ticks.size()) - 1]) / ticks_per_ns;
+  };
+  return {at(0.50), at(0.99), at(0.999), at(0.9999), at(1.0)};
+}
+
+// What one run times: the call (which must admit; a refusal ends the run
+// with an error) and what keeps its bucket alive.
+struct Subject {
+  std::shared_ptr<void> owner;
+  std::function<bool()> call;
+};
+
+// One path under test, building a fresh bucket for each run.
+struct Path {
+  const char* name;
+  std::function<Subject()> make;
+};
+
+// A bucket and the permit caches over it, destroyed caches first.
+struct LeasedBucket {
+  std::unique_ptr<TokenBucket> bucket;
+  std::unique_ptr<PermitCache> cache;
+};
+
+std::vector<Path> Paths(uint64_t batch) {
+  constexpr uint64_t kRate = 1'000'000'000;
+  const BucketConfig config{Rate::PerSecond(kRate), kRate};
+  const auto empty = [] {
+    asm volatile("" ::: "memory");
+    return true;
+  };
+  const auto word = [config] {
+    std::shared_ptr<TokenBucket> b = *TokenBucket::Create(config);
+    return Subject{b, [b = b.get()] { return b->TryAcquire(1).granted(); }};
+  };
+  const auto mutex = [] {
+    auto b = std::make_shared<MutexBucket>(1.0, 1e9);  // 1e9/s
+    return Subject{b, [b = b.get()] { return b->TryAcquire(1); }};
+  };
+  const auto leased = [config, batch] {
+    auto l = std::make_shared<LeasedBucket>();
+    l->bucket = *TokenBucket::Create(config);
+    l->cache = *PermitCache::Create(l->bucket->ref(), {.batch = batch});
+    return Subject{l, [c = l->cache.get()] { return c->TryAcquire(1).granted(); }};
+  };
+  return {{"timer",
+           [empty] {
+             return Subject{nullptr, empty};
+           }},
+          {"word", word},
+          {"mutex", mutex},
+          {"leased", leased}};
+}
+
+// Times `calls` calls of `call` on each of `threads` threads started
+// together, after as many untimed ones; returns every sample's ticks, or an
+// empty vector when a call refused.
+std::vector<uint64_t> TimeCalls(const std::function<bool()>& call, int threads, int64_t calls) {
+  std::vector<std::vector<uint64_t>> samples(threads, std::vector<uint64_t>(calls));
+  std::atomic<int> ready{0};
+  std::atomic<bool> refused{false};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      bool ok = true;
+      for (int64_t i = 0; i < calls; ++i) ok &= call();
+      ready.fetch_add(1);
+      while (ready.load() < threads) {
+      }
+      uint64_t* out = samples[t].data();
+      for (int64_t i = 0; i < calls; ++i) {
+        const uint64_t start = TickBefore();
+        ok &= call();
+        out[i] = TickAfter() - start;
+      }
+      if (!ok) refused.store(true);
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  std::vector<uint64_t> all;
+  if (refused.load()) return all;
+  all.reserve(static_cast<size_t>(threads) * calls);
+  for (const auto& s : samples) all.insert(all.end(), s.begin(), s.end());
+  return all;
+}
+
+struct Row {
+  std::string path;
+  int threads;
+  Percentiles ns;
+};
+
+void PrintTable(const std::vector<Row>& rows, double ticks_per_ns, int64_t calls) {
+  absl::PrintF("sluice_latency: %d timed calls per thread; TSC %.4f ticks/ns\n", calls,
+               ticks_per_ns);
+  absl::PrintF("per-call latency in ns, timer overhead (the `timer` row) included\n\n");
+  absl::PrintF("%-8s %7s %9s %9s %9s %9s %11s\n", "path", "threads", "p50", "p99", "p99.9",
+               "p99.99", "max");
+  for (const Row& r : rows) {
+    absl::PrintF("%-8s %7d %9.1f %9.1f %9.1f %9.1f %11.1f\n", r.path, r.threads, r.ns.p50, r.ns.p99,
+                 r.ns.p999, r.ns.p9999, r.ns.max);
+  }
+  for (const Row& r : rows) {
+    if (r.path == "leased" && r.threads == 2) {
+      absl::PrintF("\nleased, 2 threads: p99.99 / p50 = %.2f (goal <= 2)\n", r.ns.p9999 / r.ns.p50);
+    }
+  }
+}
+
+void PrintJson(const std::vector<Row>& rows, double ticks_per_ns, int64_t calls,
+               bool invariant_tsc) {
+  nlohmann::ordered_json out = {{"calls_per_thread", calls},
+                                {"tsc_ticks_per_ns", ticks_per_ns},
+                                {"invariant_tsc", invariant_tsc},
+                                {"runs", nlohmann::ordered_json::array()}};
+  for (const Row& r : rows) {
+    out["runs"].push_back({{"path", r.path},
+                           {"threads", r.threads},
+                           {"ns",
+                            {{"p50", r.ns.p50},
+                             {"p99", r.ns.p99},
+                             {"p99.9", r.ns.p999},
+                             {"p99.99", r.ns.p9999},
+                             {"max", r.ns.max}}}});
+  }
+  absl::PrintF("%s\n", out.dump(2));
+}
+
+int Main() {
+  const int64_t calls = absl::GetFlag(FLAGS_calls);
+  const int64_t batch = absl::GetFlag(FLAGS_batch);
+  std::vector<int> thread_counts;
+  for (const std::string& word : absl::GetFlag(FLAGS_threads)) {
+    int n = 0;
+    if (!absl::SimpleAtoi(word, &n) || n < 1 || n > 256) {
+      absl::FPrintF(stderr, "sluice_latency: --threads: %s is not a count from 1 to 256\n", word);
+      return 2;
+    }
+    thread_counts.push_back(n);
+  }
+  if (calls < 1 || batch < 1) {
+    absl::FPrintF(stderr, "sluice_latency: --calls and --batch must be at least 1\n");
+    return 2;
+  }
+  const bool invariant_tsc = InvariantTsc();
+  if (!invariant_tsc) {
+    absl::FPrintF(stderr, "sluice_latency: the CPU reports no invariant TSC; ns are approximate\n");
+  }
+  const double ticks_per_ns = CalibrateTicksPerNano(50'000'000);
+  std::vector<Row> rows;
+  for (int threads : thread_counts) {
+    for (const Path& path : Paths(static_cast<uint64_t>(batch))) {
+      const Subject subject = path.make();
+      std::vector<uint64_t> ticks = TimeCalls(subject.call, threads, calls);
+      if (ticks.empty()) {
+        absl::FPrintF(stderr, "sluice_latency: the %s path refused a call\n", path.name);
+        return 1;
+      }
+      rows.push_back({path.name, threads, Summarize(ticks, ticks_per_ns)});
+    }
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    PrintJson(rows, ticks_per_ns, calls, invariant_tsc);
+  } else {
+    PrintTable(rows, ticks_per_ns, calls);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace sluice
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "per-call admit latency percentiles on one bucket: the shared word, a mutex bucket and "
+      "per-thread permit caches, with 1 and 2 threads");
+  absl::ParseCommandLine(argc, argv);
+  return sluice::Main();
+}
