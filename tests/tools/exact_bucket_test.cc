@@ -1,8 +1,8 @@
 // The independent judge: hand-checked cases in exact nanoseconds, then a
-// cross-check against sluice's GCRA cell on random traces. The cell must
-// agree with the judge wherever its interval is exact, and elsewhere may only
-// be stricter (its interval is rounded up by under 1/16 ns); a cell that ever
-// grants what the judge refuses fails the test.
+// cross-check against sluice's GCRA cell on random traces. The cell counts
+// time exactly, so it must agree with the judge on every decision, wait and
+// available count, whether or not a rate's interval is a whole number of
+// nanoseconds; a cell that ever grants what the judge refuses fails the test.
 #include "tools/judge/exact_bucket.h"
 
 #include <algorithm>
@@ -229,16 +229,10 @@ struct Tally {
   }
 };
 
-// The cell's interval as its header documents it: period / permits in 1/16
-// ns, rounded up; and whether that is exact.
-__int128 CellIntervalUnits(const BucketConfig& config) {
-  const __int128 period_units = absl::ToInt64Nanoseconds(config.rate.period()) * __int128{16};
-  return (period_units + config.rate.permits() - 1) / config.rate.permits();
-}
-
-bool IntervalIsExact(const BucketConfig& config) {
-  const __int128 period_units = absl::ToInt64Nanoseconds(config.rate.period()) * __int128{16};
-  return period_units % config.rate.permits() == 0;
+// Whether a rate's interval is a whole number of nanoseconds (a 64-bit
+// count of nanoseconds would carry it exactly; 1 s / 7 it would not).
+bool IntervalIsWholeNanos(const BucketConfig& config) {
+  return absl::ToInt64Nanoseconds(config.rate.period()) % config.rate.permits() == 0;
 }
 
 ExactBucketConfig JudgeConfig(const BucketConfig& config) {
@@ -283,7 +277,7 @@ Tally CrossCheck(const BucketConfig& cell_config, const ExactBucketConfig& judge
   const int64_t interval_ns =
       std::max<int64_t>(1, judge_config.period_ns / static_cast<int64_t>(judge_config.permits));
   const int64_t span_ns = std::max<int64_t>(1, interval_ns * judge_config.capacity);
-  // The cell counts 2^57 ns (4.57 years) from its epoch; stay well inside.
+  // 2^56 ns is 2.3 years.
   const int64_t end = start + (int64_t{1} << 56);
   struct Taken {
     uint64_t n;
@@ -368,35 +362,38 @@ BucketConfig RandomConfig(std::mt19937_64& rng) {
 TEST(ExactBucketCrossCheckTest, TheCellNeverGrantsWhatTheJudgeRefuses) {
   constexpr int kTraces = 240;
   constexpr int kEventsPerTrace = 1000;
-  Tally exact, inexact;
-  int exact_traces = 0, inexact_traces = 0;
+  Tally whole, fractional;
+  int whole_traces = 0, fractional_traces = 0;
   for (uint64_t seed = 1; seed <= kTraces; ++seed) {
     std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ull);
     const BucketConfig config = RandomConfig(rng);
-    const bool identical = IntervalIsExact(config);
-    const Tally t = CrossCheck(config, JudgeConfig(config), identical, seed, kEventsPerTrace);
-    (identical ? exact : inexact).Add(t);
-    ++(identical ? exact_traces : inexact_traces);
+    const bool whole_ns = IntervalIsWholeNanos(config);
+    const Tally t =
+        CrossCheck(config, JudgeConfig(config), /*identical=*/true, seed, kEventsPerTrace);
+    (whole_ns ? whole : fractional).Add(t);
+    ++(whole_ns ? whole_traces : fractional_traces);
     ASSERT_EQ(t.over_admits + t.other_mismatches, 0)
         << config.rate.ToString() << " capacity " << config.capacity << ": " << t.first_problem;
   }
   // The counts the judge's design is checked with; printed for the record.
   std::printf(
       "cross-check: %lld events over %d traces\n"
-      "  exact intervals   (%d traces): %lld takes, %lld identical (%lld granted)\n"
-      "  inexact intervals (%d traces): %lld takes, %lld identical (%lld granted), "
+      "  whole-ns intervals      (%d traces): %lld takes, %lld identical (%lld granted)\n"
+      "  fractional-ns intervals (%d traces): %lld takes, %lld identical (%lld granted), "
       "%lld cell-stricter, %lld over-admits\n",
-      static_cast<long long>(exact.events + inexact.events), kTraces, exact_traces,
-      static_cast<long long>(exact.takes), static_cast<long long>(exact.identical),
-      static_cast<long long>(exact.granted), inexact_traces, static_cast<long long>(inexact.takes),
-      static_cast<long long>(inexact.identical), static_cast<long long>(inexact.granted),
-      static_cast<long long>(inexact.cell_stricter), static_cast<long long>(inexact.over_admits));
-  EXPECT_GE(exact.events + inexact.events, 100'000);
+      static_cast<long long>(whole.events + fractional.events), kTraces, whole_traces,
+      static_cast<long long>(whole.takes), static_cast<long long>(whole.identical),
+      static_cast<long long>(whole.granted), fractional_traces,
+      static_cast<long long>(fractional.takes), static_cast<long long>(fractional.identical),
+      static_cast<long long>(fractional.granted), static_cast<long long>(fractional.cell_stricter),
+      static_cast<long long>(fractional.over_admits));
+  EXPECT_GE(whole.events + fractional.events, 100'000);
   // Both kinds of rate, and both answers, were well exercised.
-  EXPECT_GE(exact_traces, kTraces / 5);
-  EXPECT_GE(inexact_traces, kTraces / 5);
-  EXPECT_EQ(exact.identical, exact.takes);
-  for (const Tally* t : {&exact, &inexact}) {
+  EXPECT_GE(whole_traces, kTraces / 5);
+  EXPECT_GE(fractional_traces, kTraces / 5);
+  EXPECT_EQ(whole.identical, whole.takes);
+  EXPECT_EQ(fractional.identical, fractional.takes);
+  for (const Tally* t : {&whole, &fractional}) {
     EXPECT_GE(t->granted, t->takes / 10);
     EXPECT_GE(t->takes - t->granted, t->takes / 10);
   }
@@ -416,12 +413,7 @@ TEST(ExactBucketCrossCheckTest, CatchesACellThatOverAdmits) {
     BucketConfig larger = config;
     larger.capacity = config.capacity + 1;
     for (const BucketConfig& wrong : {faster, larger}) {
-      // At the fastest rates the cell's rounding can swallow the difference.
-      if (!ValidateBucketConfig(wrong).ok() ||
-          (wrong.capacity == config.capacity &&
-           CellIntervalUnits(wrong) == CellIntervalUnits(config))) {
-        continue;
-      }
+      if (!ValidateBucketConfig(wrong).ok()) continue;
       ++wrong_cells;
       const Tally t = CrossCheck(wrong, JudgeConfig(config), /*identical=*/false, seed, 1000);
       EXPECT_GT(t.over_admits + t.other_mismatches, 0)

@@ -1,6 +1,6 @@
 // File: token_bucket.h
 // -----------------------------------------------------------------------------
-// A token bucket kept in GCRA form in one atomic 64-bit word.
+// A token bucket kept in GCRA form in one atomic 128-bit word.
 //
 // A bucket refills at a Rate (permits per period) up to a capacity (its burst).
 // Instead of a token count and a last-refill time, the word holds the bucket's
@@ -22,8 +22,9 @@
 // 16e9 permits/s and bursts spanning up to about 2.28 years of refill are
 // accepted; requests up to 2^64 permits; all arithmetic is integer and checked.
 //
-// BucketCell is the word plus the parameters it is read with, laid out in one
-// cache line so that it can live in process memory (TokenBucket) or in a
+// BucketCell is the word plus the parameters it is read with, laid out in two
+// cache lines (the word and a hold's deadline, then the parameters, which
+// only a reconfiguration writes) so that it can live in process memory (TokenBucket) or in a
 // shared-memory segment that every process on the host maps (BucketRef over a
 // cell someone else owns). The same code runs on both.
 //
