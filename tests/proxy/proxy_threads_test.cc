@@ -109,7 +109,7 @@ TEST(ProxyThreadsTest, CallersReloadAndShutdownTogether) {
   EXPECT_GE(upstream_requests.load(), served);
 
   // A shutdown with callers still queued: it returns, and they see the end.
-  (*proxy)->Reload(Limits("[scopes.global]\nrequests_per_minute = 1\n"));
+  ASSERT_TRUE((*proxy)->Reload(Limits("[scopes.global]\nrequests_per_minute = 1\n")).ok());
   std::vector<std::thread> late;
   for (int i = 0; i < 6; ++i) late.emplace_back([&] { Post(url, "normal", 0); });
   absl::SleepFor(absl::Milliseconds(100));

@@ -75,7 +75,9 @@ TEST(SegmentTscTest, ACreatorWithoutAUsableTscLeavesItsReadersOnMonotonic) {
   EXPECT_EQ(segment->clock().kind(), Clock::Kind::kMonotonic);
   const absl::Status why = segment->TscStatus();
   EXPECT_FALSE(why.ok());
-  if (TscUsable().ok()) EXPECT_THAT(why.message(), HasSubstr("its creator could not use the TSC"));
+  if (TscUsable().ok()) {
+    EXPECT_THAT(why.message(), HasSubstr("its creator could not use the TSC"));
+  }
   auto info = segment->Inspect();
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->clock, "monotonic");

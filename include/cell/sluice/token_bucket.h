@@ -409,7 +409,9 @@ inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_
   using internal_cell::kMaxCapacity;
   using internal_cell::kMaxInterval;
   using internal_cell::kMaxUnitsPerNs;
-  __int128 word = cell_->word_.Load();
+  // A guess, possibly torn: the CAS confirms a grant, and a refusal reads the
+  // word whole before it is given.
+  __int128 word = cell_->word_.LoadHalves();
   for (;;) {
     // The word's low bit selects the parameters it was written with; the
     // load above (or the failed CAS below) makes them visible.
@@ -446,6 +448,11 @@ inline Decision BucketRef::Reserve(uint64_t n, int64_t max_wait_ns, int64_t now_
       wait_ns = internal_cell::WaitNanos(excess, units_per_ns);
       if (wait_ns > max_wait_ns || wait_ns >= internal_cell::kMaxWaitNs ||
           next > internal_cell::kMaxTat) {
+        const __int128 whole = cell_->word_.Load();
+        if (whole != word) {
+          word = whole;
+          continue;
+        }
         return {Outcome::kRefused, wait_ns};
       }
       // A reservation's holder proceeds on a whole nanosecond; move the TAT

@@ -15,6 +15,13 @@
 // Both are full barriers for the compiler; on x86 the load has acquire and
 // the CAS sequentially consistent ordering.
 //
+// LoadHalves reads the two halves with two 8-byte loads: faster right after
+// this core's own CAS (a 16-byte vector load cannot take its value from the
+// store just made; measured, the pair saves about 1.3 ns of an admit's load
+// and CAS), but the pair may be torn. It is a guess for a CompareExchange to
+// confirm, which compares all 16 bytes: a decision acted on without a CAS
+// must be made from Load.
+//
 // Thread safety: Load and CompareExchange are safe from any number of threads
 // and processes; Store is for initialization, before anyone else sees the
 // word.
@@ -77,6 +84,15 @@ class alignas(16) WideAtomic {
         : "=r"(lo), "=r"(hi), "=&x"(tmp)
         : "m"(bits_)
         : "memory");
+    return Join(lo, hi);
+  }
+  __int128 LoadHalves() const {
+    const auto* half = reinterpret_cast<const uint64_t*>(&bits_);
+    const uint64_t lo = __atomic_load_n(&half[0], __ATOMIC_ACQUIRE);
+    const uint64_t hi = __atomic_load_n(&half[1], __ATOMIC_ACQUIRE);
+#ifdef SLUICE_WIDE_ATOMIC_TSAN
+    __tsan_acquire(const_cast<unsigned __int128*>(&bits_));
+#endif
     return Join(lo, hi);
   }
   __int128 LoadByCas() const {
