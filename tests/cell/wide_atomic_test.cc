@@ -20,10 +20,9 @@ namespace {
 
 // Tearing needs the writer and a reader on two cores at once, and is rare
 // (about 1 load in 1,000 with both running). With the cell's check on
-// refusals removed, the bucket test failed in 3 of 4 one-second runs on a
-// 2-core machine busy with a build (3 to 20 wrong refusals each) and every
-// time in 2 s on a quiet one (88); it runs 2 s here, and CI's TSan stage
-// gives it 3.
+// refusals removed, the bucket test gave 88 wrong refusals in a 2-second run
+// and failed in 3 of 4 one-second runs (3 to 20 each), on a 2-core machine
+// busy with a build; it runs 2 s here, and CI's TSan stage gives it 3.
 constexpr int64_t kStressNs = 2'000'000'000;
 
 constexpr __int128 Wide(uint64_t hi, uint64_t lo) {
