@@ -92,8 +92,15 @@ absl::StatusOr<RedisEndpoint> EndpointOf(CURLU* url, absl::string_view text) {
   absl::string_view bare = host;  // curl keeps an IPv6 address's brackets
   if (absl::ConsumePrefix(&bare, "[") && absl::ConsumeSuffix(&bare, "]")) {
     endpoint.host = std::string(bare);
-  } else {
+  } else if (absl::c_all_of(host, [](char c) {
+               return absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_';
+             })) {
     endpoint.host = host;
+  } else {
+    // curl has decoded %-escapes: the host would not format back as written.
+    return Invalid(name, absl::StrCat("a host name may hold letters, digits, '-', '.' and '_' "
+                                      "only (no %-escapes); ",
+                                      kForm));
   }
   if (std::optional<std::string> port = Part(url, CURLUPART_PORT)) {
     uint32_t number = 0;

@@ -123,7 +123,7 @@ absl::Status Proxy::Impl::Start(const LimitsConfig& config) {
   for (Provider provider : {Provider::kAnthropic, Provider::kOpenAi}) {
     dispatchers_[Index(provider)] = std::make_unique<Dispatcher>(
         [this](Ticket* t) { Submit(static_cast<ProxyRequest*>(t)); },
-        [this](Ticket* t) {
+        [](Ticket* t) {
           auto* r = static_cast<ProxyRequest*>(t);
           r->upstreams->Client(r->destination.provider).Withdraw(r->handle);
         });

@@ -90,6 +90,17 @@ TEST(RedisUrlTest, RefusesOtherSchemesAndShapes) {
             "the redis URL (not repeated: it may hold a password): is longer than 1024 bytes");
 }
 
+// curl percent-decodes a host: "127.0.%%%379" would reach hiredis as
+// "127.0.%%79", which formats back to a URL that reads "127.0.%y" (found by
+// limits_fuzz). A host holds letters, digits, '-', '.' and '_' only.
+TEST(RedisUrlTest, RefusesHostsThatAreNoHostName) {
+  EXPECT_EQ(ErrorOf("redis://127.0.%%%379/0"),
+            "redis URL \"redis://127.0.%%%379/0\": a host name may hold letters, digits, '-', "
+            "'.' and '_' only (no %-escapes); write redis://HOST[:PORT][/DB]");
+  EXPECT_EQ(Parsed("redis://ca%63he/0").host, "cache");  // decoded, as a URL's host is
+  EXPECT_EQ(Parsed("redis://redis_primary-1.internal/0").host, "redis_primary-1.internal");
+}
+
 TEST(RedisUrlTest, RefusesPortsOutOfRange) {
   EXPECT_EQ(ErrorOf("redis://h:0/0"),
             "redis URL \"redis://h:0/0\": the port must be 1 to 65535, "

@@ -107,9 +107,9 @@ struct TscTiming {
 
 // TscCalibration
 //
-// See the file comment. Zero bytes are an uninitialized calibration. 64-byte
+// See the file comment. Zero bytes are an uninitialized calibration. 128-byte
 // aligned; its size and layout are part of the segment layout.
-class alignas(64) TscCalibration {
+class alignas(128) TscCalibration {
  public:
   static constexpr int kShift = 32;   // mult is ns per tick * 2^kShift
   static constexpr int kRecords = 8;  // generations in flight
