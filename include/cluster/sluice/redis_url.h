@@ -55,18 +55,19 @@ struct RedisEndpoint {
 
 // ParseRedisUrl()
 //
-// Parses `redis://HOST[:PORT][/DB]`: HOST a name, an IPv4 address or an IPv6
+// Parses `redis://HOST[:PORT][/DB]`: HOST a name (letters, digits, '-', '.'
+// and '_', after %-escapes are decoded), an IPv4 address or an IPv6
 // address in brackets; PORT 1..65535 (default 6379); DB 0..kMaxRedisDb
 // (default 0; "/" alone is 0). The scheme is case-insensitive.
 //
 // InvalidArgument, naming the URL and what is wrong, for: an empty or
 // malformed URL, a URL longer than kMaxRedisUrlLength, a scheme other than
-// redis (rediss, TLS, is not supported), a missing host, an IPv6 zone id, a
-// port out of range, a path that is not one database number, a query or a
-// fragment, and a user or a password in the URL (the error says to name an
-// environment variable with password_env instead). An error never repeats a
-// password: the URL it names has its credentials removed, and a URL that
-// holds an '@' but does not parse is not repeated at all.
+// redis (rediss, TLS, is not supported), a missing host, a host name with
+// other characters, an IPv6 zone id, a port out of range, a path that is not
+// one database number, a query or a fragment, and a user or a password in the URL (the error says
+// to name an environment variable with password_env instead). An error never repeats a password:
+// the URL it names has its credentials removed, and a URL that holds an '@' but does not parse is
+// not repeated at all.
 absl::StatusOr<RedisEndpoint> ParseRedisUrl(absl::string_view url);
 
 }  // namespace sluice
