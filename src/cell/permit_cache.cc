@@ -34,9 +34,7 @@ namespace {
 
 std::atomic<uint64_t> next_cache_id{1};
 
-bool SameTerms(const Terms& a, const Terms& b) {
-  return a.capacity == b.capacity;
-}
+bool SameTerms(const Terms& a, const Terms& b) { return a.capacity == b.capacity; }
 
 // Returns `permits` held by `slot` to `bucket` at the terms they were taken
 // at and empties the slot. REQUIRES: the caller locked the slot (kLocked).

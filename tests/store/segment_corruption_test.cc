@@ -97,7 +97,8 @@ TEST(SegmentCorruptionTest, ValidatorNamesTheDamagedSlot) {
   // Find a ready slot and break its bucket's interval.
   const size_t slots = segment_layout::kHeaderBytes;
   for (size_t i = 0; i < 16; ++i) {
-    auto* slot = reinterpret_cast<segment_layout::Slot*>(image.get() + slots + i * sizeof(segment_layout::Slot));
+    auto* slot = reinterpret_cast<segment_layout::Slot*>(image.get() + slots +
+                                                         i * sizeof(segment_layout::Slot));
     if (slot->state.load() != segment_layout::kSlotReady) continue;
     // The cell was derived from capacity 10; so must the record of its
     // parameters be.
