@@ -8,8 +8,9 @@
 // Admitting n permits moves the TAT forward by n intervals (interval = period /
 // permits); the bucket has room when the new TAT is no further ahead of now
 // than the bucket's whole span (tau = capacity * interval). So an admit is one
-// load and one compare-and-swap, a refusal is one load and no write, and the
-// available permits are derived from the word at any time, for free.
+// read and one compare-and-swap, a refusal is two reads (a guess, then the
+// whole word) and no write, and the available permits are derived from the word at any time, for
+// free.
 //
 // The word counts time exactly. A rate of P permits per T ns, reduced to
 // lowest terms, makes one permit's interval T/P ns; the word counts in units
@@ -214,8 +215,8 @@ class BucketRef {
   static absl::Status Init(BucketCell* cell, const BucketConfig& config, int64_t now_ns);
 
   // Takes n permits if they are available now: kGranted (wait 0) after one
-  // load and one CAS, or kRefused with the exact wait until they will be,
-  // after one load and no write. kNeverFits when n exceeds the capacity.
+  // read and one CAS, or kRefused with the exact wait until they will be,
+  // after two reads and no write. kNeverFits when n exceeds the capacity.
   Decision TryAcquire(uint64_t n, int64_t now_ns) const { return Reserve(n, 0, now_ns); }
   Decision TryAcquire(uint64_t n) const { return TryAcquire(n, clock_.Now()); }
 
