@@ -9,8 +9,8 @@
 // permits); the bucket has room when the new TAT is no further ahead of now
 // than the bucket's whole span (tau = capacity * interval). So an admit is one
 // read and one compare-and-swap, a refusal is two reads (a guess, then the
-// whole word) and no write, and the available permits are derived from the word at any time, for
-// free.
+// whole word) and no write, and the available permits are derived from the
+// word at any time, for free.
 //
 // The word counts time exactly. A rate of P permits per T ns, reduced to
 // lowest terms, makes one permit's interval T/P ns; the word counts in units
