@@ -40,6 +40,7 @@ bool SameTerms(const Terms& a, const Terms& b) { return a.capacity == b.capacity
 // at and empties the slot. REQUIRES: the caller locked the slot (kLocked).
 uint64_t ReturnAndUnlock(Slot& slot, const BucketRef& bucket, uint64_t permits, int64_t now_ns) {
   if (permits > 0) bucket.Refund(permits, slot.terms, now_ns);
+  slot.last_batch = 0;  // an empty cache starts over at the smallest batch
   slot.word.store(0, std::memory_order_release);
   return permits;
 }
@@ -156,7 +157,10 @@ void AfterForkInParent() {
 
 void AfterForkInChild() {
   for (Registry* r : Live().registries) {
-    for (const auto& slot : r->slots) slot->word.store(0, std::memory_order_relaxed);
+    for (const auto& slot : r->slots) {
+      slot->word.store(0, std::memory_order_relaxed);
+      slot->last_batch = 0;
+    }
     r->inherited.store(true);
     r->mu.unlock();
   }
@@ -191,6 +195,16 @@ absl::StatusOr<std::unique_ptr<PermitCache>> PermitCache::Create(
         absl::StrFormat("permit cache batch %d must be from 1 to the bucket's capacity (%d)",
                         options.batch, capacity));
   }
+  if (options.max_batch != 0 &&
+      (options.max_batch < options.batch || options.max_batch > static_cast<uint64_t>(capacity))) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "permit cache max_batch %d must be 0 or from the batch (%d) to the bucket's capacity (%d)",
+        options.max_batch, options.batch, capacity));
+  }
+  if (options.max_batch > options.batch && options.idle <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "permit cache batches grow (max_batch > batch) only with a positive idle time");
+  }
   if (options.idle < absl::ZeroDuration() || options.sweep_period < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("permit cache idle time and sweep period must be >= 0");
   }
@@ -204,6 +218,7 @@ PermitCache::PermitCache(const BucketRef& bucket, const PermitCacheOptions& opti
     : id_(internal_permit_cache::next_cache_id.fetch_add(1)),
       bucket_(bucket),
       options_(options),
+      max_batch_(std::max(options.batch, options.max_batch)),
       registry_(std::make_shared<internal_permit_cache::Registry>(bucket)),
       last_sweep_ns_(bucket.clock().Now()) {
   internal_permit_cache::AddLive(registry_.get());
@@ -245,20 +260,30 @@ Decision PermitCache::SlowAcquire(uint64_t n, int64_t now_ns) {
   if (slot->TryTake(n)) return {Outcome::kGranted, 0, slot->terms};
   if (now_ns == kReadClock) now_ns = bucket_.clock().Now();
   MaybeSweep(now_ns);
-  // A batch would hold no more than the request itself.
-  if (n >= options_.batch) return bucket_.TryAcquire(n, now_ns);
+  // No batch would hold more than the request itself.
+  if (n >= max_batch_) return bucket_.TryAcquire(n, now_ns);
   uint64_t w = slot->word.load(std::memory_order_relaxed);
   do {
     // A sweep is returning this cache: go to the word this once.
     if (w & kLocked) return bucket_.TryAcquire(n, now_ns);
   } while (!slot->word.compare_exchange_weak(w, w | kLocked, std::memory_order_acquire,
                                              std::memory_order_relaxed));
-  const Decision batch = bucket_.TryAcquire(options_.batch, now_ns);
-  if (!batch.granted()) {
-    // Not a whole batch to spare: this request alone, as without a cache.
+  const uint64_t size = NextBatch(*slot, now_ns);
+  if (n >= size) {
+    // This batch would hold no more than the request itself.
     slot->word.store(w, std::memory_order_release);
     return bucket_.TryAcquire(n, now_ns);
   }
+  const Decision batch = bucket_.TryAcquire(size, now_ns);
+  if (!batch.granted()) {
+    // Not a whole batch to spare: this request alone, as without a cache,
+    // and the next batch is the smallest.
+    slot->last_batch = 0;
+    slot->word.store(w, std::memory_order_release);
+    return bucket_.TryAcquire(n, now_ns);
+  }
+  slot->last_batch = size;
+  slot->last_batch_ns = now_ns;
   uint64_t held = w >> kCountShift;
   if (held > 0 && !internal_permit_cache::SameTerms(slot->terms, batch.terms)) {
     // Reconfigured since: what was held goes back at the terms it was taken at.
@@ -266,9 +291,19 @@ Decision PermitCache::SlowAcquire(uint64_t n, int64_t now_ns) {
     held = 0;
   }
   slot->terms = batch.terms;
-  slot->word.store(((held + options_.batch - n) << kCountShift) | kTouched,
-                   std::memory_order_release);
+  slot->word.store(((held + size - n) << kCountShift) | kTouched, std::memory_order_release);
   return {Outcome::kGranted, 0, batch.terms};
+}
+
+uint64_t PermitCache::NextBatch(const Slot& slot, int64_t now_ns) const {
+  if (slot.last_batch == 0 || max_batch_ == options_.batch) return options_.batch;
+  // A batch used up within `idle` doubles the next; one that lasted longer
+  // halves it. (Times are the callers', so the difference is taken wide.)
+  const __int128 lasted = __int128{now_ns} - slot.last_batch_ns;
+  if (lasted < absl::ToInt64Nanoseconds(options_.idle)) {
+    return slot.last_batch <= max_batch_ / 2 ? slot.last_batch * 2 : max_batch_;
+  }
+  return std::max(slot.last_batch / 2, options_.batch);
 }
 
 void PermitCache::MaybeSweep(int64_t now_ns) {

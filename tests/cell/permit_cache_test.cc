@@ -5,13 +5,16 @@
 // they were taken at. Threaded tests also run under ThreadSanitizer.
 #include "sluice/permit_cache.h"
 
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cstdint>
 #include <latch>
+#include <limits>
 #include <memory>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -45,6 +48,94 @@ TEST(PermitCacheTest, CreateRejectsBadOptions) {
   EXPECT_FALSE(PermitCache::Create(bucket->ref(),
                                    {.sweep_period = absl::ZeroDuration(), .sweep_thread = true})
                    .ok());
+  EXPECT_TRUE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 100}).ok());
+  EXPECT_TRUE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 10}).ok());
+  EXPECT_FALSE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 101}).ok());
+  EXPECT_FALSE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 9}).ok());
+  // Growth is timed by `idle`: none means batches could never grow.
+  EXPECT_FALSE(
+      PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 20, .idle = absl::ZeroDuration()})
+          .ok());
+}
+
+// Admits one permit at a time until this thread takes its next batch, and
+// returns the batch's size (what the bucket lost), with `spacing_ns` of fake
+// time before each admit.
+int64_t AdmitUntilRefill(Rig& rig, int64_t spacing_ns = 0) {
+  for (;;) {
+    rig.clock.Advance(spacing_ns);
+    const int64_t before = rig.bucket->Available();
+    const uint64_t cached = rig.cache->Cached();
+    EXPECT_TRUE(rig.cache->TryAcquire(1).granted());
+    if (rig.cache->Cached() != cached - 1) {
+      const int64_t size = before - rig.bucket->Available();
+      EXPECT_EQ(rig.cache->Cached(), cached + static_cast<uint64_t>(size) - 1);
+      return size;
+    }
+  }
+}
+
+TEST(PermitCacheTest, BatchesDoubleWhileEachIsUsedUpWithinIdle) {
+  Rig rig({Rate::PerHour(1), 10'000}, {.batch = 8, .max_batch = 64});
+  for (const int64_t size : {8, 16, 32, 64, 64, 64}) EXPECT_EQ(AdmitUntilRefill(rig), size);
+  EXPECT_EQ(rig.cache->Cached(), 63u);
+}
+
+TEST(PermitCacheTest, FixedBatchesNeverGrow) {
+  Rig rig({Rate::PerHour(1), 10'000}, {.batch = 8});
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(AdmitUntilRefill(rig), 8);
+}
+
+TEST(PermitCacheTest, ABatchThatLastsIdleOrLongerHalvesTheNext) {
+  Rig rig({Rate::PerHour(1), 10'000},
+          {.batch = 8, .max_batch = 64, .idle = absl::Milliseconds(10), .sweep_period = {}});
+  for (const int64_t size : {8, 16, 32, 64}) EXPECT_EQ(AdmitUntilRefill(rig), size);
+  // Admits 2 ms apart: batches of 64, 32, 16 and 8 last 128 to 16 ms. (A
+  // batch of 4 would last 8 ms, but batches never shrink below 8.)
+  for (const int64_t size : {32, 16, 8, 8}) EXPECT_EQ(AdmitUntilRefill(rig, 2 * kMs), size);
+  // Quick again: growing again.
+  for (const int64_t size : {16, 32}) EXPECT_EQ(AdmitUntilRefill(rig), size);
+}
+
+TEST(PermitCacheTest, BatchesAreTimedOnTheCallersClock) {
+  Rig rig({Rate::PerHour(1), 10'000}, {.batch = 8, .max_batch = 64, .sweep_period = {}});
+  const int64_t t0 = rig.clock.Now();
+  ASSERT_TRUE(rig.cache->TryAcquire(1, t0).granted());  // a batch of 8 at t0
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(rig.cache->TryAcquire(1, t0).granted());
+  // The fake clock stands still; the caller's says an hour went by.
+  ASSERT_TRUE(rig.cache->TryAcquire(1, t0 + 3'600'000 * kMs).granted());
+  EXPECT_EQ(rig.bucket->Available(), 10'000 - 16);  // 8, not doubled
+  // Readings 400 years apart (the difference overflows 64 bits) time a
+  // batch as well as any: the next is taken after it is used up.
+  constexpr int64_t kCentury = int64_t{100} * 365 * 24 * 3'600'000 * kMs;
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(rig.cache->TryAcquire(1, 2 * kCentury).granted());
+  ASSERT_TRUE(rig.cache->TryAcquire(1, 2 * kCentury).granted());
+  EXPECT_EQ(rig.cache->Cached(), 7u);
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(rig.cache->TryAcquire(1, -2 * kCentury).granted());
+  const Decision d = rig.cache->TryAcquire(1, -2 * kCentury);
+  EXPECT_EQ(rig.cache->Cached(), d.granted() ? 15u : 0u);
+}
+
+TEST(PermitCacheTest, ASweptCacheStartsOverAtTheSmallestBatch) {
+  Rig rig({Rate::PerHour(1), 10'000},
+          {.batch = 8, .max_batch = 64, .idle = absl::Milliseconds(10), .sweep_period = {}});
+  for (const int64_t size : {8, 16, 32}) EXPECT_EQ(AdmitUntilRefill(rig), size);
+  const int64_t now = rig.clock.Now();
+  EXPECT_EQ(rig.cache->Sweep(now), 0u);  // touched: marked
+  EXPECT_EQ(rig.cache->Sweep(now + 10 * kMs), 31u);
+  EXPECT_EQ(AdmitUntilRefill(rig), 8);
+}
+
+TEST(PermitCacheTest, ARefusedBatchStartsOverAtTheSmallest) {
+  Rig rig({Rate::PerHour(1), 100}, {.batch = 8, .max_batch = 64});
+  for (const int64_t size : {8, 16, 32}) EXPECT_EQ(AdmitUntilRefill(rig), size);
+  EXPECT_EQ(rig.bucket->Available(), 44);
+  for (int i = 0; i < 31; ++i) ASSERT_TRUE(rig.cache->TryAcquire(1).granted());
+  // A batch of 64 > 44: the request alone, as without a cache.
+  ASSERT_TRUE(rig.cache->TryAcquire(1).granted());
+  EXPECT_EQ(rig.bucket->Available(), 43);
+  EXPECT_EQ(rig.cache->Cached(), 0u);
+  EXPECT_EQ(AdmitUntilRefill(rig), 8);
 }
 
 TEST(PermitCacheTest, OneBatchFromTheWordThenAdmitsFromTheCache) {
@@ -244,11 +335,23 @@ TEST(PermitCacheTest, TheSweepThreadReturnsIdleCaches) {
 // clock; between phases time moves and sometimes a sweep runs. The judge
 // counts admissions per phase and checks every span of phases against
 // capacity + rate x span, using nothing from the cell.
-TEST(PermitCacheConcurrencyTest, ThreadsNeverOverAdmitAndCachesStayBounded) {
-  constexpr int kThreads = 4, kPhases = 300, kBatch = 16;
+// Fixed batches of 16, and batches growing from 4 to 32.
+class PermitCacheConcurrencyTest : public testing::TestWithParam<std::pair<uint64_t, uint64_t>> {};
+
+INSTANTIATE_TEST_SUITE_P(Batches, PermitCacheConcurrencyTest,
+                         testing::Values(std::pair<uint64_t, uint64_t>{16, 0},
+                                         std::pair<uint64_t, uint64_t>{4, 32}));
+
+TEST_P(PermitCacheConcurrencyTest, ThreadsNeverOverAdmitAndCachesStayBounded) {
+  constexpr int kThreads = 4, kPhases = 300;
   constexpr int64_t kCapacity = 300, kPerSecond = 2000;
+  const auto [batch, max_batch] = GetParam();
+  const uint64_t largest = std::max(batch, max_batch);
   Rig rig({Rate::PerSecond(kPerSecond), kCapacity},
-          {.batch = kBatch, .idle = absl::Milliseconds(4), .sweep_period = absl::Milliseconds(2)});
+          {.batch = batch,
+           .max_batch = max_batch,
+           .idle = absl::Milliseconds(4),
+           .sweep_period = absl::Milliseconds(2)});
   std::vector<int64_t> phase_time(kPhases);
   std::vector<std::atomic<int64_t>> admitted(kPhases);
   std::vector<uint64_t> cached(kPhases);
@@ -282,7 +385,7 @@ TEST(PermitCacheConcurrencyTest, ThreadsNeverOverAdmitAndCachesStayBounded) {
   for (std::thread& t : threads) t.join();
   int64_t total = 0;
   for (int i = 0; i < kPhases; ++i) {
-    ASSERT_LE(cached[i], uint64_t{kBatch - 1} * kThreads) << "phase " << i;
+    ASSERT_LE(cached[i], (largest - 1) * kThreads) << "phase " << i;
     int64_t sum = 0;
     for (int j = i; j < kPhases; ++j) {
       sum += admitted[j].load();

@@ -20,7 +20,8 @@
 //     cache only where strict arrival order does not matter.
 //   * Idle permits. A thread's cache holds at most batch - 1 permits once it
 //     has admitted (a batch is taken to admit at least one request), so at
-//     most (batch - 1) x threads permits are taken but unused at any time.
+//     most (batch - 1) x threads permits are taken but unused at any time
+//     (max_batch - 1 where batches grow, below).
 //     They go back to the bucket (BucketRef::Refund, at the terms the batch was
 //     taken at) when their thread exits, when the PermitCache is destroyed,
 //     and when a sweep finds the cache idle: untouched since a sweep at least
@@ -32,7 +33,17 @@
 //     would be without caches rather than hoarded by whichever thread asked
 //     first.
 //
-// Requests larger than the batch always go to the word. A request of n > 1 is
+// Growing batches (opt-in, `max_batch`): one admit in `batch` goes to the
+// word, and that one is slower, so a fixed batch of 64 puts 1.6% of admits in
+// the tail. Where max_batch > batch, a thread that uses up its batch within
+// `idle` of taking it takes twice as many next time, up to max_batch; a batch
+// that lasts `idle` or longer halves the next one (never below `batch`), and a
+// refused batch or a swept cache starts over at `batch`. A hot thread's
+// batches settle near what it admits in `idle` (or max_batch), so only one
+// admit in that many reads the clock or writes the word; a slow thread keeps
+// small batches and holds few permits.
+//
+// Requests of the thread's current batch or more always go to the word. A request of n > 1 is
 // served from the cache when it holds n; otherwise the thread takes a batch
 // and admits from it together with what it held.
 //
@@ -83,9 +94,14 @@ namespace sluice {
 
 // PermitCacheOptions
 struct PermitCacheOptions {
-  // Permits a thread takes from the bucket at a time. REQUIRES: 1 to the
-  // bucket's capacity.
+  // Permits a thread takes from the bucket at a time (its first batch, and
+  // the smallest where batches grow). REQUIRES: 1 to the bucket's capacity.
   uint64_t batch = 64;
+  // The largest batch a thread's batches grow to while it uses each up
+  // within `idle` (see the file comment); 0: batches stay `batch`.
+  // REQUIRES: 0, or `batch` to the bucket's capacity; a positive `idle`
+  // where it exceeds `batch`.
+  uint64_t max_batch = 0;
   // A cache untouched for this long is returned to the bucket by a sweep.
   absl::Duration idle = absl::Milliseconds(10);
   // How often the slow path (and the sweep thread) sweeps; zero: the slow
@@ -114,7 +130,9 @@ inline thread_local Memo memo;
 class PermitCache {
  public:
   // Returns InvalidArgument on a batch of 0 or above the bucket's capacity, a
-  // negative idle time or sweep period, or a sweep thread without a period.
+  // max_batch other than 0 outside batch to the capacity (or above batch
+  // with no idle time), a negative idle time or sweep period, or a sweep
+  // thread without a period.
   // REQUIRES: the bucket outlives the PermitCache.
   static absl::StatusOr<std::unique_ptr<PermitCache>> Create(const BucketRef& bucket,
                                                              const PermitCacheOptions& options);
@@ -139,7 +157,8 @@ class PermitCache {
   uint64_t Sweep() { return Sweep(bucket_.clock().Now()); }
 
   // Permits taken from the bucket and not yet admitted, over all threads'
-  // caches: at most (batch - 1) x the threads that used this PermitCache.
+  // caches: at most (max(batch, max_batch) - 1) x the threads that used this
+  // PermitCache.
   uint64_t Cached() const;
 
   // This thread's cache back to the bucket now (as at thread exit).
@@ -150,6 +169,9 @@ class PermitCache {
  private:
   PermitCache(const BucketRef& bucket, const PermitCacheOptions& options);
   Decision SlowAcquire(uint64_t n, int64_t now_ns);
+  // The size of the batch `slot` takes next at `now_ns`. REQUIRES: the slot
+  // is locked.
+  uint64_t NextBatch(const internal_permit_cache::Slot& slot, int64_t now_ns) const;
   internal_permit_cache::Slot* ThisThreadSlot();
   void MaybeSweep(int64_t now_ns);
   // REQUIRES: the registry's mutex is held.
@@ -161,6 +183,7 @@ class PermitCache {
   const uint64_t id_;  // never reused, so a stale Memo never matches
   const BucketRef bucket_;
   const PermitCacheOptions options_;
+  const uint64_t max_batch_;  // the largest batch: max(batch, max_batch)
   const std::shared_ptr<internal_permit_cache::Registry> registry_;
   std::atomic<int64_t> last_sweep_ns_;
   std::mutex stop_mu_;
@@ -188,6 +211,12 @@ struct alignas(64) Slot {
   // The terms the cached permits were taken at. Written by the owner and read
   // by a sweeper only while holding kLocked.
   Terms terms;
+  // The size of the last batch taken and when (0: none since the cache last
+  // went back to the bucket or a batch was refused; the next is the options'
+  // batch). Written by the owner while refilling and reset by whoever
+  // returns the cache, both holding kLocked.
+  uint64_t last_batch = 0;
+  int64_t last_batch_ns = 0;
   // When a sweep last found the cache touched (and cleared kTouched); only
   // sweeps read or write it, under the registry's mutex.
   int64_t clean_since_ns = 0;
