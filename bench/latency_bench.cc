@@ -40,6 +40,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -115,12 +116,44 @@ struct Percentiles {
   double p50, p99, p999, p9999, max;  // ns
 };
 
-// Nearest-rank percentiles of `ticks` (sorted in place), in ns.
-Percentiles Summarize(std::vector<uint64_t>& ticks, double ticks_per_ns) {
-  std::sort(ticks.begin(), ticks.end());
+// One thread's samples: a count per tick below kBins (32 KiB of counters
+// that stay in cache, where storing every sample would stream megabytes
+// out, and timing shows each new cache line and page of it), and the rare
+// longer samples as they are.
+struct Tally {
+  static constexpr uint64_t kBins = 4096;
+  std::vector<uint64_t> bins = std::vector<uint64_t>(kBins);
+  std::vector<uint64_t> over;
+
+  void Add(uint64_t ticks) {
+    if (ticks < kBins) [[likely]] {
+      ++bins[ticks];
+    } else {
+      over.push_back(ticks);
+    }
+  }
+  void Merge(const Tally& other) {
+    for (uint64_t i = 0; i < kBins; ++i) bins[i] += other.bins[i];
+    over.insert(over.end(), other.over.begin(), other.over.end());
+  }
+};
+
+// Nearest-rank percentiles of the samples in `tally`, in ns.
+Percentiles Summarize(Tally& tally, double ticks_per_ns) {
+  std::sort(tally.over.begin(), tally.over.end());
+  uint64_t total = tally.over.size();
+  for (uint64_t count : tally.bins) total += count;
+  // The sample of rank `rank` (from 1) in ascending order.
+  const auto ranked = [&](uint64_t rank) {
+    for (uint64_t tick = 0; tick < Tally::kBins; ++tick) {
+      if (rank <= tally.bins[tick]) return tick;
+      rank -= tally.bins[tick];
+    }
+    return tally.over[rank - 1];
+  };
   const auto at = [&](double q) {
-    const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(ticks.size())));
-    return static_cast<double>(ticks[std::clamp<size_t>(rank, 1, ticks.size()) - 1]) / ticks_per_ns;
+    const auto rank = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
+    return static_cast<double>(ranked(std::clamp<uint64_t>(rank, 1, total))) / ticks_per_ns;
   };
   return {at(0.50), at(0.99), at(0.999), at(0.9999), at(1.0)};
 }
@@ -178,35 +211,35 @@ std::vector<Path> Paths(uint64_t batch, uint64_t max_batch) {
 }
 
 // Times `calls` calls of `call` on each of `threads` threads started
-// together, after as many untimed ones; returns every sample's ticks, or an
-// empty vector when a call refused.
-std::vector<uint64_t> TimeCalls(const std::function<bool()>& call, int threads, int64_t calls) {
-  std::vector<std::vector<uint64_t>> samples(threads, std::vector<uint64_t>(calls));
+// together, after as many untimed ones; returns all threads' samples, or
+// nullopt when a call refused.
+std::optional<Tally> TimeCalls(const std::function<bool()>& call, int threads, int64_t calls) {
+  std::vector<Tally> tallies(threads);
   std::atomic<int> ready{0};
   std::atomic<bool> refused{false};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
+      Tally tally;  // on this thread's own memory
+      tally.over.reserve(1 << 16);
       bool ok = true;
       for (int64_t i = 0; i < calls; ++i) ok &= call();
       ready.fetch_add(1);
       while (ready.load() < threads) {
       }
-      uint64_t* out = samples[t].data();
       for (int64_t i = 0; i < calls; ++i) {
         const uint64_t start = TickBefore();
         ok &= call();
-        out[i] = TickAfter() - start;
+        tally.Add(TickAfter() - start);
       }
       if (!ok) refused.store(true);
+      tallies[t] = std::move(tally);
     });
   }
   for (std::thread& t : pool) t.join();
-  std::vector<uint64_t> all;
-  if (refused.load()) return all;
-  all.reserve(static_cast<size_t>(threads) * calls);
-  for (const auto& s : samples) all.insert(all.end(), s.begin(), s.end());
-  return all;
+  if (refused.load()) return std::nullopt;
+  for (int t = 1; t < threads; ++t) tallies[0].Merge(tallies[t]);
+  return std::move(tallies[0]);
 }
 
 // Each percentile's median over `repetitions` runs of `path` on a fresh
@@ -217,9 +250,9 @@ std::optional<Percentiles> Measure(const Path& path, int threads, int64_t calls,
   std::vector<Percentiles> runs;
   for (int i = 0; i < repetitions; ++i) {
     const Subject subject = path.make();
-    std::vector<uint64_t> ticks = TimeCalls(subject.call, threads, calls);
-    if (ticks.empty()) return std::nullopt;
-    runs.push_back(Summarize(ticks, ticks_per_ns));
+    std::optional<Tally> tally = TimeCalls(subject.call, threads, calls);
+    if (!tally.has_value()) return std::nullopt;
+    runs.push_back(Summarize(*tally, ticks_per_ns));
   }
   const auto median = [&](double Percentiles::* field) {
     std::vector<double> values;

@@ -6,7 +6,8 @@
 //   BM_Floor_Tsc           one read of the TSC clock (Clock::Tsc())
 //   BM_MutexBucket_Admit   a mutex-protected double token bucket, the design
 //                          most rate limiters use (mutex_bucket.h)
-// BM_Acquire_Leased admits through per-thread permit caches (permit_cache.h).
+// BM_Acquire_Leased admits through per-thread permit caches (permit_cache.h),
+// BM_Acquire_LeasedGrowing through caches whose batches grow.
 // After the table, the ratios the project holds itself to are printed with
 // their floors. Run with --benchmark_repetitions=N to compare medians.
 #include <unistd.h>
@@ -91,6 +92,17 @@ void BM_Acquire_Leased(benchmark::State& state) {
     static auto* bucket =
         TokenBucket::Create({Rate::PerSecond(1'000'000'000), 1'000'000'000})->release();
     return PermitCache::Create(bucket->ref(), {.batch = 64})->release();
+  }();
+  for (auto _ : state) benchmark::DoNotOptimize(cache->TryAcquire(1));
+}
+
+// The same with batches growing from 64 to 65,536 while each is used up
+// within the idle time (PermitCacheOptions::max_batch).
+void BM_Acquire_LeasedGrowing(benchmark::State& state) {
+  static PermitCache* const cache = [] {
+    static auto* bucket =
+        TokenBucket::Create({Rate::PerSecond(1'000'000'000), 1'000'000'000})->release();
+    return PermitCache::Create(bucket->ref(), {.batch = 64, .max_batch = 65'536})->release();
   }();
   for (auto _ : state) benchmark::DoNotOptimize(cache->TryAcquire(1));
 }
@@ -209,6 +221,8 @@ BENCHMARK(BM_Acquire_Admit);
 BENCHMARK(BM_Acquire_Admit)->Apply(Contended);
 BENCHMARK(BM_Acquire_Leased);
 BENCHMARK(BM_Acquire_Leased)->Apply(Contended);
+BENCHMARK(BM_Acquire_LeasedGrowing);
+BENCHMARK(BM_Acquire_LeasedGrowing)->Apply(Contended);
 BENCHMARK(BM_Acquire_AdmitNow);
 BENCHMARK(BM_Acquire_AdmitCoarse);
 BENCHMARK(BM_Acquire_AdmitTsc);
@@ -230,6 +244,10 @@ BENCHMARK(BM_Acquire_Admit)
     ->UseRealTime();
 BENCHMARK(BM_Acquire_Leased)
     ->Name("BM_Scaling_Acquire_Leased")
+    ->DenseThreadRange(1, 16)
+    ->UseRealTime();
+BENCHMARK(BM_Acquire_LeasedGrowing)
+    ->Name("BM_Scaling_Acquire_LeasedGrowing")
     ->DenseThreadRange(1, 16)
     ->UseRealTime();
 BENCHMARK(BM_MutexBucket_Admit)
