@@ -254,7 +254,7 @@ std::optional<Percentiles> Measure(const Path& path, int threads, int64_t calls,
     if (!tally.has_value()) return std::nullopt;
     runs.push_back(Summarize(*tally, ticks_per_ns));
   }
-  const auto median = [&](double Percentiles::* field) {
+  const auto median = [&](double Percentiles::*field) {
     std::vector<double> values;
     for (const Percentiles& run : runs) values.push_back(run.*field);
     std::sort(values.begin(), values.end());
@@ -271,13 +271,13 @@ struct Row {
   Percentiles ns;
 };
 
-void PrintTable(const std::vector<Row>& rows, double ticks_per_ns, int64_t calls,
-                int repetitions) {
+void PrintTable(const std::vector<Row>& rows, double ticks_per_ns, int64_t calls, int repetitions) {
   absl::PrintF("sluice_latency: %d timed calls per thread; TSC %.4f ticks/ns\n", calls,
                ticks_per_ns);
-  absl::PrintF("per-call latency in ns, timer overhead (the `timer` row) included; each figure\n"
-               "the median of %d runs\n\n",
-               repetitions);
+  absl::PrintF(
+      "per-call latency in ns, timer overhead (the `timer` row) included; each figure\n"
+      "the median of %d runs\n\n",
+      repetitions);
   absl::PrintF("%-8s %7s %9s %9s %9s %9s %11s\n", "path", "threads", "p50", "p99", "p99.9",
                "p99.99", "max");
   for (const Row& r : rows) {
@@ -326,8 +326,7 @@ int Main() {
     }
     thread_counts.push_back(n);
   }
-  if (calls < 1 || batch < 1 || repetitions < 1 || max_batch < batch ||
-      max_batch > 1'000'000'000) {
+  if (calls < 1 || batch < 1 || repetitions < 1 || max_batch < batch || max_batch > 1'000'000'000) {
     absl::FPrintF(stderr,
                   "sluice_latency: --calls, --batch and --repetitions must be at least 1, and "
                   "--max-batch from --batch to 1e9 (the buckets' capacity)\n");

@@ -53,9 +53,9 @@ TEST(PermitCacheTest, CreateRejectsBadOptions) {
   EXPECT_FALSE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 101}).ok());
   EXPECT_FALSE(PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 9}).ok());
   // Growth is timed by `idle`: none means batches could never grow.
-  EXPECT_FALSE(
-      PermitCache::Create(bucket->ref(), {.batch = 10, .max_batch = 20, .idle = absl::ZeroDuration()})
-          .ok());
+  EXPECT_FALSE(PermitCache::Create(bucket->ref(),
+                                   {.batch = 10, .max_batch = 20, .idle = absl::ZeroDuration()})
+                   .ok());
 }
 
 // Admits one permit at a time until this thread takes its next batch, and
@@ -347,11 +347,10 @@ TEST_P(PermitCacheConcurrencyTest, ThreadsNeverOverAdmitAndCachesStayBounded) {
   constexpr int64_t kCapacity = 300, kPerSecond = 2000;
   const auto [batch, max_batch] = GetParam();
   const uint64_t largest = std::max(batch, max_batch);
-  Rig rig({Rate::PerSecond(kPerSecond), kCapacity},
-          {.batch = batch,
-           .max_batch = max_batch,
-           .idle = absl::Milliseconds(4),
-           .sweep_period = absl::Milliseconds(2)});
+  Rig rig({Rate::PerSecond(kPerSecond), kCapacity}, {.batch = batch,
+                                                     .max_batch = max_batch,
+                                                     .idle = absl::Milliseconds(4),
+                                                     .sweep_period = absl::Milliseconds(2)});
   std::vector<int64_t> phase_time(kPhases);
   std::vector<std::atomic<int64_t>> admitted(kPhases);
   std::vector<uint64_t> cached(kPhases);

@@ -57,8 +57,8 @@
 // Across processes: a PermitCache works over any BucketRef, including a
 // bucket in a shared segment (SharedBucket::ref()); each process has its own
 // caches over the shared word. A process killed with permits cached loses
-// them until the bucket refills: never more than (batch - 1) x its threads.
-// A forked child starts with every inherited cache empty (the permits stay
+// them until the bucket refills: never more than (largest batch - 1) x its
+// threads. A forked child starts with every inherited cache empty (the permits stay
 // with the parent, which keeps admitting from them), so no permit is admitted
 // twice; a sweep thread is not inherited, and a child's copy of a PermitCache
 // with one sweeps only from its slow paths and Sweep().
