@@ -153,10 +153,14 @@ std::string AnthropicLine(const std::string& id, int i) {
 }
 
 // A shell loop that runs `command` over and over, each run bounded by
-// timeout(1); a run that hits the bound is logged as a hang.
+// timeout(1); a run that hits the bound is logged as a hang. timeout runs in
+// the foreground: otherwise it moves itself and `command` into a process
+// group of their own, and killing the loop's group would leave them running
+// (a kill would not kill `command`, and after the test one could recreate
+// the segment while the directory is removed).
 std::vector<std::string> ShellLoop(const std::string& command, const std::string& hangs) {
   return {"/bin/sh", "-c",
-          absl::StrCat("while :; do timeout 20 ", command,
+          absl::StrCat("while :; do timeout --foreground 20 ", command,
                        " >/dev/null 2>&1; [ $? -eq 124 ] && echo \"", command, "\" >> ", hangs,
                        "; done")};
 }
