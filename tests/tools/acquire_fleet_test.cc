@@ -59,7 +59,9 @@ TEST_P(AcquireFleetTest, TwoHostsShareOneBurst) {
     const CliResult r = Acquire(i % 2);
     if (r.status == 0) ++granted;
     if (r.status == 75) ++refused;
-    if (r.status == 75) EXPECT_THAT(r.err, HasSubstr("fleet-key")) << r.err;
+    if (r.status == 75) {
+      EXPECT_THAT(r.err, HasSubstr("fleet-key")) << r.err;
+    }
   }
   // Five permits in the fleet, an hour from the next: every acquire either
   // took one or was refused, and together they took the five.
@@ -102,7 +104,9 @@ TEST_P(AcquireFleetTest, AnUnreachableRedisFailsWithinTheTimeout) {
   const CliResult r = RunCli({"acquire", "k", "--rate", "1/s", "--burst", "1", "--redis",
                               "redis://127.0.0.1:1", "--mode", GetParam(), "--timeout", "200ms"});
   EXPECT_NE(r.status, 0);
-  if (GetParam() == "exact") EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1")) << r.err;
+  if (GetParam() == "exact") {
+    EXPECT_THAT(r.err, HasSubstr("127.0.0.1:1")) << r.err;
+  }
 }
 
 // `sluice call` four times, alternating two hosts (two segments), with a

@@ -1433,7 +1433,9 @@ TEST(FakeProviderManyConnectionsTest, ThirteenHundredAtOnceAreAnsweredAndTheLast
   int running = kRequests;
   while (running > 0) {
     ASSERT_EQ(curl_multi_perform(multi, &running), CURLM_OK);
-    if (running > 0) ASSERT_EQ(curl_multi_poll(multi, nullptr, 0, 100, nullptr), CURLM_OK);
+    if (running > 0) {
+      ASSERT_EQ(curl_multi_poll(multi, nullptr, 0, 100, nullptr), CURLM_OK);
+    }
   }
   const absl::Duration took = absl::Now() - start;
 

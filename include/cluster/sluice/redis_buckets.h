@@ -54,7 +54,7 @@ struct RedisBucketsOptions {
   std::string host = "127.0.0.1";
   uint16_t port = 6379;
   uint32_t db = 0;
-  std::string password;  // empty: none; never printed
+  std::string password = {};  // empty: none; never printed
   // The longest any call waits on Redis (connect included).
   absl::Duration timeout = absl::Milliseconds(50);
   std::string key_prefix = "sluice:";

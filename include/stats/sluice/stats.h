@@ -130,16 +130,16 @@ struct StatsSnapshot {
     struct Budget {
       std::string key;
       BudgetPeriod period = BudgetPeriod::kDay;
-      std::string window;  // the current window by Redis's clock, as Budget::window
+      std::string window = {};  // the current window by Redis's clock, as Budget::window
       // Spent in that window by the whole fleet; nullopt when Redis did not
       // answer.
-      std::optional<uint64_t> spent_micro_usd;
+      std::optional<uint64_t> spent_micro_usd = {};
       uint64_t limit_micro_usd = 0;
     };
     // A concurrency cap as the fleet holds it in Redis (with a config).
     struct Cap {
       std::string key;
-      std::optional<uint32_t> in_flight;  // leases alive in the fleet; nullopt: no answer
+      std::optional<uint32_t> in_flight = {};  // leases alive in the fleet; nullopt: no answer
       uint32_t max_in_flight = 0;
     };
     std::string redis;  // the endpoint, "redis://host:port/db" (never a password)
